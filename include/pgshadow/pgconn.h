@@ -1,0 +1,99 @@
+/*
+ * pgconn.h - one non-blocking libpq connection driven by a libevent base.
+ *
+ * A ps_pgconn connects with PQconnectStartParams/PQconnectPoll (re-arming on
+ * PQsocket() after every step), runs queued queries one at a time with
+ * PQsendQueryParams (or PQsendQuery for parameterless multi-statement text),
+ * and calls back once per query. It never blocks the loop.
+ *
+ * Resilience: when the connection fails or is lost, every queued and in-flight
+ * query is completed with res == NULL (so callers can retry), the connection is
+ * re-established with exponential backoff and jitter (100 ms .. 30 s), and on
+ * each (re)connect the channels in its LISTEN registry are re-LISTENed before
+ * the on_up callback runs. on_up is the "resync" hook: notifications may have
+ * been lost while down. Keepalives and tcp_user_timeout are added to the
+ * conninfo (the user's own values win), and an idle connection runs a cheap
+ * liveness query every liveness_interval_ms; one that does not answer within
+ * liveness_timeout_ms is treated as lost.
+ *
+ * Notifications are drained (PQnotifies) after every read and delivered to
+ * on_notify.
+ */
+#ifndef PGSHADOW_PGCONN_H
+#define PGSHADOW_PGCONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+
+typedef struct ps_pgconn ps_pgconn;
+
+/* Called once per query. res is the last PGresult of the query (the first
+ * failing one if any failed), owned by the connection: valid only during the
+ * call (do not PQclear). res == NULL means the query could not run because the
+ * connection was lost or closed; the caller decides whether to retry. */
+typedef void (*ps_pg_result_cb)(ps_pgconn *c, const PGresult *res, void *arg);
+
+typedef struct ps_pgconn_callbacks {
+    /* Connected, LISTENs re-issued; run resync here. May be NULL. */
+    void (*on_up)(ps_pgconn *c, void *arg);
+    /* Lost (or failed to connect); reason is redacted. May be NULL. */
+    void (*on_down)(ps_pgconn *c, const char *reason, void *arg);
+    /* A NOTIFY arrived. May be NULL. */
+    void (*on_notify)(ps_pgconn *c, const char *channel, const char *payload, void *arg);
+} ps_pgconn_callbacks;
+
+typedef struct ps_pgconn_options {
+    const char *name;            /* for logs: "main", "listen" */
+    const char *conninfo;        /* copied */
+    const char *application_name; /* default "pgshadowd" */
+    int64_t liveness_interval_ms; /* default 10000; 0 = off */
+    int64_t liveness_timeout_ms;  /* default 5000 */
+    int64_t backoff_base_ms;      /* default 100 */
+    int64_t backoff_cap_ms;       /* default 30000 */
+    int64_t connect_timeout_ms;   /* default 10000 */
+} ps_pgconn_options;
+
+/* Create (does not connect yet). Returns NULL on allocation failure. */
+ps_pgconn *ps_pgconn_new(struct event_base *base, const ps_pgconn_options *opts,
+                         const ps_pgconn_callbacks *cbs, void *arg);
+
+/* Start connecting (asynchronously). */
+int ps_pgconn_start(ps_pgconn *c);
+
+/* Queue a query. params may be NULL when nparams == 0; with no params the text
+ * may hold several statements. Returns 0, or -ENOTCONN when the connection is
+ * closed for good (after ps_pgconn_close), -ENOMEM. The callback always runs
+ * exactly once, later (never from inside this call). */
+int ps_pgconn_query(ps_pgconn *c, const char *sql, int nparams, const char *const *params,
+                    ps_pg_result_cb cb, void *arg);
+
+/* Add a channel to the LISTEN registry (issued now if connected, and after every
+ * reconnect). The name is quoted with PQescapeIdentifier. */
+int ps_pgconn_listen(ps_pgconn *c, const char *channel);
+
+bool ps_pgconn_is_up(const ps_pgconn *c);
+bool ps_pgconn_is_idle(const ps_pgconn *c); /* up, nothing queued or in flight */
+unsigned ps_pgconn_reconnects(const ps_pgconn *c); /* successful connects after the first */
+const char *ps_pgconn_name(const ps_pgconn *c);
+PGconn *ps_pgconn_raw(ps_pgconn *c); /* for PQescape*; NULL when down */
+
+/* Drop the connection now and reconnect after backoff (used when a caller sees
+ * a fatal protocol state). */
+void ps_pgconn_reset(ps_pgconn *c, const char *why);
+
+/* Close for good: pending callbacks get res == NULL; no reconnect. */
+void ps_pgconn_close(ps_pgconn *c);
+void ps_pgconn_free(ps_pgconn *c); /* closes first; NULL is a no-op */
+
+/* Build the keyword/value arrays for PQconnectStartParams: our defaults
+ * (keepalives, tcp_user_timeout, connect_timeout, application_name) first, then
+ * "dbname" = conninfo with expand_dbname so the user's settings override ours.
+ * Exposed for unit tests. Returns the number of pairs written (<= max-1; the
+ * arrays are NULL-terminated). */
+int ps_pgconn_build_params(const ps_pgconn_options *opts, const char **keys, const char **vals,
+                           int max, char *scratch, int scratch_len);
+
+#endif

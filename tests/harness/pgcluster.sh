@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# pgcluster.sh - a throwaway PostgreSQL cluster for tests, demo and benchmarks.
+#
+#   pgcluster.sh start DIR [--tuned]   initdb + start; prints `export ...` lines
+#   pgcluster.sh stop DIR              stop (fast) and remove DIR
+#   pgcluster.sh restart DIR [MODE]    pg_ctl restart -m MODE (default immediate)
+#   pgcluster.sh kill DIR              stop -m immediate, leave DIR (crash)
+#   pgcluster.sh startonly DIR         start an existing, stopped cluster
+#   pgcluster.sh env DIR               print the `export ...` lines again
+#
+# The cluster listens on a unix socket in DIR/sock only (listen_addresses=''),
+# on a free port number (the socket file name), with trust authentication for
+# local connections. As root it runs as the `postgres` OS user (initdb refuses
+# root), so DIR is made accessible to that user. The exported variables:
+#   PGSHADOW_TEST_CLUSTER   DIR
+#   PGSHADOW_TEST_PGHOST    DIR/sock
+#   PGSHADOW_TEST_PGPORT    the port
+#   PGSHADOW_TEST_CONNINFO  "host=DIR/sock port=PORT dbname=pgshadow_test user=postgres"
+#   PGSHADOW_TEST_PGBIN     PostgreSQL's bin directory
+set -euo pipefail
+
+cmd=${1:?usage: pgcluster.sh start|stop|restart|kill|startonly|env DIR}
+dir=${2:?usage: pgcluster.sh $cmd DIR}
+
+pgbin=${PGBIN:-}
+if [ -z "$pgbin" ]; then
+  for v in 17 16 15 14 13; do
+    if [ -x /usr/lib/postgresql/$v/bin/pg_ctl ]; then pgbin=/usr/lib/postgresql/$v/bin; break; fi
+  done
+fi
+[ -n "$pgbin" ] && [ -x "$pgbin/pg_ctl" ] || { echo "pgcluster.sh: no PostgreSQL server binaries found (install postgresql)" >&2; exit 1; }
+
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+print_env() {
+  local port; port=$(cat "$dir/port")
+  echo "export PGSHADOW_TEST_CLUSTER='$dir'"
+  echo "export PGSHADOW_TEST_PGHOST='$dir/sock'"
+  echo "export PGSHADOW_TEST_PGPORT='$port'"
+  echo "export PGSHADOW_TEST_CONNINFO='host=$dir/sock port=$port dbname=pgshadow_test user=postgres'"
+  echo "export PGSHADOW_TEST_PGBIN='$pgbin'"
+}
+
+pgctl() { as_pg "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" "$@"; }
+
+case "$cmd" in
+start)
+  mkdir -p "$dir/sock"
+  dir=$(cd "$dir" && pwd)
+  if [ "$(id -u)" = 0 ]; then
+    chown -R postgres: "$dir"
+    # every parent must be traversable by postgres
+    p=$dir; while [ "$p" != / ]; do chmod o+x "$p" 2>/dev/null || true; p=$(dirname "$p"); done
+  fi
+  as_pg "$pgbin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+    || { cat "$dir/initdb.log" >&2; exit 1; }
+  # a free port number: only the socket file name depends on it
+  port=$(( 20000 + RANDOM % 20000 ))
+  while [ -e "$dir/sock/.s.PGSQL.$port" ]; do port=$((port + 1)); done
+  echo "$port" > "$dir/port"
+  {
+    echo "listen_addresses = ''"
+    echo "port = $port"
+    echo "unix_socket_directories = '$dir/sock'"
+    echo "fsync = on"
+    echo "max_connections = 100"
+    echo "shared_buffers = 128MB"
+    echo "max_wal_size = 2GB"
+    echo "log_min_messages = warning"
+    echo "log_line_prefix = '%m [%p] '"
+    if [ "${3:-}" = "--tuned" ]; then
+      echo "shared_buffers = 1GB"
+      echo "synchronous_commit = on"
+      echo "checkpoint_timeout = 30min"
+      echo "max_wal_size = 8GB"
+    fi
+  } >> "$dir/data/postgresql.conf"
+  pgctl -w -t 60 start >/dev/null || { cat "$dir/postgres.log" >&2; exit 1; }
+  as_pg "$pgbin/psql" -h "$dir/sock" -p "$port" -U postgres -d postgres -qAt \
+    -c "CREATE DATABASE pgshadow_test" >/dev/null
+  print_env
+  ;;
+env)
+  print_env
+  ;;
+restart)
+  mode=${3:-immediate}
+  pgctl -w -t 60 -m "$mode" restart >/dev/null
+  ;;
+kill)
+  pgctl -m immediate stop >/dev/null
+  ;;
+startonly)
+  pgctl -w -t 60 start >/dev/null
+  ;;
+stop)
+  if [ -d "$dir/data" ]; then pgctl -m fast stop >/dev/null 2>&1 || true; fi
+  rm -rf "$dir"
+  ;;
+*)
+  echo "pgcluster.sh: unknown command $cmd" >&2; exit 2 ;;
+esac
