@@ -1,1 +1,302 @@
-/* placeholder: being written */
+/*
+ * redact.c - keep passwords out of every string that leaves the process.
+ *
+ * Owns the one scanner that finds secrets in conninfo strings and free text.
+ * Invariants: redaction only ever removes characters (a secret value becomes
+ * "***"), it never fails open (an unparseable conninfo is redacted as free
+ * text, which errs on the side of hiding too much), and it never allocates
+ * in ps_redact_secrets(), so logging can call it anywhere.
+ */
+#include "pgshadow/redact.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#define MASK "***"
+
+/* A bounded writer: keeps what fits, always NUL-terminates, counts secrets. */
+typedef struct out {
+    char *buf;
+    size_t cap; /* 0: discard everything (detect mode) */
+    size_t len;
+    int secrets;
+} out;
+
+static void out_put(out *o, const char *s, size_t n)
+{
+    if (o->cap == 0)
+        return;
+    size_t room = o->cap - 1 - o->len;
+    if (n > room)
+        n = room;
+    memcpy(o->buf + o->len, s, n);
+    o->len += n;
+    o->buf[o->len] = '\0';
+}
+
+static void out_mask(out *o)
+{
+    out_put(o, MASK, strlen(MASK));
+    o->secrets++;
+}
+
+static bool starts_with_ci(const char *s, const char *prefix)
+{
+    return strncasecmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* Length of a postgres URI scheme at s ("postgres://" or "postgresql://"), or 0. */
+static size_t uri_scheme_len(const char *s)
+{
+    if (starts_with_ci(s, "postgresql://"))
+        return strlen("postgresql://");
+    if (starts_with_ci(s, "postgres://"))
+        return strlen("postgres://");
+    return 0;
+}
+
+/* Length of a password keyword at s ("password", "passwd", and anything
+ * ending in them such as "sslpassword" or "PGPASSWORD", since we scan every
+ * position), or 0. */
+static size_t keyword_len(const char *s)
+{
+    if (starts_with_ci(s, "password"))
+        return strlen("password");
+    if (starts_with_ci(s, "passwd"))
+        return strlen("passwd");
+    return 0;
+}
+
+/*
+ * Value that starts at s: quoted ('...' or "...", backslash escapes, to the
+ * matching quote or the end) or bare (to whitespace or '&', the separators
+ * of conninfo and URI query strings). Writes the masked value and returns
+ * the number of input bytes it consumed. An empty bare value is no secret
+ * and is left alone.
+ */
+static size_t mask_value(const char *s, out *o)
+{
+    if (*s == '\'' || *s == '"') {
+        char q = *s;
+        size_t i = 1;
+        while (s[i] && s[i] != q) {
+            if (s[i] == '\\' && s[i + 1])
+                i++;
+            i++;
+        }
+        out_put(o, &q, 1);
+        out_mask(o);
+        if (s[i] == q) {
+            out_put(o, &q, 1);
+            i++;
+        }
+        return i;
+    }
+    size_t i = 0;
+    while (s[i] && !isspace((unsigned char)s[i]) && s[i] != '&') {
+        if (s[i] == '\\' && s[i + 1])
+            i++;
+        i++;
+    }
+    if (i > 0)
+        out_mask(o);
+    return i;
+}
+
+/*
+ * At a URI scheme: copy the scheme and user, mask the password in the
+ * userinfo. The authority ends at whitespace, '/', '?' or '#'; its LAST '@'
+ * ends the userinfo (libpq takes the first, but a stray '@' in a password
+ * must not leak the rest of it). Returns the bytes consumed.
+ */
+static size_t redact_uri_userinfo(const char *s, size_t scheme, out *o)
+{
+    size_t end = scheme;
+    size_t at = 0;
+    while (s[end] && !isspace((unsigned char)s[end]) && !strchr("/?#", s[end])) {
+        if (s[end] == '@')
+            at = end;
+        end++;
+    }
+    if (at == 0) {
+        out_put(o, s, scheme);
+        return scheme;
+    }
+    const char *colon = memchr(s + scheme, ':', at - scheme);
+    if (colon == NULL || colon + 1 == s + at) {
+        out_put(o, s, at + 1);
+        return at + 1;
+    }
+    out_put(o, s, (size_t)(colon - s) + 1);
+    out_mask(o);
+    out_put(o, "@", 1);
+    return at + 1;
+}
+
+/*
+ * At a password keyword: optional closing quote (JSON "password": ...),
+ * optional spaces, '=' or ':', optional spaces, a value. Returns the bytes
+ * consumed, or 0 when this is not an assignment ("password authentication
+ * failed" is not a secret).
+ */
+static size_t redact_assignment(const char *s, size_t kw, out *o)
+{
+    size_t i = kw;
+    if (s[i] == '"' || s[i] == '\'')
+        i++;
+    while (s[i] == ' ' || s[i] == '\t')
+        i++;
+    if (s[i] != '=' && s[i] != ':')
+        return 0;
+    i++;
+    while (s[i] == ' ' || s[i] == '\t')
+        i++;
+    out_put(o, s, i);
+    return i + mask_value(s + i, o);
+}
+
+static void redact_text(const char *s, out *o)
+{
+    size_t i = 0;
+    while (s[i]) {
+        size_t n = uri_scheme_len(s + i);
+        if (n > 0) {
+            i += redact_uri_userinfo(s + i, n, o);
+            continue;
+        }
+        n = keyword_len(s + i);
+        if (n > 0) {
+            size_t used = redact_assignment(s + i, n, o);
+            if (used > 0) {
+                i += used;
+                continue;
+            }
+        }
+        out_put(o, s + i, 1);
+        i++;
+    }
+}
+
+static size_t skip_space(const char *s, size_t i)
+{
+    while (isspace((unsigned char)s[i]))
+        i++;
+    return i;
+}
+
+/* True for keywords whose value is a secret: password, sslpassword. */
+static bool secret_keyword(const char *kw, size_t n)
+{
+    size_t plen = strlen("password");
+    return n >= plen && strncasecmp(kw + n - plen, "password", plen) == 0;
+}
+
+/*
+ * key=value conninfo, tokenised as libpq does: spaces around '=' are allowed,
+ * values are bare (backslash escapes) or single-quoted. Where the string
+ * stops making sense (a keyword without '='), the rest is redacted as free
+ * text instead.
+ */
+static void redact_keyvalue(const char *s, out *o)
+{
+    size_t i = 0;
+    for (;;) {
+        size_t start = i;
+        i = skip_space(s, i);
+        if (!s[i]) {
+            out_put(o, s + start, i - start);
+            return;
+        }
+        size_t kw = i;
+        while (s[i] && s[i] != '=' && !isspace((unsigned char)s[i]))
+            i++;
+        size_t kwlen = i - kw;
+        i = skip_space(s, i);
+        if (s[i] != '=' || kwlen == 0) {
+            redact_text(s + start, o);
+            return;
+        }
+        i = skip_space(s, i + 1);
+        out_put(o, s + start, i - start);
+        if (secret_keyword(s + kw, kwlen)) {
+            i += mask_value(s + i, o);
+            continue;
+        }
+        size_t vstart = i;
+        if (s[i] == '\'') {
+            i++;
+            while (s[i] && s[i] != '\'') {
+                if (s[i] == '\\' && s[i + 1])
+                    i++;
+                i++;
+            }
+            if (s[i] == '\'')
+                i++;
+        } else {
+            while (s[i] && !isspace((unsigned char)s[i])) {
+                if (s[i] == '\\' && s[i + 1])
+                    i++;
+                i++;
+            }
+        }
+        out_put(o, s + vstart, i - vstart);
+    }
+}
+
+static void redact_conninfo_into(const char *conninfo, out *o)
+{
+    const char *s = conninfo + strspn(conninfo, " \t\n\r");
+    if (uri_scheme_len(s) > 0)
+        redact_text(conninfo, o); /* userinfo and ?password= are both found there */
+    else
+        redact_keyvalue(conninfo, o);
+}
+
+char *ps_redact_conninfo(const char *conninfo)
+{
+    if (conninfo == NULL)
+        conninfo = "";
+    /* Each secret is at least one byte and becomes three, plus quotes kept. */
+    size_t cap = strlen(conninfo) * 4 + 4;
+    out o = { .buf = malloc(cap), .cap = cap };
+    if (o.buf == NULL)
+        return NULL;
+    o.buf[0] = '\0';
+    redact_conninfo_into(conninfo, &o);
+    return o.buf;
+}
+
+void ps_redact_secrets(const char *in, char *buf, size_t len)
+{
+    if (buf == NULL || len == 0)
+        return;
+    buf[0] = '\0';
+    if (in == NULL)
+        return;
+    out o = { .buf = buf, .cap = len };
+    redact_text(in, &o);
+}
+
+bool ps_conninfo_has_password(const char *conninfo)
+{
+    if (conninfo == NULL)
+        return false;
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+    if (opts == NULL) {
+        PQfreemem(err);
+        out o = { 0 };
+        redact_conninfo_into(conninfo, &o);
+        return o.secrets > 0;
+    }
+    bool found = false;
+    for (PQconninfoOption *opt = opts; opt->keyword; opt++) {
+        if (secret_keyword(opt->keyword, strlen(opt->keyword)) && opt->val && opt->val[0])
+            found = true;
+    }
+    PQconninfoFree(opts);
+    return found;
+}

@@ -18,7 +18,8 @@ char *ps_redact_conninfo(const char *conninfo);
 void ps_redact_secrets(const char *in, char *out, size_t len);
 
 /* True when a conninfo string carries a password (key=value or URI userinfo
- * or ?password= query parameter). */
+ * or ?password= query parameter; sslpassword counts too). Parsed with libpq's
+ * PQconninfoParse; a string libpq cannot parse is checked textually. */
 bool ps_conninfo_has_password(const char *conninfo);
 
 #endif
