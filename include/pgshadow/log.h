@@ -17,6 +17,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <syslog.h>
 
 /* A structured field: name without the PGSHADOW_ prefix ("TABLE", "STAGE"). */
@@ -49,5 +50,17 @@ void ps_log_set_sink(ps_log_sink sink, void *arg);
 
 /* The rate limiter window and burst (defaults: 10 identical messages per 5 s). */
 void ps_log_set_ratelimit(int burst, int interval_ms);
+
+/* Write the "message repeated N times: ..." line for every rate-limit window
+ * that has ended. Called from each log call and from the daemon's
+ * housekeeping timer, so a count comes out even when the log goes quiet. */
+void ps_log_flush_suppressed(void);
+
+/* Encode one entry in journald's native datagram format (MESSAGE, PRIORITY,
+ * SYSLOG_IDENTIFIER, PGSHADOW_<NAME> per field; values containing a newline
+ * use the length-prefixed form). Returns the length, or 0 when it does not
+ * fit. Used without libsystemd; exposed for unit tests. */
+size_t ps_log_journal_encode(char *buf, size_t len, int prio, const char *ident, const char *msg,
+                             const ps_log_field *fields);
 
 #endif

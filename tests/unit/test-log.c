@@ -1,3 +1,252 @@
-/* placeholder: being written */
+/*
+ * test-log.c - levels, line format, fields, redaction, rate limiting, the
+ * journal detection and the journald native encoding.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
-int main(void) { return 1; }
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pgshadow/log.h"
+
+#define MAX_LINES 64
+
+static struct {
+    int n;
+    int prio[MAX_LINES];
+    char line[MAX_LINES][1024];
+} cap;
+
+static void sink(int prio, const char *line, void *arg)
+{
+    (void)arg;
+    if (cap.n < MAX_LINES) {
+        cap.prio[cap.n] = prio;
+        snprintf(cap.line[cap.n], sizeof cap.line[cap.n], "%s", line);
+    }
+    cap.n++;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&cap, 0, sizeof cap);
+    ps_log_setup("pgshadowd", LOG_DEBUG);
+    ps_log_set_ratelimit(10, 5000);
+    ps_log_set_sink(sink, NULL);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    ps_log_set_sink(NULL, NULL);
+    return 0;
+}
+
+static void test_level_filter(void **state)
+{
+    (void)state;
+    ps_log_set_level(LOG_NOTICE);
+    assert_int_equal(ps_log_get_level(), LOG_NOTICE);
+    ps_log_debug("hidden debug");
+    ps_log_info("hidden info");
+    ps_log_notice("shown notice");
+    ps_log_error("shown error");
+    assert_int_equal(cap.n, 2);
+    assert_int_equal(cap.prio[0], LOG_NOTICE);
+    assert_non_null(strstr(cap.line[0], "notice: shown notice"));
+    assert_int_equal(cap.prio[1], LOG_ERR);
+    assert_non_null(strstr(cap.line[1], "error: shown error"));
+}
+
+static void test_line_shape_and_fields(void **state)
+{
+    (void)state;
+    ps_log_field f[] = {{"TABLE", "contexts"}, {"REASON", "two words"}, {NULL, NULL}};
+    ps_log_fields(LOG_WARNING, f, "apply failed %d", 3);
+    assert_int_equal(cap.n, 1);
+    char want[128];
+    snprintf(want, sizeof want, "pgshadowd[%ld]: warning: apply failed 3 table=contexts "
+             "reason=\"two words\"", (long)getpid());
+    assert_string_equal(cap.line[0], want);
+}
+
+/* The stderr form: timestamp "YYYY-MM-DDTHH:MM:SS.mmmZ ident[pid]: level: msg". */
+static void test_stderr_line(void **state)
+{
+    (void)state;
+    ps_log_set_sink(NULL, NULL);
+    unsetenv("JOURNAL_STREAM");
+    ps_log_setup("pgshadowd", LOG_INFO);
+    char path[] = "/tmp/test-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    ps_log_info("hello %s", "world");
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char buf[512] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    unlink(path);
+    assert_true(n > 0);
+    /* 2026-11-24T21:28:35.123Z */
+    assert_int_equal(buf[4], '-');
+    assert_int_equal(buf[10], 'T');
+    assert_int_equal(buf[19], '.');
+    assert_int_equal(buf[23], 'Z');
+    assert_int_equal(buf[24], ' ');
+    char want[128];
+    snprintf(want, sizeof want, " pgshadowd[%ld]: info: hello world\n", (long)getpid());
+    assert_string_equal(buf + 24, want);
+}
+
+static const char *const secret_lines[] = {
+    "connect failed: host=db password=hunter2 dbname=x",
+    "connect failed: host=db password='hunter2 with space' dbname=x",
+    "connect failed: postgresql://alice:hunter2@db.example/x",
+    "connect failed: postgres://db.example/x?user=a&password=hunter2",
+    "{\"password\": \"hunter2\"}",
+};
+
+static void test_no_password_at_debug(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof secret_lines / sizeof *secret_lines; i++) {
+        ps_log_debug("%s", secret_lines[i]);
+        /* as a field value too */
+        ps_log_field f[] = {{"CONNINFO", secret_lines[i]}, {NULL, NULL}};
+        ps_log_fields(LOG_DEBUG, f, "field case %zu", i);
+    }
+    assert_int_equal(cap.n, 10);
+    for (int i = 0; i < cap.n; i++) {
+        assert_null(strstr(cap.line[i], "hunter2"));
+    }
+    /* still useful: the rest of the message survives */
+    assert_non_null(strstr(cap.line[0], "host=db"));
+    assert_non_null(strstr(cap.line[4], "db.example"));
+}
+
+static void test_ratelimit(void **state)
+{
+    (void)state;
+    ps_log_set_ratelimit(3, 200);
+    for (int i = 0; i < 10; i++)
+        ps_log_warning("connection refused");
+    ps_log_warning("a different message");
+    assert_int_equal(cap.n, 4); /* 3 of the burst + the different one */
+    ps_log_flush_suppressed();  /* window not over: nothing yet */
+    assert_int_equal(cap.n, 4);
+    usleep(250 * 1000);
+    ps_log_flush_suppressed();
+    assert_int_equal(cap.n, 5);
+    assert_non_null(strstr(cap.line[4], "message repeated 7 times: connection refused"));
+    assert_int_equal(cap.prio[4], LOG_WARNING);
+    /* A new window lets the message through again. */
+    ps_log_warning("connection refused");
+    assert_int_equal(cap.n, 6);
+    assert_non_null(strstr(cap.line[5], "warning: connection refused"));
+}
+
+static void test_ratelimit_flush_on_next_log(void **state)
+{
+    (void)state;
+    ps_log_set_ratelimit(1, 100);
+    ps_log_info("same");
+    ps_log_info("same");
+    ps_log_info("same");
+    assert_int_equal(cap.n, 1);
+    usleep(150 * 1000);
+    ps_log_info("other");
+    assert_int_equal(cap.n, 3);
+    assert_non_null(strstr(cap.line[1], "message repeated 2 times: same"));
+    assert_non_null(strstr(cap.line[2], "info: other"));
+}
+
+static void test_ratelimit_distinguishes_prio(void **state)
+{
+    (void)state;
+    ps_log_set_ratelimit(1, 5000);
+    ps_log_info("x");
+    ps_log_warning("x");
+    ps_log_info("x");
+    assert_int_equal(cap.n, 2);
+}
+
+static void test_journal_detection(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/test-log-j-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    char env[64];
+    snprintf(env, sizeof env, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    setenv("JOURNAL_STREAM", env, 1);
+    ps_log_setup("pgshadowd", LOG_INFO);
+    bool yes = ps_log_to_journal();
+    snprintf(env, sizeof env, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino + 1);
+    setenv("JOURNAL_STREAM", env, 1);
+    ps_log_setup("pgshadowd", LOG_INFO);
+    bool other_inode = ps_log_to_journal();
+    setenv("JOURNAL_STREAM", "garbage", 1);
+    ps_log_setup("pgshadowd", LOG_INFO);
+    bool garbage = ps_log_to_journal();
+    unsetenv("JOURNAL_STREAM");
+    ps_log_setup("pgshadowd", LOG_INFO);
+    bool unset = ps_log_to_journal();
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    close(fd);
+    unlink(path);
+    assert_true(yes);
+    assert_false(other_inode);
+    assert_false(garbage);
+    assert_false(unset);
+}
+
+static void test_journal_encode(void **state)
+{
+    (void)state;
+    char buf[512];
+    ps_log_field f[] = {{"table", "contexts"}, {"Err-Msg", "a\nb"}, {NULL, NULL}};
+    size_t n = ps_log_journal_encode(buf, sizeof buf, LOG_WARNING, "pgshadowd", "hi", f);
+    const char want[] = "MESSAGE=hi\nPRIORITY=4\nSYSLOG_IDENTIFIER=pgshadowd\n"
+                        "PGSHADOW_TABLE=contexts\n"
+                        "PGSHADOW_ERR_MSG\n\x03\0\0\0\0\0\0\0a\nb\n";
+    assert_int_equal(n, sizeof want - 1);
+    assert_memory_equal(buf, want, n);
+    /* too small a buffer: 0, not a truncated datagram */
+    assert_int_equal(ps_log_journal_encode(buf, 20, LOG_INFO, "pgshadowd", "hi", NULL), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_level_filter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_line_shape_and_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stderr_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_password_at_debug, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ratelimit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ratelimit_flush_on_next_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ratelimit_distinguishes_prio, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_journal_detection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_journal_encode, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
