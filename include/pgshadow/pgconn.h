@@ -56,7 +56,15 @@ typedef struct ps_pgconn_options {
     int64_t connect_timeout_ms;   /* default 10000 */
 } ps_pgconn_options;
 
-/* Create (does not connect yet). Returns NULL on allocation failure. */
+/* Fill *o with the documented defaults (liveness on at 10 s / 5 s, backoff
+ * 100 ms .. 30 s, connect timeout 10 s, application_name "pgshadowd"); the
+ * caller then sets name and conninfo. In a zero-initialised struct every other
+ * 0 also means "default", but liveness_interval_ms == 0 means "off". */
+void ps_pgconn_options_init(ps_pgconn_options *o);
+
+/* Create (does not connect yet). Returns NULL on allocation failure.
+ * Queries queued before the connection is up wait for it; if that attempt
+ * fails or the connection is lost before they complete, they get res == NULL. */
 ps_pgconn *ps_pgconn_new(struct event_base *base, const ps_pgconn_options *opts,
                          const ps_pgconn_callbacks *cbs, void *arg);
 
@@ -81,12 +89,16 @@ const char *ps_pgconn_name(const ps_pgconn *c);
 PGconn *ps_pgconn_raw(ps_pgconn *c); /* for PQescape*; NULL when down */
 
 /* Drop the connection now and reconnect after backoff (used when a caller sees
- * a fatal protocol state). */
+ * a fatal protocol state). Pending callbacks (res == NULL) and on_down run
+ * before this returns; it may be called from inside any callback. */
 void ps_pgconn_reset(ps_pgconn *c, const char *why);
 
-/* Close for good: pending callbacks get res == NULL; no reconnect. */
+/* Close for good: pending callbacks get res == NULL before this returns (no
+ * on_down); no reconnect. */
 void ps_pgconn_close(ps_pgconn *c);
-void ps_pgconn_free(ps_pgconn *c); /* closes first; NULL is a no-op */
+/* Closes first; NULL is a no-op. Safe from inside the connection's own
+ * callbacks: the memory is released when the outermost handler returns. */
+void ps_pgconn_free(ps_pgconn *c);
 
 /* Build the keyword/value arrays for PQconnectStartParams: our defaults
  * (keepalives, tcp_user_timeout, connect_timeout, application_name) first, then
