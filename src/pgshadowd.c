@@ -1,2 +1,119 @@
-/* placeholder */
-int main(void) { return 1; }
+/*
+ * pgshadowd.c - the daemon's main: command line, config load, then the loop.
+ *
+ * Runs in the foreground (systemd supervises it; no double fork). Exit codes:
+ * 0 clean stop, 1 runtime failure, 2 bad usage or bad config.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgshadow/config.h"
+#include "pgshadow/daemon.h"
+#include "pgshadow/errors.h"
+#include "pgshadow/log.h"
+
+#define EXIT_USAGE 2
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: pgshadowd [-c FILE] [--check-config] [--log-level LEVEL] [--version] [--help]\n"
+            "\n"
+            "  -c, --config FILE      configuration file (default " PS_CONFIG_DEFAULT_PATH ")\n"
+            "      --check-config     validate the configuration and exit\n"
+            "      --log-level LEVEL  debug|info|notice|warning|error (overrides log.level)\n"
+            "      --version          print the version and exit\n"
+            "  -h, --help             print this help and exit\n"
+            "\n"
+            "Signals: SIGHUP reloads the configuration; SIGTERM/SIGINT stop gracefully\n"
+            "(a second one stops at once). See pgshadowd(8).\n");
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_CHECK = 256, OPT_LOG_LEVEL, OPT_VERSION };
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", no_argument, NULL, OPT_CHECK},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = PS_CONFIG_DEFAULT_PATH;
+    bool check = false;
+    int level_override = -1;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case OPT_CHECK:
+            check = true;
+            break;
+        case OPT_LOG_LEVEL:
+            level_override = ps_log_level_parse(optarg);
+            if (level_override < 0) {
+                fprintf(stderr, "pgshadowd: unknown log level '%s' "
+                                "(debug|info|notice|warning|error)\n", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case OPT_VERSION:
+            printf("pgshadowd %s\n", PGSHADOW_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "pgshadowd: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+
+    ps_errors errs;
+    ps_errors_init(&errs);
+    ps_config *cfg = NULL;
+
+    if (check) {
+        if (ps_config_load(path, &cfg, &errs) < 0) {
+            ps_errors_print(&errs, stderr);
+            ps_errors_clear(&errs);
+            return EXIT_USAGE;
+        }
+        ps_config_free(cfg);
+        printf("configuration OK\n");
+        return 0;
+    }
+
+    ps_log_setup("pgshadowd", level_override >= 0 ? level_override : LOG_INFO);
+    if (ps_config_load(path, &cfg, &errs) < 0) {
+        for (size_t i = 0; i < errs.count; i++) {
+            char *line = ps_error_format(&errs.items[i]);
+            ps_log_error("%s", line ? line : errs.items[i].message);
+            free(line);
+        }
+        ps_log_error("not starting: %s is invalid", path);
+        ps_errors_clear(&errs);
+        return EXIT_USAGE;
+    }
+
+    ps_daemon *d = NULL;
+    int r = ps_daemon_new(path, cfg, level_override, &d); /* takes cfg */
+    if (r < 0) {
+        ps_log_error("cannot set up the daemon: %s", strerror(-r));
+        return 1;
+    }
+    int code = ps_daemon_run(d);
+    ps_daemon_free(d);
+    return code;
+}
