@@ -1,1 +1,753 @@
-/* placeholder: being written */
+/*
+ * check.c - `pgshadowctl check`: the preflight (also run first by install).
+ *
+ * Owns the preflight's SQL (all of it in the `queries` table below, read-only
+ * catalog and statistics queries) and its PASS/WARN/FAIL policy (the pure
+ * ps_check_decide_* functions, unit tested in tests/unit/test-check.c).
+ *
+ * Invariants: the preflight never writes and never queues behind a lock for
+ * long: the session runs with lock_timeout 1s, and the one lock-taking query
+ * (relation sizes) falls back to the planner's statistics when it cannot get
+ * its lock. Free disk is reported only when actually measured, never guessed.
+ * Queries show pids and ages of other sessions, never their query text.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+#include "pgshadow/ctl.h"
+
+/* ---- the SQL, in one place ---- */
+
+enum {
+    Q_ROLE,
+    Q_TABLE,
+    Q_KEY_COLUMNS,
+    Q_KEY_UNIQUE,
+    Q_SHADOW,
+    Q_LOCKS,
+    Q_XACTS,
+    Q_REPLICATION,
+    Q_SETTINGS,
+    Q_DATA_DIRECTORY,
+    Q_SIZE_EXACT,
+    Q_SIZE_ESTIMATE,
+};
+
+static const char *const queries[] = {
+    [Q_ROLE] =
+        "SELECT current_user, r.rolsuper, r.rolcreaterole,"
+        " has_database_privilege(current_database(), 'CREATE'),"
+        " EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'pgshadow'),"
+        " (SELECT pg_catalog.string_agg(x, ', ') FROM pg_catalog.unnest(ARRAY['pgshadow_operator',"
+        "   'pgshadow_viewer', 'pgshadow_daemon']) x"
+        "   WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = x)),"
+        " EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgshadow_daemon')"
+        "   AND pg_catalog.pg_has_role(current_user, 'pgshadow_daemon', 'MEMBER'),"
+        " (SELECT pg_catalog.has_schema_privilege(n.oid, 'CREATE')"
+        "   FROM pg_catalog.pg_namespace n WHERE n.nspname = $1)"
+        " FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+    /* $1 schema, $2 table */
+    [Q_TABLE] =
+        "SELECT c.oid, c.relkind, pg_catalog.pg_has_role(c.relowner, 'USAGE'),"
+        " pg_catalog.has_table_privilege(c.oid, 'SELECT'),"
+        " (SELECT pg_catalog.array_agg(a.attname::text ORDER BY"
+        "     pg_catalog.array_position(i.indkey::int2[], a.attnum))"
+        "   FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a"
+        "     ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)"
+        "   WHERE i.indrelid = c.oid AND i.indisprimary)"
+        " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = $1 AND c.relname = $2",
+    /* $1 table oid, $2 configured key columns */
+    [Q_KEY_COLUMNS] =
+        "SELECT k.col, a.attnum IS NOT NULL, coalesce(a.attnotnull, false)"
+        " FROM pg_catalog.unnest($2::text[]) WITH ORDINALITY k(col, ord)"
+        " LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = $1::oid AND a.attname = k.col"
+        "   AND a.attnum > 0 AND NOT a.attisdropped"
+        " ORDER BY k.ord",
+    /* a unique, non-partial, plain-column index within the key makes it unique */
+    [Q_KEY_UNIQUE] =
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i"
+        " WHERE i.indrelid = $1::oid AND i.indisunique AND i.indpred IS NULL"
+        "   AND i.indexprs IS NULL"
+        "   AND (SELECT pg_catalog.array_agg(a.attname::text) FROM pg_catalog.pg_attribute a"
+        "        WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) <@ $2::text[])",
+    /* $1 primary oid, $2 schema, $3 shadow name, $4 key text[], $5 mapped
+     * shadow columns text[]: one row per mismatch, or none. A primary column
+     * is copied by name unless the config maps that shadow column; its type
+     * must be the same, assignable by a cast, or a string type. */
+    [Q_SHADOW] =
+        "WITH s AS (SELECT c.oid FROM pg_catalog.pg_class c"
+        "   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        "   WHERE n.nspname = $2 AND c.relname = $3),"
+        " pcols AS (SELECT a.attname::text AS name, a.atttypid AS typ, a.attnum"
+        "   FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0"
+        "   AND NOT a.attisdropped),"
+        " scols AS (SELECT a.attname::text AS name, a.atttypid AS typ"
+        "   FROM pg_catalog.pg_attribute a JOIN s ON a.attrelid = s.oid"
+        "   WHERE a.attnum > 0 AND NOT a.attisdropped)"
+        " SELECT problem FROM ("
+        "  SELECT 1 AS o, p.attnum AS n, CASE WHEN sc.name IS NULL THEN"
+        "      pg_catalog.format('%s %I missing in the shadow',"
+        "        CASE WHEN p.name = ANY ($4::text[]) THEN 'key column' ELSE 'column' END, p.name)"
+        "    ELSE pg_catalog.format('column %I: primary type %s is not assignable to shadow type %s',"
+        "      p.name, pg_catalog.format_type(p.typ, NULL), pg_catalog.format_type(sc.typ, NULL))"
+        "    END AS problem"
+        "  FROM pcols p LEFT JOIN scols sc ON sc.name = p.name"
+        "  WHERE NOT p.name = ANY ($5::text[]) AND (sc.name IS NULL OR NOT ("
+        "    sc.typ = p.typ"
+        "    OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast WHERE castsource = p.typ"
+        "               AND casttarget = sc.typ AND castcontext IN ('a', 'i'))"
+        "    OR EXISTS (SELECT 1 FROM pg_catalog.pg_type t WHERE t.oid = sc.typ"
+        "               AND (t.typbasetype = p.typ OR t.typcategory = 'S'))))"
+        "  UNION ALL"
+        "  SELECT 2, 0, pg_catalog.format('mapped column %I missing in the shadow', m)"
+        "  FROM pg_catalog.unnest($5::text[]) m WHERE m NOT IN (SELECT name FROM scols)"
+        "  UNION ALL"
+        "  SELECT 3, t.ord::int, pg_catalog.format('tracking column %I missing', t.col)"
+        "  FROM pg_catalog.unnest(ARRAY['_shadow_version', '_shadow_created_at',"
+        "    '_shadow_source_table', '_shadow_migration_id', '_shadow_sync_status',"
+        "    '_shadow_last_sync', '_shadow_validation_hash']) WITH ORDINALITY t(col, ord)"
+        "  WHERE t.col NOT IN (SELECT name FROM scols)"
+        "  UNION ALL"
+        "  SELECT 4, 0, pg_catalog.format('no primary key or unique index on the key (%s)',"
+        "    pg_catalog.array_to_string($4::text[], ', '))"
+        "  FROM s WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i"
+        "    WHERE i.indrelid = s.oid AND i.indisunique AND i.indpred IS NULL"
+        "      AND i.indexprs IS NULL AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY"
+        "        a.attname) FROM pg_catalog.pg_attribute a WHERE a.attrelid = s.oid"
+        "        AND a.attnum = ANY (i.indkey)) = (SELECT pg_catalog.array_agg(k ORDER BY k)"
+        "        FROM pg_catalog.unnest($4::text[]) k))"
+        " ) x ORDER BY o, n, problem",
+    /* $1 oid[]: locks that conflict with CREATE TRIGGER's SHARE ROW EXCLUSIVE */
+    [Q_LOCKS] =
+        "SELECT l.pid, l.mode, c.relname FROM pg_catalog.pg_locks l"
+        " JOIN pg_catalog.pg_class c ON c.oid = l.relation"
+        " WHERE l.relation = ANY ($1::oid[]) AND l.pid <> pg_catalog.pg_backend_pid()"
+        "   AND l.granted AND l.mode NOT IN ('AccessShareLock', 'RowShareLock')"
+        " ORDER BY l.pid, c.relname",
+    [Q_XACTS] =
+        "SELECT pid, pg_catalog.extract(epoch FROM now() - xact_start)::bigint"
+        " FROM pg_catalog.pg_stat_activity"
+        " WHERE xact_start IS NOT NULL AND pid <> pg_catalog.pg_backend_pid()"
+        "   AND now() - xact_start > interval '5 minutes'"
+        " ORDER BY xact_start LIMIT 20",
+    [Q_REPLICATION] =
+        "SELECT (pg_catalog.extract(epoch FROM replay_lag) * 1000)::bigint"
+        " FROM pg_catalog.pg_stat_replication",
+    [Q_SETTINGS] =
+        "SELECT current_setting('archive_mode'), current_setting('wal_level')",
+    /* needs superuser or pg_read_all_settings; a failure means "unknown" */
+    [Q_DATA_DIRECTORY] = "SELECT current_setting('data_directory')",
+    [Q_SIZE_EXACT] =
+        "SELECT coalesce(sum(pg_catalog.pg_total_relation_size(o)), 0)::bigint"
+        " FROM pg_catalog.unnest($1::oid[]) o",
+    /* lock-free: the planner's page counts of tables, their indexes and toast */
+    [Q_SIZE_ESTIMATE] =
+        "SELECT coalesce(sum(c.relpages::bigint), 0) * current_setting('block_size')::bigint"
+        " FROM pg_catalog.pg_class c WHERE c.oid = ANY ($1::oid[])"
+        "   OR c.oid IN (SELECT indexrelid FROM pg_catalog.pg_index WHERE indrelid = ANY ($1::oid[]))"
+        "   OR c.oid IN (SELECT reltoastrelid FROM pg_catalog.pg_class WHERE oid = ANY ($1::oid[]))",
+};
+
+/* ---- the report ---- */
+
+const char *ps_check_status_word(ps_check_status s)
+{
+    return s == PS_CHECK_PASS ? "PASS" : s == PS_CHECK_WARN ? "WARN" : "FAIL";
+}
+
+void ps_check_report_init(ps_check_report *r)
+{
+    memset(r, 0, sizeof(*r));
+}
+
+void ps_check_report_free(ps_check_report *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->count; i++) {
+        free(r->lines[i].name);
+        free(r->lines[i].detail);
+    }
+    free(r->lines);
+    memset(r, 0, sizeof(*r));
+}
+
+void ps_check_add(ps_check_report *r, ps_check_status s, const char *name, const char *fmt, ...)
+{
+    if (r->count == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        ps_check_line *p = realloc(r->lines, cap * sizeof(*p));
+        if (!p)
+            abort();
+        r->lines = p;
+        r->cap = cap;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    char *detail = NULL;
+    if (vasprintf(&detail, fmt, ap) < 0)
+        abort();
+    va_end(ap);
+    ps_check_line *l = &r->lines[r->count++];
+    l->status = s;
+    l->name = strdup(name);
+    l->detail = detail;
+    if (!l->name)
+        abort();
+    if (s > r->worst)
+        r->worst = s;
+}
+
+void ps_check_report_print(const ps_check_report *r, ps_check_status min_status, FILE *out)
+{
+    for (size_t i = 0; i < r->count; i++)
+        if (r->lines[i].status >= min_status)
+            fprintf(out, "%s  %s: %s\n", ps_check_status_word(r->lines[i].status),
+                    r->lines[i].name, r->lines[i].detail);
+}
+
+/* ---- pure decisions ---- */
+
+void ps_check_format_bytes(int64_t bytes, char *buf, size_t len)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = (double)bytes;
+    size_t u = 0;
+    while (v >= 1024.0 && u + 1 < sizeof(units) / sizeof(units[0])) {
+        v /= 1024.0;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, len, "%lld B", (long long)bytes);
+    else
+        snprintf(buf, len, "%.1f %s", v, units[u]);
+}
+
+ps_check_status ps_check_decide_server_version(int num, char *detail, size_t len)
+{
+    int major = num / 10000;
+    if (num >= 130000) {
+        snprintf(detail, len, "PostgreSQL %d (13 or later required)", major);
+        return PS_CHECK_PASS;
+    }
+    if (num <= 0) {
+        snprintf(detail, len, "unknown server version");
+        return PS_CHECK_FAIL;
+    }
+    snprintf(detail, len, "PostgreSQL %d.%d is too old (13 or later required)",
+             num >= 100000 ? major : num / 10000, num >= 100000 ? num % 10000 : (num / 100) % 100);
+    return PS_CHECK_FAIL;
+}
+
+ps_check_status ps_check_decide_long_xacts(size_t n, const int *pids, const int64_t *age_s,
+                                           char *detail, size_t len)
+{
+    if (n == 0) {
+        snprintf(detail, len, "none open longer than 5 minutes");
+        return PS_CHECK_PASS;
+    }
+    size_t off = (size_t)snprintf(detail, len, "%zu open longer than 5 minutes (install's locks "
+                                  "would queue behind them):", n);
+    for (size_t i = 0; i < n && off < len; i++)
+        off += (size_t)snprintf(detail + off, len - off, "%s pid %d for %llds", i ? "," : "",
+                                pids[i], (long long)age_s[i]);
+    return PS_CHECK_WARN;
+}
+
+ps_check_status ps_check_decide_replication(size_t n, const int64_t *lag_ms, int64_t max_lag_ms,
+                                            char *detail, size_t len)
+{
+    if (n == 0) {
+        snprintf(detail, len, "no standbys connected");
+        return PS_CHECK_PASS;
+    }
+    int64_t worst = 0;
+    size_t unknown = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (lag_ms[i] < 0)
+            unknown++;
+        else if (lag_ms[i] > worst)
+            worst = lag_ms[i];
+    }
+    if (unknown == n) {
+        snprintf(detail, len, "%zu standby(s), replay lag not visible to this role "
+                 "(needs pg_read_all_stats)", n);
+        return PS_CHECK_WARN;
+    }
+    if (max_lag_ms > 0 && worst > max_lag_ms) {
+        snprintf(detail, len, "%zu standby(s), worst replay lag %lld ms exceeds "
+                 "sync.max_replication_lag %lld ms", n, (long long)worst, (long long)max_lag_ms);
+        return PS_CHECK_WARN;
+    }
+    snprintf(detail, len, "%zu standby(s), worst replay lag %lld ms (limit %lld ms)%s", n,
+             (long long)worst, (long long)max_lag_ms,
+             unknown ? "; some lags not visible to this role" : "");
+    return unknown ? PS_CHECK_WARN : PS_CHECK_PASS;
+}
+
+int64_t ps_check_estimate_need(int64_t primary_bytes)
+{
+    if (primary_bytes < 0)
+        primary_bytes = 0;
+    int64_t headroom = primary_bytes / 10;
+    if (headroom < 64LL * 1024 * 1024)
+        headroom = 64LL * 1024 * 1024;
+    return primary_bytes + primary_bytes / 5 + headroom;
+}
+
+ps_check_status ps_check_decide_disk(int64_t need, int64_t free_bytes, const char *where,
+                                     char *detail, size_t len)
+{
+    char n[32], f[32];
+    ps_check_format_bytes(need, n, sizeof(n));
+    if (free_bytes < 0) {
+        snprintf(detail, len, "cannot determine free disk (%s); need about %s", where, n);
+        return PS_CHECK_WARN;
+    }
+    ps_check_format_bytes(free_bytes, f, sizeof(f));
+    if (free_bytes < need) {
+        snprintf(detail, len, "%s free (%s), need about %s", f, where, n);
+        return PS_CHECK_FAIL;
+    }
+    if (free_bytes / 2 < need) {
+        snprintf(detail, len, "%s free (%s), need about %s: less than twice the need", f, where, n);
+        return PS_CHECK_WARN;
+    }
+    snprintf(detail, len, "%s free (%s), need about %s", f, where, n);
+    return PS_CHECK_PASS;
+}
+
+ps_check_status ps_check_decide_archive_mode(const char *mode, char *detail, size_t len)
+{
+    if (mode && (strcmp(mode, "on") == 0 || strcmp(mode, "always") == 0)) {
+        snprintf(detail, len, "archive_mode=%s", mode);
+        return PS_CHECK_PASS;
+    }
+    snprintf(detail, len, "archive_mode=%s: no point-in-time recovery", mode ? mode : "unknown");
+    return PS_CHECK_WARN;
+}
+
+ps_check_status ps_check_decide_wal_level(const char *level, char *detail, size_t len)
+{
+    if (level && (strcmp(level, "replica") == 0 || strcmp(level, "logical") == 0)) {
+        snprintf(detail, len, "wal_level=%s", level);
+        return PS_CHECK_PASS;
+    }
+    snprintf(detail, len, "wal_level=%s: no standby or WAL archive can follow the migration",
+             level ? level : "unknown");
+    return PS_CHECK_WARN;
+}
+
+/* ---- the checks against the database ---- */
+
+/* Array input syntax for a text[] parameter: every element double-quoted with
+ * " and \ escaped, so any identifier survives. */
+static void text_array(ps_ctl_buf *b, char *const *items, size_t n)
+{
+    ps_ctl_buf_puts(b, "{");
+    for (size_t i = 0; i < n; i++) {
+        ps_ctl_buf_puts(b, i ? ",\"" : "\"");
+        for (const char *p = items[i]; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                ps_ctl_buf_append(b, "\\", 1);
+            ps_ctl_buf_append(b, p, 1);
+        }
+        ps_ctl_buf_puts(b, "\"");
+    }
+    ps_ctl_buf_puts(b, "}");
+}
+
+static PGresult *q(PGconn *conn, int which, int n, const char *const *params)
+{
+    return PQexecParams(conn, queries[which], n, NULL, params, NULL, NULL, 0);
+}
+
+static bool ok(const PGresult *res)
+{
+    return PQresultStatus(res) == PGRES_TUPLES_OK;
+}
+
+static void add_query_failure(ps_check_report *r, const char *name, PGconn *conn,
+                              const PGresult *res)
+{
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    ps_check_add(r, PS_CHECK_FAIL, name, "query failed: %s",
+                 msg ? msg : PQerrorMessage(conn));
+}
+
+static bool is_true(const PGresult *res, int row, int col)
+{
+    return !PQgetisnull(res, row, col) && strcmp(PQgetvalue(res, row, col), "t") == 0;
+}
+
+typedef struct table_info {
+    const ps_table_config *cfg;
+    char oid[16];     /* "" when the table does not exist */
+    char *key_array;  /* effective key as a text[] literal, or NULL */
+    bool owned;
+} table_info;
+
+static void check_tables(PGconn *conn, const ps_config *cfg, ps_check_report *r, table_info *ti)
+{
+    const char *schema = cfg->migration.schema;
+    for (size_t i = 0; i < cfg->migration.n_tables; i++) {
+        const ps_table_config *t = &cfg->migration.tables[i];
+        table_info *info = &ti[i];
+        info->cfg = t;
+        char name[512];
+        snprintf(name, sizeof(name), "table %s.%s", schema, t->name);
+
+        const char *p[2] = {schema, t->name};
+        PGresult *res = q(conn, Q_TABLE, 2, p);
+        if (!ok(res)) {
+            add_query_failure(r, name, conn, res);
+            PQclear(res);
+            continue;
+        }
+        if (PQntuples(res) == 0) {
+            ps_check_add(r, PS_CHECK_FAIL, name, "table \"%s\" does not exist in schema \"%s\"",
+                         t->name, schema);
+            PQclear(res);
+            continue;
+        }
+        char kind = PQgetvalue(res, 0, 1)[0];
+        if (kind != 'r' && kind != 'p') {
+            ps_check_add(r, PS_CHECK_FAIL, name, "\"%s\" is not a table (relkind %c)", t->name,
+                         kind);
+            PQclear(res);
+            continue;
+        }
+        snprintf(info->oid, sizeof(info->oid), "%s", PQgetvalue(res, 0, 0));
+        info->owned = is_true(res, 0, 2);
+
+        if (t->n_key == 0) {
+            if (PQgetisnull(res, 0, 4)) {
+                ps_check_add(r, PS_CHECK_FAIL, name,
+                             "table \"%s\" has no primary key and no key: in the config", t->name);
+            } else {
+                info->key_array = strdup(PQgetvalue(res, 0, 4));
+                ps_check_add(r, PS_CHECK_PASS, name, "key %s (primary key)", info->key_array);
+            }
+            PQclear(res);
+            continue;
+        }
+        PQclear(res);
+
+        /* configured key: every column present, NOT NULL, and unique-indexed */
+        ps_ctl_buf arr = {0};
+        text_array(&arr, t->key, t->n_key);
+        const char *kp[2] = {info->oid, arr.data};
+        res = q(conn, Q_KEY_COLUMNS, 2, kp);
+        ps_ctl_buf problems = {0};
+        if (ok(res)) {
+            for (int row = 0; row < PQntuples(res); row++) {
+                if (!is_true(res, row, 1))
+                    ps_ctl_buf_printf(&problems, "%skey column \"%s\" does not exist",
+                                      problems.len ? "; " : "", PQgetvalue(res, row, 0));
+                else if (!is_true(res, row, 2))
+                    ps_ctl_buf_printf(&problems, "%skey column \"%s\" is nullable (needs NOT NULL)",
+                                      problems.len ? "; " : "", PQgetvalue(res, row, 0));
+            }
+        }
+        PQclear(res);
+        res = q(conn, Q_KEY_UNIQUE, 2, kp);
+        if (ok(res) && !is_true(res, 0, 0))
+            ps_ctl_buf_printf(&problems, "%sno unique index on the key columns",
+                              problems.len ? "; " : "");
+        PQclear(res);
+        if (problems.len)
+            ps_check_add(r, PS_CHECK_FAIL, name, "table \"%s\" config key %s: %s", t->name,
+                         arr.data, problems.data);
+        else {
+            ps_check_add(r, PS_CHECK_PASS, name, "key %s (from config)", arr.data);
+            info->key_array = ps_ctl_buf_steal(&arr);
+        }
+        ps_ctl_buf_free(&problems);
+        ps_ctl_buf_free(&arr);
+    }
+}
+
+static void check_shadows(PGconn *conn, const ps_config *cfg, ps_check_report *r, table_info *ti,
+                          size_t *n_missing_shadows)
+{
+    *n_missing_shadows = 0;
+    for (size_t i = 0; i < cfg->migration.n_tables; i++) {
+        table_info *info = &ti[i];
+        if (!info->oid[0] || !info->key_array)
+            continue;
+        ps_ctl_buf sname = {0}, mapped = {0};
+        ps_ctl_buf_printf(&sname, "%s%s", info->cfg->name, cfg->migration.shadow_suffix);
+        char **cols = calloc(info->cfg->n_columns + 1, sizeof(char *));
+        if (!cols)
+            abort();
+        for (size_t c = 0; c < info->cfg->n_columns; c++)
+            cols[c] = info->cfg->columns[c].column;
+        text_array(&mapped, cols, info->cfg->n_columns);
+        free(cols);
+
+        char name[600];
+        snprintf(name, sizeof(name), "shadow %s.%s", cfg->migration.schema, sname.data);
+        const char *tp[2] = {cfg->migration.schema, sname.data};
+        PGresult *res = q(conn, Q_TABLE, 2, tp);
+        if (!ok(res)) {
+            add_query_failure(r, name, conn, res);
+        } else if (PQntuples(res) == 0) {
+            ps_check_add(r, PS_CHECK_PASS, name, "absent; install creates it from %s",
+                         info->cfg->name);
+            (*n_missing_shadows)++;
+        } else {
+            PQclear(res);
+            const char *sp[5] = {info->oid, cfg->migration.schema, sname.data, info->key_array,
+                                 mapped.data};
+            res = q(conn, Q_SHADOW, 5, sp);
+            if (!ok(res)) {
+                add_query_failure(r, name, conn, res);
+            } else if (PQntuples(res) == 0) {
+                ps_check_add(r, PS_CHECK_PASS, name, "compatible with %s (columns, key, "
+                             "tracking columns)", info->cfg->name);
+            } else {
+                ps_ctl_buf all = {0};
+                for (int row = 0; row < PQntuples(res); row++)
+                    ps_ctl_buf_printf(&all, "%s%s", row ? "; " : "", PQgetvalue(res, row, 0));
+                ps_check_add(r, PS_CHECK_FAIL, name, "%d mismatch%s with %s: %s", PQntuples(res),
+                             PQntuples(res) == 1 ? "" : "es", info->cfg->name, all.data);
+                ps_ctl_buf_free(&all);
+            }
+        }
+        PQclear(res);
+        ps_ctl_buf_free(&sname);
+        ps_ctl_buf_free(&mapped);
+    }
+}
+
+static void check_privileges(PGconn *conn, const ps_config *cfg, ps_check_report *r,
+                             const table_info *ti, size_t n_missing_shadows)
+{
+    const char *p[1] = {cfg->migration.schema};
+    PGresult *res = q(conn, Q_ROLE, 1, p);
+    if (!ok(res) || PQntuples(res) != 1) {
+        add_query_failure(r, "install privileges", conn, res);
+        PQclear(res);
+        return;
+    }
+    const char *user = PQgetvalue(res, 0, 0);
+    bool super = is_true(res, 0, 1), createrole = is_true(res, 0, 2);
+    bool create_db = is_true(res, 0, 3), schema_exists = is_true(res, 0, 4);
+    const char *missing_roles = PQgetisnull(res, 0, 5) ? NULL : PQgetvalue(res, 0, 5);
+    bool daemon_member = is_true(res, 0, 6);
+    bool create_schema = is_true(res, 0, 7);
+
+    if (super) {
+        ps_check_add(r, PS_CHECK_PASS, "install privileges", "role %s is a superuser", user);
+    } else {
+        ps_ctl_buf miss = {0};
+        if (!schema_exists && !create_db)
+            ps_ctl_buf_printf(&miss, "%sCREATE on database %s", miss.len ? "; " : "",
+                              PQdb(conn));
+        if (n_missing_shadows > 0 && !create_schema)
+            ps_ctl_buf_printf(&miss, "%sCREATE on schema %s (to create %zu shadow table%s)",
+                              miss.len ? "; " : "", cfg->migration.schema, n_missing_shadows,
+                              n_missing_shadows == 1 ? "" : "s");
+        if (missing_roles && !createrole)
+            ps_ctl_buf_printf(&miss, "%sCREATEROLE (to create %s)", miss.len ? "; " : "",
+                              missing_roles);
+        for (size_t i = 0; i < cfg->migration.n_tables; i++)
+            if (ti[i].oid[0] && !ti[i].owned)
+                ps_ctl_buf_printf(&miss, "%sownership of %s (ENABLE ALWAYS needs the owner)",
+                                  miss.len ? "; " : "", ti[i].cfg->name);
+        if (miss.len)
+            ps_check_add(r, PS_CHECK_FAIL, "install privileges", "role %s lacks: %s", user,
+                         miss.data);
+        else
+            ps_check_add(r, PS_CHECK_PASS, "install privileges",
+                         "role %s may create the schema, triggers and shadow tables", user);
+        ps_ctl_buf_free(&miss);
+    }
+
+    /* the daemon connects with the same conninfo, so this role is its role */
+    if (daemon_member)
+        ps_check_add(r, PS_CHECK_PASS, "daemon role", "role %s is a member of pgshadow_daemon",
+                     user);
+    else if (super)
+        ps_check_add(r, PS_CHECK_PASS, "daemon role",
+                     "role %s is a superuser (a non-superuser member of pgshadow_daemon is "
+                     "enough)", user);
+    else if (missing_roles && strstr(missing_roles, "pgshadow_daemon"))
+        ps_check_add(r, PS_CHECK_WARN, "daemon role",
+                     "role pgshadow_daemon does not exist yet (install creates it); then "
+                     "GRANT pgshadow_daemon TO %s", user);
+    else
+        ps_check_add(r, PS_CHECK_WARN, "daemon role",
+                     "role %s is not a member of pgshadow_daemon: GRANT pgshadow_daemon TO %s",
+                     user, user);
+    PQclear(res);
+}
+
+static void check_activity(PGconn *conn, const ps_config *cfg, ps_check_report *r,
+                           const char *oids)
+{
+    char detail[2048];
+    PGresult *res = q(conn, Q_XACTS, 0, NULL);
+    if (!ok(res)) {
+        add_query_failure(r, "long transactions", conn, res);
+    } else {
+        size_t n = (size_t)PQntuples(res);
+        int pids[20];
+        int64_t ages[20];
+        for (size_t i = 0; i < n && i < 20; i++) {
+            pids[i] = atoi(PQgetvalue(res, (int)i, 0));
+            ages[i] = PQgetisnull(res, (int)i, 1) ? 0 : atoll(PQgetvalue(res, (int)i, 1));
+        }
+        ps_check_status s = ps_check_decide_long_xacts(n, pids, ages, detail, sizeof(detail));
+        ps_check_add(r, s, "long transactions", "%s", detail);
+    }
+    PQclear(res);
+
+    const char *p[1] = {oids};
+    res = q(conn, Q_LOCKS, 1, p);
+    if (!ok(res)) {
+        add_query_failure(r, "locks on tables", conn, res);
+    } else if (PQntuples(res) == 0) {
+        ps_check_add(r, PS_CHECK_PASS, "locks on tables", "no conflicting locks held");
+    } else {
+        ps_ctl_buf all = {0};
+        for (int row = 0; row < PQntuples(res); row++)
+            ps_ctl_buf_printf(&all, "%spid %s holds %s on %s", row ? "; " : "",
+                              PQgetvalue(res, row, 0), PQgetvalue(res, row, 1),
+                              PQgetvalue(res, row, 2));
+        ps_check_add(r, PS_CHECK_WARN, "locks on tables",
+                     "%s (install waits at most 2s per attempt and retries)", all.data);
+        ps_ctl_buf_free(&all);
+    }
+    PQclear(res);
+
+    res = q(conn, Q_REPLICATION, 0, NULL);
+    if (!ok(res)) {
+        add_query_failure(r, "replication lag", conn, res);
+    } else {
+        size_t n = (size_t)PQntuples(res);
+        int64_t *lags = calloc(n + 1, sizeof(*lags));
+        if (!lags)
+            abort();
+        for (size_t i = 0; i < n; i++)
+            lags[i] = PQgetisnull(res, (int)i, 0) ? -1 : atoll(PQgetvalue(res, (int)i, 0));
+        ps_check_status s = ps_check_decide_replication(
+            n, lags, cfg->sync.max_replication_lag_ms, detail, sizeof(detail));
+        ps_check_add(r, s, "replication lag", "%s", detail);
+        free(lags);
+    }
+    PQclear(res);
+}
+
+/* Host-local when libpq went through a unix socket or to a loopback name. */
+static bool same_host(PGconn *conn)
+{
+    const char *h = PQhost(conn);
+    if (!h || !*h || h[0] == '/' || h[0] == '@')
+        return true;
+    return strcmp(h, "localhost") == 0 || strcmp(h, "127.0.0.1") == 0 || strcmp(h, "::1") == 0;
+}
+
+static void check_disk(PGconn *conn, ps_check_report *r, const char *oids)
+{
+    const char *p[1] = {oids};
+    int64_t primary = 0;
+    const char *how = "pg_total_relation_size";
+    PGresult *res = q(conn, Q_SIZE_EXACT, 1, p);
+    if (!ok(res)) {
+        /* most likely a lock held on a table: do not queue behind it */
+        PQclear(res);
+        res = q(conn, Q_SIZE_ESTIMATE, 1, p);
+        how = "planner statistics; a table was locked";
+    }
+    if (!ok(res)) {
+        add_query_failure(r, "free disk", conn, res);
+        PQclear(res);
+        return;
+    }
+    primary = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    int64_t need = ps_check_estimate_need(primary);
+
+    int64_t free_bytes = -1;
+    char where[1200];
+    res = q(conn, Q_DATA_DIRECTORY, 0, NULL);
+    if (!ok(res)) {
+        snprintf(where, sizeof(where), "data_directory not readable by this role");
+    } else if (!same_host(conn)) {
+        snprintf(where, sizeof(where), "the server is on another host");
+    } else {
+        struct statvfs sv;
+        const char *dir = PQgetvalue(res, 0, 0);
+        if (statvfs(dir, &sv) == 0) {
+            free_bytes = (int64_t)sv.f_bavail * (int64_t)sv.f_frsize;
+            snprintf(where, sizeof(where), "statvfs of %s on this host", dir);
+        } else {
+            snprintf(where, sizeof(where), "statvfs of %s: %s", dir, strerror(errno));
+        }
+    }
+    PQclear(res);
+    char detail[2048], size[32];
+    ps_check_status s = ps_check_decide_disk(need, free_bytes, where, detail, sizeof(detail));
+    ps_check_format_bytes(primary, size, sizeof(size));
+    ps_check_add(r, s, "free disk", "%s; primary tables %s (%s)", detail, size, how);
+}
+
+static void check_settings(PGconn *conn, ps_check_report *r)
+{
+    char detail[256];
+    PGresult *res = q(conn, Q_SETTINGS, 0, NULL);
+    if (!ok(res)) {
+        add_query_failure(r, "archive mode", conn, res);
+        PQclear(res);
+        return;
+    }
+    ps_check_status s = ps_check_decide_archive_mode(PQgetvalue(res, 0, 0), detail, sizeof(detail));
+    ps_check_add(r, s, "archive mode", "%s", detail);
+    s = ps_check_decide_wal_level(PQgetvalue(res, 0, 1), detail, sizeof(detail));
+    ps_check_add(r, s, "wal level", "%s", detail);
+    PQclear(res);
+}
+
+int ps_check_run(PGconn *conn, const ps_config *cfg, ps_check_report *r)
+{
+    char detail[256];
+    ps_check_status s = ps_check_decide_server_version(PQserverVersion(conn), detail,
+                                                       sizeof(detail));
+    ps_check_add(r, s, "server version", "%s", detail);
+    if (s == PS_CHECK_FAIL)
+        return 0;
+
+    /* a preflight must not itself queue behind the locks it reports */
+    PQclear(PQexec(conn, "SET lock_timeout = '1s'"));
+
+    table_info *ti = calloc(cfg->migration.n_tables + 1, sizeof(*ti));
+    if (!ti)
+        abort();
+    check_tables(conn, cfg, r, ti);
+    size_t n_missing = 0;
+    check_shadows(conn, cfg, r, ti, &n_missing);
+    check_privileges(conn, cfg, r, ti, n_missing);
+
+    ps_ctl_buf oids = {0};
+    ps_ctl_buf_puts(&oids, "{");
+    for (size_t i = 0; i < cfg->migration.n_tables; i++)
+        if (ti[i].oid[0])
+            ps_ctl_buf_printf(&oids, "%s%s", oids.len > 1 ? "," : "", ti[i].oid);
+    ps_ctl_buf_puts(&oids, "}");
+    check_activity(conn, cfg, r, oids.data);
+    check_disk(conn, r, oids.data);
+    check_settings(conn, r);
+    ps_ctl_buf_free(&oids);
+
+    for (size_t i = 0; i < cfg->migration.n_tables; i++)
+        free(ti[i].key_array);
+    free(ti);
+    PQclear(PQexec(conn, "RESET lock_timeout"));
+    return 0;
+}

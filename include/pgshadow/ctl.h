@@ -1,0 +1,147 @@
+/*
+ * ctl.h - pgshadowctl: the control CLI (contract "The control CLI").
+ *
+ * The CLI talks to the database with plain blocking libpq (a CLI may block).
+ * Policy (script text, literal quoting, PASS/WARN/FAIL decisions) lives in
+ * pure functions declared here so unit tests exercise it without a database;
+ * the commands are thin shells that run SQL and print.
+ */
+#ifndef PGSHADOW_CTL_H
+#define PGSHADOW_CTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <libpq-fe.h>
+
+#include "pgshadow/config.h"
+
+/* Exit codes (contract). */
+enum {
+    PS_CTL_EXIT_OK = 0,      /* done */
+    PS_CTL_EXIT_FAILED = 1,  /* failed (database error, a FAIL check, ...) */
+    PS_CTL_EXIT_USAGE = 2,   /* bad usage or bad config */
+    PS_CTL_EXIT_REFUSED = 3, /* refused; the reason is printed */
+};
+
+/* The whole CLI: parses argv, dispatches, returns the exit code. */
+int ps_ctl_main(int argc, char **argv);
+
+/* The state one pgshadowctl run passes around explicitly. */
+typedef struct ps_ctl {
+    const char *config_path;
+    ps_config *cfg;   /* loaded on demand */
+    PGconn *conn;     /* connected on demand */
+} ps_ctl;
+
+/* Load the config (errors printed as FILE:LINE:COLUMN) / connect with its
+ * conninfo. Return PS_CTL_EXIT_OK or the exit code to stop with. */
+int ps_ctl_load_config(ps_ctl *ctl);
+int ps_ctl_connect(ps_ctl *ctl);
+
+/* Commands (each returns an exit code). */
+int ps_ctl_cmd_check(ps_ctl *ctl);
+int ps_ctl_cmd_install(ps_ctl *ctl, bool dry_run);
+int ps_ctl_cmd_uninstall(ps_ctl *ctl, bool drop_shadow, bool dry_run);
+
+/* Print the server's message, DETAIL and HINT of a failed result on stderr. */
+void ps_ctl_print_pg_error(const char *what, const PGconn *conn, const PGresult *res);
+
+/* ---- a growable string (ctl/buf.c) ---- */
+
+typedef struct ps_ctl_buf {
+    char *data; /* NUL-terminated when len > 0 or after any append */
+    size_t len;
+    size_t cap;
+} ps_ctl_buf;
+
+/* Appends abort on allocation failure: a truncated SQL script must never run. */
+void ps_ctl_buf_append(ps_ctl_buf *b, const char *s, size_t n);
+void ps_ctl_buf_puts(ps_ctl_buf *b, const char *s);
+void ps_ctl_buf_printf(ps_ctl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Hand the string out (never NULL; "" when empty) and reset the buffer. */
+char *ps_ctl_buf_steal(ps_ctl_buf *b);
+void ps_ctl_buf_free(ps_ctl_buf *b); /* frees the data; the buffer is reusable */
+
+/* ---- SQL text (ctl/install.c; pure) ---- */
+
+/* Append s (len bytes) as an SQL string literal that means the same text
+ * whatever standard_conforming_strings is: '...' with quotes doubled, or
+ * E'...' with quotes and backslashes doubled when s contains a backslash.
+ * Returns 0, or -EINVAL when s contains a NUL byte (nothing appended). */
+int ps_ctl_quote_literal(ps_ctl_buf *b, const char *s, size_t len);
+
+/* Append s as a JSON string ("..." with ", \ and control characters escaped). */
+void ps_ctl_json_string(ps_ctl_buf *b, const char *s);
+
+/* The install script of the SQL interface (BEGIN; SET LOCAL lock_timeout;
+ * install_sql; one register_table per configured table in config order;
+ * finish_install; COMMIT;). *out is malloc'd. Returns 0 or -EINVAL when a
+ * config value cannot be quoted. */
+int ps_ctl_install_script(const ps_config *cfg, const char *install_sql, char **out);
+
+/* The uninstall script (BEGIN; SET LOCAL lock_timeout; SELECT
+ * pgshadow.uninstall(bool); uninstall_sql; COMMIT;). */
+int ps_ctl_uninstall_script(bool drop_shadow, const char *uninstall_sql, char **out);
+
+/* True for the SQLSTATEs after which the whole install transaction is retried
+ * (55P03 lock_not_available, 40P01 deadlock_detected, 40001 serialization). */
+bool ps_ctl_sqlstate_retryable(const char *sqlstate);
+
+/* Run a script in one PQexec, retrying the whole transaction with backoff
+ * (200 ms .. 5 s, max_attempts) on a retryable SQLSTATE and saying so on
+ * stderr. On any other error prints the server's message, DETAIL and HINT.
+ * Returns 0 or -1. `what` names the command in messages. */
+int ps_ctl_run_script(PGconn *conn, const char *what, const char *script, int max_attempts);
+
+/* ---- preflight (ctl/check.c) ---- */
+
+typedef enum { PS_CHECK_PASS = 0, PS_CHECK_WARN = 1, PS_CHECK_FAIL = 2 } ps_check_status;
+
+const char *ps_check_status_word(ps_check_status s); /* "PASS" | "WARN" | "FAIL" */
+
+typedef struct ps_check_line {
+    ps_check_status status;
+    char *name;   /* "server version" */
+    char *detail; /* the figure */
+} ps_check_line;
+
+typedef struct ps_check_report {
+    ps_check_line *lines;
+    size_t count, cap;
+    ps_check_status worst;
+} ps_check_report;
+
+void ps_check_report_init(ps_check_report *r);
+void ps_check_report_free(ps_check_report *r); /* NULL is a no-op */
+void ps_check_add(ps_check_report *r, ps_check_status s, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* "PASS  name: detail\n" per line, only lines at least min_status. */
+void ps_check_report_print(const ps_check_report *r, ps_check_status min_status, FILE *out);
+
+/* Pure decisions. Each writes the figure shown to the operator into detail. */
+ps_check_status ps_check_decide_server_version(int server_version_num, char *detail, size_t len);
+/* ages in seconds of the open transactions older than the threshold */
+ps_check_status ps_check_decide_long_xacts(size_t n, const int *pids, const int64_t *age_s,
+                                           char *detail, size_t len);
+/* lag_ms[i] < 0 means unknown (not visible to this role) */
+ps_check_status ps_check_decide_replication(size_t n_standbys, const int64_t *lag_ms,
+                                            int64_t max_lag_ms, char *detail, size_t len);
+/* free_bytes < 0 means unknown; `where` says how free space was measured */
+ps_check_status ps_check_decide_disk(int64_t need_bytes, int64_t free_bytes, const char *where,
+                                     char *detail, size_t len);
+ps_check_status ps_check_decide_archive_mode(const char *archive_mode, char *detail, size_t len);
+ps_check_status ps_check_decide_wal_level(const char *wal_level, char *detail, size_t len);
+/* Estimated bytes install and sync will need: shadows (1.2 x primary) plus
+ * change log headroom (10% of primary, at least 64 MiB). */
+int64_t ps_check_estimate_need(int64_t primary_bytes);
+/* "1.5 GiB" etc. */
+void ps_check_format_bytes(int64_t bytes, char *buf, size_t len);
+
+/* Run every check against conn for cfg, filling r. Returns 0, or -1 when the
+ * checks themselves could not run (the reason is a FAIL line in r). */
+int ps_check_run(PGconn *conn, const ps_config *cfg, ps_check_report *r);
+
+#endif
