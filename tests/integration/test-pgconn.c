@@ -19,7 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "pgshadow/pgconn.h"
 
@@ -260,6 +264,23 @@ static void test_connect_param_query(void **state)
     assert_int_equal(t.q[0].status, PGRES_TUPLES_OK);
     assert_string_equal(t.q[0].value, "42:ab:true");
     assert_string_equal(t.q[1].value, "pgshadowd-itest");
+
+    /* bigger than any socket buffer both ways: PQflush returns 1 and the
+     * rest goes out on EV_WRITE; the answer arrives over many reads */
+    size_t big = 8u << 20;
+    char *blob = malloc(big + 1);
+    assert_non_null(blob);
+    memset(blob, 'y', big);
+    blob[big] = '\0';
+    const char *bp[] = {blob};
+    query(&t, 2, "SELECT length($1)::text", 1, bp);
+    free(blob); /* the connection copied it */
+    query(&t, 3, "SELECT repeat('x', 1000) FROM generate_series(1, 20000)", 0, NULL);
+    WAIT(&t, p_completed, 4);
+    assert_int_equal(t.q[2].status, PGRES_TUPLES_OK);
+    assert_string_equal(t.q[2].value, "8388608");
+    assert_int_equal(t.q[3].ntuples, 20000);
+    assert_int_equal(strspn(t.q[3].value, "x"), sizeof t.q[3].value - 1); /* truncated copy */
     WAIT(&t, p_idle, 0);
     t_done(&t);
 }
@@ -492,6 +513,42 @@ static bool p_reason_has(struct t *t, void *arg)
     return t->downs > 0 && strstr(t->last_reason, (const char *)arg) != NULL;
 }
 
+static void test_connect_timeout_on_mute_server(void **state)
+{
+    /* A socket that accepts connections (the kernel backlog does) but never
+     * answers the startup packet: only our connect timer ends the attempt. */
+    char dir[] = "/tmp/pgshadow-mute-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s/.s.PGSQL.5432", dir);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(fd, 16), 0);
+
+    char ci[256];
+    snprintf(ci, sizeof ci, "host=%s port=5432 dbname=x user=x", dir);
+    ps_pgconn_options o;
+    ps_pgconn_options_init(&o);
+    o.name = "mute";
+    o.conninfo = ci;
+    o.connect_timeout_ms = 300;
+    struct t t;
+    t_init(&t, &o);
+    query(&t, 0, "SELECT 1", 0, NULL);
+    ps_pgconn_start(t.c);
+    unsigned ticks0 = t.ticks;
+    WAIT(&t, p_downs, 2);
+    assert_non_null(strstr(t.last_reason, "timed out after 300 ms"));
+    assert_true(t.q[0].done && t.q[0].null);
+    assert_int_equal(t.ups, 0);
+    assert_true(t.ticks - ticks0 > 10); /* the loop kept turning meanwhile */
+    t_done(&t);
+    close(fd);
+    unlink(sa.sun_path);
+    rmdir(dir);
+}
+
 static void test_terminated_backend_detected_when_idle(void **state)
 {
     ps_pgconn_options o;
@@ -571,6 +628,7 @@ int main(void)
         cmocka_unit_test(test_reset_from_callback),
         cmocka_unit_test(test_free_from_callback),
         cmocka_unit_test(test_dead_socket_backoff),
+        cmocka_unit_test(test_connect_timeout_on_mute_server),
         cmocka_unit_test(test_terminated_backend_detected_when_idle),
         cmocka_unit_test(test_liveness_timeout_on_silent_backend),
         cmocka_unit_test(test_restart_reconnects_and_relistens),
