@@ -499,6 +499,18 @@ AS $fn$
     )
 $fn$;
 
+-- The table itself and, when partitioned, every partition below it
+-- (pg_partition_tree() returns nothing for a plain table).
+CREATE OR REPLACE FUNCTION pgshadow._rel_tree(p_rel regclass)
+RETURNS TABLE (relid regclass, isleaf boolean)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT p_rel, true WHERE NOT EXISTS (SELECT 1 FROM pg_partition_tree(p_rel))
+    UNION ALL
+    SELECT pt.relid, pt.isleaf FROM pg_partition_tree(p_rel) pt
+$fn$;
+
 -- (Re)generate the capture function of a table and, unless already in
 -- place, its triggers (ENABLE ALWAYS). Row mode: one FOR EACH ROW trigger,
 -- which PostgreSQL clones onto every partition, so writes made directly to
@@ -516,6 +528,8 @@ DECLARE
     v_fn     text := 'capture_' || p_table_id;
     v_new    text;
     v_old    text;
+    v_snew   text;
+    v_sold   text;
     v_set    text := '';
     v_body   text;
     v_part   regclass;
@@ -527,6 +541,13 @@ BEGIN
     SELECT 'ARRAY[' || string_agg(format('NEW.%I::text', k), ', ' ORDER BY o) || ']',
            'ARRAY[' || string_agg(format('OLD.%I::text', k), ', ' ORDER BY o) || ']'
     INTO v_new, v_old
+    FROM unnest(t.key_columns) WITH ORDINALITY AS u(k, o);
+    -- In SQL inside a trigger function NEW/OLD are the plpgsql row
+    -- variables (NULL in a statement trigger): transition tables get
+    -- other aliases.
+    SELECT 'ARRAY[' || string_agg(format('n.%I::text', k), ', ' ORDER BY o) || ']',
+           'ARRAY[' || string_agg(format('o.%I::text', k), ', ' ORDER BY o) || ']'
+    INTO v_snew, v_sold
     FROM unnest(t.key_columns) WITH ORDINALITY AS u(k, o);
 
     -- Keys of date/time types print according to DateStyle/IntervalStyle:
@@ -568,13 +589,13 @@ BEGIN
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO pgshadow.change_log (table_id, op, key) SELECT %1$s, 'I', %2$s FROM pgshadow_new AS "NEW";
+        INSERT INTO pgshadow.change_log (table_id, op, key) SELECT %1$s, 'I', %2$s FROM pgshadow_new AS n;
     ELSIF TG_OP = 'UPDATE' THEN
         INSERT INTO pgshadow.change_log (table_id, op, key)
-        SELECT %1$s, 'U', k FROM (SELECT %3$s AS k FROM pgshadow_old AS "OLD"
-                                  UNION SELECT %2$s FROM pgshadow_new AS "NEW") s;
+        SELECT %1$s, 'U', k FROM (SELECT %3$s AS k FROM pgshadow_old AS o
+                                  UNION SELECT %2$s FROM pgshadow_new AS n) s;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO pgshadow.change_log (table_id, op, key) SELECT %1$s, 'D', %3$s FROM pgshadow_old AS "OLD";
+        INSERT INTO pgshadow.change_log (table_id, op, key) SELECT %1$s, 'D', %3$s FROM pgshadow_old AS o;
     ELSE
         INSERT INTO pgshadow.change_log (table_id, op, key) VALUES (%1$s, 'T', NULL);
     END IF;
@@ -584,7 +605,7 @@ BEGIN
     END IF;
     RETURN NULL;
 END
-$b$, p_table_id, v_new, v_old);
+$b$, p_table_id, v_snew, v_sold);
     END IF;
 
     EXECUTE format('CREATE OR REPLACE FUNCTION pgshadow.%I() RETURNS trigger LANGUAGE plpgsql '
@@ -632,7 +653,7 @@ $b$, p_table_id, v_new, v_old);
 
     -- Partitions: TRUNCATE triggers are not cloned, and the cloned row
     -- trigger must fire ALWAYS there too (checked, not assumed).
-    FOR v_part IN SELECT relid FROM pg_partition_tree(v_rel) WHERE relid <> v_rel LOOP
+    FOR v_part IN SELECT relid FROM pgshadow._rel_tree(v_rel) WHERE relid <> v_rel LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = v_part AND tgname = 'pgshadow_capture_truncate') THEN
             EXECUTE format('CREATE TRIGGER pgshadow_capture_truncate AFTER TRUNCATE ON %s '
                            'FOR EACH STATEMENT EXECUTE FUNCTION pgshadow.%I()', v_part, v_fn);
@@ -660,7 +681,7 @@ BEGIN
         SELECT tg.tgrelid::regclass AS rel, tg.tgname
         FROM pg_trigger tg
         JOIN pg_proc p ON p.oid = tg.tgfoid
-        WHERE tg.tgrelid IN (SELECT relid FROM pg_partition_tree(p_rel))
+        WHERE tg.tgrelid IN (SELECT relid FROM pgshadow._rel_tree(p_rel))
           AND p.pronamespace = 'pgshadow'::regnamespace
           AND tg.tgparentid = 0 AND NOT tg.tgisinternal
           AND tg.tgname <> ALL (p_keep)
@@ -1096,7 +1117,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT coalesce(sum(greatest(c.reltuples, 0))::bigint, 0)
-    FROM pg_partition_tree(to_regclass(format('%I.%I', p_schema, p_name))) pt
+    FROM pgshadow._rel_tree(to_regclass(format('%I.%I', p_schema, p_name))) pt
     JOIN pg_class c ON c.oid = pt.relid
     WHERE pt.isleaf
 $fn$;
@@ -1195,7 +1216,8 @@ GRANT SELECT ON pgshadow.meta, pgshadow.tables, pgshadow.flags, pgshadow.capture
                 pgshadow.commands, pgshadow.events, pgshadow.quarantine
       TO pgshadow_viewer;
 GRANT SELECT ON public.shadow_migration_dashboard, public.migration_success_metrics TO pgshadow_viewer;
-GRANT EXECUTE ON FUNCTION pgshadow._estimate_rows(text, text) TO pgshadow_viewer, pgshadow_daemon;
+GRANT EXECUTE ON FUNCTION pgshadow._estimate_rows(text, text), pgshadow._rel_tree(regclass)
+      TO pgshadow_viewer, pgshadow_daemon;
 
 -- operator (member of viewer): enqueue commands; switch capture and reads.
 GRANT INSERT (migration_id, command, args) ON pgshadow.commands TO pgshadow_operator;
