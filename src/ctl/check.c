@@ -78,7 +78,7 @@ static const char *const queries[] = {
     /* $1 primary oid, $2 schema, $3 shadow name, $4 key text[], $5 mapped
      * shadow columns text[]: one row per mismatch, or none. A primary column
      * is copied by name unless the config maps that shadow column; its type
-     * must be the same, assignable by a cast, or a string type. */
+     * must be the same or a domain over it (the rule register_table applies). */
     [Q_SHADOW] =
         "WITH s AS (SELECT c.oid FROM pg_catalog.pg_class c"
         "   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
@@ -93,16 +93,14 @@ static const char *const queries[] = {
         "  SELECT 1 AS o, p.attnum AS n, CASE WHEN sc.name IS NULL THEN"
         "      pg_catalog.format('%s %I missing in the shadow',"
         "        CASE WHEN p.name = ANY ($4::text[]) THEN 'key column' ELSE 'column' END, p.name)"
-        "    ELSE pg_catalog.format('column %I: primary type %s is not assignable to shadow type %s',"
+        "    ELSE pg_catalog.format('column %I: type %s in the primary, %s in the shadow',"
         "      p.name, pg_catalog.format_type(p.typ, NULL), pg_catalog.format_type(sc.typ, NULL))"
         "    END AS problem"
         "  FROM pcols p LEFT JOIN scols sc ON sc.name = p.name"
         "  WHERE NOT p.name = ANY ($5::text[]) AND (sc.name IS NULL OR NOT ("
         "    sc.typ = p.typ"
-        "    OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast WHERE castsource = p.typ"
-        "               AND casttarget = sc.typ AND castcontext IN ('a', 'i'))"
         "    OR EXISTS (SELECT 1 FROM pg_catalog.pg_type t WHERE t.oid = sc.typ"
-        "               AND (t.typbasetype = p.typ OR t.typcategory = 'S'))))"
+        "               AND t.typtype = 'd' AND t.typbasetype = p.typ)))"
         "  UNION ALL"
         "  SELECT 2, 0, pg_catalog.format('mapped column %I missing in the shadow', m)"
         "  FROM pg_catalog.unnest($5::text[]) m WHERE m NOT IN (SELECT name FROM scols)"
@@ -130,13 +128,13 @@ static const char *const queries[] = {
         "   AND l.granted AND l.mode NOT IN ('AccessShareLock', 'RowShareLock')"
         " ORDER BY l.pid, c.relname",
     [Q_XACTS] =
-        "SELECT pid, pg_catalog.extract(epoch FROM now() - xact_start)::bigint"
+        "SELECT pid, extract(epoch FROM now() - xact_start)::bigint"
         " FROM pg_catalog.pg_stat_activity"
         " WHERE xact_start IS NOT NULL AND pid <> pg_catalog.pg_backend_pid()"
         "   AND now() - xact_start > interval '5 minutes'"
         " ORDER BY xact_start LIMIT 20",
     [Q_REPLICATION] =
-        "SELECT (pg_catalog.extract(epoch FROM replay_lag) * 1000)::bigint"
+        "SELECT (extract(epoch FROM replay_lag) * 1000)::bigint"
         " FROM pg_catalog.pg_stat_replication",
     [Q_SETTINGS] =
         "SELECT current_setting('archive_mode'), current_setting('wal_level')",

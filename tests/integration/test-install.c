@@ -1,0 +1,578 @@
+/*
+ * test-install.c - drives the real pgshadowctl binary against the throwaway
+ * cluster: install on the AIDIS example and on awkward identifiers, capture
+ * into pgshadow.change_log, --dry-run, uninstall restoring the catalog
+ * exactly (pg_dump --schema-only before/after), bad input leaving nothing
+ * half-installed, route offline and online, idempotent re-install, and the
+ * lock_timeout retry. Each scenario gets a fresh database.
+ *
+ * Env: PGSHADOW_TEST_CONNINFO, PGSHADOWCTL, PGSHADOW_SRCDIR, PGSHADOW_TEST_PGBIN.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+static const char *conninfo, *ctl_bin, *srcdir, *pgbin;
+
+typedef struct run {
+    int rc;
+    char *out, *err;
+} run;
+
+static void run_free(run *r)
+{
+    free(r->out);
+    free(r->err);
+    memset(r, 0, sizeof(*r));
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    buf[got] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Start argv with stdout/stderr to temp files; returns the pid. */
+static pid_t spawn(char *const argv[], char *outp, char *errp)
+{
+    int fo = mkstemp(outp), fe = mkstemp(errp);
+    assert_true(fo >= 0 && fe >= 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fo, 1);
+        dup2(fe, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(fo);
+    close(fe);
+    return pid;
+}
+
+static void finish(pid_t pid, char *outp, char *errp, run *r)
+{
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    r->rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r->out = slurp(outp);
+    r->err = slurp(errp);
+    unlink(outp);
+    unlink(errp);
+}
+
+static void run_argv(char *const argv[], run *r)
+{
+    char outp[] = "/tmp/itest-install-out-XXXXXX", errp[] = "/tmp/itest-install-err-XXXXXX";
+    finish(spawn(argv, outp, errp), outp, errp, r);
+}
+
+/* pgshadowctl -c CONFIG args... (NULL-terminated) */
+static void ctl(run *r, const char *config, ...)
+{
+    char *argv[16];
+    int n = 0;
+    argv[n++] = (char *)ctl_bin;
+    if (config) {
+        argv[n++] = "-c";
+        argv[n++] = (char *)config;
+    }
+    va_list ap;
+    va_start(ap, config);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) && n < 15)
+        argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    run_argv(argv, r);
+}
+
+static char *db_conninfo(const char *db)
+{
+    char *s = NULL;
+    /* a later keyword overrides the earlier dbname */
+    assert_true(asprintf(&s, "%s dbname=%s", conninfo, db) > 0);
+    return s;
+}
+
+static PGconn *connect_db(const char *db)
+{
+    char *ci = db_conninfo(db);
+    PGconn *c = PQconnectdb(ci);
+    free(ci);
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("connect %s: %s", db, PQerrorMessage(c));
+    PQsetNoticeProcessor(c, NULL, NULL);
+    return c;
+}
+
+static void exec_ok(PGconn *c, const char *sql)
+{
+    PGresult *res = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        fail_msg("SQL failed: %s\n%s", PQerrorMessage(c), sql);
+    PQclear(res);
+}
+
+/* First column of the first row as a malloc'd string ("" when no row). */
+static char *query1(PGconn *c, const char *sql)
+{
+    PGresult *res = PQexec(c, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        fail_msg("query failed: %s\n%s", PQerrorMessage(c), sql);
+    char *v = strdup(PQntuples(res) && !PQgetisnull(res, 0, 0) ? PQgetvalue(res, 0, 0) : "");
+    PQclear(res);
+    return v;
+}
+
+static void fresh_db(const char *db)
+{
+    PGconn *admin = PQconnectdb(conninfo);
+    assert_int_equal(PQstatus(admin), CONNECTION_OK);
+    char sql[256];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", db);
+    exec_ok(admin, sql);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", db);
+    exec_ok(admin, sql);
+    PQfinish(admin);
+}
+
+/* A temp config for db; tables_yaml is the text under "tables:". */
+static char *write_config(const char *db, const char *tables_yaml)
+{
+    char *path = strdup("/tmp/itest-install-cfg-XXXXXX.yaml");
+    int fd = mkstemps(path, 5);
+    assert_true(fd >= 0);
+    char *ci = db_conninfo(db);
+    FILE *f = fdopen(fd, "w");
+    fprintf(f, "database:\n  conninfo: \"%s\"\nmigration:\n  id: itest_migration\n  tables:\n%s",
+            ci, tables_yaml);
+    fclose(f);
+    free(ci);
+    return path;
+}
+
+static char *schema_dump(const char *db)
+{
+    char *ci = db_conninfo(db);
+    char bin[1024];
+    snprintf(bin, sizeof bin, "%s/pg_dump", pgbin);
+    char *argv[] = {bin, "--schema-only", "--no-owner", "-d", ci, NULL};
+    run r;
+    run_argv(argv, &r);
+    free(ci);
+    if (r.rc != 0)
+        fail_msg("pg_dump failed: %s", r.err);
+    free(r.err);
+    /* pg_dump >= 15.14 brackets its output with \restrict KEY / \unrestrict
+     * KEY, a random key per run: not part of the catalog, so drop those lines */
+    char *src = r.out, *dst = r.out;
+    while (*src) {
+        char *eol = strchr(src, '\n');
+        size_t n = eol ? (size_t)(eol - src) + 1 : strlen(src);
+        if (strncmp(src, "\\restrict ", 10) != 0 && strncmp(src, "\\unrestrict ", 12) != 0) {
+            memmove(dst, src, n);
+            dst += n;
+        }
+        src += n;
+    }
+    *dst = '\0';
+    return r.out;
+}
+
+static bool pgshadow_schema_exists(PGconn *c)
+{
+    char *v = query1(c, "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshadow'");
+    bool yes = strcmp(v, "1") == 0;
+    free(v);
+    return yes;
+}
+
+static char *change_log_text(PGconn *c)
+{
+    return query1(c, "SELECT coalesce(string_agg(op::text || ' ' || key::text, E'\\n' ORDER BY seq), '')"
+                     " FROM pgshadow.change_log");
+}
+
+static void load_sql_file(PGconn *c, const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/sql/%s", srcdir, name);
+    char *sql = slurp(path);
+    assert_non_null(sql);
+    exec_ok(c, sql);
+    free(sql);
+}
+
+/* ---- scenarios ---- */
+
+static void test_aidis(void **state)
+{
+    (void)state;
+    fresh_db("itest_aidis");
+    PGconn *c = connect_db("itest_aidis");
+    load_sql_file(c, "example-aidis.sql");
+    char *cfg = write_config("itest_aidis", "    - name: projects\n    - name: sessions\n"
+                                            "    - name: contexts\n    - name: analytics_events\n"
+                                            "    - name: tasks\n");
+    run r;
+    ctl(&r, cfg, "check", NULL);
+    if (r.rc != 0)
+        fail_msg("check before install: rc %d\n%s%s", r.rc, r.out, r.err);
+    assert_non_null(strstr(r.out, "PASS  server version"));
+    run_free(&r);
+
+    ctl(&r, cfg, "install", NULL);
+    if (r.rc != 0)
+        fail_msg("install: rc %d\nstdout:\n%s\nstderr:\n%s", r.rc, r.out, r.err);
+    assert_non_null(strstr(r.out, "installed"));
+    run_free(&r);
+
+    char *before = change_log_text(c);
+    assert_string_equal(before, "");
+    free(before);
+    exec_ok(c, "INSERT INTO projects (name) VALUES ('itest-project')");
+    char *n = query1(c, "SELECT count(*) FROM pgshadow.change_log");
+    assert_string_equal(n, "1");
+    free(n);
+
+    ctl(&r, cfg, "check", NULL);
+    if (r.rc != 0)
+        fail_msg("check after install: rc %d\n%s%s", r.rc, r.out, r.err);
+    assert_null(strstr(r.out, "FAIL"));
+    run_free(&r);
+
+    /* idempotent */
+    ctl(&r, cfg, "install", NULL);
+    if (r.rc != 0)
+        fail_msg("second install: rc %d\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+
+    /* disable-writes stops capture for the next statement; enable resumes */
+    ctl(&r, cfg, "disable-writes", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "disabled"));
+    run_free(&r);
+    exec_ok(c, "INSERT INTO projects (name) VALUES ('not-captured')");
+    n = query1(c, "SELECT count(*) FROM pgshadow.change_log");
+    assert_string_equal(n, "1");
+    free(n);
+    ctl(&r, cfg, "enable-writes", NULL);
+    assert_int_equal(r.rc, 0);
+    run_free(&r);
+    ctl(&r, cfg, "disable-writes", "tasks", NULL);
+    assert_int_equal(r.rc, 0);
+    run_free(&r);
+    exec_ok(c, "INSERT INTO projects (name) VALUES ('captured-again')");
+    n = query1(c, "SELECT count(*) FROM pgshadow.change_log");
+    assert_string_equal(n, "2");
+    free(n);
+
+    PQfinish(c);
+    unlink(cfg);
+    free(cfg);
+}
+
+static const char awkward_schema[] =
+    "CREATE TABLE \"Mixed Case \"\"Tbl\"\"\" (\"Tenant ID\" int NOT NULL, \"ключ\" text NOT NULL,"
+    "  \"Value Col\" text, PRIMARY KEY (\"Tenant ID\", \"ключ\"));"
+    "CREATE TABLE \"ünïcødé\" (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    "  \"Naïve Col\" text DEFAULT 'x' CHECK (\"Naïve Col\" <> ''));"
+    "CREATE TABLE \"keyed by config\" (a int NOT NULL, b text NOT NULL, c numeric);"
+    "CREATE UNIQUE INDEX keyed_ab ON \"keyed by config\" (a, b);";
+
+static const char awkward_tables[] =
+    "    - name: 'Mixed Case \"Tbl\"'\n"
+    "    - name: \"ünïcødé\"\n"
+    "    - name: keyed by config\n"
+    "      key: [a, b]\n";
+
+static void test_awkward(void **state)
+{
+    (void)state;
+    fresh_db("itest_awkward");
+    PGconn *c = connect_db("itest_awkward");
+    exec_ok(c, awkward_schema);
+    char *cfg = write_config("itest_awkward", awkward_tables);
+    char *dump_before = schema_dump("itest_awkward");
+
+    run r;
+    ctl(&r, cfg, "install", NULL);
+    if (r.rc != 0)
+        fail_msg("install: rc %d\nstdout:\n%s\nstderr:\n%s", r.rc, r.out, r.err);
+    run_free(&r);
+    char *v = query1(c, "SELECT count(*) FROM pg_class WHERE relname IN"
+                        " ('Mixed Case \"Tbl\"_shadow', 'ünïcødé_shadow', 'keyed by config_shadow')");
+    assert_string_equal(v, "3");
+    free(v);
+
+    ctl(&r, cfg, "check", NULL);
+    if (r.rc != 0)
+        fail_msg("check: rc %d\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+
+    exec_ok(c, "INSERT INTO \"Mixed Case \"\"Tbl\"\"\" VALUES (1, 'κλειδί \"q\"', 'v'), (2, 'b', 'w');"
+               "UPDATE \"Mixed Case \"\"Tbl\"\"\" SET \"Value Col\" = 'v2' WHERE \"Tenant ID\" = 1;"
+               "UPDATE \"Mixed Case \"\"Tbl\"\"\" SET \"Tenant ID\" = 3 WHERE \"Tenant ID\" = 2;"
+               "DELETE FROM \"Mixed Case \"\"Tbl\"\"\" WHERE \"Tenant ID\" = 1;"
+               "INSERT INTO \"ünïcødé\" (\"Naïve Col\") VALUES ('n');"
+               "INSERT INTO \"keyed by config\" VALUES (7, 'seven', 1.5);"
+               "UPDATE \"keyed by config\" SET b = 'SEVEN' WHERE a = 7;");
+    char *log = change_log_text(c);
+    /* every key, including both sides of the key changes */
+    const char *want[] = {"{1,\"κλειδί \\\"q\\\"\"}", "{2,b}", "{3,b}", "{1}", "{7,seven}",
+                          "{7,SEVEN}"};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (!strstr(log, want[i]))
+            fail_msg("change_log lacks key %s:\n%s", want[i], log);
+    /* the delete of tenant 1 is there as a delete */
+    assert_non_null(strstr(log, "D {1,\"κλειδί \\\"q\\\"\"}"));
+    free(log);
+
+    /* route online: 0% until the flag moves, then the contract's answer */
+    ctl(&r, cfg, "route", "Mixed Case \"Tbl\"", "x", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "primary\n");
+    run_free(&r);
+
+    ctl(&r, cfg, "uninstall", "--drop-shadow", NULL);
+    if (r.rc != 0)
+        fail_msg("uninstall: rc %d\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    assert_false(pgshadow_schema_exists(c));
+    char *dump_after = schema_dump("itest_awkward");
+    assert_string_equal(dump_before, dump_after);
+    free(dump_before);
+    free(dump_after);
+    PQfinish(c);
+    unlink(cfg);
+    free(cfg);
+}
+
+static void test_dry_run(void **state)
+{
+    (void)state;
+    fresh_db("itest_dry");
+    PGconn *c = connect_db("itest_dry");
+    exec_ok(c, awkward_schema);
+    char *cfg = write_config("itest_dry", awkward_tables);
+    char *before = schema_dump("itest_dry");
+    run r;
+    ctl(&r, cfg, "install", "--dry-run", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_true(strncmp(r.out, "BEGIN;\nSET LOCAL lock_timeout = '2s';\n", 38) == 0);
+    assert_non_null(strstr(r.out, "SELECT pgshadow.register_table('public', 'Mixed Case \"Tbl\"', NULL, "
+                                  "'_shadow', 'itest_migration', '{}'::jsonb);\n"));
+    assert_non_null(strstr(r.out, "ARRAY['a', 'b']::text[]"));
+    assert_non_null(strstr(r.out, "SELECT pgshadow.finish_install('itest_migration');\nCOMMIT;\n"));
+    run_free(&r);
+    ctl(&r, cfg, "uninstall", "--drop-shadow", "--dry-run", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "SELECT pgshadow.uninstall(true);\n"));
+    run_free(&r);
+    char *after = schema_dump("itest_dry");
+    assert_string_equal(before, after);
+    assert_false(pgshadow_schema_exists(c));
+    free(before);
+    free(after);
+    PQfinish(c);
+    unlink(cfg);
+    free(cfg);
+}
+
+static void expect_install_fails(const char *db, const char *tables, const char *const *names)
+{
+    PGconn *c = connect_db(db);
+    char *cfg = write_config(db, tables);
+    run r;
+    ctl(&r, cfg, "install", NULL);
+    if (r.rc != 1)
+        fail_msg("install should fail with 1, got %d\n%s%s", r.rc, r.out, r.err);
+    for (const char *const *n = names; *n; n++)
+        if (!strstr(r.err, *n))
+            fail_msg("error output does not name %s:\n%s", *n, r.err);
+    run_free(&r);
+    assert_false(pgshadow_schema_exists(c));
+    PQfinish(c);
+    unlink(cfg);
+    free(cfg);
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    fresh_db("itest_bad");
+    PGconn *c = connect_db("itest_bad");
+    exec_ok(c, "CREATE TABLE nokey (a int, b text);"
+               "CREATE TABLE good (id int PRIMARY KEY, a text, b int, c int);"
+               "CREATE TABLE good_shadow (id int PRIMARY KEY, a int, b uuid, c int,"
+               " _shadow_version int, _shadow_created_at timestamptz, _shadow_source_table text,"
+               " _shadow_migration_id text, _shadow_sync_status text, _shadow_last_sync timestamptz,"
+               " _shadow_validation_hash text);");
+    PQfinish(c);
+    expect_install_fails("itest_bad", "    - name: nokey\n",
+                         (const char *const[]){"nokey", "no primary key", NULL});
+    expect_install_fails("itest_bad", "    - name: no_such_table\n",
+                         (const char *const[]){"no_such_table", "does not exist", NULL});
+    /* every mismatch, each naming its column */
+    expect_install_fails("itest_bad", "    - name: good\n",
+                         (const char *const[]){"good_shadow", "column a", "column b", NULL});
+    /* a config key that is not unique */
+    expect_install_fails("itest_bad", "    - name: nokey\n      key: [a]\n",
+                         (const char *const[]){"nokey", "no unique index", NULL});
+}
+
+typedef struct vector {
+    const char *table, *key;
+    int bucket;
+} vector;
+
+static void test_route(void **state)
+{
+    (void)state;
+    static const vector v[] = {
+        {"AB12A", "122", 23},     {"AB12A", "155", 100},     {"contexts", "1", 48},
+        {"contexts", "42", 29},   {"tasks", "7f3c2a9e-0b1d-4c55-9e1a-2f6d8c4b1a00", 10},
+        {"projects", "aidis", 8}, {"sessions", "", 38},      {"analytics_events", "1107", 26},
+        {"contexts", "ünïcødé", 64}, {"Weird \"Table\"", "key with spaces", 94},
+        {"tasks", "248", 57},
+    };
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        char at[16], below[16];
+        snprintf(at, sizeof at, "%d", v[i].bucket);
+        snprintf(below, sizeof below, "%d", v[i].bucket - 1);
+        run r;
+        ctl(&r, NULL, "route", "--percent", at, "--", v[i].table, v[i].key, NULL);
+        assert_int_equal(r.rc, 0);
+        assert_string_equal(r.out, "shadow\n");
+        run_free(&r);
+        ctl(&r, NULL, "route", "--percent", below, "--", v[i].table, v[i].key, NULL);
+        assert_int_equal(r.rc, 0);
+        assert_string_equal(r.out, "primary\n");
+        run_free(&r);
+    }
+    run r;
+    ctl(&r, NULL, "route", "--percent", "101", "t", "k", NULL);
+    assert_int_equal(r.rc, 2);
+    run_free(&r);
+
+    /* online: the percent comes from the database's flag */
+    fresh_db("itest_route");
+    PGconn *c = connect_db("itest_route");
+    exec_ok(c, "CREATE TABLE contexts (id int PRIMARY KEY)");
+    char *cfg = write_config("itest_route", "    - name: contexts\n");
+    ctl(&r, cfg, "install", NULL);
+    if (r.rc != 0)
+        fail_msg("install: rc %d\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    ctl(&r, cfg, "route", "contexts", "42", NULL);
+    assert_string_equal(r.out, "primary\n");
+    run_free(&r);
+    exec_ok(c, "SELECT pgshadow.set_read_percent('contexts', 29)");
+    ctl(&r, cfg, "route", "contexts", "42", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "shadow\n"); /* bucket 29 */
+    run_free(&r);
+    ctl(&r, cfg, "route", "contexts", "1", NULL);
+    assert_string_equal(r.out, "primary\n"); /* bucket 48 */
+    run_free(&r);
+    /* and SQL agrees with C */
+    char *sqlv = query1(c, "SELECT pgshadow.read_from_shadow('contexts', '42')::text || ' ' ||"
+                           " pgshadow.read_from_shadow('contexts', '1')::text");
+    assert_string_equal(sqlv, "true false");
+    free(sqlv);
+    PQfinish(c);
+    unlink(cfg);
+    free(cfg);
+}
+
+static void test_cli_usage(void **state)
+{
+    (void)state;
+    run r;
+    ctl(&r, NULL, "promote", NULL);
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "'promote' is not available in this release"));
+    run_free(&r);
+    ctl(&r, NULL, "no-such-command", NULL);
+    assert_int_equal(r.rc, 2);
+    run_free(&r);
+    ctl(&r, "/nonexistent/pgshadow.yaml", "check", NULL);
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "/nonexistent/pgshadow.yaml"));
+    run_free(&r);
+}
+
+static void test_lock_retry(void **state)
+{
+    (void)state;
+    fresh_db("itest_lock");
+    PGconn *c = connect_db("itest_lock");
+    exec_ok(c, "CREATE TABLE projects (id int PRIMARY KEY, name text)");
+    char *cfg = write_config("itest_lock", "    - name: projects\n");
+    PGconn *locker = connect_db("itest_lock");
+    exec_ok(locker, "BEGIN; LOCK TABLE projects IN ACCESS EXCLUSIVE MODE");
+
+    char *argv[] = {(char *)ctl_bin, "-c", cfg, "install", NULL};
+    char outp[] = "/tmp/itest-install-out-XXXXXX", errp[] = "/tmp/itest-install-err-XXXXXX";
+    pid_t pid = spawn(argv, outp, errp);
+    /* longer than the preflight's 1 s plus one 2 s lock_timeout: at least
+     * one attempt must fail on the lock and be retried */
+    sleep(5);
+    exec_ok(locker, "COMMIT");
+    run r;
+    finish(pid, outp, errp, &r);
+    if (r.rc != 0)
+        fail_msg("install under a lock: rc %d\n%s%s", r.rc, r.out, r.err);
+    assert_non_null(strstr(r.err, "retrying the whole transaction"));
+    assert_non_null(strstr(r.err, "55P03"));
+    run_free(&r);
+    assert_true(pgshadow_schema_exists(c));
+    PQfinish(locker);
+    PQfinish(c);
+    unlink(cfg);
+    free(cfg);
+}
+
+int main(void)
+{
+    conninfo = getenv("PGSHADOW_TEST_CONNINFO");
+    ctl_bin = getenv("PGSHADOWCTL");
+    srcdir = getenv("PGSHADOW_SRCDIR");
+    pgbin = getenv("PGSHADOW_TEST_PGBIN");
+    if (!conninfo || !ctl_bin || !srcdir || !pgbin) {
+        fprintf(stderr, "itest-install: needs PGSHADOW_TEST_CONNINFO, PGSHADOWCTL, PGSHADOW_SRCDIR "
+                        "and PGSHADOW_TEST_PGBIN (start a cluster with tests/harness/pgcluster.sh)\n");
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cli_usage), cmocka_unit_test(test_route),
+        cmocka_unit_test(test_dry_run),   cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_awkward),   cmocka_unit_test(test_aidis),
+        cmocka_unit_test(test_lock_retry),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
