@@ -5,6 +5,9 @@
  * message and closes it, so a restarted systemd or a changed NOTIFY_SOCKET
  * needs no reconnect logic, and no descriptor leaks into children
  * (SOCK_CLOEXEC). MSG_NOSIGNAL keeps a vanished receiver from raising SIGPIPE.
+ * MSG_DONTWAIT: a datagram send blocks while the receiver's queue is full,
+ * and the daemon calls this from its event loop; a receiver that is not
+ * reading gets -EAGAIN (the message is dropped) instead of a frozen daemon.
  * No NOTIFY_SOCKET means "not supervised": every call is a successful no-op.
  */
 #include "pgshadow/notify.h"
@@ -55,7 +58,7 @@ int ps_notify(const char *state)
     int r = 0;
     ssize_t w;
     do {
-        w = sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa, salen);
+        w = sendto(fd, state, strlen(state), MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&sa, salen);
     } while (w < 0 && errno == EINTR);
     if (w < 0)
         r = -errno;

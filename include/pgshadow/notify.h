@@ -10,7 +10,8 @@
 #include <stdint.h>
 
 /* Send "READY=1", "STATUS=...", etc. (newline-separated assignments).
- * Returns 0 when sent or when there is no socket, -errno on failure. */
+ * Returns 0 when sent or when there is no socket, -errno on failure. Never
+ * blocks: a receiver whose queue is full yields -EAGAIN (message dropped). */
 int ps_notify(const char *state);
 int ps_notifyf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

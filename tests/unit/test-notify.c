@@ -131,6 +131,28 @@ static void test_reloading(void **state)
     rx_close(&r);
 }
 
+/* A receiver that does not read must not freeze the sender (the daemon's
+ * event loop): once its queue is full, ps_notify fails with -EAGAIN. */
+static void test_full_queue_does_not_block(void **state)
+{
+    (void)state;
+    rx r;
+    assert_int_equal(bind_path(&r), 0);
+    int small = 1;
+    setsockopt(r.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    int ret = 0, sent = 0;
+    while (sent < 100000 && (ret = ps_notify("WATCHDOG=1")) == 0)
+        sent++;
+    assert_int_equal(ret, -EAGAIN);
+    assert_true(sent > 0);
+    /* drained, it works again */
+    char buf[64];
+    while (rx_recv(&r, buf, sizeof buf) > 0)
+        ;
+    assert_int_equal(ps_notify("READY=1"), 0);
+    rx_close(&r);
+}
+
 static void test_no_socket_is_noop(void **state)
 {
     (void)state;
@@ -194,6 +216,7 @@ int main(void)
         cmocka_unit_test(test_path_socket),
         cmocka_unit_test(test_abstract_socket),
         cmocka_unit_test(test_reloading),
+        cmocka_unit_test(test_full_queue_does_not_block),
         cmocka_unit_test(test_no_socket_is_noop),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_watchdog_usec),
