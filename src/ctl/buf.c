@@ -42,15 +42,13 @@ void ps_ctl_buf_printf(ps_ctl_buf *b, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
     va_end(ap);
     if (n < 0)
         abort();
-    grow(b, (size_t)n);
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
+    ps_ctl_buf_append(b, s, (size_t)n);
+    free(s);
 }
 
 char *ps_ctl_buf_steal(ps_ctl_buf *b)

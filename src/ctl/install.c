@@ -96,12 +96,16 @@ int ps_ctl_run_script(PGconn *conn, const char *what, const char *script, int ma
 }
 
 /* Hide the server's "already exists, skipping" notices (class 42) that every
- * idempotent re-install produces; show every other notice and warning. */
+ * idempotent re-install produces and uninstall's "drop cascades to" list;
+ * show every other notice and warning. */
 static void notice_receiver(void *arg, const PGresult *res)
 {
     (void)arg;
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     if (state && strncmp(state, "42", 2) == 0)
+        return;
+    if (msg && strncmp(msg, "drop cascades to", 16) == 0)
         return;
     fputs(PQresultErrorMessage(res), stderr);
 }
