@@ -121,14 +121,11 @@ static size_t redact_uri_userinfo(const char *s, size_t scheme, out *o)
             at = end;
         end++;
     }
-    if (at == 0) {
+    const char *colon = at ? memchr(s + scheme, ':', at - scheme) : NULL;
+    if (colon == NULL || colon + 1 == s + at) {
+        /* No password here; what follows is scanned like any other text. */
         out_put(o, s, scheme);
         return scheme;
-    }
-    const char *colon = memchr(s + scheme, ':', at - scheme);
-    if (colon == NULL || colon + 1 == s + at) {
-        out_put(o, s, at + 1);
-        return at + 1;
     }
     out_put(o, s, (size_t)(colon - s) + 1);
     out_mask(o);
@@ -246,27 +243,47 @@ static void redact_keyvalue(const char *s, out *o)
     }
 }
 
-static void redact_conninfo_into(const char *conninfo, out *o)
+/* Room for redacting s: each secret is at least one byte and becomes three,
+ * plus the quotes kept around it. */
+static size_t redact_cap(const char *s)
+{
+    return strlen(s) * 4 + 4;
+}
+
+/*
+ * URIs are free text (userinfo and ?password= are both found there). A
+ * key=value string gets the structured pass, then the free-text pass over its
+ * result: a value that libpq would not call a password may still read like
+ * one in a log ("application_name='password=x'"), and hiding it is cheap.
+ */
+static char *redact_conninfo_alloc(const char *conninfo, int *secrets)
 {
     const char *s = conninfo + strspn(conninfo, " \t\n\r");
-    if (uri_scheme_len(s) > 0)
-        redact_text(conninfo, o); /* userinfo and ?password= are both found there */
-    else
-        redact_keyvalue(conninfo, o);
+    out kv = { 0 };
+    if (uri_scheme_len(s) == 0) {
+        kv.cap = redact_cap(conninfo);
+        kv.buf = malloc(kv.cap);
+        if (kv.buf == NULL)
+            return NULL;
+        kv.buf[0] = '\0';
+        redact_keyvalue(conninfo, &kv);
+        conninfo = kv.buf;
+    }
+    out o = { .cap = redact_cap(conninfo) };
+    o.buf = malloc(o.cap);
+    if (o.buf != NULL) {
+        o.buf[0] = '\0';
+        redact_text(conninfo, &o);
+    }
+    free(kv.buf);
+    *secrets = kv.secrets + o.secrets;
+    return o.buf;
 }
 
 char *ps_redact_conninfo(const char *conninfo)
 {
-    if (conninfo == NULL)
-        conninfo = "";
-    /* Each secret is at least one byte and becomes three, plus quotes kept. */
-    size_t cap = strlen(conninfo) * 4 + 4;
-    out o = { .buf = malloc(cap), .cap = cap };
-    if (o.buf == NULL)
-        return NULL;
-    o.buf[0] = '\0';
-    redact_conninfo_into(conninfo, &o);
-    return o.buf;
+    int secrets;
+    return redact_conninfo_alloc(conninfo ? conninfo : "", &secrets);
 }
 
 void ps_redact_secrets(const char *in, char *buf, size_t len)
@@ -288,9 +305,9 @@ bool ps_conninfo_has_password(const char *conninfo)
     PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
     if (opts == NULL) {
         PQfreemem(err);
-        out o = { 0 };
-        redact_conninfo_into(conninfo, &o);
-        return o.secrets > 0;
+        int secrets = 0;
+        free(redact_conninfo_alloc(conninfo, &secrets));
+        return secrets > 0; /* on allocation failure: nothing found, libpq refuses it anyway */
     }
     bool found = false;
     for (PQconninfoOption *opt = opts; opt->keyword; opt++) {

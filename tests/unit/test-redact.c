@@ -52,6 +52,7 @@ static void test_conninfo_keyvalue(void **state)
         { "password='unterminated secret", "password='***" },
         { "password=back\\ slash host=db", "password=*** host=db" },
         { "application_name='pass word=x' host=db", "application_name='pass word=x' host=db" },
+        { "application_name='password=x' host=db", "application_name='password=*** host=db" },
         { "PASSWORD=hunter2", "PASSWORD=***" },
         { "sslpassword=keypass host=db", "sslpassword=*** host=db" },
         { "password= host=db", "password= ***" }, /* libpq reads "host=db" as the password */
