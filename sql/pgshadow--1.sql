@@ -113,7 +113,7 @@ CREATE SEQUENCE IF NOT EXISTS pgshadow.change_log_seq AS bigint;
 CREATE TABLE IF NOT EXISTS pgshadow.change_log (
     table_id  integer NOT NULL,
     seq       bigint NOT NULL DEFAULT nextval('pgshadow.change_log_seq'),
-    op        "char" NOT NULL,
+    op        text NOT NULL,
     key       text[],
     logged_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (table_id, seq)
@@ -1111,9 +1111,11 @@ $fn$;
 -- estimates; lag from the oldest change_log entry via its primary key;
 -- pending and quarantined counts are capped at 100001.
 -- ---------------------------------------------------------------------------
+-- SECURITY DEFINER: called from the dashboard view by roles that have no
+-- USAGE on the primary tables' schema (functions in a view run as the caller).
 CREATE OR REPLACE FUNCTION pgshadow._estimate_rows(p_schema text, p_name text)
 RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT coalesce(sum(greatest(c.reltuples, 0))::bigint, 0)
