@@ -1130,7 +1130,14 @@ SELECT d.table_name,
        d.shadow_count,
        d.synced_count,
        d.diverged_count,
-       CASE WHEN d.primary_count = 0 THEN 100.00
+       -- A table whose backfill has not finished is never reported as
+       -- synced, whatever the (possibly stale) estimates say: before the
+       -- first chunk 0, while copying the copied share (capped below 100).
+       CASE WHEN d.backfill_state = 'pending' THEN 0.00
+            WHEN d.backfill_state <> 'done' THEN
+                 CASE WHEN coalesce(d.backfill_total, 0) = 0 THEN 0.00
+                      ELSE round(least(99.99, d.backfill_rows * 100.0 / d.backfill_total), 2) END
+            WHEN d.primary_count = 0 THEN 100.00
             ELSE round(least(100, d.shadow_count * 100.0 / d.primary_count), 2)
        END::numeric(5,2) AS sync_percentage,
        d.sync_lag_seconds,
@@ -1159,6 +1166,7 @@ FROM (
            t.migration_id,
            t.backfill_state,
            t.backfill_rows,
+           t.backfill_total,
            t.last_applied_at,
            t.last_verify_at,
            coalesce(t.primary_rows, pgshadow._estimate_rows(t.schema_name, t.table_name)) AS primary_count,
@@ -1187,8 +1195,10 @@ SELECT round(avg(sync_percentage), 2) AS avg_sync_percentage,
        sum(diverged_count)::bigint AS total_diverged_records,
        CASE
          WHEN avg(sync_percentage) >= 99 AND avg(sync_lag_seconds) <= 30 AND sum(diverged_count) <= 5
+              AND bool_and(backfill_state = 'done')
            THEN 'READY_FOR_CUTOVER'
-         WHEN avg(sync_percentage) >= 95
+         -- a backfill still copying is work in progress, not a reason to roll back
+         WHEN avg(sync_percentage) >= 95 OR bool_or(backfill_state <> 'done')
            THEN 'MONITORING_REQUIRED'
          ELSE 'ROLLBACK_RECOMMENDED'
        END AS migration_status,

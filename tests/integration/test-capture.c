@@ -567,7 +567,16 @@ static void test_dashboard(void **state)
     expect_sql(t->c, "SELECT primary_count || ' ' || shadow_count || ' ' || count_source || ' ' || (sync_lag_seconds = 0) "
                        "|| ' ' || pending_changes || ' ' || status FROM public.shadow_migration_dashboard",
                  "1000 0 estimate true 0 backfill_pending");
-    expect_sql(t->c, "SELECT migration_status FROM public.migration_success_metrics", "ROLLBACK_RECOMMENDED");
+    /* a table not yet copied is never "synced", even when an estimate says
+     * the primary is empty; copying is progress, not a reason to roll back */
+    expect_sql(t->c, "SELECT sync_percentage FROM public.shadow_migration_dashboard", "0.00");
+    expect_sql(t->c, "SELECT migration_status FROM public.migration_success_metrics", "MONITORING_REQUIRED");
+    exec_ok(t->c, "UPDATE pgshadow.tables SET backfill_state = 'running', backfill_rows = 250, backfill_total = 1000");
+    expect_sql(t->c, "SELECT sync_percentage FROM public.shadow_migration_dashboard", "25.00");
+    exec_ok(t->c, "UPDATE pgshadow.tables SET backfill_rows = 1000");
+    expect_sql(t->c, "SELECT sync_percentage || ' ' || migration_status FROM public.shadow_migration_dashboard, "
+                       "public.migration_success_metrics", "99.99 MONITORING_REQUIRED");
+    exec_ok(t->c, "UPDATE pgshadow.tables SET backfill_state = 'pending', backfill_rows = 0, backfill_total = NULL");
 
     /* pending changes: lag is the age of the OLDEST pending entry */
     exec_ok(t->c, "INSERT INTO dash VALUES (1001), (1002), (1003)");
