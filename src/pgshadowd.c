@@ -13,6 +13,7 @@
 #include "pgshadow/daemon.h"
 #include "pgshadow/errors.h"
 #include "pgshadow/log.h"
+#include "pgshadow/sync.h"
 
 #define EXIT_USAGE 2
 
@@ -113,7 +114,15 @@ int main(int argc, char **argv)
         ps_log_error("cannot set up the daemon: %s", strerror(-r));
         return 1;
     }
+    ps_sync *sync = NULL;
+    if ((r = ps_sync_new(d, &sync)) < 0 || (r = ps_daemon_register(d, &ps_sync_module, sync)) < 0) {
+        ps_log_error("cannot set up the sync engine: %s", strerror(-r));
+        ps_sync_free(sync);
+        ps_daemon_free(d);
+        return 1;
+    }
     int code = ps_daemon_run(d);
+    ps_sync_free(sync); /* its timers live on the daemon's event base */
     ps_daemon_free(d);
     return code;
 }

@@ -1,0 +1,819 @@
+/*
+ * sync.c - the daemon half of the sync engine (issue 4): leader lock, wake-ups,
+ * apply rounds, interleaved backfill, throttling, halt, progress and STATUS.
+ *
+ * The database does the work (sql/sync--1.sql); this module decides when to
+ * ask for it. Policy first (pure functions, see sync.h), then the shell.
+ *
+ * Invariants of the shell:
+ *  - at most one query of this module is queued or in flight at a time
+ *    (s->busy); every decision is taken by step() when that query finished or
+ *    a timer/NOTIFY changed the state, so nothing ever blocks the loop and no
+ *    two rounds overlap;
+ *  - every apply_batch / backfill_step is one autocommit statement, i.e. one
+ *    transaction: a crash, kill -9 or lost connection at any moment loses
+ *    nothing (the change log rows are deleted in the same transaction that
+ *    applied them; the backfill cursor moves with the copied chunk);
+ *  - we act only while we hold the leader lock on the very session the query
+ *    runs on: leadership is tied to (connection object, reconnect count) and
+ *    dropped on any NULL result (connection lost), so after a reconnect the
+ *    lock is taken again before anything else;
+ *  - a result of NULL is never fatal: the round ends, the next on_db_up (or
+ *    the connection poll) starts a new one.
+ */
+#include "pgshadow/sync.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+#include "pgshadow/log.h"
+
+/* ------------------------------------------------------------------------ */
+/* Policy */
+
+ps_sync_throttle ps_sync_throttle_for(int64_t lag_ms, int64_t max_lag_ms)
+{
+    if (max_lag_ms <= 0 || lag_ms < 0 || lag_ms <= max_lag_ms)
+        return PS_SYNC_THROTTLE_NONE;
+    /* 3x without overflow for absurd limits */
+    if (max_lag_ms <= INT64_MAX / 3 && lag_ms > 3 * max_lag_ms)
+        return PS_SYNC_THROTTLE_APPLY;
+    return PS_SYNC_THROTTLE_BACKFILL;
+}
+
+static int64_t earliest(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+ps_sync_action ps_sync_next(const ps_sync_state *s, int64_t *wait_ms)
+{
+    *wait_ms = -1;
+    if (s->stopping)
+        return PS_SYNC_IDLE;
+    if (!s->conn_up) {
+        *wait_ms = PS_SYNC_CONN_POLL_MS;
+        return PS_SYNC_WAIT;
+    }
+    if (!s->leader) {
+        if (s->now_ms >= s->lock_retry_at_ms)
+            return PS_SYNC_LOCK;
+        *wait_ms = s->lock_retry_at_ms - s->now_ms;
+        return PS_SYNC_WAIT;
+    }
+    if (s->now_ms < s->retry_after_ms) {
+        *wait_ms = s->retry_after_ms - s->now_ms;
+        return PS_SYNC_WAIT;
+    }
+    /* Probe first: the throttle decisions below need a fresh lag. */
+    if (s->now_ms >= s->probe_at_ms)
+        return PS_SYNC_PROBE;
+
+    int64_t next = s->probe_at_ms;
+    if (!s->halted) {
+        ps_sync_throttle t = ps_sync_throttle_for(s->repl_lag_ms, s->max_repl_lag_ms);
+        bool backfill_ok = !s->backfill_done && t == PS_SYNC_THROTTLE_NONE;
+        bool apply_ok = s->apply_pending &&
+                        (t != PS_SYNC_THROTTLE_APPLY || s->now_ms >= s->apply_not_before_ms);
+        if (s->apply_pending && !apply_ok)
+            next = earliest(next, s->apply_not_before_ms);
+        /* Alternate while both have work: a large backlog of changes must not
+         * starve the backfill, nor a long backfill delay fresh changes by more
+         * than one chunk. */
+        if (apply_ok && backfill_ok)
+            return s->last_was_backfill ? PS_SYNC_APPLY : PS_SYNC_BACKFILL;
+        if (apply_ok)
+            return PS_SYNC_APPLY;
+        if (backfill_ok)
+            return PS_SYNC_BACKFILL;
+    }
+    *wait_ms = next > s->now_ms ? next - s->now_ms : 1;
+    return PS_SYNC_WAIT;
+}
+
+int ps_sync_percent(int64_t done, int64_t total, bool finished)
+{
+    if (finished)
+        return 100;
+    if (total <= 0 || done <= 0)
+        return 0;
+    double p = (double)done * 100.0 / (double)total;
+    if (p > 99.0)
+        return 99; /* 100 only once the table is really done */
+    return (int)p;
+}
+
+int64_t ps_sync_rate(int64_t base_rows, int64_t base_ms, int64_t done, int64_t now_ms)
+{
+    int64_t rows = done - base_rows, el = now_ms - base_ms;
+    if (rows <= 0 || el <= 0)
+        return -1;
+    return (int64_t)((double)rows * 1000.0 / (double)el);
+}
+
+int64_t ps_sync_eta_ms(int64_t base_rows, int64_t base_ms, int64_t done, int64_t total,
+                       int64_t now_ms)
+{
+    int64_t rows = done - base_rows, el = now_ms - base_ms;
+    if (rows <= 0 || el <= 0 || total <= done)
+        return -1;
+    double eta = (double)(total - done) * (double)el / (double)rows;
+    if (eta > (double)INT64_MAX / 2)
+        return INT64_MAX / 2;
+    return (int64_t)eta;
+}
+
+size_t ps_sync_format_duration(int64_t ms, char *buf, size_t len)
+{
+    if (len == 0)
+        return 0;
+    long long s = ms < 0 ? 0 : (long long)(ms / 1000);
+    int n;
+    if (s < 60)
+        n = snprintf(buf, len, "%llds", s);
+    else if (s < 600)
+        n = snprintf(buf, len, "%lldm%02llds", s / 60, s % 60);
+    else if (s < 3600)
+        n = snprintf(buf, len, "%lldm", s / 60);
+    else if (s < 86400)
+        n = snprintf(buf, len, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
+    else
+        n = snprintf(buf, len, "%lldd%02lldh", s / 86400, (s % 86400) / 3600);
+    if (n < 0)
+        return 0;
+    return (size_t)n < len ? (size_t)n : len - 1;
+}
+
+/* snprintf that appends at *pos and never runs past len. */
+static void append(char *buf, size_t len, size_t *pos, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void append(char *buf, size_t len, size_t *pos, const char *fmt, ...)
+{
+    if (*pos + 1 >= len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *pos, len - *pos, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    *pos += (size_t)n;
+    if (*pos >= len)
+        *pos = len - 1;
+}
+
+size_t ps_sync_format_status(const ps_sync_view *v, char *buf, size_t len)
+{
+    size_t pos = 0;
+    if (len == 0)
+        return 0;
+    buf[0] = '\0';
+    switch (v->role) {
+    case PS_SYNC_ROLE_UNKNOWN:
+        append(buf, len, &pos, "sync: acquiring leader lock");
+        return pos;
+    case PS_SYNC_ROLE_STANDBY:
+        append(buf, len, &pos, "standby: another pgshadowd holds the lock");
+        return pos;
+    case PS_SYNC_ROLE_LEADER:
+        break;
+    }
+    append(buf, len, &pos, "leader");
+    char d[32];
+    if (v->halted) {
+        append(buf, len, &pos, "; HALTED: %s", v->halted);
+        return pos; /* the reason is what matters; it may be long */
+    }
+    if (!v->backfill_done) {
+        if (v->throttle != PS_SYNC_THROTTLE_NONE) {
+            ps_sync_format_duration(v->repl_lag_ms, d, sizeof d);
+            append(buf, len, &pos, "; backfill paused (replication lag %s)", d);
+        } else if (v->bf_table) {
+            append(buf, len, &pos, "; backfill %s %d%%", v->bf_table, v->bf_percent);
+            if (v->bf_eta_ms >= 0) {
+                ps_sync_format_duration(v->bf_eta_ms, d, sizeof d);
+                append(buf, len, &pos, " ETA %s", d);
+            }
+        } else {
+            append(buf, len, &pos, "; backfill starting");
+        }
+    } else {
+        append(buf, len, &pos, "; backfill done");
+    }
+    if (v->throttle == PS_SYNC_THROTTLE_APPLY)
+        append(buf, len, &pos, "; apply slowed");
+    if (v->sync_lag_s >= 0)
+        append(buf, len, &pos, "; lag %.1fs", v->sync_lag_s);
+    else
+        append(buf, len, &pos, "; lag -");
+    return pos;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The shell */
+
+static const char SQL_LOCK[] =
+    "WITH k AS (SELECT pg_catalog.hashtextextended('pgshadow:' || $1, 0) AS key) "
+    "SELECT pg_catalog.pg_try_advisory_lock(k.key), pg_catalog.pg_backend_pid(), "
+    "       (SELECT l.pid FROM pg_catalog.pg_locks l "
+    "         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+    "           AND l.database = (SELECT oid FROM pg_catalog.pg_database "
+    "                              WHERE datname = pg_catalog.current_database()) "
+    "           AND ((l.classid::bigint << 32) | l.objid::bigint) = k.key "
+    "           AND l.pid <> pg_catalog.pg_backend_pid() LIMIT 1) "
+    "FROM k";
+
+/* The oldest pending change of each of our tables via the change log's
+ * primary key (table_id, seq): O(tables), never a scan of the log. */
+static const char SQL_PROBE[] =
+    "SELECT pgshadow.replication_lag_ms(), "
+    "       (SELECT extract(epoch FROM pg_catalog.clock_timestamp() - min(l.logged_at))::float8 "
+    "          FROM pgshadow.tables t "
+    "          CROSS JOIN LATERAL (SELECT c.logged_at FROM pgshadow.change_log c "
+    "                               WHERE c.table_id = t.table_id ORDER BY c.seq LIMIT 1) l "
+    "         WHERE t.migration_id = $1)";
+
+static const char SQL_APPLY[] =
+    "SELECT taken, upserted, deleted, quarantined, truncated, halted "
+    "FROM pgshadow.apply_batch($1, $2::integer, $3)";
+
+static const char SQL_BACKFILL[] =
+    "SELECT table_name, copied, done, rows_done, rows_total "
+    "FROM pgshadow.backfill_step($1, $2::integer)";
+
+struct ps_sync {
+    ps_daemon *d;
+    struct event *ev_delay;   /* batch_delay coalescing window (one-shot) */
+    struct event *ev_catchup; /* catchup_interval (persistent) */
+    struct event *ev_wake;    /* the policy's next deadline (one-shot) */
+    int64_t catchup_ms;       /* period ev_catchup runs at */
+    char *migration_id;       /* fixed for the process: the lock key */
+
+    ps_sync_state st;
+    ps_sync_role role;
+    ps_pgconn *lock_conn; /* leadership is valid on this connection... */
+    unsigned lock_gen;    /* ...while its reconnect count is this */
+    int lock_holder_pid;  /* standby: who holds it (for the log), 0 unknown */
+
+    bool busy;
+    ps_sync_action inflight;
+    int64_t inflight_started_ms;
+    int inflight_limit;
+
+    char *halted;
+    ps_sync_throttle throttle; /* last logged level */
+    bool lag_invisible_warned;
+    double sync_lag_s;
+
+    /* backfill progress of the table being copied */
+    char bf_table[128];
+    int64_t bf_done, bf_total, bf_base_rows, bf_base_ms, bf_last_log_ms;
+    bool bf_any; /* copied something in this process */
+
+    ps_sync_stats stats;
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct timeval ms_tv(int64_t ms)
+{
+    if (ms < 0)
+        ms = 0;
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return tv;
+}
+
+static void step(ps_sync *s);
+
+static const char *errfield(const PGresult *res, int field, const char *dflt)
+{
+    const char *v = PQresultErrorField(res, field);
+    return v && *v ? v : dflt;
+}
+
+/* A query came back with an error: log it and back off. */
+static void query_failed(ps_sync *s, const char *what, const PGresult *res)
+{
+    s->stats.errors++;
+    const char *state = errfield(res, PG_DIAG_SQLSTATE, "?");
+    const char *msg = errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error");
+    int64_t backoff = s->catchup_ms > PS_SYNC_ERROR_RETRY_MS ? s->catchup_ms : PS_SYNC_ERROR_RETRY_MS;
+    if (strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0 || strcmp(state, "42P01") == 0)
+        ps_log_error("sync: %s failed: %s %s (is the database side installed? run pgshadowctl "
+                     "install)", what, state, msg);
+    else
+        ps_log_error("sync: %s failed: %s %s; retrying in %lld ms", what, state, msg,
+                     (long long)backoff);
+    s->st.retry_after_ms = mono_ms() + backoff;
+}
+
+/* The connection went away under a query: the session lock went with it. */
+static void conn_lost(ps_sync *s, const char *what)
+{
+    if (s->st.leader)
+        ps_log_warning("sync: connection lost during %s; leadership is re-acquired after the "
+                       "reconnect", what);
+    s->st.leader = false;
+    s->role = PS_SYNC_ROLE_UNKNOWN;
+    s->st.lock_retry_at_ms = 0;
+}
+
+static bool still_leader(ps_sync *s, ps_pgconn *c)
+{
+    return s->st.leader && c == s->lock_conn && ps_pgconn_is_up(c) &&
+           ps_pgconn_reconnects(c) == s->lock_gen;
+}
+
+/* ---- lock ---- */
+
+static void on_lock(ps_pgconn *c, const PGresult *res, void *arg)
+{
+    ps_sync *s = arg;
+    s->busy = false;
+    int64_t now = mono_ms();
+    s->st.lock_retry_at_ms = now + PS_SYNC_LOCK_RETRY_MS;
+    if (!res) {
+        conn_lost(s, "the leader lock attempt");
+    } else if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        s->stats.errors++;
+        ps_log_error("sync: leader lock attempt failed: %s",
+                     errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unexpected result"));
+    } else if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+        s->st.leader = true;
+        s->role = PS_SYNC_ROLE_LEADER;
+        s->lock_conn = c;
+        s->lock_gen = ps_pgconn_reconnects(c);
+        s->stats.lock_acquired++;
+        /* A new leader knows nothing: drain, recheck backfill, measure. */
+        s->st.apply_pending = true;
+        s->st.backfill_done = false;
+        s->st.probe_at_ms = 0;
+        s->st.retry_after_ms = 0;
+        ps_log_notice("sync: leader lock acquired for migration %s (backend pid %s); syncing",
+                      s->migration_id, PQgetvalue(res, 0, 1));
+    } else {
+        int holder = PQgetisnull(res, 0, 2) ? 0 : atoi(PQgetvalue(res, 0, 2));
+        if (s->role != PS_SYNC_ROLE_STANDBY || holder != s->lock_holder_pid) {
+            if (holder > 0)
+                ps_log_notice("sync: standby: another pgshadowd holds the leader lock for "
+                              "migration %s (backend pid %d); retrying every %d ms",
+                              s->migration_id, holder, PS_SYNC_LOCK_RETRY_MS);
+            else
+                ps_log_notice("sync: standby: another pgshadowd holds the leader lock for "
+                              "migration %s; retrying every %d ms",
+                              s->migration_id, PS_SYNC_LOCK_RETRY_MS);
+        }
+        s->role = PS_SYNC_ROLE_STANDBY;
+        s->lock_holder_pid = holder;
+    }
+    step(s);
+}
+
+/* ---- probe ---- */
+
+static void log_throttle_change(ps_sync *s, ps_sync_throttle t, int64_t lag, int64_t max)
+{
+    if (t == s->throttle)
+        return;
+    char l[32], m[32];
+    ps_sync_format_duration(lag, l, sizeof l);
+    ps_sync_format_duration(max, m, sizeof m);
+    if (t == PS_SYNC_THROTTLE_APPLY)
+        ps_log_warning("sync: replication lag %s is more than 3 x max_replication_lag (%s): "
+                       "backfill paused, apply slowed to one batch per catchup_interval", l, m);
+    else if (t == PS_SYNC_THROTTLE_BACKFILL)
+        ps_log_warning("sync: replication lag %s exceeds max_replication_lag (%s): backfill "
+                       "paused", l, m);
+    else
+        ps_log_notice("sync: replication lag back under max_replication_lag (%s): backfill "
+                      "and apply at full speed", m);
+    s->throttle = t;
+}
+
+static void on_probe(ps_pgconn *c, const PGresult *res, void *arg)
+{
+    ps_sync *s = arg;
+    (void)c;
+    s->busy = false;
+    s->st.probe_at_ms = mono_ms() + PS_SYNC_PROBE_MS;
+    if (!res) {
+        conn_lost(s, "the lag probe");
+    } else if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        query_failed(s, "lag probe", res);
+    } else {
+        if (PQgetisnull(res, 0, 0)) {
+            s->st.repl_lag_ms = -1;
+            if (!s->lag_invisible_warned &&
+                ps_daemon_config(s->d)->sync.max_replication_lag_ms > 0)
+                ps_log_warning("sync: replication lag is not visible to this role (grant "
+                               "pg_read_all_stats to pgshadow_daemon); throttling is off");
+            s->lag_invisible_warned = true;
+        } else {
+            s->st.repl_lag_ms = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        }
+        s->sync_lag_s = PQgetisnull(res, 0, 1) ? 0.0 : strtod(PQgetvalue(res, 0, 1), NULL);
+        if (s->sync_lag_s < 0)
+            s->sync_lag_s = 0;
+        int64_t max = ps_daemon_config(s->d)->sync.max_replication_lag_ms;
+        log_throttle_change(s, ps_sync_throttle_for(s->st.repl_lag_ms, max), s->st.repl_lag_ms,
+                            max);
+    }
+    step(s);
+}
+
+/* ---- apply ---- */
+
+static void on_apply(ps_pgconn *c, const PGresult *res, void *arg)
+{
+    ps_sync *s = arg;
+    (void)c;
+    s->busy = false;
+    if (!res) {
+        /* The transaction rolled back with the connection: the same entries
+         * are still in the change log for the next round. */
+        conn_lost(s, "apply_batch");
+        s->st.apply_pending = true;
+        step(s);
+        return;
+    }
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        query_failed(s, "apply_batch", res);
+        s->st.apply_pending = true;
+        step(s);
+        return;
+    }
+    int taken = atoi(PQgetvalue(res, 0, 0));
+    int upserted = atoi(PQgetvalue(res, 0, 1));
+    int deleted = atoi(PQgetvalue(res, 0, 2));
+    int quarantined = atoi(PQgetvalue(res, 0, 3));
+    int truncated = atoi(PQgetvalue(res, 0, 4));
+    s->stats.apply_batches++;
+    s->stats.applied += (uint64_t)(taken > 0 ? taken : 0);
+    s->stats.quarantined += (uint64_t)(quarantined > 0 ? quarantined : 0);
+    if (taken > 0)
+        ps_log_debug("sync: applied batch: taken=%d upserted=%d deleted=%d quarantined=%d "
+                     "truncated=%d",
+                     taken, upserted, deleted, quarantined, truncated);
+    if (quarantined > 0)
+        ps_log_warning("sync: %d row(s) quarantined by the shadow's constraints; the others "
+                       "were applied (pgshadowctl quarantine list)",
+                       quarantined);
+    if (truncated > 0) {
+        ps_log_notice("sync: %d truncate(s) applied: shadow emptied, backfill starts over",
+                      truncated);
+        s->st.backfill_done = false;
+    }
+    if (!PQgetisnull(res, 0, 5)) {
+        const char *why = PQgetvalue(res, 0, 5);
+        free(s->halted);
+        s->halted = strdup(why);
+        s->st.halted = true;
+        char table[128];
+        size_t n = strcspn(why, ":");
+        snprintf(table, sizeof table, "%.*s", (int)(n < sizeof table ? n : sizeof table - 1), why);
+        ps_log_field f[] = {{"TABLE", table}, {NULL, NULL}};
+        ps_log_fields(LOG_ERR, f,
+                      "sync: HALTED (on_apply_error: halt): %s; nothing more is applied until "
+                      "the cause is fixed and pgshadowd is reloaded (SIGHUP) or restarted",
+                      why);
+    }
+    /* Full batch: more may wait. */
+    s->st.apply_pending = taken >= s->inflight_limit;
+    if (ps_sync_throttle_for(s->st.repl_lag_ms, ps_daemon_config(s->d)->sync.max_replication_lag_ms) ==
+        PS_SYNC_THROTTLE_APPLY)
+        s->st.apply_not_before_ms = mono_ms() + s->catchup_ms;
+    step(s);
+}
+
+/* ---- backfill ---- */
+
+static void log_progress(ps_sync *s, int64_t now)
+{
+    char eta[32] = "unknown";
+    int64_t e = ps_sync_eta_ms(s->bf_base_rows, s->bf_base_ms, s->bf_done, s->bf_total, now);
+    if (e >= 0)
+        ps_sync_format_duration(e, eta, sizeof eta);
+    int64_t rate = ps_sync_rate(s->bf_base_rows, s->bf_base_ms, s->bf_done, now);
+    char done[24], total[24], r[24];
+    snprintf(done, sizeof done, "%lld", (long long)s->bf_done);
+    snprintf(total, sizeof total, "%lld", (long long)s->bf_total);
+    snprintf(r, sizeof r, "%lld", (long long)(rate < 0 ? 0 : rate));
+    ps_log_field f[] = {{"TABLE", s->bf_table}, {"ROWS_DONE", done}, {"ROWS_TOTAL", total},
+                        {"RATE", r}, {NULL, NULL}};
+    ps_log_fields(LOG_INFO, f, "sync: backfill %s: %d%% (%s of ~%s rows, %s rows/s, ETA %s)",
+                  s->bf_table, ps_sync_percent(s->bf_done, s->bf_total, false), done, total, r,
+                  eta);
+    s->bf_last_log_ms = now;
+}
+
+static void on_backfill(ps_pgconn *c, const PGresult *res, void *arg)
+{
+    ps_sync *s = arg;
+    (void)c;
+    s->busy = false;
+    int64_t now = mono_ms();
+    if (!res) {
+        conn_lost(s, "backfill_step");
+        step(s);
+        return;
+    }
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        query_failed(s, "backfill_step", res);
+        step(s);
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        if (!s->st.backfill_done && s->bf_any)
+            ps_log_notice("sync: backfill complete: every table is copied; applying changes only");
+        s->st.backfill_done = true;
+        s->bf_table[0] = '\0';
+        step(s);
+        return;
+    }
+    const char *table = PQgetvalue(res, 0, 0);
+    int64_t copied = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    bool done = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+    int64_t rows_done = PQgetisnull(res, 0, 3) ? 0 : strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+    int64_t rows_total = PQgetisnull(res, 0, 4) ? 0 : strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+    ps_log_field f[] = {{"TABLE", table}, {NULL, NULL}};
+
+    if (strcmp(table, s->bf_table) != 0) {
+        snprintf(s->bf_table, sizeof s->bf_table, "%s", table);
+        s->bf_base_rows = rows_done - copied;
+        s->bf_base_ms = s->inflight_started_ms;
+        s->bf_last_log_ms = now;
+        if (s->bf_base_rows > 0)
+            ps_log_fields(LOG_INFO, f, "sync: backfill %s: resuming after %lld rows (~%lld total)",
+                          table, (long long)s->bf_base_rows, (long long)rows_total);
+        else
+            ps_log_fields(LOG_INFO, f, "sync: backfill %s: started (~%lld rows)", table,
+                          (long long)rows_total);
+    }
+    s->bf_done = rows_done;
+    s->bf_total = rows_total;
+    s->bf_any = true;
+    s->stats.backfill_steps++;
+    s->stats.backfill_rows += (uint64_t)(copied > 0 ? copied : 0);
+    if (done) {
+        char el[32];
+        ps_sync_format_duration(now - s->bf_base_ms, el, sizeof el);
+        ps_log_fields(LOG_NOTICE, f, "sync: backfill %s done: %lld rows (%s in this run)", table,
+                      (long long)rows_done, el);
+        s->bf_table[0] = '\0';
+    } else if (now - s->bf_last_log_ms >= PS_SYNC_PROGRESS_LOG_MS) {
+        log_progress(s, now);
+    }
+    step(s);
+}
+
+/* ---- the decision loop ---- */
+
+static void send_query(ps_sync *s, ps_pgconn *c, ps_sync_action a, const char *sql, int n,
+                       const char *const *params, ps_pg_result_cb cb)
+{
+    s->busy = true;
+    s->inflight = a;
+    s->inflight_started_ms = mono_ms();
+    int r = ps_pgconn_query(c, sql, n, params, cb, s);
+    if (r < 0) {
+        s->busy = false;
+        s->stats.errors++;
+        ps_log_error("sync: cannot queue a query: %s", strerror(-r));
+        s->st.retry_after_ms = mono_ms() + PS_SYNC_ERROR_RETRY_MS;
+        s->st.lock_retry_at_ms = s->st.retry_after_ms;
+        struct timeval tv = ms_tv(PS_SYNC_ERROR_RETRY_MS);
+        evtimer_add(s->ev_wake, &tv);
+    }
+}
+
+static void step(ps_sync *s)
+{
+    if (s->busy)
+        return;
+    const ps_config *cfg = ps_daemon_config(s->d);
+    ps_pgconn *c = ps_daemon_main_conn(s->d);
+    s->st.now_ms = mono_ms();
+    s->st.conn_up = c && ps_pgconn_is_up(c);
+    s->st.max_repl_lag_ms = cfg->sync.max_replication_lag_ms;
+    if (s->st.leader && !still_leader(s, c)) {
+        /* Reconnected (or replaced on reload) since we took the lock: that
+         * session and its lock are gone. */
+        ps_log_warning("sync: the main connection went down or was re-established since the "
+                       "leader lock was taken; re-acquiring it");
+        s->st.leader = false;
+        s->role = PS_SYNC_ROLE_UNKNOWN;
+        s->st.lock_retry_at_ms = 0;
+    }
+
+    int64_t wait = -1;
+    ps_sync_action a = ps_sync_next(&s->st, &wait);
+    char n1[16];
+    const char *p[3] = {s->migration_id, n1, NULL};
+    switch (a) {
+    case PS_SYNC_IDLE:
+        return;
+    case PS_SYNC_WAIT: {
+        struct timeval tv = ms_tv(wait);
+        evtimer_add(s->ev_wake, &tv);
+        return;
+    }
+    case PS_SYNC_LOCK:
+        send_query(s, c, a, SQL_LOCK, 1, p, on_lock);
+        return;
+    case PS_SYNC_PROBE:
+        send_query(s, c, a, SQL_PROBE, 1, p, on_probe);
+        return;
+    case PS_SYNC_APPLY:
+        s->st.last_was_backfill = false;
+        s->st.apply_pending = false; /* wake-ups from now on set it again */
+        s->inflight_limit = cfg->sync.batch_size;
+        snprintf(n1, sizeof n1, "%d", cfg->sync.batch_size);
+        p[2] = cfg->sync.on_apply_error == PS_ON_APPLY_ERROR_HALT ? "halt" : "quarantine";
+        send_query(s, c, a, SQL_APPLY, 3, p, on_apply);
+        return;
+    case PS_SYNC_BACKFILL:
+        s->st.last_was_backfill = true;
+        snprintf(n1, sizeof n1, "%d", cfg->sync.backfill_chunk);
+        send_query(s, c, a, SQL_BACKFILL, 2, p, on_backfill);
+        return;
+    }
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    step(arg);
+}
+
+/* Something may be waiting in the change log. */
+static void apply_wakeup(evutil_socket_t fd, short what, void *arg)
+{
+    ps_sync *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->st.stopping)
+        return;
+    s->st.apply_pending = true;
+    step(s);
+}
+
+static void arm_catchup(ps_sync *s, int64_t ms)
+{
+    s->catchup_ms = ms > 0 ? ms : 1000;
+    struct timeval tv = ms_tv(s->catchup_ms);
+    evtimer_del(s->ev_catchup);
+    evtimer_add(s->ev_catchup, &tv);
+}
+
+/* ---- module callbacks ---- */
+
+static void sync_on_db_up(ps_daemon *d, void *arg)
+{
+    ps_sync *s = arg;
+    (void)d;
+    if (s->st.stopping)
+        return;
+    /* NOTIFYs may have been lost while down: drain regardless, recheck the
+     * backfill, measure again. */
+    s->st.apply_pending = true;
+    s->st.backfill_done = false;
+    s->st.probe_at_ms = 0;
+    s->st.retry_after_ms = 0;
+    if (!s->st.leader)
+        s->st.lock_retry_at_ms = 0;
+    if (!evtimer_pending(s->ev_catchup, NULL))
+        arm_catchup(s, ps_daemon_config(s->d)->sync.catchup_interval_ms);
+    step(s);
+}
+
+static void sync_on_notify(ps_daemon *d, const char *channel, const char *payload, void *arg)
+{
+    ps_sync *s = arg;
+    (void)d;
+    (void)payload;
+    if (s->st.stopping || strcmp(channel, PS_DAEMON_CHANNEL_CHANGES) != 0)
+        return;
+    /* Coalesce: the first NOTIFY opens a batch_delay window, the ones inside
+     * it ride along. */
+    if (evtimer_pending(s->ev_delay, NULL))
+        return;
+    struct timeval tv = ms_tv(ps_daemon_config(s->d)->sync.batch_delay_ms);
+    evtimer_add(s->ev_delay, &tv);
+}
+
+static void sync_on_reload(ps_daemon *d, const ps_config *old_cfg, const ps_config *new_cfg,
+                           void *arg)
+{
+    ps_sync *s = arg;
+    (void)d;
+    /* batch_size, batch_delay, backfill_chunk, max_replication_lag and
+     * on_apply_error are read from the config at each use. */
+    if (old_cfg->sync.catchup_interval_ms != new_cfg->sync.catchup_interval_ms && !s->st.stopping)
+        arm_catchup(s, new_cfg->sync.catchup_interval_ms);
+    if (strcmp(new_cfg->migration.id, s->migration_id) != 0)
+        ps_log_warning("sync: migration.id changed to %s; this process keeps syncing %s (the "
+                       "leader lock is per id): restart pgshadowd to switch",
+                       new_cfg->migration.id, s->migration_id);
+    if (s->st.halted) {
+        ps_log_notice("sync: reload: clearing the halt (%s); applying again", s->halted);
+        free(s->halted);
+        s->halted = NULL;
+        s->st.halted = false;
+    }
+    s->st.apply_pending = true;
+    s->st.retry_after_ms = 0;
+    step(s);
+}
+
+static void sync_on_stop(ps_daemon *d, void *arg)
+{
+    ps_sync *s = arg;
+    (void)d;
+    /* The query in flight (one transaction) finishes; nothing new starts. */
+    s->st.stopping = true;
+    evtimer_del(s->ev_delay);
+    evtimer_del(s->ev_catchup);
+    evtimer_del(s->ev_wake);
+}
+
+static size_t sync_status(ps_daemon *d, char *buf, size_t len, void *arg)
+{
+    ps_sync *s = arg;
+    (void)d;
+    ps_sync_view v = {
+        .role = s->role,
+        .halted = s->halted,
+        .backfill_done = s->st.backfill_done,
+        .bf_table = s->bf_table[0] ? s->bf_table : NULL,
+        .bf_percent = ps_sync_percent(s->bf_done, s->bf_total, false),
+        .bf_eta_ms = ps_sync_eta_ms(s->bf_base_rows, s->bf_base_ms, s->bf_done, s->bf_total,
+                                    mono_ms()),
+        .throttle = ps_sync_throttle_for(s->st.repl_lag_ms,
+                                         ps_daemon_config(s->d)->sync.max_replication_lag_ms),
+        .repl_lag_ms = s->st.repl_lag_ms,
+        .sync_lag_s = s->sync_lag_s,
+    };
+    return ps_sync_format_status(&v, buf, len);
+}
+
+const ps_daemon_module ps_sync_module = {
+    .name = "sync",
+    .on_db_up = sync_on_db_up,
+    .on_notify = sync_on_notify,
+    .on_reload = sync_on_reload,
+    .on_stop = sync_on_stop,
+    .status = sync_status,
+};
+
+int ps_sync_new(ps_daemon *d, ps_sync **out)
+{
+    *out = NULL;
+    ps_sync *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->d = d;
+    struct event_base *base = ps_daemon_base(d);
+    s->migration_id = strdup(ps_daemon_config(d)->migration.id);
+    s->ev_delay = evtimer_new(base, apply_wakeup, s);
+    s->ev_catchup = event_new(base, -1, EV_PERSIST, apply_wakeup, s);
+    s->ev_wake = evtimer_new(base, wake_cb, s);
+    if (!s->migration_id || !s->ev_delay || !s->ev_catchup || !s->ev_wake) {
+        ps_sync_free(s);
+        return -ENOMEM;
+    }
+    s->catchup_ms = ps_daemon_config(d)->sync.catchup_interval_ms;
+    s->st.repl_lag_ms = -1;
+    s->sync_lag_s = -1;
+    *out = s;
+    return 0;
+}
+
+void ps_sync_free(ps_sync *s)
+{
+    if (!s)
+        return;
+    struct event *evs[] = {s->ev_delay, s->ev_catchup, s->ev_wake};
+    for (size_t i = 0; i < sizeof evs / sizeof *evs; i++)
+        if (evs[i])
+            event_free(evs[i]);
+    free(s->migration_id);
+    free(s->halted);
+    free(s);
+}
+
+const ps_sync_stats *ps_sync_get_stats(const ps_sync *s)
+{
+    return &s->stats;
+}

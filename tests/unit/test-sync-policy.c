@@ -1,0 +1,316 @@
+/*
+ * test-sync-policy.c - the sync engine's pure decisions (no database): what
+ * to do next given the state, throttling, backfill percent/rate/ETA, the
+ * duration format and the STATUS= text.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "pgshadow/sync.h"
+
+/* A leader with a fresh probe and nothing to do, at t = 10 s. */
+static ps_sync_state idle_leader(void)
+{
+    ps_sync_state s = {
+        .now_ms = 10000,
+        .conn_up = true,
+        .leader = true,
+        .backfill_done = true,
+        .probe_at_ms = 10500,
+        .repl_lag_ms = 0,
+        .max_repl_lag_ms = 10000,
+    };
+    return s;
+}
+
+static ps_sync_action next(const ps_sync_state *s, int64_t *wait)
+{
+    return ps_sync_next(s, wait);
+}
+
+static void test_stopping_starts_nothing(void **state)
+{
+    (void)state;
+    ps_sync_state s = idle_leader();
+    s.stopping = true;
+    s.apply_pending = true;
+    s.backfill_done = false;
+    s.probe_at_ms = 0;
+    int64_t w;
+    assert_int_equal(next(&s, &w), PS_SYNC_IDLE);
+    assert_int_equal(w, -1);
+    s.leader = false; /* not even a lock attempt */
+    assert_int_equal(next(&s, &w), PS_SYNC_IDLE);
+}
+
+static void test_connection_down_polls(void **state)
+{
+    (void)state;
+    ps_sync_state s = idle_leader();
+    s.conn_up = false;
+    s.apply_pending = true;
+    int64_t w;
+    assert_int_equal(next(&s, &w), PS_SYNC_WAIT);
+    assert_int_equal(w, PS_SYNC_CONN_POLL_MS);
+}
+
+static void test_standby_only_retries_the_lock(void **state)
+{
+    (void)state;
+    ps_sync_state s = idle_leader();
+    s.leader = false;
+    s.apply_pending = true;   /* work waiting... */
+    s.backfill_done = false;  /* ...of both kinds... */
+    s.probe_at_ms = 0;        /* ...and a probe due: a standby does none of it */
+    s.lock_retry_at_ms = 10000;
+    int64_t w;
+    assert_int_equal(next(&s, &w), PS_SYNC_LOCK);
+    s.lock_retry_at_ms = 10800;
+    assert_int_equal(next(&s, &w), PS_SYNC_WAIT);
+    assert_int_equal(w, 800);
+}
+
+static void test_error_backoff(void **state)
+{
+    (void)state;
+    ps_sync_state s = idle_leader();
+    s.apply_pending = true;
+    s.retry_after_ms = 11000;
+    int64_t w;
+    assert_int_equal(next(&s, &w), PS_SYNC_WAIT);
+    assert_int_equal(w, 1000);
+    s.now_ms = 11000;
+    s.probe_at_ms = 20000;
+    assert_int_equal(next(&s, &w), PS_SYNC_APPLY);
+}
+
+static void test_probe_comes_first_then_waits_for_it(void **state)
+{
+    (void)state;
+    ps_sync_state s = idle_leader();
+    s.probe_at_ms = 0;
+    s.apply_pending = true;
+    int64_t w;
+    assert_int_equal(next(&s, &w), PS_SYNC_PROBE);
+    /* nothing to do: sleep until the next probe */
+    s = idle_leader();
+    assert_int_equal(next(&s, &w), PS_SYNC_WAIT);
+    assert_int_equal(w, 500);
+}
+
+static void test_apply_when_pending(void **state)
+{
+    (void)state;
+    ps_sync_state s = idle_leader();
+    s.apply_pending = true;
+    int64_t w;
+    assert_int_equal(next(&s, &w), PS_SYNC_APPLY);
+    assert_int_equal(w, -1);
+}
+
+static void test_backfill_alternates_with_apply(void **state)
+{
+    (void)state;
+    ps_sync_state s = idle_leader();
+    s.backfill_done = false;
+    int64_t w;
+    /* only backfill has work: back to back */
+    assert_int_equal(next(&s, &w), PS_SYNC_BACKFILL);
+    s.last_was_backfill = true;
+    assert_int_equal(next(&s, &w), PS_SYNC_BACKFILL);
+    /* both have work: alternate */
+    s.apply_pending = true;
+    assert_int_equal(next(&s, &w), PS_SYNC_APPLY);
+    s.last_was_backfill = false;
+    assert_int_equal(next(&s, &w), PS_SYNC_BACKFILL);
+}
+
+static void test_throttle_levels(void **state)
+{
+    (void)state;
+    assert_int_equal(ps_sync_throttle_for(-1, 10000), PS_SYNC_THROTTLE_NONE); /* unknown */
+    assert_int_equal(ps_sync_throttle_for(99999999, 0), PS_SYNC_THROTTLE_NONE); /* off */
+    assert_int_equal(ps_sync_throttle_for(10000, 10000), PS_SYNC_THROTTLE_NONE);
+    assert_int_equal(ps_sync_throttle_for(10001, 10000), PS_SYNC_THROTTLE_BACKFILL);
+    assert_int_equal(ps_sync_throttle_for(30000, 10000), PS_SYNC_THROTTLE_BACKFILL);
+    assert_int_equal(ps_sync_throttle_for(30001, 10000), PS_SYNC_THROTTLE_APPLY);
+    assert_int_equal(ps_sync_throttle_for(INT64_MAX, INT64_MAX - 1), PS_SYNC_THROTTLE_BACKFILL);
+}
+
+static void test_lag_pauses_backfill_not_apply(void **state)
+{
+    (void)state;
+    ps_sync_state s = idle_leader();
+    s.backfill_done = false;
+    s.repl_lag_ms = 15000; /* > 10 s */
+    int64_t w;
+    assert_int_equal(next(&s, &w), PS_SYNC_WAIT); /* backfill paused */
+    assert_int_equal(w, 500);                     /* until the next probe */
+    s.apply_pending = true;
+    assert_int_equal(next(&s, &w), PS_SYNC_APPLY); /* apply goes on at full speed */
+}
+
+static void test_hard_lag_slows_apply(void **state)
+{
+    (void)state;
+    ps_sync_state s = idle_leader();
+    s.repl_lag_ms = 40000; /* > 3 x 10 s */
+    s.apply_pending = true;
+    s.apply_not_before_ms = 10200;
+    int64_t w;
+    assert_int_equal(next(&s, &w), PS_SYNC_WAIT);
+    assert_int_equal(w, 200);
+    s.now_ms = 10200;
+    assert_int_equal(next(&s, &w), PS_SYNC_APPLY);
+    /* without a limit the same lag throttles nothing */
+    s = idle_leader();
+    s.max_repl_lag_ms = 0;
+    s.repl_lag_ms = 40000;
+    s.apply_pending = true;
+    s.apply_not_before_ms = 99999;
+    s.backfill_done = false;
+    s.last_was_backfill = true;
+    assert_int_equal(next(&s, &w), PS_SYNC_APPLY);
+}
+
+static void test_halted_applies_and_copies_nothing(void **state)
+{
+    (void)state;
+    ps_sync_state s = idle_leader();
+    s.halted = true;
+    s.apply_pending = true;
+    s.backfill_done = false;
+    int64_t w;
+    assert_int_equal(next(&s, &w), PS_SYNC_WAIT);
+    s.probe_at_ms = 0; /* still measures, for STATUS */
+    assert_int_equal(next(&s, &w), PS_SYNC_PROBE);
+}
+
+static void test_percent(void **state)
+{
+    (void)state;
+    assert_int_equal(ps_sync_percent(0, 0, false), 0);
+    assert_int_equal(ps_sync_percent(5, 0, false), 0); /* no estimate */
+    assert_int_equal(ps_sync_percent(41, 100, false), 41);
+    assert_int_equal(ps_sync_percent(999, 1000, false), 99);
+    assert_int_equal(ps_sync_percent(1500, 1000, false), 99); /* estimate exceeded */
+    assert_int_equal(ps_sync_percent(10, 1000, true), 100);
+    assert_int_equal(ps_sync_percent(INT64_MAX / 2, INT64_MAX, false), 50);
+}
+
+static void test_rate_and_eta(void **state)
+{
+    (void)state;
+    /* 1000 rows in 2 s since (0 rows, t=1000): 500 rows/s; 4000 left: 8 s */
+    assert_int_equal(ps_sync_rate(0, 1000, 1000, 3000), 500);
+    assert_int_equal(ps_sync_eta_ms(0, 1000, 1000, 5000, 3000), 8000);
+    /* resumed at 3000 rows: only what this run copied counts */
+    assert_int_equal(ps_sync_eta_ms(3000, 0, 4000, 10000, 1000), 6000);
+    /* unknown: no time, no rows, estimate reached */
+    assert_int_equal(ps_sync_rate(0, 1000, 1000, 1000), -1);
+    assert_int_equal(ps_sync_eta_ms(0, 1000, 1000, 5000, 1000), -1);
+    assert_int_equal(ps_sync_eta_ms(500, 0, 500, 5000, 1000), -1);
+    assert_int_equal(ps_sync_eta_ms(0, 0, 5000, 5000, 1000), -1);
+    assert_int_equal(ps_sync_eta_ms(0, 0, 6000, 5000, 1000), -1);
+    /* huge numbers do not overflow */
+    assert_true(ps_sync_eta_ms(0, 0, 1, INT64_MAX, INT64_MAX / 4) > 0);
+}
+
+static void test_format_duration(void **state)
+{
+    (void)state;
+    char b[32];
+    struct {
+        int64_t ms;
+        const char *s;
+    } cases[] = {
+        {-5, "0s"},         {0, "0s"},           {999, "0s"},         {45000, "45s"},
+        {60000, "1m00s"},   {245000, "4m05s"},   {599999, "9m59s"},   {600000, "10m"},
+        {720000, "12m"},    {3600000, "1h00m"},  {11220000, "3h07m"}, {86400000, "1d00h"},
+        {187200000, "2d04h"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = ps_sync_format_duration(cases[i].ms, b, sizeof b);
+        assert_string_equal(b, cases[i].s);
+        assert_int_equal(n, strlen(cases[i].s));
+    }
+    /* truncation is safe and says how much was written */
+    assert_int_equal(ps_sync_format_duration(245000, b, 3), 2);
+    assert_string_equal(b, "4m");
+    assert_int_equal(ps_sync_format_duration(245000, b, 0), 0);
+}
+
+static void test_status_texts(void **state)
+{
+    (void)state;
+    char b[128];
+    ps_sync_view v = {.role = PS_SYNC_ROLE_STANDBY, .bf_eta_ms = -1, .sync_lag_s = -1};
+    ps_sync_format_status(&v, b, sizeof b);
+    assert_string_equal(b, "standby: another pgshadowd holds the lock");
+
+    v.role = PS_SYNC_ROLE_UNKNOWN;
+    ps_sync_format_status(&v, b, sizeof b);
+    assert_string_equal(b, "sync: acquiring leader lock");
+
+    v = (ps_sync_view){.role = PS_SYNC_ROLE_LEADER, .bf_table = "contexts", .bf_percent = 41,
+                       .bf_eta_ms = 120000, .sync_lag_s = 0.3};
+    size_t n = ps_sync_format_status(&v, b, sizeof b);
+    assert_string_equal(b, "leader; backfill contexts 41% ETA 2m00s; lag 0.3s");
+    assert_int_equal(n, strlen(b));
+
+    v.bf_eta_ms = -1;
+    v.sync_lag_s = -1;
+    ps_sync_format_status(&v, b, sizeof b);
+    assert_string_equal(b, "leader; backfill contexts 41%; lag -");
+
+    v = (ps_sync_view){.role = PS_SYNC_ROLE_LEADER, .backfill_done = true, .sync_lag_s = 1.25,
+                       .bf_eta_ms = -1};
+    ps_sync_format_status(&v, b, sizeof b);
+    assert_string_equal(b, "leader; backfill done; lag 1.2s");
+
+    v = (ps_sync_view){.role = PS_SYNC_ROLE_LEADER, .throttle = PS_SYNC_THROTTLE_APPLY,
+                       .repl_lag_ms = 45000, .bf_table = "t", .sync_lag_s = 2.0};
+    ps_sync_format_status(&v, b, sizeof b);
+    assert_string_equal(b, "leader; backfill paused (replication lag 45s); apply slowed; lag 2.0s");
+
+    v = (ps_sync_view){.role = PS_SYNC_ROLE_LEADER,
+                       .halted = "contexts: 23514 new row violates check constraint (key {1})",
+                       .sync_lag_s = 9};
+    ps_sync_format_status(&v, b, sizeof b);
+    assert_string_equal(
+        b, "leader; HALTED: contexts: 23514 new row violates check constraint (key {1})");
+
+    /* truncation: never past the buffer, NUL-terminated, length honest */
+    char small[16];
+    n = ps_sync_format_status(&v, small, sizeof small);
+    assert_int_equal(n, strlen(small));
+    assert_true(n < sizeof small);
+    assert_memory_equal(small, "leader; HALTED:", n);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stopping_starts_nothing),
+        cmocka_unit_test(test_connection_down_polls),
+        cmocka_unit_test(test_standby_only_retries_the_lock),
+        cmocka_unit_test(test_error_backoff),
+        cmocka_unit_test(test_probe_comes_first_then_waits_for_it),
+        cmocka_unit_test(test_apply_when_pending),
+        cmocka_unit_test(test_backfill_alternates_with_apply),
+        cmocka_unit_test(test_throttle_levels),
+        cmocka_unit_test(test_lag_pauses_backfill_not_apply),
+        cmocka_unit_test(test_hard_lag_slows_apply),
+        cmocka_unit_test(test_halted_applies_and_copies_nothing),
+        cmocka_unit_test(test_percent),
+        cmocka_unit_test(test_rate_and_eta),
+        cmocka_unit_test(test_format_duration),
+        cmocka_unit_test(test_status_texts),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
