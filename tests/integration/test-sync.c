@@ -1,0 +1,858 @@
+/*
+ * test-sync.c - the sync engine end to end against the throwaway cluster:
+ * the real pgshadowctl install and pgshadowd binaries on a fresh database with
+ * foreign-keyed tables (parents <- children, parents <- links with a composite
+ * key), some thousands of rows.
+ *
+ *  1. backfill: interrupted by SIGKILL mid-way, resumed, completes; every
+ *     shadow row equals its primary row (md5 over all columns, independent of
+ *     pgshadow's own hash; and _shadow_validation_hash equals the registry's
+ *     hash_expr over the primary) and no shadow row lacks a primary;
+ *  2. chaos: a mixed workload (inserts, updates, key changes, deletes,
+ *     cascades, rolled-back transactions) from a child process while pgshadowd
+ *     is SIGKILLed at random moments 12 times (restarted each time) and
+ *     PostgreSQL is restarted with -m immediate twice; then drain and the same
+ *     equality;
+ *  3. poison rows (a shadow CHECK stricter than the primary) land in the
+ *     quarantine with SQLSTATE and message while the others apply; a later
+ *     change to a poisoned key retries it and clears the quarantine;
+ *  4. two daemons: exactly one holds the advisory lock (pg_locks pid = the
+ *     leader's backend) and applies; SIGKILL of the leader hands over within
+ *     seconds and the standby drains new changes.
+ *
+ * The tests share one database and run in order. Every wait is a polling loop
+ * with a generous deadline; no assertion is about speed.
+ *
+ * Env: PGSHADOW_TEST_CONNINFO, PGSHADOW_TEST_CLUSTER, PGSHADOW_SRCDIR,
+ * PGSHADOWD, PGSHADOWCTL.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#define DB "pgshadow_itest_sync"
+#define DRAIN_MS 120000
+#define TABLES 3
+static const char *const table_names[TABLES] = {"parents", "children", "links"};
+
+static struct {
+    const char *conninfo, *cluster, *srcdir, *pgshadowd, *pgshadowctl;
+    char dir[64];
+    char cfg[128];
+    char *db_conninfo;
+} T;
+
+/* One pgshadowd: pid and its log (appended over restarts). */
+typedef struct daemon_proc {
+    pid_t pid;
+    char log[128];
+    char sock[100]; /* NOTIFY_SOCKET when set (fits sun_path) */
+    int sock_fd;
+    char msgs[65536]; /* every sd_notify datagram received, concatenated */
+    size_t n_msgs;
+} daemon_proc;
+
+static daemon_proc D = {.pid = -1, .sock_fd = -1};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Database helpers (a fresh connection per call survives server restarts) */
+
+static void quiet(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+static PGconn *connect_to(const char *ci, bool must)
+{
+    PGconn *c = PQconnectdb(ci);
+    if (PQstatus(c) != CONNECTION_OK) {
+        if (must)
+            fail_msg("connect: %s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    PQsetNoticeProcessor(c, quiet, NULL);
+    return c;
+}
+
+static void exec_ok(PGconn *c, const char *sql)
+{
+    PGresult *res = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        fail_msg("SQL failed: %s\n%s", PQerrorMessage(c), sql);
+    PQclear(res);
+}
+
+/* First column of the first row, malloc'd ("" for NULL / no row); NULL when
+ * the query failed and must is false. */
+static char *query1(PGconn *c, const char *sql, bool must)
+{
+    PGresult *res = PQexec(c, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        if (must)
+            fail_msg("query failed: %s\n%s", PQerrorMessage(c), sql);
+        PQclear(res);
+        return NULL;
+    }
+    char *v = strdup(PQntuples(res) && !PQgetisnull(res, 0, 0) ? PQgetvalue(res, 0, 0) : "");
+    PQclear(res);
+    return v;
+}
+
+/* Run sql on the test database; true when it returns 't' (false on any error). */
+static bool db_true(const char *sql)
+{
+    PGconn *c = connect_to(T.db_conninfo, false);
+    if (!c)
+        return false;
+    char *v = query1(c, sql, false);
+    bool t = v && strcmp(v, "t") == 0;
+    free(v);
+    PQfinish(c);
+    return t;
+}
+
+static long long db_int(const char *sql)
+{
+    PGconn *c = connect_to(T.db_conninfo, true);
+    char *v = query1(c, sql, true);
+    long long n = atoll(v);
+    free(v);
+    PQfinish(c);
+    return n;
+}
+
+static void db_exec(const char *sql)
+{
+    PGconn *c = connect_to(T.db_conninfo, true);
+    exec_ok(c, sql);
+    PQfinish(c);
+}
+
+static bool wait_true(const char *sql, int64_t timeout_ms)
+{
+    int64_t end = now_ms() + timeout_ms;
+    while (now_ms() < end) {
+        if (db_true(sql))
+            return true;
+        sleep_ms(100);
+    }
+    return db_true(sql);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Processes */
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return strdup("");
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    buf[got] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static size_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+/* Occurrences of needle in the log from byte offset `from`. */
+static int log_count(const char *path, size_t from, const char *needle)
+{
+    char *s = slurp(path);
+    int n = 0;
+    if (from <= strlen(s))
+        for (const char *p = s + from; (p = strstr(p, needle)); p += strlen(needle))
+            n++;
+    free(s);
+    return n;
+}
+
+/* The text after the first occurrence of needle (from `from`) up to the end of
+ * its line, or "" if absent. */
+static void log_after(const char *path, size_t from, const char *needle, char *out, size_t len)
+{
+    char *s = slurp(path);
+    out[0] = '\0';
+    const char *p = from <= strlen(s) ? strstr(s + from, needle) : NULL;
+    if (p) {
+        p += strlen(needle);
+        size_t n = strcspn(p, "\n");
+        snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), p);
+    }
+    free(s);
+}
+
+static bool wait_log(const char *path, size_t from, const char *needle, int64_t timeout_ms)
+{
+    int64_t end = now_ms() + timeout_ms;
+    while (now_ms() < end) {
+        if (log_count(path, from, needle) > 0)
+            return true;
+        sleep_ms(50);
+    }
+    return log_count(path, from, needle) > 0;
+}
+
+static void daemon_start(daemon_proc *p, const char *level)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd < 0)
+            _exit(126);
+        dup2(fd, 2);
+        dup2(fd, 1);
+        if (p->sock[0])
+            setenv("NOTIFY_SOCKET", p->sock, 1);
+        else
+            unsetenv("NOTIFY_SOCKET");
+        unsetenv("JOURNAL_STREAM");
+        execl(T.pgshadowd, T.pgshadowd, "-c", T.cfg, "--log-level", level, (char *)NULL);
+        _exit(127);
+    }
+    p->pid = pid;
+}
+
+/* A notify socket for p (before daemon_start): its STATUS= lines. */
+static void notify_open(daemon_proc *p, const char *name)
+{
+    snprintf(p->sock, sizeof p->sock, "%s/%s", T.dir, name);
+    p->sock_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(p->sock_fd >= 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", p->sock);
+    unlink(p->sock);
+    assert_int_equal(bind(p->sock_fd, (struct sockaddr *)&sa, sizeof sa), 0);
+}
+
+static void notify_close(daemon_proc *p)
+{
+    if (p->sock_fd >= 0)
+        close(p->sock_fd);
+    p->sock_fd = -1;
+}
+
+static bool wait_status(daemon_proc *p, const char *needle, int64_t timeout_ms)
+{
+    int64_t end = now_ms() + timeout_ms;
+    do {
+        char buf[4096];
+        ssize_t n;
+        while ((n = recv(p->sock_fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+            if (p->n_msgs + (size_t)n + 2 < sizeof p->msgs) {
+                memcpy(p->msgs + p->n_msgs, buf, (size_t)n);
+                p->n_msgs += (size_t)n;
+                p->msgs[p->n_msgs++] = '\n';
+                p->msgs[p->n_msgs] = '\0';
+            }
+        }
+        if (strstr(p->msgs, needle))
+            return true;
+        sleep_ms(50);
+    } while (now_ms() < end);
+    fprintf(stderr, "test-sync: no '%s' in the notify messages:\n%s\n", needle, p->msgs);
+    return false;
+}
+
+/* The daemon must still be alive (it never exits on its own). */
+static void daemon_assert_alive(daemon_proc *p)
+{
+    int st;
+    pid_t r = waitpid(p->pid, &st, WNOHANG);
+    if (r != 0) {
+        char *log = slurp(p->log);
+        size_t n = strlen(log);
+        fail_msg("pgshadowd %d exited on its own (status %d); log tail:\n%s", (int)p->pid, st,
+                 n > 3000 ? log + n - 3000 : log);
+    }
+}
+
+static int daemon_kill(daemon_proc *p, int sig)
+{
+    if (p->pid <= 0)
+        return -1;
+    kill(p->pid, sig);
+    int st = 0;
+    waitpid(p->pid, &st, 0);
+    p->pid = -1;
+    return st;
+}
+
+static int run_ctl(const char *arg)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char logp[160];
+        snprintf(logp, sizeof logp, "%s/ctl.log", T.dir);
+        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(T.pgshadowctl, T.pgshadowctl, "-c", T.cfg, arg, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static void restart_postgres(void)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s/tests/harness/pgcluster.sh' restart '%s' immediate >/dev/null 2>&1",
+             T.srcdir, T.cluster);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Equality */
+
+/* Defined in the test database only: per table, rows missing from the
+ * shadow, shadow rows without a primary, rows whose columns differ (md5 of
+ * the row over every primary column), rows whose _shadow_validation_hash is
+ * not the registry's hash_expr over the primary row. */
+static const char DIFF_FN[] =
+    "CREATE OR REPLACE FUNCTION public.itest_diff(p_table text, "
+    "  OUT missing bigint, OUT orphans bigint, OUT differ bigint, OUT bad_hash bigint, "
+    "  OUT n_primary bigint) LANGUAGE plpgsql AS $fn$ "
+    "DECLARE t pgshadow.tables; cp text; cs text; j text; k text; "
+    "BEGIN "
+    "  SELECT * INTO STRICT t FROM pgshadow.tables WHERE table_name = p_table; "
+    "  SELECT string_agg(format('p.%I', attname), ', ' ORDER BY attnum), "
+    "         string_agg(format('s.%I', attname), ', ' ORDER BY attnum) INTO cp, cs "
+    "    FROM pg_attribute WHERE attrelid = format('%I.%I', t.schema_name, t.table_name)::regclass "
+    "     AND attnum > 0 AND NOT attisdropped; "
+    "  SELECT string_agg(format('p.%1$I = s.%1$I', c), ' AND ') INTO j FROM unnest(t.key_columns) c; "
+    "  k := quote_ident(t.key_columns[1]); "
+    "  EXECUTE format('SELECT count(*) FILTER (WHERE s.%1$s IS NULL), "
+    "                         count(*) FILTER (WHERE p.%1$s IS NULL), "
+    "                         count(*) FILTER (WHERE p.%1$s IS NOT NULL AND s.%1$s IS NOT NULL "
+    "                                          AND md5(row(%2$s)::text) <> md5(row(%3$s)::text)), "
+    "                         count(*) FILTER (WHERE p.%1$s IS NOT NULL AND s.%1$s IS NOT NULL "
+    "                                          AND s._shadow_validation_hash IS DISTINCT FROM (%4$s)), "
+    "                         count(p.%1$s) "
+    "                  FROM %5$I.%6$I p FULL JOIN %5$I.%7$I s ON %8$s', "
+    "                 k, cp, cs, t.hash_expr, t.schema_name, t.table_name, t.shadow_name, j) "
+    "    INTO missing, orphans, differ, bad_hash, n_primary; "
+    "END $fn$";
+
+typedef struct diff {
+    long long missing, orphans, differ, bad_hash, n_primary;
+} diff;
+
+static diff table_diff(const char *table)
+{
+    PGconn *c = connect_to(T.db_conninfo, true);
+    exec_ok(c, "SET TimeZone = 'UTC'"); /* the canonical hash is defined under UTC */
+    const char *params[1] = {table};
+    PGresult *res = PQexecParams(c, "SELECT * FROM public.itest_diff($1)", 1, NULL, params, NULL,
+                                 NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        fail_msg("itest_diff(%s): %s", table, PQerrorMessage(c));
+    diff d = {atoll(PQgetvalue(res, 0, 0)), atoll(PQgetvalue(res, 0, 1)),
+              atoll(PQgetvalue(res, 0, 2)), atoll(PQgetvalue(res, 0, 3)),
+              atoll(PQgetvalue(res, 0, 4))};
+    PQclear(res);
+    PQfinish(c);
+    return d;
+}
+
+static void assert_all_equal(const char *when)
+{
+    for (int i = 0; i < TABLES; i++) {
+        diff d = table_diff(table_names[i]);
+        fprintf(stderr, "test-sync: %s: %s: %lld primary rows, missing %lld, orphans %lld, differ "
+                        "%lld, bad hash %lld\n",
+                when, table_names[i], d.n_primary, d.missing, d.orphans, d.differ, d.bad_hash);
+        assert_true(d.n_primary > 0);
+        assert_int_equal(d.missing, 0);
+        assert_int_equal(d.orphans, 0);
+        assert_int_equal(d.differ, 0);
+        assert_int_equal(d.bad_hash, 0);
+    }
+}
+
+static const char DRAINED_SQL[] =
+    "SELECT NOT EXISTS (SELECT 1 FROM pgshadow.change_log) "
+    "   AND NOT EXISTS (SELECT 1 FROM pgshadow.tables WHERE backfill_state <> 'done')";
+
+static void wait_drained(const char *when)
+{
+    if (!wait_true(DRAINED_SQL, DRAIN_MS)) {
+        char *log = slurp(D.log);
+        size_t n = strlen(log);
+        fail_msg("%s: change log not drained within %d ms (%lld pending); daemon log tail:\n%s",
+                 when, DRAIN_MS, db_int("SELECT count(*) FROM pgshadow.change_log"),
+                 n > 4000 ? log + n - 4000 : log);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Workload */
+
+static volatile sig_atomic_t workload_stop;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    workload_stop = 1;
+}
+
+/* One random operation; its SQL picks an existing row at or after a random
+ * id through the primary keys, so it never scans. */
+static const char *const OPS[] = {
+    /* inserts */
+    "INSERT INTO parents (id, name, score) VALUES (nextval('itest_ids'), md5(random()::text), "
+    "(random() * 1000)::int)",
+    "INSERT INTO children (id, parent_id, payload, qty) SELECT nextval('itest_ids'), id, "
+    "md5(random()::text), (random() * 100)::int FROM parents WHERE id >= $1 ORDER BY id LIMIT 1",
+    "INSERT INTO links (a, b, parent_id, note) SELECT nextval('itest_ids'), $1, id, 'n' "
+    "FROM parents WHERE id >= $1 ORDER BY id LIMIT 1",
+    /* updates */
+    "UPDATE parents SET score = score + 1, name = name || 'x' "
+    "WHERE id = (SELECT id FROM parents WHERE id >= $1 ORDER BY id LIMIT 1)",
+    "UPDATE children SET qty = qty + 1, payload = NULL "
+    "WHERE id = (SELECT id FROM children WHERE id >= $1 ORDER BY id LIMIT 1)",
+    "UPDATE children SET parent_id = (SELECT id FROM parents WHERE id >= $1 / 2 ORDER BY id LIMIT 1) "
+    "WHERE id = (SELECT id FROM children WHERE id >= $1 ORDER BY id LIMIT 1)",
+    "UPDATE links SET note = note || 'y' "
+    "WHERE (a, b) = (SELECT a, b FROM links WHERE a >= $1 ORDER BY a, b LIMIT 1)",
+    /* key changes (children follow a parent's key through ON UPDATE CASCADE) */
+    "UPDATE parents SET id = nextval('itest_ids') "
+    "WHERE id = (SELECT id FROM parents WHERE id >= $1 ORDER BY id LIMIT 1)",
+    "UPDATE children SET id = nextval('itest_ids') "
+    "WHERE id = (SELECT id FROM children WHERE id >= $1 ORDER BY id LIMIT 1)",
+    "UPDATE links SET b = nextval('itest_ids') "
+    "WHERE (a, b) = (SELECT a, b FROM links WHERE a >= $1 ORDER BY a, b LIMIT 1)",
+    /* deletes (a parent's delete cascades) */
+    "DELETE FROM parents WHERE id = (SELECT id FROM parents WHERE id >= $1 ORDER BY id LIMIT 1)",
+    "DELETE FROM children WHERE id = (SELECT id FROM children WHERE id >= $1 ORDER BY id LIMIT 1)",
+    "DELETE FROM links WHERE (a, b) = (SELECT a, b FROM links WHERE a >= $1 ORDER BY a, b LIMIT 1)",
+};
+#define N_OPS (sizeof OPS / sizeof OPS[0])
+
+/* Child process: random transactions of 1..4 operations until SIGTERM;
+ * reconnects through server restarts; 1 in 10 transactions rolls back.
+ * Exits 0 after at least some commits, 1 otherwise. */
+static void workload_main(void)
+{
+    signal(SIGTERM, on_term);
+    srandom((unsigned)getpid());
+    PGconn *c = NULL;
+    long commits = 0;
+    while (!workload_stop) {
+        if (!c || PQstatus(c) != CONNECTION_OK) {
+            PQfinish(c);
+            c = PQconnectdb(T.db_conninfo);
+            if (PQstatus(c) != CONNECTION_OK) {
+                sleep_ms(100);
+                continue;
+            }
+            PQsetNoticeProcessor(c, quiet, NULL);
+        }
+        PQclear(PQexec(c, "BEGIN"));
+        int n = 1 + (int)(random() % 4);
+        bool ok = true;
+        for (int i = 0; i < n && ok; i++) {
+            long max = 3200000; /* the seed rows and some of the new ones */
+            char r[24];
+            snprintf(r, sizeof r, "%ld", random() % max);
+            const char *params[1] = {r};
+            const char *sql = OPS[random() % N_OPS];
+            bool has_param = strstr(sql, "$1") != NULL;
+            PGresult *res = PQexecParams(c, sql, has_param ? 1 : 0, NULL, has_param ? params : NULL,
+                                         NULL, NULL, 0);
+            ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+            PQclear(res);
+        }
+        PGresult *res = PQexec(c, ok && random() % 10 != 0 ? "COMMIT" : "ROLLBACK");
+        if (ok && PQresultStatus(res) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(res), "COMMIT") == 0)
+            commits++;
+        PQclear(res);
+        sleep_ms(2);
+    }
+    PQfinish(c);
+    fprintf(stderr, "test-sync: workload: %ld commits\n", commits);
+    _exit(commits > 0 ? 0 : 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Setup */
+
+static const char SCHEMA_SQL[] =
+    "CREATE SEQUENCE itest_ids START 3000000; "
+    "CREATE TABLE parents (id bigint PRIMARY KEY, name text NOT NULL, score integer, "
+    "  created timestamptz NOT NULL DEFAULT now(), tags text[] DEFAULT '{a,b}', meta jsonb DEFAULT '{}'); "
+    "CREATE TABLE children (id bigint PRIMARY KEY, "
+    "  parent_id bigint REFERENCES parents (id) ON UPDATE CASCADE ON DELETE CASCADE, "
+    "  payload text, qty integer NOT NULL DEFAULT 0, price numeric(10,2) DEFAULT 1.50); "
+    "CREATE TABLE links (a bigint NOT NULL, b bigint NOT NULL, "
+    "  parent_id bigint NOT NULL REFERENCES parents (id) ON UPDATE CASCADE ON DELETE CASCADE, "
+    "  note text, PRIMARY KEY (a, b)); "
+    "INSERT INTO parents (id, name, score, meta) "
+    "  SELECT g * 100, 'parent ' || g, g % 997, jsonb_build_object('g', g) "
+    "  FROM generate_series(1, 3000) g; "
+    "INSERT INTO children (id, parent_id, payload, qty) "
+    "  SELECT g * 10, (1 + g % 3000) * 100, repeat(md5(g::text), 1 + g % 4), g % 50 "
+    "  FROM generate_series(1, 12000) g; "
+    "INSERT INTO links (a, b, parent_id, note) "
+    "  SELECT g * 50, g % 7, (1 + (g * 7) % 3000) * 100, CASE WHEN g % 5 = 0 THEN NULL ELSE 'l' || g END "
+    "  FROM generate_series(1, 6000) g; "
+    "ANALYZE parents; ANALYZE children; ANALYZE links";
+
+static int write_config(int backfill_chunk)
+{
+    FILE *f = fopen(T.cfg, "w");
+    if (!f)
+        return -1;
+    fprintf(f,
+            "database:\n  conninfo: \"%s\"\n"
+            "migration:\n  id: itest_sync\n  tables:\n"
+            "    - name: parents\n    - name: children\n    - name: links\n"
+            "sync:\n  batch_size: 200\n  batch_delay: 10ms\n  catchup_interval: 250ms\n"
+            "  backfill_chunk: %d\n"
+            "metrics:\n  listen: \"\"\n",
+            T.db_conninfo, backfill_chunk);
+    return fclose(f);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    T.conninfo = getenv("PGSHADOW_TEST_CONNINFO");
+    T.cluster = getenv("PGSHADOW_TEST_CLUSTER");
+    T.srcdir = getenv("PGSHADOW_SRCDIR");
+    T.pgshadowd = getenv("PGSHADOWD");
+    T.pgshadowctl = getenv("PGSHADOWCTL");
+    if (!T.conninfo || !T.cluster || !T.srcdir || !T.pgshadowd || !T.pgshadowctl) {
+        fprintf(stderr, "test-sync: PGSHADOW_TEST_CONNINFO, PGSHADOW_TEST_CLUSTER, "
+                        "PGSHADOW_SRCDIR, PGSHADOWD and PGSHADOWCTL must be set (run through "
+                        "tests/run, which starts a throwaway cluster)\n");
+        return -1;
+    }
+    snprintf(T.dir, sizeof T.dir, "/tmp/itest-sync-XXXXXX");
+    if (!mkdtemp(T.dir))
+        return -1;
+    snprintf(T.cfg, sizeof T.cfg, "%s/pgshadow.yaml", T.dir);
+    snprintf(D.log, sizeof D.log, "%s/pgshadowd.log", T.dir);
+    if (asprintf(&T.db_conninfo, "%s dbname=%s", T.conninfo, DB) < 0)
+        return -1;
+
+    PGconn *admin = connect_to(T.conninfo, false);
+    if (!admin) {
+        fprintf(stderr, "test-sync: cannot connect to %s\n", T.conninfo);
+        return -1;
+    }
+    PQclear(PQexec(admin, "DROP DATABASE IF EXISTS " DB " WITH (FORCE)"));
+    PGresult *res = PQexec(admin, "CREATE DATABASE " DB);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    PQfinish(admin);
+    if (!ok)
+        return -1;
+    PGconn *c = connect_to(T.db_conninfo, false);
+    if (!c)
+        return -1;
+    res = PQexec(c, SCHEMA_SQL);
+    ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok)
+        fprintf(stderr, "test-sync: schema: %s\n", PQerrorMessage(c));
+    PQclear(res);
+    PQfinish(c);
+    return ok && write_config(100) == 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (D.pid > 0)
+        daemon_kill(&D, SIGKILL);
+    fprintf(stderr, "test-sync: logs kept in %s\n", T.dir);
+    free(T.db_conninfo);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 1. install + backfill, interrupted once */
+
+static void test_backfill(void **state)
+{
+    (void)state;
+    assert_int_equal(run_ctl("install"), 0);
+    if (getenv("ITEST_SYNC_DEV_LOAD_SQL")) { /* DEVHACK: remove */
+        char path[512];
+        snprintf(path, sizeof path, "%s/sql/sync--1.sql", T.srcdir);
+        char *sql = slurp(path);
+        db_exec(sql);
+        free(sql);
+    }
+    /* install brings the sync engine's database side along */
+    assert_true(db_true("SELECT to_regprocedure('pgshadow.apply_batch(text,integer,text)') IS NOT NULL "
+                        "AND to_regprocedure('pgshadow.backfill_step(text,integer)') IS NOT NULL"));
+    db_exec(DIFF_FN);
+
+    daemon_start(&D, "info");
+    /* Kill it mid-backfill: the cursor is persisted with each chunk. */
+    bool caught = false;
+    int64_t end = now_ms() + 60000;
+    while (now_ms() < end && !caught) {
+        caught = db_true("SELECT EXISTS (SELECT 1 FROM pgshadow.tables WHERE backfill_rows > 0) "
+                         "AND EXISTS (SELECT 1 FROM pgshadow.tables WHERE backfill_state <> 'done')");
+        if (!caught)
+            sleep_ms(10);
+    }
+    assert_true(caught);
+    daemon_assert_alive(&D);
+    long long before = db_int("SELECT sum(backfill_rows) FROM pgshadow.tables");
+    daemon_kill(&D, SIGKILL);
+    fprintf(stderr, "test-sync: killed pgshadowd mid-backfill at %lld rows copied\n", before);
+
+    size_t from = file_size(D.log);
+    daemon_start(&D, "info");
+    wait_drained("backfill");
+    daemon_assert_alive(&D);
+    /* the restart resumed instead of starting over */
+    assert_true(log_count(D.log, from, "resuming after") + log_count(D.log, from, "started (") > 0);
+    assert_true(log_count(D.log, 0, "leader lock acquired") >= 2);
+    assert_true(log_count(D.log, 0, "done: ") >= TABLES);
+    assert_true(db_true("SELECT bool_and(primary_rows IS NOT NULL AND shadow_rows IS NOT NULL "
+                        "AND backfill_done_at IS NOT NULL) FROM pgshadow.tables"));
+    assert_all_equal("after backfill");
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2. chaos */
+
+static void test_chaos(void **state)
+{
+    (void)state;
+    daemon_assert_alive(&D);
+    pid_t wl = fork();
+    assert_true(wl >= 0);
+    if (wl == 0)
+        workload_main();
+
+    srandom((unsigned)time(NULL));
+    const int kills = 12;
+    int pg_restarts = 0;
+    long long max_pending = 0;
+    for (int i = 0; i < kills; i++) {
+        sleep_ms(300 + random() % 2200);
+        daemon_assert_alive(&D);
+        if (i == 3 || i == 8) {
+            /* the server goes away under the daemon and the workload */
+            restart_postgres();
+            pg_restarts++;
+            sleep_ms(300 + random() % 1000);
+            daemon_assert_alive(&D);
+        }
+        if (random() % 2) {
+            /* a burst of a few thousand changes, so the kill tends to land in
+             * the middle of a multi-batch drain */
+            db_exec("UPDATE children SET qty = qty + 1 WHERE id % 5 = 0");
+            sleep_ms(random() % 300);
+        }
+        long long pending = db_int("SELECT count(*) FROM pgshadow.change_log");
+        if (pending > max_pending)
+            max_pending = pending;
+        daemon_kill(&D, SIGKILL);
+        sleep_ms(random() % 400);
+        daemon_start(&D, "info");
+    }
+    sleep_ms(1000);
+    kill(wl, SIGTERM);
+    int st;
+    assert_int_equal(waitpid(wl, &st, 0), wl);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    fprintf(stderr, "test-sync: chaos: %d SIGKILLs, %d immediate restarts, up to %lld pending\n",
+            kills, pg_restarts, max_pending);
+    assert_int_equal(pg_restarts, 2);
+
+    wait_drained("chaos");
+    daemon_assert_alive(&D);
+    assert_true(log_count(D.log, 0, "leader lock acquired") >= 2 + kills);
+    assert_int_equal(db_int("SELECT count(*) FROM pgshadow.quarantine"), 0);
+    assert_all_equal("after chaos");
+}
+
+/* ------------------------------------------------------------------------ */
+/* 3. quarantine */
+
+static void test_quarantine(void **state)
+{
+    (void)state;
+    daemon_assert_alive(&D);
+    /* the shadow is stricter than the primary */
+    db_exec("ALTER TABLE parents_shadow ADD CONSTRAINT itest_no_negative CHECK (score >= 0)");
+    size_t from = file_size(D.log);
+    /* 5 poison rows mixed into transactions with good rows and children */
+    db_exec("INSERT INTO parents (id, name, score) "
+            "SELECT 9000000 + g, 'mixed ' || g, CASE WHEN g % 10 = 0 THEN -g ELSE g END "
+            "FROM generate_series(1, 50) g");
+    db_exec("INSERT INTO children (id, parent_id, payload) "
+            "SELECT 9100000 + g, 9000000 + g, 'ok' FROM generate_series(1, 50) g WHERE g % 10 <> 0");
+    wait_drained("quarantine");
+    assert_int_equal(db_int("SELECT count(*) FROM pgshadow.quarantine q JOIN pgshadow.tables t "
+                            "USING (table_id) WHERE t.table_name = 'parents' AND q.sqlstate = '23514' "
+                            "AND q.message LIKE '%itest_no_negative%' "
+                            "AND q.key[1]::bigint IN (9000010, 9000020, 9000030, 9000040, 9000050)"),
+                     5);
+    assert_int_equal(db_int("SELECT count(*) FROM pgshadow.quarantine"), 5);
+    /* every other row arrived: exactly the poison rows are missing */
+    assert_int_equal(db_int("SELECT count(*) FROM parents_shadow WHERE id BETWEEN 9000001 AND 9000050"),
+                     45);
+    assert_int_equal(db_int("SELECT count(*) FROM children_shadow WHERE id BETWEEN 9100001 AND 9100050"),
+                     45);
+    diff d = table_diff("parents");
+    assert_int_equal(d.missing, 5);
+    assert_int_equal(d.orphans, 0);
+    assert_int_equal(d.differ, 0);
+    assert_true(wait_log(D.log, from, "quarantined", 5000));
+
+    /* a later change to a poisoned key retries it; success leaves the quarantine */
+    db_exec("UPDATE parents SET score = 1 WHERE id IN (9000010, 9000020)");
+    wait_drained("quarantine retry");
+    assert_true(wait_true("SELECT count(*) = 3 FROM pgshadow.quarantine", 10000));
+    /* the rest: fix the rows and retry */
+    db_exec("UPDATE parents SET score = 2 WHERE id IN (9000030, 9000040, 9000050)");
+    wait_drained("quarantine fixed");
+    assert_true(wait_true("SELECT NOT EXISTS (SELECT 1 FROM pgshadow.quarantine)", 10000));
+    assert_all_equal("after quarantine");
+    db_exec("ALTER TABLE parents_shadow DROP CONSTRAINT itest_no_negative");
+}
+
+/* ------------------------------------------------------------------------ */
+/* 4. two daemons */
+
+static const char LOCK_HOLDER_SQL[] =
+    "SELECT string_agg(pid::text, ',') FROM pg_locks "
+    "WHERE locktype = 'advisory' AND granted AND database = "
+    "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended('pgshadow:itest_sync', 0)";
+
+static char *lock_holders(void)
+{
+    PGconn *c = connect_to(T.db_conninfo, true);
+    char *v = query1(c, LOCK_HOLDER_SQL, true);
+    PQfinish(c);
+    return v;
+}
+
+static void test_two_daemons(void **state)
+{
+    (void)state;
+    daemon_assert_alive(&D);
+    /* graceful stop of the chaos daemon: exit 0 */
+    int st = daemon_kill(&D, SIGTERM);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    static daemon_proc a = {.pid = -1, .sock_fd = -1}, b = {.pid = -1, .sock_fd = -1};
+    snprintf(a.log, sizeof a.log, "%s/leader-a.log", T.dir);
+    snprintf(b.log, sizeof b.log, "%s/leader-b.log", T.dir);
+    notify_open(&a, "notify-a.sock");
+    notify_open(&b, "notify-b.sock");
+    daemon_start(&a, "debug");
+    assert_true(wait_log(a.log, 0, "leader lock acquired", 20000));
+    assert_true(wait_status(&a, "STATUS=connected; leader; backfill done; lag ", 20000));
+    daemon_start(&b, "debug");
+    assert_true(wait_log(b.log, 0, "standby: another pgshadowd holds the leader lock", 20000));
+    assert_true(wait_status(&b, "STATUS=connected; standby: another pgshadowd holds the lock", 20000));
+
+    char pid_a[32], pid_b[32];
+    log_after(a.log, 0, "leader lock acquired for migration itest_sync (backend pid ", pid_a,
+              sizeof pid_a);
+    pid_a[strcspn(pid_a, ")")] = '\0';
+    char *h = lock_holders();
+    assert_string_equal(h, pid_a); /* exactly one holder: A's backend */
+    free(h);
+
+    /* writes: A applies them, B does nothing */
+    db_exec("INSERT INTO parents (id, name, score) SELECT 9200000 + g, 'two ' || g, g "
+            "FROM generate_series(1, 500) g");
+    wait_drained("two daemons");
+    assert_true(log_count(a.log, 0, "applied batch") > 0);
+    assert_int_equal(log_count(b.log, 0, "applied batch"), 0);
+    assert_int_equal(log_count(b.log, 0, "leader lock acquired"), 0);
+    daemon_assert_alive(&b);
+
+    /* the leader dies: B takes over within seconds and drains new changes */
+    size_t from_b = file_size(b.log);
+    daemon_kill(&a, SIGKILL);
+    int64_t t0 = now_ms();
+    db_exec("UPDATE parents SET score = score + 7 WHERE id BETWEEN 9200001 AND 9200500");
+    db_exec("DELETE FROM parents WHERE id BETWEEN 9200001 AND 9200100");
+    assert_true(wait_log(b.log, from_b, "leader lock acquired", 15000));
+    fprintf(stderr, "test-sync: standby took over after %lld ms\n", (long long)(now_ms() - t0));
+    log_after(b.log, from_b, "leader lock acquired for migration itest_sync (backend pid ", pid_b,
+              sizeof pid_b);
+    pid_b[strcspn(pid_b, ")")] = '\0';
+    h = lock_holders();
+    assert_string_equal(h, pid_b);
+    free(h);
+    wait_drained("handover");
+    assert_true(log_count(b.log, from_b, "applied batch") > 0);
+    assert_true(wait_status(&b, "STATUS=connected; leader; backfill done; lag ", 20000));
+    assert_all_equal("after handover");
+    daemon_assert_alive(&b);
+    st = daemon_kill(&b, SIGTERM);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    notify_close(&a);
+    notify_close(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_backfill),
+        cmocka_unit_test(test_chaos),
+        cmocka_unit_test(test_quarantine),
+        cmocka_unit_test(test_two_daemons),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
