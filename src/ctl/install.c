@@ -121,13 +121,25 @@ int ps_ctl_cmd_install(ps_ctl *ctl, bool dry_run)
     int rc = ps_ctl_load_config(ctl);
     if (rc != PS_CTL_EXIT_OK)
         return rc;
-    const char *sql = embedded("pgshadow--1.sql");
-    if (!sql) {
-        fprintf(stderr, "pgshadowctl: install: pgshadow--1.sql is not embedded in this build\n");
+    /* the schema, then the sync engine's functions (they use its tables),
+     * as one text: the script stays one transaction */
+    const char *schema_sql = embedded("pgshadow--1.sql");
+    const char *sync_sql = embedded("sync--1.sql");
+    if (!schema_sql || !sync_sql) {
+        fprintf(stderr, "pgshadowctl: install: %s is not embedded in this build\n",
+                schema_sql ? "sync--1.sql" : "pgshadow--1.sql");
+        return PS_CTL_EXIT_FAILED;
+    }
+    char *sql = NULL;
+    if (asprintf(&sql, "%s%s%s", schema_sql,
+                 *schema_sql && schema_sql[strlen(schema_sql) - 1] != '\n' ? "\n" : "", sync_sql) < 0) {
+        fprintf(stderr, "pgshadowctl: install: out of memory\n");
         return PS_CTL_EXIT_FAILED;
     }
     char *script = NULL;
-    if (ps_ctl_install_script(ctl->cfg, sql, &script) != 0) {
+    rc = ps_ctl_install_script(ctl->cfg, sql, &script);
+    free(sql);
+    if (rc != 0) {
         fprintf(stderr, "pgshadowctl: install: a configuration value contains a NUL byte\n");
         return PS_CTL_EXIT_USAGE;
     }

@@ -1,0 +1,728 @@
+-- sync--1.sql: the database half of the sync engine, schema version 1.
+--
+-- Run right after pgshadow--1.sql in the same install transaction (no
+-- BEGIN/COMMIT here). Idempotent: CREATE OR REPLACE only. See docs/sync.md.
+--
+-- Owns: pgshadow.apply_batch (change log -> shadow), pgshadow.backfill_step
+-- (existing rows -> shadow, resumable), pgshadow.quarantine_retry,
+-- pgshadow.replication_lag_ms and their private helpers (pgshadow._sync_*).
+--
+-- Invariants:
+--  * apply never trusts the change log for data: it re-reads the primary row
+--    by key, so applying an entry twice, late or out of order is harmless;
+--  * take, apply and delete of change_log rows happen in the caller's one
+--    transaction, so a crash anywhere loses nothing and duplicates nothing;
+--  * backfill only ever INSERTs ... ON CONFLICT DO NOTHING, so it can never
+--    overwrite a newer row apply wrote; its cursor is persisted in the same
+--    transaction as the rows it copied;
+--  * every identifier reaches dynamic SQL through format('%I') / quote_ident,
+--    every value through a parameter or %L;
+--  * every function pins the settings the row hash and the key text depend
+--    on (TimeZone, DateStyle, IntervalStyle, extra_float_digits,
+--    bytea_output), so results never depend on the caller's session.
+
+-- ---------------------------------------------------------------------------
+-- Plan: the tables of a migration in foreign-key order, with the statement
+-- texts apply and backfill execute for each. Built once per call.
+-- ---------------------------------------------------------------------------
+
+-- Depth of each shadow table in the foreign-key graph among the migration's
+-- shadow tables (0 = references no other registered shadow). Parents have a
+-- smaller depth than their children; cycles are cut.
+CREATE OR REPLACE FUNCTION pgshadow._sync_fk_depth(p_migration_id text)
+RETURNS TABLE (table_id integer, depth integer)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH RECURSIVE t AS (
+        SELECT r.table_id, to_regclass(format('%I.%I', r.schema_name, r.shadow_name)) AS rel
+        FROM pgshadow.tables r
+        WHERE r.migration_id = p_migration_id
+    ), e AS (
+        SELECT DISTINCT c.table_id AS child, p.table_id AS parent
+        FROM pg_constraint con
+        JOIN t c ON con.conrelid = c.rel
+        JOIN t p ON con.confrelid = p.rel
+        WHERE con.contype = 'f' AND c.table_id <> p.table_id
+    ), d (table_id, depth, path) AS (
+        SELECT t.table_id, 0, ARRAY[t.table_id] FROM t
+        UNION ALL
+        SELECT e.child, d.depth + 1, d.path || e.child
+        FROM d JOIN e ON e.parent = d.table_id
+        WHERE e.child <> ALL (d.path)
+    )
+    SELECT d.table_id, max(d.depth)::integer FROM d GROUP BY d.table_id
+$fn$;
+
+-- The statement texts of one table. Parameters of the apply statements:
+-- $1 table_id, $2 bigint[] of change_log seqs (entries of other tables are
+-- ignored by the table_id condition). Key columns are read back from the
+-- change log's text with key_types, and matched by name in primary and shadow.
+CREATE OR REPLACE FUNCTION pgshadow._sync_statements(
+    p_table_id integer,
+    OUT del_sql text,       -- delete shadow rows whose primary row is gone
+    OUT ups_sql text,       -- upsert shadow rows from the primary; returns (rows, inserted)
+    OUT groups_sql text,    -- (normalised key, seqs) per key of the batch
+    OUT qclear_sql text,    -- clear quarantine rows of the batch's keys ($3: keys that failed)
+    OUT bf_bound_sql text,  -- backfill: key of the p_chunk-th row after the cursor
+    OUT bf_copy_sql text,   -- backfill: copy (cursor, bound], DO NOTHING
+    OUT bf_keys_sql text,   -- backfill: the keys of (cursor, bound], for the per-row fallback
+    OUT bf_row_sql text,    -- backfill: copy one key
+    OUT count_primary_sql text,
+    OUT count_shadow_sql text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    t          pgshadow.tables;
+    v_primary  text;
+    v_shadow   text;
+    v_b        text;   -- distinct batch keys, typed, as b.k1..kn
+    v_join     text;   -- p.<key> = b.kN
+    v_sjoin    text;   -- s.<key> = b.kN
+    v_norm     text;   -- normalised key text[] from c.key
+    v_pkey     text;   -- key text[] of primary row p
+    v_kcols    text;   -- quoted key column list
+    v_pcols    text;   -- p.<key>, ... (ORDER BY / row comparison)
+    v_cur      text;   -- typed key from $1 text[]
+    v_bound    text;   -- typed key from $2 text[]
+    v_eq       text;   -- p.<key> = $1[i]::type
+    v_cols     text;
+    v_sel      text;
+    v_set      text;
+    v_src      text;   -- _shadow_source_table / _shadow_migration_id literals
+BEGIN
+    SELECT * INTO STRICT t FROM pgshadow.tables WHERE table_id = p_table_id;
+    v_primary := format('%I.%I', t.schema_name, t.table_name);
+    v_shadow := format('%I.%I', t.schema_name, t.shadow_name);
+
+    SELECT string_agg(format('(c.key[%s])::%s AS k%s', o, ty, o), ', ' ORDER BY o),
+           string_agg(format('p.%I = b.k%s', k, o), ' AND ' ORDER BY o),
+           string_agg(format('s.%I = b.k%s', k, o), ' AND ' ORDER BY o),
+           'ARRAY[' || string_agg(format('((c.key[%s])::%s)::text', o, ty), ', ' ORDER BY o) || ']::text[]',
+           'ARRAY[' || string_agg(format('(p.%I)::text', k), ', ' ORDER BY o) || ']::text[]',
+           string_agg(format('%I', k), ', ' ORDER BY o),
+           string_agg(format('p.%I', k), ', ' ORDER BY o),
+           string_agg(format('($1[%s])::%s', o, ty), ', ' ORDER BY o),
+           string_agg(format('($2[%s])::%s', o, ty), ', ' ORDER BY o),
+           string_agg(format('p.%I = ($1[%s])::%s', k, o, ty), ' AND ' ORDER BY o)
+    INTO v_b, v_join, v_sjoin, v_norm, v_pkey, v_kcols, v_pcols, v_cur, v_bound, v_eq
+    FROM unnest(t.key_columns, t.key_types) WITH ORDINALITY AS u(k, ty, o);
+
+    SELECT string_agg(format('%I', m ->> 'shadow'), ', ' ORDER BY o),
+           string_agg(format('(%s)::%s', m ->> 'expr', m ->> 'type'), ', ' ORDER BY o),
+           string_agg(format('%I = EXCLUDED.%I', m ->> 'shadow', m ->> 'shadow'), ', ' ORDER BY o)
+               FILTER (WHERE NOT (m ->> 'shadow') = ANY (t.key_columns))
+    INTO v_cols, v_sel, v_set
+    FROM jsonb_array_elements(t.column_map) WITH ORDINALITY AS x(m, o);
+
+    v_cols := v_cols || ', _shadow_version, _shadow_sync_status, _shadow_last_sync, '
+                        '_shadow_validation_hash, _shadow_source_table, _shadow_migration_id';
+    v_src := format('%L, %L', t.table_name, t.migration_id);
+    v_sel := v_sel || ', 1, ''synced'', now(), ' || t.hash_expr || ', ' || v_src;
+    v_set := coalesce(v_set || ', ', '')
+          || '_shadow_version = coalesce(s._shadow_version, 0) + 1, _shadow_sync_status = ''synced'', '
+             '_shadow_last_sync = EXCLUDED._shadow_last_sync, '
+             '_shadow_validation_hash = EXCLUDED._shadow_validation_hash';
+
+    -- (no ORDER BY: the statements append conditions to this text)
+    v_b := format('SELECT DISTINCT %s FROM pgshadow.change_log c '
+                  'WHERE c.table_id = $1 AND c.seq = ANY ($2) AND c.key IS NOT NULL', v_b);
+
+    -- Row capture logs a 'D' in the same transaction as every delete and
+    -- key change, so only keys with a 'D' (or any other op than I/U) in the
+    -- batch can have vanished; a vanished key whose 'D' is not in this
+    -- batch yet is deleted by the batch that takes it. Statement capture
+    -- logs the old key of a key change as 'U': there every key is checked.
+    del_sql := format('WITH b AS (%s%s) DELETE FROM %s AS s USING b WHERE %s '
+                      'AND NOT EXISTS (SELECT 1 FROM %s AS p WHERE %s)',
+                      v_b, CASE WHEN t.capture_mode = 'row' THEN ' AND c.op NOT IN (''I'', ''U'')' ELSE '' END,
+                      v_shadow, v_sjoin, v_primary, v_join);
+    -- xmax = 0 in RETURNING tells an inserted row from an updated one.
+    ups_sql := format('WITH b AS (%s), u AS (INSERT INTO %s AS s (%s) SELECT %s FROM %s AS p JOIN b ON %s '
+                      'ON CONFLICT (%s) DO UPDATE SET %s RETURNING (s.xmax = 0) AS ins) '
+                      'SELECT count(*)::integer, (count(*) FILTER (WHERE ins))::integer FROM u',
+                      v_b, v_shadow, v_cols, v_sel, v_primary, v_join, v_kcols, v_set);
+    groups_sql := format('SELECT %s AS nk, array_agg(c.seq) AS seqs FROM pgshadow.change_log c '
+                         'WHERE c.table_id = $1 AND c.seq = ANY ($2) AND c.key IS NOT NULL GROUP BY 1 ORDER BY 1',
+                         v_norm);
+    qclear_sql := format('DELETE FROM pgshadow.quarantine q WHERE q.table_id = $1 AND q.key IN '
+                         '(SELECT %s FROM pgshadow.change_log c WHERE c.table_id = $1 AND c.seq = ANY ($2) '
+                         'AND c.key IS NOT NULL) AND NOT (q.key::text = ANY ($3))', v_norm);
+
+    bf_bound_sql := format('SELECT %s FROM %s AS p WHERE $1::text[] IS NULL OR (%s) > (%s) '
+                           'ORDER BY %s OFFSET $2 - 1 LIMIT 1',
+                           v_pkey, v_primary, v_pcols, v_cur, v_pcols);
+    -- $1 cursor (exclusive, NULL = from the start), $2 bound (inclusive, NULL = to the end)
+    bf_copy_sql := format('INSERT INTO %s AS s (%s) SELECT %s FROM %s AS p '
+                          'WHERE ($1::text[] IS NULL OR (%s) > (%s)) AND ($2::text[] IS NULL OR (%s) <= (%s)) '
+                          'ON CONFLICT (%s) DO NOTHING',
+                          v_shadow, v_cols, v_sel, v_primary, v_pcols, v_cur, v_pcols, v_bound, v_kcols);
+    bf_keys_sql := format('SELECT %s FROM %s AS p '
+                          'WHERE ($1::text[] IS NULL OR (%s) > (%s)) AND ($2::text[] IS NULL OR (%s) <= (%s)) '
+                          'ORDER BY %s',
+                          v_pkey, v_primary, v_pcols, v_cur, v_pcols, v_bound, v_pcols);
+    bf_row_sql := format('INSERT INTO %s AS s (%s) SELECT %s FROM %s AS p WHERE %s ON CONFLICT (%s) DO NOTHING',
+                         v_shadow, v_cols, v_sel, v_primary, v_eq, v_kcols);
+    count_primary_sql := format('SELECT count(*) FROM %s', v_primary);
+    count_shadow_sql := format('SELECT count(*) FROM %s', v_shadow);
+END
+$fn$;
+
+-- apply_batch and backfill_step of one migration run one at a time, whoever
+-- calls them: a transaction-level advisory lock (released at commit), so a
+-- second caller waits for the first to commit and then reads the primary
+-- rows at least as new as the first did. Without it two appliers could
+-- write the same shadow row from snapshots taken in the opposite order.
+-- (A different key from the daemon's leader lock, 'pgshadow:' || id.)
+CREATE OR REPLACE FUNCTION pgshadow._sync_lock(p_migration_id text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT pg_advisory_xact_lock(hashtextextended('pgshadow:sync:' || p_migration_id, 0))
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- Quarantine
+-- ---------------------------------------------------------------------------
+
+-- Record (or refresh) a rejected key; an event for a key not quarantined
+-- before. Returns true when the key is new in the quarantine.
+CREATE OR REPLACE FUNCTION pgshadow._sync_quarantine(p_table_id integer, p_key text[], p_sqlstate text,
+                                                     p_message text, p_detail text, p_phase text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_new boolean;
+BEGIN
+    INSERT INTO pgshadow.quarantine AS q (table_id, key, sqlstate, message, detail)
+    VALUES (p_table_id, p_key, p_sqlstate, p_message, p_detail)
+    ON CONFLICT (table_id, key) DO UPDATE
+        SET sqlstate = EXCLUDED.sqlstate, message = EXCLUDED.message, detail = EXCLUDED.detail,
+            last_seen = now(), attempts = q.attempts + 1, retry_requested = false
+    RETURNING (q.xmax = 0) INTO v_new;
+    IF v_new THEN
+        INSERT INTO pgshadow.events (migration_id, table_name, who, what, why, after)
+        SELECT t.migration_id, t.table_name, 'pgshadowd', 'quarantine', p_message,
+               jsonb_build_object('key', to_jsonb(p_key), 'sqlstate', p_sqlstate, 'message', p_message,
+                                  'detail', p_detail, 'phase', p_phase)
+        FROM pgshadow.tables t WHERE t.table_id = p_table_id;
+    END IF;
+    RETURN v_new;
+END
+$fn$;
+
+-- Per-key fallback of one apply phase ('delete' or 'upsert') of one table:
+-- each key in its own sub-transaction; keys that fail are tried again while
+-- another key succeeded (a parent and its child in one table, a swap of
+-- unique values is still rejected), then quarantined. Returns the rows
+-- written and the keys quarantined (as key::text, to skip them when the
+-- quarantine is cleared).
+CREATE OR REPLACE FUNCTION pgshadow._sync_apply_keys(p_table_id integer, p_phase text, p_sql text,
+                                                     p_groups_sql text, p_seqs bigint[],
+                                                     OUT n_rows integer, OUT n_inserted integer,
+                                                     OUT failed text[])
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_keys   text[] := '{}';   -- key::text per group
+    v_seqs   text[] := '{}';   -- seqs::text per group (arrays of arrays of varying length)
+    v_state  text[] := '{}';
+    v_msg    text[] := '{}';
+    v_detail text[] := '{}';
+    v_todo   integer[];
+    v_next   integer[];
+    v_progress boolean;
+    e_state  text;
+    e_msg    text;
+    e_detail text;
+    r        record;
+    i        integer;
+    n        integer;
+    ins      integer;
+BEGIN
+    n_rows := 0;
+    n_inserted := 0;
+    failed := '{}';
+    FOR r IN EXECUTE p_groups_sql USING p_table_id, p_seqs LOOP
+        v_keys := v_keys || r.nk::text;
+        v_seqs := v_seqs || r.seqs::text;
+    END LOOP;
+    v_todo := ARRAY(SELECT generate_series(1, cardinality(v_keys)));
+    LOOP
+        v_next := '{}';
+        v_progress := false;
+        FOREACH i IN ARRAY v_todo LOOP
+            BEGIN
+                IF p_phase = 'delete' THEN
+                    EXECUTE p_sql USING p_table_id, v_seqs[i]::bigint[];
+                    GET DIAGNOSTICS n = ROW_COUNT;
+                    ins := 0;
+                ELSE
+                    EXECUTE p_sql INTO n, ins USING p_table_id, v_seqs[i]::bigint[];
+                END IF;
+                n_rows := n_rows + n;
+                n_inserted := n_inserted + ins;
+                v_progress := true;
+            EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
+                v_next := v_next || i;
+                GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_msg = MESSAGE_TEXT,
+                                        e_detail = PG_EXCEPTION_DETAIL;
+                v_state[i] := e_state;
+                v_msg[i] := e_msg;
+                v_detail[i] := e_detail;
+            END;
+        END LOOP;
+        EXIT WHEN cardinality(v_next) = 0 OR NOT v_progress;
+        v_todo := v_next;
+    END LOOP;
+    FOREACH i IN ARRAY v_next LOOP
+        PERFORM pgshadow._sync_quarantine(p_table_id, v_keys[i]::text[], v_state[i], v_msg[i],
+                                          nullif(v_detail[i], ''), p_phase);
+        failed := failed || v_keys[i];
+    END LOOP;
+END
+$fn$;
+
+-- Halt mode: the first key of the table's batch the phase statement rejects,
+-- found by trying key by key inside a sub-transaction that is always undone.
+-- Returns '<table>: <SQLSTATE> <message> (key ...)'.
+CREATE OR REPLACE FUNCTION pgshadow._sync_halt_reason(p_table_id integer, p_sql text, p_phase text,
+                                                      p_groups_sql text, p_seqs bigint[],
+                                                      p_state text, p_msg text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r      record;
+    v_name text;
+    v_why  text;
+BEGIN
+    SELECT format('%I.%I', schema_name, table_name) INTO v_name FROM pgshadow.tables WHERE table_id = p_table_id;
+    BEGIN
+        FOR r IN EXECUTE p_groups_sql USING p_table_id, p_seqs LOOP
+            BEGIN
+                EXECUTE p_sql USING p_table_id, r.seqs;
+            EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
+                v_why := format('%s: %s %s (key %s)', v_name, RETURNED_SQLSTATE, SQLERRM, r.nk::text);
+                EXIT;
+            END;
+        END LOOP;
+        RAISE EXCEPTION USING ERRCODE = 'PSUND';   -- undo whatever the probes wrote
+    EXCEPTION WHEN SQLSTATE 'PSUND' THEN
+        NULL;
+    END;
+    RETURN coalesce(v_why, format('%s: %s %s (%s of the batch)', v_name, p_state, p_msg, p_phase));
+END
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- apply_batch
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION pgshadow.apply_batch(p_migration_id text, p_limit integer,
+                                                p_on_error text DEFAULT 'quarantine')
+RETURNS TABLE (taken integer, upserted integer, deleted integer, quarantined integer,
+               truncated integer, halted text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1 SET bytea_output = 'hex'
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_ids      integer[];   -- the migration's tables, parents first
+    v_del      text[];
+    v_ups      text[];
+    v_groups   text[];
+    v_qclear   text[];
+    v_rowmode  boolean[];
+    v_tids     integer[];   -- taken entries: table_id[i], seq[i]
+    v_seqs     bigint[];
+    v_in       integer[];   -- tables with entries in the batch
+    v_trunc    integer[];   -- tables with a 'T' entry
+    v_maydel   integer[];   -- tables with an entry other than I/U (see _sync_statements)
+    v_reset    integer[];   -- shadows emptied (truncated + cascaded)
+    v_halted   integer[] := '{}';
+    v_why      text[] := '{}';
+    v_failed   text[];      -- per table position: quarantined keys, as text of a text[] of key::text
+    v_dn       integer[];   -- per table position: shadow rows deleted
+    v_un       integer[];   -- rows upserted
+    v_in_n     integer[];   -- rows inserted (for the counts)
+    v_keys     text[];
+    v_state    text;
+    v_msg      text;
+    i          integer;
+    n          integer;
+    ins        integer;
+    r          record;
+    v_rels     text;
+BEGIN
+    IF p_on_error IS NULL OR p_on_error NOT IN ('quarantine', 'halt') THEN
+        RAISE EXCEPTION 'pgshadow: on_apply_error must be quarantine or halt, not %', p_on_error
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_limit IS NULL OR p_limit < 1 THEN
+        RAISE EXCEPTION 'pgshadow: apply_batch limit must be positive, not %', p_limit
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    SELECT array_agg(t.table_id ORDER BY d.depth, t.table_id),
+           array_agg(t.capture_mode = 'row' ORDER BY d.depth, t.table_id)
+    INTO v_ids, v_rowmode
+    FROM pgshadow.tables t JOIN pgshadow._sync_fk_depth(p_migration_id) d USING (table_id)
+    WHERE t.migration_id = p_migration_id;
+    IF v_ids IS NULL THEN
+        RETURN QUERY SELECT 0, 0, 0, 0, 0, NULL::text;
+        RETURN;
+    END IF;
+
+    PERFORM pgshadow._sync_lock(p_migration_id);
+
+    -- Take: the oldest p_limit entries of the migration's tables, by seq.
+    -- Each table's prefix comes from its (table_id, seq) index; the merge
+    -- keeps the global order, so a transaction's entries that a parent row
+    -- needs (its insert, a child's delete) come no later than the child's.
+    -- No row locks: _sync_lock already makes this the only applier.
+    WITH took AS (
+        SELECT x.table_id, x.seq, x.op
+        FROM unnest(v_ids) AS t(id)
+        CROSS JOIN LATERAL (SELECT c.table_id, c.seq, c.op FROM pgshadow.change_log c
+                            WHERE c.table_id = t.id ORDER BY c.seq LIMIT p_limit) x
+        ORDER BY x.seq LIMIT p_limit
+    )
+    SELECT coalesce(array_agg(took.table_id), '{}'), coalesce(array_agg(took.seq), '{}'),
+           coalesce(array_agg(DISTINCT took.table_id), '{}'),
+           coalesce(array_agg(DISTINCT took.table_id) FILTER (WHERE took.op = 'T'), '{}'),
+           coalesce(array_agg(DISTINCT took.table_id) FILTER (WHERE took.op NOT IN ('I', 'U')), '{}')
+    INTO v_tids, v_seqs, v_in, v_trunc, v_maydel
+    FROM took;
+
+    taken := cardinality(v_seqs);
+    upserted := 0;
+    deleted := 0;
+    quarantined := 0;
+    truncated := 0;
+    IF taken = 0 THEN
+        RETURN QUERY SELECT 0, 0, 0, 0, 0, NULL::text;
+        RETURN;
+    END IF;
+
+    v_del := '{}'; v_ups := '{}'; v_groups := '{}'; v_qclear := '{}';
+    FOR i IN 1 .. cardinality(v_ids) LOOP
+        IF v_ids[i] = ANY (v_in) THEN
+            SELECT s.del_sql, s.ups_sql, s.groups_sql, s.qclear_sql INTO r
+            FROM pgshadow._sync_statements(v_ids[i]) s;
+            v_del[i] := r.del_sql; v_ups[i] := r.ups_sql; v_groups[i] := r.groups_sql; v_qclear[i] := r.qclear_sql;
+        END IF;
+    END LOOP;
+
+    -- Truncates: empty the shadow (and, as TRUNCATE ... CASCADE does, every
+    -- shadow that references it) and copy the table again from scratch. The
+    -- batch's other entries of those tables are still applied below.
+    IF cardinality(v_trunc) > 0 THEN
+        WITH RECURSIVE s AS (
+            SELECT to_regclass(format('%I.%I', t.schema_name, t.shadow_name)) AS rel
+            FROM pgshadow.tables t WHERE t.table_id = ANY (v_trunc)
+            UNION
+            SELECT con.conrelid::regclass FROM s JOIN pg_constraint con ON con.confrelid = s.rel AND con.contype = 'f'
+        )
+        SELECT array_agg(t.table_id), string_agg(format('%I.%I', t.schema_name, t.shadow_name), ', ')
+        INTO v_reset, v_rels
+        FROM pgshadow.tables t
+        WHERE to_regclass(format('%I.%I', t.schema_name, t.shadow_name)) IN (SELECT s.rel FROM s);
+        EXECUTE 'TRUNCATE ' || v_rels || ' CASCADE';
+        UPDATE pgshadow.tables t
+        SET backfill_state = 'pending', backfill_cursor = NULL, backfill_rows = 0, backfill_total = NULL,
+            backfill_started_at = NULL, backfill_done_at = NULL,
+            primary_rows = NULL, shadow_rows = NULL, synced_rows = NULL, counted_at = NULL
+        WHERE t.table_id = ANY (v_reset);
+        DELETE FROM pgshadow.quarantine q WHERE q.table_id = ANY (v_reset);
+        INSERT INTO pgshadow.events (migration_id, table_name, who, what, why)
+        SELECT t.migration_id, t.table_name, 'pgshadowd', 'backfill_reset',
+               CASE WHEN t.table_id = ANY (v_trunc) THEN 'TRUNCATE of the primary table'
+                    ELSE 'shadow emptied by TRUNCATE ... CASCADE of a referenced shadow' END
+        FROM pgshadow.tables t WHERE t.table_id = ANY (v_reset);
+        truncated := cardinality(v_trunc);
+    END IF;
+
+    -- Apply. In halt mode a table that fails is left out and everything
+    -- else is done again (its sub-transaction undone), so a halted table
+    -- gets nothing of this batch.
+    <<attempt>>
+    LOOP
+        v_failed := array_fill(NULL::text, ARRAY[cardinality(v_ids)]);
+        v_dn := array_fill(0, ARRAY[cardinality(v_ids)]);
+        v_un := array_fill(0, ARRAY[cardinality(v_ids)]);
+        v_in_n := array_fill(0, ARRAY[cardinality(v_ids)]);
+        BEGIN
+            -- deletes, children first
+            FOR i IN REVERSE cardinality(v_ids) .. 1 LOOP
+                CONTINUE WHEN NOT v_ids[i] = ANY (v_in) OR v_ids[i] = ANY (v_halted)
+                              OR (v_rowmode[i] AND NOT v_ids[i] = ANY (v_maydel));
+                BEGIN
+                    EXECUTE v_del[i] USING v_ids[i], v_seqs;
+                    GET DIAGNOSTICS n = ROW_COUNT;
+                    v_dn[i] := n;
+                EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
+                    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+                    IF p_on_error = 'halt' THEN
+                        v_halted := v_halted || v_ids[i];
+                        v_why := v_why || pgshadow._sync_halt_reason(v_ids[i], v_del[i], 'delete', v_groups[i],
+                                                                     v_seqs, v_state, v_msg);
+                        RAISE EXCEPTION USING ERRCODE = 'PSHLT';
+                    END IF;
+                    SELECT k.n_rows, k.failed INTO n, v_keys
+                    FROM pgshadow._sync_apply_keys(v_ids[i], 'delete', v_del[i], v_groups[i], v_seqs) k;
+                    v_dn[i] := n;
+                    v_failed[i] := v_keys::text;
+                END;
+            END LOOP;
+            -- upserts, parents first
+            FOR i IN 1 .. cardinality(v_ids) LOOP
+                CONTINUE WHEN NOT v_ids[i] = ANY (v_in) OR v_ids[i] = ANY (v_halted);
+                BEGIN
+                    EXECUTE v_ups[i] INTO n, ins USING v_ids[i], v_seqs;
+                    v_un[i] := n;
+                    v_in_n[i] := ins;
+                EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
+                    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+                    IF p_on_error = 'halt' THEN
+                        v_halted := v_halted || v_ids[i];
+                        v_why := v_why || pgshadow._sync_halt_reason(v_ids[i], v_ups[i], 'upsert', v_groups[i],
+                                                                     v_seqs, v_state, v_msg);
+                        RAISE EXCEPTION USING ERRCODE = 'PSHLT';
+                    END IF;
+                    SELECT k.n_rows, k.n_inserted, k.failed INTO n, ins, v_keys
+                    FROM pgshadow._sync_apply_keys(v_ids[i], 'upsert', v_ups[i], v_groups[i], v_seqs) k;
+                    v_failed[i] := (coalesce(v_failed[i]::text[], '{}') || v_keys)::text;
+                    v_un[i] := n;
+                    v_in_n[i] := ins;
+                END;
+            END LOOP;
+            EXIT attempt;
+        EXCEPTION WHEN SQLSTATE 'PSHLT' THEN
+            NULL;   -- v_halted grew: do it again without that table
+        END;
+    END LOOP;
+
+    -- Bookkeeping per table that was applied.
+    FOR i IN 1 .. cardinality(v_ids) LOOP
+        CONTINUE WHEN NOT v_ids[i] = ANY (v_in) OR v_ids[i] = ANY (v_halted);
+        upserted := upserted + v_un[i];
+        deleted := deleted + v_dn[i];
+        quarantined := quarantined + coalesce(cardinality(v_failed[i]::text[]), 0);
+        IF EXISTS (SELECT 1 FROM pgshadow.quarantine q WHERE q.table_id = v_ids[i]) THEN
+            EXECUTE v_qclear[i] USING v_ids[i], v_seqs, coalesce(v_failed[i]::text[], '{}');
+        END IF;
+        UPDATE pgshadow.tables t
+        SET applied_total = t.applied_total + (SELECT count(*) FROM unnest(v_tids) x WHERE x = v_ids[i]),
+            last_applied_at = now(),
+            primary_rows = t.primary_rows + v_in_n[i] - v_dn[i],
+            shadow_rows = t.shadow_rows + v_in_n[i] - v_dn[i],
+            synced_rows = t.synced_rows + v_in_n[i] - v_dn[i]
+        WHERE t.table_id = v_ids[i];
+    END LOOP;
+
+    -- Done: exactly the taken entries go, except those of halted tables.
+    DELETE FROM pgshadow.change_log c
+    USING unnest(v_tids, v_seqs) AS x(tid, s)
+    WHERE c.table_id = x.tid AND c.seq = x.s AND NOT x.tid = ANY (v_halted);
+
+    halted := CASE WHEN cardinality(v_why) > 0 THEN array_to_string(v_why, '; ') END;
+    RETURN QUERY SELECT taken, upserted, deleted, quarantined, truncated, halted;
+END
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- backfill_step
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION pgshadow.backfill_step(p_migration_id text, p_chunk integer)
+RETURNS TABLE (table_name text, copied integer, done boolean, rows_done bigint, rows_total bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1 SET bytea_output = 'hex'
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    t        pgshadow.tables;
+    st       record;
+    v_bound  text[];
+    v_key    text[];
+    n        integer;
+    v_state  text;
+    v_msg    text;
+    v_detail text;
+    v_prim   bigint;
+    v_shad   bigint;
+BEGIN
+    IF p_chunk IS NULL OR p_chunk < 1 THEN
+        RAISE EXCEPTION 'pgshadow: backfill chunk must be positive, not %', p_chunk
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pgshadow._sync_lock(p_migration_id);
+    -- The first table not done, parents first.
+    SELECT r.* INTO t
+    FROM pgshadow.tables r JOIN pgshadow._sync_fk_depth(p_migration_id) d USING (table_id)
+    WHERE r.migration_id = p_migration_id AND r.backfill_state <> 'done'
+    ORDER BY d.depth, r.table_id
+    LIMIT 1;
+    IF t.table_id IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO st FROM pgshadow._sync_statements(t.table_id);
+
+    IF t.backfill_state = 'pending' OR t.backfill_started_at IS NULL THEN
+        t.backfill_total := pgshadow._estimate_rows(t.schema_name, t.table_name);
+        IF t.backfill_total = 0 THEN
+            -- never analyzed (or empty): a count is cheap either way
+            EXECUTE st.count_primary_sql INTO t.backfill_total;
+        END IF;
+        t.backfill_started_at := now();
+        t.backfill_cursor := NULL;
+        t.backfill_rows := 0;
+        INSERT INTO pgshadow.events (migration_id, table_name, who, what, why, after)
+        VALUES (t.migration_id, t.table_name, 'pgshadowd', 'backfill_started', NULL,
+                jsonb_build_object('estimated_rows', t.backfill_total, 'chunk', p_chunk));
+    END IF;
+
+    -- (cursor, bound] holds p_chunk rows; no bound: the rest of the table.
+    EXECUTE st.bf_bound_sql INTO v_bound USING t.backfill_cursor, p_chunk;
+    BEGIN
+        EXECUTE st.bf_copy_sql USING t.backfill_cursor, v_bound;
+        GET DIAGNOSTICS n = ROW_COUNT;
+    EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
+        -- one row at a time; rejected rows go to the quarantine
+        n := 0;
+        FOR v_key IN EXECUTE st.bf_keys_sql USING t.backfill_cursor, v_bound LOOP
+            BEGIN
+                EXECUTE st.bf_row_sql USING v_key;
+                GET DIAGNOSTICS v_prim = ROW_COUNT;
+                n := n + v_prim::integer;
+            EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
+                GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT,
+                                        v_detail = PG_EXCEPTION_DETAIL;
+                PERFORM pgshadow._sync_quarantine(t.table_id, v_key, v_state, v_msg, nullif(v_detail, ''),
+                                                  'backfill');
+            END;
+        END LOOP;
+    END;
+
+    copied := n;
+    table_name := t.table_name;
+    IF v_bound IS NOT NULL THEN
+        t.backfill_rows := t.backfill_rows + p_chunk;
+        UPDATE pgshadow.tables r
+        SET backfill_state = 'running', backfill_cursor = v_bound, backfill_rows = t.backfill_rows,
+            backfill_total = greatest(t.backfill_total, t.backfill_rows),
+            backfill_started_at = t.backfill_started_at
+        WHERE r.table_id = t.table_id;
+        done := false;
+        rows_done := t.backfill_rows;
+        rows_total := greatest(t.backfill_total, t.backfill_rows);
+    ELSE
+        -- Finished: exact counts (apply keeps them up to date from here).
+        EXECUTE st.count_primary_sql INTO v_prim;
+        EXECUTE st.count_shadow_sql INTO v_shad;
+        UPDATE pgshadow.tables r
+        SET backfill_state = 'done', backfill_rows = v_prim, backfill_total = v_prim,
+            backfill_started_at = t.backfill_started_at, backfill_done_at = now(),
+            primary_rows = v_prim, shadow_rows = v_shad, synced_rows = v_shad, counted_at = now()
+        WHERE r.table_id = t.table_id;
+        INSERT INTO pgshadow.events (migration_id, table_name, who, what, why, after)
+        VALUES (t.migration_id, t.table_name, 'pgshadowd', 'backfill_done', NULL,
+                jsonb_build_object('primary_rows', v_prim, 'shadow_rows', v_shad,
+                                   'seconds', round(extract(epoch FROM now() - t.backfill_started_at)::numeric, 3)));
+        -- Children applied while this parent was still being copied may
+        -- have been rejected for a missing parent row: try them again.
+        INSERT INTO pgshadow.change_log (table_id, op, key)
+        SELECT q.table_id, 'D', q.key FROM pgshadow.quarantine q
+        JOIN pgshadow.tables r ON r.table_id = q.table_id
+        WHERE r.migration_id = p_migration_id AND q.sqlstate = '23503'
+        ORDER BY q.quarantine_id;
+        IF FOUND THEN
+            PERFORM pg_notify('pgshadow_changes', '');
+        END IF;
+        done := true;
+        rows_done := v_prim;
+        rows_total := v_prim;
+    END IF;
+    RETURN NEXT;
+END
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- quarantine_retry, replication_lag_ms
+-- ---------------------------------------------------------------------------
+
+-- Re-queue quarantined keys (all when NULL) as 'D' entries ('D' means
+-- "check both ways": upsert when the primary row exists, delete when it is
+-- gone; an 'I'/'U' entry is never a reason to delete); the next
+-- apply_batch re-reads them and removes them from the quarantine when they
+-- apply. Returns how many keys were queued.
+CREATE OR REPLACE FUNCTION pgshadow.quarantine_retry(p_quarantine_id bigint DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n integer;
+BEGIN
+    WITH q AS (
+        UPDATE pgshadow.quarantine q SET retry_requested = true
+        WHERE p_quarantine_id IS NULL OR q.quarantine_id = p_quarantine_id
+        RETURNING q.quarantine_id, q.table_id, q.key
+    ), ins AS (
+        INSERT INTO pgshadow.change_log (table_id, op, key)
+        SELECT q.table_id, 'D', q.key FROM q ORDER BY q.quarantine_id
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM ins;
+    IF n > 0 THEN
+        INSERT INTO pgshadow.events (what, why, after)
+        VALUES ('quarantine_retry', CASE WHEN p_quarantine_id IS NULL THEN 'all' ELSE p_quarantine_id::text END,
+                jsonb_build_object('queued', n));
+        PERFORM pg_notify('pgshadow_changes', '');
+    END IF;
+    RETURN n;
+END
+$fn$;
+
+-- Replay lag of the physical standbys in ms (the largest), 0 without one;
+-- NULL when pg_stat_replication hides the lag from this function's owner.
+-- Logical walsenders (active on a logical slot) are not standbys.
+CREATE OR REPLACE FUNCTION pgshadow.replication_lag_ms()
+RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT CASE
+             WHEN count(*) = 0 THEN 0::bigint
+             WHEN bool_and(r.state IS NULL) THEN NULL::bigint
+             ELSE coalesce(max(floor(extract(epoch FROM r.replay_lag) * 1000))::bigint, 0)
+           END
+    FROM pg_stat_replication r
+    WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots s
+                      WHERE s.active_pid = r.pid AND s.slot_type = 'logical')
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- Privileges
+-- ---------------------------------------------------------------------------
+REVOKE ALL ON FUNCTION pgshadow._sync_lock(text), pgshadow._sync_fk_depth(text), pgshadow._sync_statements(integer),
+                       pgshadow._sync_quarantine(integer, text[], text, text, text, text),
+                       pgshadow._sync_apply_keys(integer, text, text, text, bigint[]),
+                       pgshadow._sync_halt_reason(integer, text, text, text, bigint[], text, text),
+                       pgshadow.apply_batch(text, integer, text), pgshadow.backfill_step(text, integer),
+                       pgshadow.quarantine_retry(bigint), pgshadow.replication_lag_ms()
+       FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgshadow.apply_batch(text, integer, text), pgshadow.backfill_step(text, integer),
+                          pgshadow.quarantine_retry(bigint), pgshadow.replication_lag_ms()
+      TO pgshadow_daemon;
+GRANT EXECUTE ON FUNCTION pgshadow.quarantine_retry(bigint) TO pgshadow_operator;
+GRANT EXECUTE ON FUNCTION pgshadow.replication_lag_ms() TO pgshadow_viewer;
