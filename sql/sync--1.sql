@@ -62,7 +62,7 @@ CREATE OR REPLACE FUNCTION pgshadow._sync_statements(
     p_table_id integer,
     OUT del_sql text,       -- delete shadow rows whose primary row is gone
     OUT ups_sql text,       -- upsert shadow rows from the primary; returns (rows, inserted)
-    OUT groups_sql text,    -- (normalised key, seqs) per key of the batch
+    OUT groups_sql text,    -- (normalised key, seqs) per key of the batch, oldest change first
     OUT qclear_sql text,    -- clear quarantine rows of the batch's keys ($3: keys that failed)
     OUT bf_bound_sql text,  -- backfill: key of the p_chunk-th row after the cursor
     OUT bf_copy_sql text,   -- backfill: copy (cursor, bound], DO NOTHING
@@ -144,7 +144,7 @@ BEGIN
                       'SELECT count(*)::integer, (count(*) FILTER (WHERE ins))::integer FROM u',
                       v_b, v_shadow, v_cols, v_sel, v_primary, v_join, v_kcols, v_set);
     groups_sql := format('SELECT %s AS nk, array_agg(c.seq) AS seqs FROM pgshadow.change_log c '
-                         'WHERE c.table_id = $1 AND c.seq = ANY ($2) AND c.key IS NOT NULL GROUP BY 1 ORDER BY 1',
+                         'WHERE c.table_id = $1 AND c.seq = ANY ($2) AND c.key IS NOT NULL GROUP BY 1 ORDER BY min(c.seq)',
                          v_norm);
     qclear_sql := format('DELETE FROM pgshadow.quarantine q WHERE q.table_id = $1 AND q.key IN '
                          '(SELECT %s FROM pgshadow.change_log c WHERE c.table_id = $1 AND c.seq = ANY ($2) '
@@ -309,7 +309,7 @@ BEGIN
             BEGIN
                 EXECUTE p_sql USING p_table_id, r.seqs;
             EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
-                v_why := format('%s: %s %s (key %s)', v_name, RETURNED_SQLSTATE, SQLERRM, r.nk::text);
+                v_why := format('%s: %s %s (key %s)', v_name, SQLSTATE, SQLERRM, r.nk::text);
                 EXIT;
             END;
         END LOOP;
@@ -519,12 +519,15 @@ BEGIN
         IF EXISTS (SELECT 1 FROM pgshadow.quarantine q WHERE q.table_id = v_ids[i]) THEN
             EXECUTE v_qclear[i] USING v_ids[i], v_seqs, coalesce(v_failed[i]::text[], '{}');
         END IF;
+        -- shadow_rows is exact (a count at the end of the backfill plus
+        -- exact deltas); primary_rows is derived from it (see backfill_step).
         UPDATE pgshadow.tables t
         SET applied_total = t.applied_total + (SELECT count(*) FROM unnest(v_tids) x WHERE x = v_ids[i]),
             last_applied_at = now(),
-            primary_rows = t.primary_rows + v_in_n[i] - v_dn[i],
             shadow_rows = t.shadow_rows + v_in_n[i] - v_dn[i],
-            synced_rows = t.synced_rows + v_in_n[i] - v_dn[i]
+            synced_rows = t.synced_rows + v_in_n[i] - v_dn[i],
+            primary_rows = t.shadow_rows + v_in_n[i] - v_dn[i]
+                           + (SELECT count(*) FROM pgshadow.quarantine q WHERE q.table_id = v_ids[i])
         WHERE t.table_id = v_ids[i];
     END LOOP;
 
@@ -626,9 +629,14 @@ BEGIN
         rows_done := t.backfill_rows;
         rows_total := greatest(t.backfill_total, t.backfill_rows);
     ELSE
-        -- Finished: exact counts (apply keeps them up to date from here).
-        EXECUTE st.count_primary_sql INTO v_prim;
+        -- Finished: count the shadow (apply keeps the count exact from
+        -- here with the rows it inserts and deletes). The primary's count
+        -- is derived, not counted: shadow rows plus quarantined keys. A
+        -- count of the primary now would include changes apply has yet to
+        -- make, which its deltas would then count a second time; derived,
+        -- it is exact whenever the change log is drained.
         EXECUTE st.count_shadow_sql INTO v_shad;
+        v_prim := v_shad + (SELECT count(*) FROM pgshadow.quarantine q WHERE q.table_id = t.table_id);
         UPDATE pgshadow.tables r
         SET backfill_state = 'done', backfill_rows = v_prim, backfill_total = v_prim,
             backfill_started_at = t.backfill_started_at, backfill_done_at = now(),

@@ -1,0 +1,829 @@
+/*
+ * test-apply.c - the sync engine's database half (sql/sync--1.sql) against a
+ * real PostgreSQL: apply_batch over every kind of write in both capture
+ * modes, hot rows written once, foreign-key order, batch limits, the
+ * quarantine (check, unique, foreign key; fix, retry), halt mode, TRUNCATE,
+ * backfill (chunks, resume from the persisted cursor on a new connection,
+ * concurrent writes, composite and awkward keys, exact counts), column
+ * mappings, and the row hash against the by-hand query of docs/sync.md.
+ *
+ * Each test works in its own fresh database, installed as pgshadowctl does:
+ * one transaction of sql/pgshadow--1.sql, sql/sync--1.sql, register_table
+ * per table and finish_install.
+ *
+ * Env: PGSHADOW_TEST_CONNINFO (the harness cluster), PGSHADOW_SRCDIR.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MIG "m1"
+
+static const char *base_conninfo(void)
+{
+    const char *ci = getenv("PGSHADOW_TEST_CONNINFO");
+    if (!ci || !*ci) {
+        fprintf(stderr, "PGSHADOW_TEST_CONNINFO is not set: start a cluster with "
+                        "tests/harness/pgcluster.sh and export its variables\n");
+        fail();
+    }
+    return ci;
+}
+
+static char *read_sql(const char *name)
+{
+    const char *src = getenv("PGSHADOW_SRCDIR");
+    if (!src) {
+        fprintf(stderr, "PGSHADOW_SRCDIR is not set\n");
+        fail();
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/sql/%s", src, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "cannot open %s\n", path);
+        fail();
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static void quiet(void *arg, const PGresult *res)
+{
+    (void)arg;
+    (void)res;
+}
+
+static PGconn *connect_db(const char *dbname)
+{
+    const char *keys[] = {"dbname", "dbname", NULL};
+    const char *vals[] = {base_conninfo(), dbname, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "connect to %s: %s", dbname ? dbname : "(base)", PQerrorMessage(c));
+        fail();
+    }
+    PQsetNoticeReceiver(c, quiet, NULL);
+    return c;
+}
+
+/* Run SQL that must succeed; the first value of the last result (malloc'd,
+ * "" when none, "<NULL>" for SQL NULL). */
+static char *q(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        fprintf(stderr, "SQL failed: %s\n--- %s\n", PQresultErrorMessage(r), sql);
+        PQclear(r);
+        fail();
+    }
+    char *out;
+    if (st == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0)
+        out = strdup(PQgetisnull(r, 0, 0) ? "<NULL>" : PQgetvalue(r, 0, 0));
+    else
+        out = strdup("");
+    PQclear(r);
+    return out;
+}
+
+static void exec_ok(PGconn *c, const char *sql) { free(q(c, sql)); }
+
+static void expect_sql(PGconn *c, const char *sql, const char *want)
+{
+    char *got = q(c, sql);
+    if (strcmp(got, want) != 0)
+        fprintf(stderr, "query: %s\n  want: %s\n  got:  %s\n", sql, want, got);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static long qlong(PGconn *c, const char *sql)
+{
+    char *v = q(c, sql);
+    long n = strtol(v, NULL, 10);
+    free(v);
+    return n;
+}
+
+/* ---- a fresh database per test ---------------------------------------- */
+
+typedef struct {
+    char name[64];
+    PGconn *c;
+} testdb;
+
+static int db_setup(void **state)
+{
+    static int n;
+    testdb *t = calloc(1, sizeof *t);
+    snprintf(t->name, sizeof t->name, "pgshadow_apply_%d_%d", (int)getpid(), ++n);
+    PGconn *admin = connect_db(NULL);
+    char sql[256];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", t->name);
+    exec_ok(admin, sql);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", t->name);
+    exec_ok(admin, sql);
+    PQfinish(admin);
+    t->c = connect_db(t->name);
+    *state = t;
+    return 0;
+}
+
+static int db_teardown(void **state)
+{
+    testdb *t = *state;
+    PQfinish(t->c);
+    PGconn *admin = connect_db(NULL);
+    char sql[256];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", t->name);
+    exec_ok(admin, sql);
+    PQfinish(admin);
+    free(t);
+    return 0;
+}
+
+/* The install transaction as pgshadowctl builds it (docs/database.md), with
+ * `pre` run before the register_table calls (e.g. a capture_mode change). */
+static void install(PGconn *c, const char *pre, const char *registers)
+{
+    char *schema = read_sql("pgshadow--1.sql");
+    char *sync = read_sql("sync--1.sql");
+    size_t len = strlen(schema) + strlen(sync) + strlen(pre) + strlen(registers) + 512;
+    char *script = malloc(len);
+    snprintf(script, len,
+             "BEGIN;\nSET LOCAL lock_timeout = '2s';\n%s\n%s\n%s\n%s\n"
+             "SELECT pgshadow.finish_install('" MIG "');\nCOMMIT;\n",
+             schema, sync, pre, registers);
+    exec_ok(c, script);
+    free(script);
+    free(sync);
+    free(schema);
+    /* The test's own comparison: a primary row and its shadow row differ
+     * when the primary's canonical hash (hash_expr over p), the shadow's
+     * stored hash and the hash of the shadow's columns (shadow_hash_expr
+     * over s) are not all equal; plus rows on one side only. */
+    exec_ok(c,
+            "CREATE FUNCTION public.test_diff(p_table text) RETURNS bigint LANGUAGE plpgsql "
+            "SET TimeZone = 'UTC' SET extra_float_digits = 1 SET IntervalStyle = 'postgres' "
+            "SET bytea_output = 'hex' AS $$\n"
+            "DECLARE t pgshadow.tables; j text; n bigint;\n"
+            "BEGIN\n"
+            "  SELECT * INTO STRICT t FROM pgshadow.tables WHERE table_name = p_table;\n"
+            "  SELECT string_agg(format('s.%I = p.%I', k, k), ' AND ') INTO j FROM unnest(t.key_columns) k;\n"
+            "  EXECUTE format('SELECT count(*) FROM %I.%I p FULL JOIN %I.%I s ON %s WHERE p.%I IS NULL OR "
+            "s.%I IS NULL OR s._shadow_validation_hash IS DISTINCT FROM %s OR "
+            "s._shadow_validation_hash IS DISTINCT FROM %s OR s._shadow_sync_status <> ''synced''', "
+            "t.schema_name, t.table_name, t.schema_name, t.shadow_name, j, t.key_columns[1], "
+            "t.key_columns[1], t.hash_expr, t.shadow_hash_expr) INTO n;\n"
+            "  RETURN n;\n"
+            "END $$");
+}
+
+static void expect_converged(PGconn *c, const char *table)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT public.test_diff('%s')", table);
+    long n = qlong(c, sql);
+    if (n != 0)
+        fprintf(stderr, "table %s: %ld rows differ between primary and shadow\n", table, n);
+    assert_int_equal(n, 0);
+}
+
+typedef struct {
+    int taken, upserted, deleted, quarantined, truncated;
+    char halted[2048];
+} batch;
+
+static batch apply1(PGconn *c, int limit, const char *mode)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *params[] = {MIG, lim, mode};
+    PGresult *r = PQexecParams(c, "SELECT * FROM pgshadow.apply_batch($1, $2, $3)", 3, NULL, params,
+                               NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        fprintf(stderr, "apply_batch failed: %s\n", PQresultErrorMessage(r));
+        PQclear(r);
+        fail();
+    }
+    batch b;
+    b.taken = atoi(PQgetvalue(r, 0, 0));
+    b.upserted = atoi(PQgetvalue(r, 0, 1));
+    b.deleted = atoi(PQgetvalue(r, 0, 2));
+    b.quarantined = atoi(PQgetvalue(r, 0, 3));
+    b.truncated = atoi(PQgetvalue(r, 0, 4));
+    snprintf(b.halted, sizeof b.halted, "%s", PQgetisnull(r, 0, 5) ? "" : PQgetvalue(r, 0, 5));
+    PQclear(r);
+    return b;
+}
+
+/* apply_batch until a batch comes back short, as the daemon does; sums. */
+static batch drain(PGconn *c, int limit, const char *mode)
+{
+    batch sum = {0};
+    for (int i = 0; i < 100000; i++) {
+        batch b = apply1(c, limit, mode);
+        sum.taken += b.taken;
+        sum.upserted += b.upserted;
+        sum.deleted += b.deleted;
+        sum.quarantined += b.quarantined;
+        sum.truncated += b.truncated;
+        if (b.halted[0])
+            snprintf(sum.halted, sizeof sum.halted, "%s", b.halted);
+        if (b.taken < limit || b.halted[0])
+            return sum;
+    }
+    fail_msg("apply never drained");
+    return sum;
+}
+
+/* backfill_step until it returns no row; the number of steps. */
+static int backfill_all(PGconn *c, int chunk)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgshadow.backfill_step('" MIG "', %d)", chunk);
+    for (int i = 1; i < 100000; i++)
+        if (qlong(c, sql) == 0)
+            return i;
+    fail_msg("backfill never finished");
+    return 0;
+}
+
+/* ---- apply: every kind of write ----------------------------------------- */
+
+static const char parent_child_schema[] =
+    "CREATE TABLE parent (id int PRIMARY KEY, name text NOT NULL, score numeric, "
+    "  email text);"
+    "CREATE TABLE child (id bigint PRIMARY KEY, parent_id int NOT NULL REFERENCES parent, note text, "
+    "  at timestamptz DEFAULT now());";
+
+/* child registered first: table_id order is the opposite of FK order */
+static const char parent_child_register[] =
+    "SELECT pgshadow.register_table('public', 'child', NULL, '_shadow', '" MIG "', '{}');"
+    "SELECT pgshadow.register_table('public', 'parent', NULL, '_shadow', '" MIG "', "
+    "  '{\"score\": \"least(p.score, 1.0)\"}');";
+
+static void mixed_workload(PGconn *c)
+{
+    exec_ok(c, "INSERT INTO parent SELECT g, 'p' || g, g / 10.0, 'e' || g FROM generate_series(1, 40) g");
+    exec_ok(c, "INSERT INTO child SELECT g, 1 + g % 40, 'n' || g FROM generate_series(1, 120) g");
+    exec_ok(c, "UPDATE parent SET name = name || '!' WHERE id % 3 = 0");
+    exec_ok(c, "UPDATE child SET id = id + 1000 WHERE id % 7 = 0");        /* key change */
+    exec_ok(c, "UPDATE parent SET score = 0.5 WHERE id = 40");
+    exec_ok(c, "DELETE FROM child WHERE id % 5 = 0");
+    exec_ok(c, "INSERT INTO parent VALUES (3, 'upserted', 9, 'x'), (41, 'new', 0.1, 'y') "
+               "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, score = EXCLUDED.score");
+    exec_ok(c, "BEGIN; DELETE FROM child WHERE parent_id = 39; DELETE FROM parent WHERE id = 39; COMMIT");
+    exec_ok(c, "UPDATE child SET note = NULL, at = '2020-02-29 12:34:56.789+05:30' WHERE id < 30");
+}
+
+static void check_parent_child(PGconn *c)
+{
+    expect_converged(c, "parent");
+    expect_converged(c, "child");
+    /* the mapping, checked without the registry's expressions */
+    expect_sql(c,
+               "SELECT count(*) FROM parent p FULL JOIN parent_shadow s USING (id) "
+               "WHERE p.id IS NULL OR s.id IS NULL "
+               "OR (p.name, least(p.score, 1.0), p.email) IS DISTINCT FROM (s.name, s.score, s.email)",
+               "0");
+    expect_sql(c, "SELECT score FROM parent_shadow WHERE id = 3", "1.0");
+    expect_sql(c,
+               "SELECT count(*) FROM child p FULL JOIN child_shadow s USING (id) "
+               "WHERE p.id IS NULL OR s.id IS NULL "
+               "OR (p.parent_id, p.note, p.at) IS DISTINCT FROM (s.parent_id, s.note, s.at)",
+               "0");
+    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+}
+
+static void run_mixed(PGconn *c, const char *pre)
+{
+    exec_ok(c, parent_child_schema);
+    install(c, pre, parent_child_register);
+    /* the applying session's settings must not matter */
+    exec_ok(c, "SET TimeZone = 'Asia/Kathmandu'; SET DateStyle = 'German, DMY'; SET extra_float_digits = 0");
+    /* rows already in the shadow that the batch then deletes or re-keys */
+    exec_ok(c, "INSERT INTO parent VALUES (1000, 'early', 1, NULL); INSERT INTO child VALUES (1000, 1000, 'e')");
+    drain(c, 1000, "quarantine");
+    exec_ok(c, "DELETE FROM child WHERE id = 1000; UPDATE parent SET id = 1001 WHERE id = 1000");
+    mixed_workload(c);
+    long logged = qlong(c, "SELECT count(*) FROM pgshadow.change_log");
+    long parent_logged = qlong(c, "SELECT count(*) FROM pgshadow.change_log l JOIN pgshadow.tables t "
+                                  "USING (table_id) WHERE t.table_name = 'parent'");
+    long applied_before = qlong(c, "SELECT applied_total FROM pgshadow.tables WHERE table_name = 'parent'");
+    assert_true(logged > 200);
+    batch s = drain(c, 1000, "quarantine");
+    assert_int_equal(s.taken, logged);
+    assert_string_equal(s.halted, "");
+    assert_int_equal(s.quarantined, 0);
+    assert_true(s.deleted > 0);
+    check_parent_child(c);
+    /* every row written by apply is marked */
+    expect_sql(c, "SELECT count(*) FROM child_shadow WHERE _shadow_last_sync IS NULL "
+                  "OR _shadow_migration_id <> '" MIG "' OR _shadow_source_table <> 'child'", "0");
+    /* applied_total counts the change-log entries consumed */
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT applied_total FROM pgshadow.tables WHERE table_name = 'parent'");
+    assert_int_equal(qlong(c, sql), applied_before + parent_logged);
+    /* the comparison can fail: a changed shadow column, an orphan row */
+    exec_ok(c, "UPDATE child_shadow SET note = 'tampered' WHERE id = 2");
+    assert_int_equal(qlong(c, "SELECT public.test_diff('child')"), 1);
+    exec_ok(c, "INSERT INTO child_shadow (id, parent_id, _shadow_sync_status) VALUES (99999, 1, 'synced')");
+    assert_int_equal(qlong(c, "SELECT public.test_diff('child')"), 2);
+}
+
+static void test_apply_mixed_row(void **state)
+{
+    testdb *t = *state;
+    run_mixed(t->c, "");
+}
+
+static void test_apply_mixed_statement(void **state)
+{
+    testdb *t = *state;
+    run_mixed(t->c, "UPDATE pgshadow.meta SET value = 'statement' WHERE key = 'capture_mode';");
+}
+
+/* A row inserted and updated 100 times in one batch is written once. */
+static void test_hot_row(void **state)
+{
+    testdb *t = *state;
+    PGconn *c = t->c;
+    exec_ok(c, parent_child_schema);
+    install(c, "", parent_child_register);
+    exec_ok(c, "INSERT INTO parent VALUES (1, 'hot', 0, 'h')");
+    for (int i = 1; i <= 100; i++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "UPDATE parent SET name = 'hot%d' WHERE id = 1", i);
+        exec_ok(c, sql);
+    }
+    /* 1 insert + 100 updates */
+    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "101");
+    batch b = apply1(c, 1000, "quarantine");
+    assert_int_equal(b.taken, 101);
+    assert_int_equal(b.upserted, 1);
+    expect_sql(c, "SELECT _shadow_version || ' ' || name FROM parent_shadow", "1 hot100");
+    /* the next batch with this key updates it again: version 2 */
+    exec_ok(c, "UPDATE parent SET name = 'cold' WHERE id = 1");
+    b = apply1(c, 1000, "quarantine");
+    assert_int_equal(b.upserted, 1);
+    expect_sql(c, "SELECT _shadow_version || ' ' || name FROM parent_shadow", "2 cold");
+    expect_converged(c, "parent");
+}
+
+/* Parents are upserted before children and children deleted before
+ * parents, whatever the registration order, within one batch. */
+static void test_fk_order(void **state)
+{
+    testdb *t = *state;
+    PGconn *c = t->c;
+    exec_ok(c, "CREATE TABLE a (id int PRIMARY KEY);"
+               "CREATE TABLE b (id int PRIMARY KEY, a_id int NOT NULL REFERENCES a);"
+               "CREATE TABLE c (id int PRIMARY KEY, b_id int NOT NULL REFERENCES b, a_id int REFERENCES a)");
+    install(c, "",
+            "SELECT pgshadow.register_table('public', 'c', NULL, '_shadow', '" MIG "', '{}');"
+            "SELECT pgshadow.register_table('public', 'b', NULL, '_shadow', '" MIG "', '{}');"
+            "SELECT pgshadow.register_table('public', 'a', NULL, '_shadow', '" MIG "', '{}');");
+    /* the shadows carry the foreign keys (finish_install mirrors them) */
+    expect_sql(c, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' "
+                  "AND conrelid IN ('b_shadow'::regclass, 'c_shadow'::regclass)", "3");
+    exec_ok(c, "BEGIN; INSERT INTO a SELECT generate_series(1, 10); "
+               "INSERT INTO b SELECT g, g FROM generate_series(1, 10) g; "
+               "INSERT INTO c SELECT g, g, g FROM generate_series(1, 10) g; COMMIT");
+    batch s = apply1(c, 1000, "quarantine");
+    assert_int_equal(s.taken, 30);
+    assert_int_equal(s.upserted, 30);
+    assert_int_equal(s.quarantined, 0);
+    exec_ok(c, "BEGIN; DELETE FROM c; DELETE FROM b WHERE id > 5; DELETE FROM a WHERE id > 5; "
+               "INSERT INTO a VALUES (11); INSERT INTO b VALUES (11, 11); COMMIT");
+    s = apply1(c, 1000, "quarantine");
+    assert_int_equal(s.quarantined, 0);
+    assert_int_equal(s.deleted, 20);
+    assert_int_equal(s.upserted, 2);
+    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    expect_converged(c, "a");
+    expect_converged(c, "b");
+    expect_converged(c, "c");
+}
+
+/* taken never exceeds p_limit; a full batch means more is waiting. */
+static void test_limit(void **state)
+{
+    testdb *t = *state;
+    PGconn *c = t->c;
+    exec_ok(c, parent_child_schema);
+    install(c, "", parent_child_register);
+    exec_ok(c, "INSERT INTO parent SELECT g, 'p', 0, NULL FROM generate_series(1, 250) g");
+    batch b = apply1(c, 100, "quarantine");
+    assert_int_equal(b.taken, 100);
+    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "150");
+    /* the oldest first: ids 1..100 are applied, nothing else */
+    expect_sql(c, "SELECT min(id) || '-' || max(id) || '/' || count(*) FROM parent_shadow", "1-100/100");
+    b = apply1(c, 100, "quarantine");
+    assert_int_equal(b.taken, 100);
+    b = apply1(c, 100, "quarantine");
+    assert_int_equal(b.taken, 50);
+    b = apply1(c, 100, "quarantine");
+    assert_int_equal(b.taken, 0);
+    expect_converged(c, "parent");
+}
+
+/* ---- quarantine and halt ------------------------------------------------ */
+
+/* The shadow is stricter than the primary: score <= 10, unique email. */
+static void poison_setup(PGconn *c)
+{
+    exec_ok(c, parent_child_schema);
+    install(c, "",
+            "SELECT pgshadow.register_table('public', 'child', NULL, '_shadow', '" MIG "', '{}');"
+            "SELECT pgshadow.register_table('public', 'parent', NULL, '_shadow', '" MIG "', '{}');");
+    exec_ok(c, "ALTER TABLE parent_shadow ADD CONSTRAINT score_max CHECK (score <= 10), "
+               "ADD CONSTRAINT email_unique UNIQUE (email)");
+    exec_ok(c, "INSERT INTO parent SELECT g, 'p' || g, g % 10, 'e' || g FROM generate_series(1, 20) g");
+    exec_ok(c, "UPDATE parent SET score = 99 WHERE id = 7");          /* check */
+    exec_ok(c, "UPDATE parent SET email = 'e3' WHERE id = 13");       /* unique, with id 3 */
+    exec_ok(c, "INSERT INTO child SELECT g, g, 'c' FROM generate_series(1, 20) g");
+    /* child 7's parent is quarantined: foreign key violation */
+}
+
+static void test_quarantine(void **state)
+{
+    testdb *t = *state;
+    PGconn *c = t->c;
+    poison_setup(c);
+    batch s = drain(c, 1000, "quarantine");
+    assert_string_equal(s.halted, "");
+    /* child 13's parent is the quarantined parent 13 */
+    assert_int_equal(s.quarantined, 4);
+    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    expect_sql(c,
+               "SELECT string_agg(t.table_name || ' ' || array_to_string(q.key, ',') || ' ' || q.sqlstate, '; ' "
+               "ORDER BY q.sqlstate, q.key[1]::int) FROM pgshadow.quarantine q JOIN pgshadow.tables t USING (table_id)",
+               "child 7 23503; child 13 23503; parent 13 23505; parent 7 23514");
+    expect_sql(c, "SELECT bool_and(message <> '' AND attempts = 1) FROM pgshadow.quarantine", "t");
+    expect_sql(c, "SELECT message FROM pgshadow.quarantine WHERE sqlstate = '23514'",
+               "new row for relation \"parent_shadow\" violates check constraint \"score_max\"");
+    expect_sql(c, "SELECT detail LIKE '%(email)=(e3)%' FROM pgshadow.quarantine WHERE sqlstate = '23505'",
+               "t");
+    expect_sql(c, "SELECT count(*) FROM pgshadow.events WHERE what = 'quarantine'", "4");
+    /* all other rows applied */
+    expect_sql(c, "SELECT count(*) FROM parent_shadow", "18");
+    expect_sql(c, "SELECT count(*) FROM child_shadow", "18");
+
+    /* a change that still fails: attempts + 1, no new event */
+    exec_ok(c, "UPDATE parent SET score = 98 WHERE id = 7");
+    s = drain(c, 1000, "quarantine");
+    assert_int_equal(s.quarantined, 1);
+    expect_sql(c, "SELECT attempts FROM pgshadow.quarantine WHERE sqlstate = '23514'", "2");
+    expect_sql(c, "SELECT count(*) FROM pgshadow.events WHERE what = 'quarantine'", "4");
+
+    /* fixing the primary rows applies them and clears their quarantine */
+    exec_ok(c, "UPDATE parent SET score = 7 WHERE id = 7");
+    exec_ok(c, "UPDATE parent SET email = 'e13' WHERE id = 13");
+    s = drain(c, 1000, "quarantine");
+    assert_int_equal(s.quarantined, 0);
+    expect_sql(c, "SELECT string_agg(array_to_string(key, ','), ' ' ORDER BY key[1]::int) FROM pgshadow.quarantine",
+               "7 13");
+    expect_converged(c, "parent");
+
+    /* the children's parents are there now: a retry applies them */
+    expect_sql(c, "SELECT pgshadow.quarantine_retry((SELECT quarantine_id FROM pgshadow.quarantine "
+                  "WHERE key = '{7}'))", "1");
+    expect_sql(c, "SELECT string_agg(retry_requested::text, ' ' ORDER BY key[1]::int) FROM pgshadow.quarantine",
+               "true false");
+    s = drain(c, 1000, "quarantine");
+    assert_int_equal(s.taken, 1);
+    expect_sql(c, "SELECT string_agg(array_to_string(key, ','), ' ') FROM pgshadow.quarantine", "13");
+    expect_sql(c, "SELECT pgshadow.quarantine_retry()", "1");
+    s = drain(c, 1000, "quarantine");
+    assert_int_equal(s.taken, 1);
+    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    expect_converged(c, "child");
+    expect_sql(c, "SELECT pgshadow.quarantine_retry()", "0");
+}
+
+/* A quarantined delete (a child still references the row in the shadow)
+ * is retried as a delete and goes once the child is gone. */
+static void test_quarantine_delete(void **state)
+{
+    testdb *t = *state;
+    PGconn *c = t->c;
+    exec_ok(c, "CREATE TABLE p (id int PRIMARY KEY); CREATE TABLE k (id int PRIMARY KEY, p_id int)");
+    install(c, "",
+            "SELECT pgshadow.register_table('public', 'p', NULL, '_shadow', '" MIG "', '{}');"
+            "SELECT pgshadow.register_table('public', 'k', NULL, '_shadow', '" MIG "', '{}');");
+    /* only the shadows have this foreign key */
+    exec_ok(c, "ALTER TABLE k_shadow ADD FOREIGN KEY (p_id) REFERENCES p_shadow");
+    exec_ok(c, "INSERT INTO p VALUES (1), (2); INSERT INTO k VALUES (1, 1)");
+    drain(c, 1000, "quarantine");
+    exec_ok(c, "DELETE FROM p");
+    batch s = drain(c, 1000, "quarantine");
+    assert_int_equal(s.quarantined, 1);
+    assert_int_equal(s.deleted, 1);
+    expect_sql(c, "SELECT array_to_string(key, ',') || ' ' || sqlstate FROM pgshadow.quarantine", "1 23503");
+    exec_ok(c, "DELETE FROM k");
+    drain(c, 1000, "quarantine");
+    expect_sql(c, "SELECT pgshadow.quarantine_retry()", "1");
+    drain(c, 1000, "quarantine");
+    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    expect_converged(c, "p");
+    expect_converged(c, "k");
+}
+
+static void test_halt(void **state)
+{
+    testdb *t = *state;
+    PGconn *c = t->c;
+    exec_ok(c, parent_child_schema);
+    exec_ok(c, "CREATE TABLE other (id int PRIMARY KEY, v text)");
+    install(c, "",
+            "SELECT pgshadow.register_table('public', 'parent', NULL, '_shadow', '" MIG "', '{}');"
+            "SELECT pgshadow.register_table('public', 'other', NULL, '_shadow', '" MIG "', '{}');");
+    exec_ok(c, "ALTER TABLE parent_shadow ADD CONSTRAINT score_max CHECK (score <= 10)");
+    exec_ok(c, "INSERT INTO parent SELECT g, 'p' || g, g % 10, 'e' || g FROM generate_series(1, 20) g");
+    exec_ok(c, "INSERT INTO other SELECT g, 'o' FROM generate_series(1, 5) g");
+    exec_ok(c, "UPDATE parent SET score = 99 WHERE id = 7");
+    batch b = apply1(c, 1000, "halt");
+    /* '<table>: <SQLSTATE> <message> (key ...)' */
+    if (!strstr(b.halted, "public.parent: 23514 ") || !strstr(b.halted, "score_max") ||
+        !strstr(b.halted, "(key {7})"))
+        fail_msg("halted: %s", b.halted);
+    assert_int_equal(b.taken, 26);
+    assert_int_equal(b.upserted, 5);
+    /* nothing of parent's batch, its change-log rows kept */
+    expect_sql(c, "SELECT count(*) FROM parent_shadow", "0");
+    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log l JOIN pgshadow.tables t USING (table_id) "
+                  "WHERE t.table_name = 'parent'", "21");
+    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "21");
+    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    expect_converged(c, "other");
+    /* again: still halted, still nothing */
+    b = apply1(c, 1000, "halt");
+    assert_true(strstr(b.halted, "23514") != NULL);
+    expect_sql(c, "SELECT count(*) FROM parent_shadow", "0");
+    /* fixed: everything applies */
+    exec_ok(c, "UPDATE parent SET score = 1 WHERE id = 7");
+    b = apply1(c, 1000, "halt");
+    assert_string_equal(b.halted, "");
+    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    expect_converged(c, "parent");
+}
+
+/* ---- TRUNCATE ----------------------------------------------------------- */
+
+static void test_truncate(void **state)
+{
+    testdb *t = *state;
+    PGconn *c = t->c;
+    exec_ok(c, parent_child_schema);
+    install(c, "", parent_child_register);
+    exec_ok(c, "INSERT INTO parent SELECT g, 'p', 0, NULL FROM generate_series(1, 50) g");
+    exec_ok(c, "INSERT INTO child SELECT g, g, 'c' FROM generate_series(1, 50) g");
+    drain(c, 1000, "quarantine");
+    backfill_all(c, 1000);
+    expect_sql(c, "SELECT string_agg(backfill_state, ',') FROM pgshadow.tables", "done,done");
+    exec_ok(c, "TRUNCATE parent, child");
+    exec_ok(c, "INSERT INTO parent VALUES (100, 'after', 1, NULL)");
+    batch b = drain(c, 1000, "quarantine");
+    assert_int_equal(b.truncated, 2);
+    /* emptied, the row after the truncate applied, backfill to be redone */
+    expect_sql(c, "SELECT string_agg(id::text, ',') FROM parent_shadow", "100");
+    expect_sql(c, "SELECT count(*) FROM child_shadow", "0");
+    expect_sql(c, "SELECT string_agg(backfill_state || ':' || coalesce(backfill_cursor::text, '-'), ',') "
+                  "FROM pgshadow.tables", "pending:-,pending:-");
+    exec_ok(c, "INSERT INTO parent SELECT g, 'q', 0, NULL FROM generate_series(1, 10) g");
+    backfill_all(c, 3);
+    drain(c, 1000, "quarantine");
+    expect_converged(c, "parent");
+    expect_converged(c, "child");
+    expect_sql(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'parent'",
+               "11/11");
+}
+
+/* ---- backfill ----------------------------------------------------------- */
+
+static void test_backfill(void **state)
+{
+    testdb *t = *state;
+    PGconn *c = t->c;
+    exec_ok(c, "CREATE SCHEMA \"Odd Schema\";"
+               "CREATE TABLE \"Odd Schema\".\"Mixed \"\"Tbl\"\"\" (\"Tenant ID\" int NOT NULL, "
+               "  \"ключ\" text NOT NULL, \"v a l\" jsonb, PRIMARY KEY (\"Tenant ID\", \"ключ\"));"
+               "INSERT INTO \"Odd Schema\".\"Mixed \"\"Tbl\"\"\" "
+               "  SELECT g % 7, 'k ' || g || ' ''x''', jsonb_build_object('g', g) FROM generate_series(1, 1000) g;"
+               "CREATE TABLE \"Odd Schema\".plain (id int PRIMARY KEY, n int);"
+               "INSERT INTO \"Odd Schema\".plain SELECT g, g FROM generate_series(1, 95) g");
+    install(c, "",
+            "SELECT pgshadow.register_table('Odd Schema', 'Mixed \"Tbl\"', NULL, '_shadow', '" MIG "', '{}');"
+            "SELECT pgshadow.register_table('Odd Schema', 'plain', NULL, '_shadow', '" MIG "', '{}');");
+    expect_sql(c, "SELECT string_agg(backfill_state, ',' ORDER BY table_id) FROM pgshadow.tables",
+               "pending,pending");
+
+    /* first chunk: 100 rows in key order */
+    expect_sql(c, "SELECT table_name || ' ' || copied || ' ' || done || ' ' || rows_done || ' ' || rows_total "
+                  "FROM pgshadow.backfill_step('" MIG "', 100)",
+               "Mixed \"Tbl\" 100 false 100 1000");
+    expect_sql(c, "SELECT count(*) FROM \"Odd Schema\".\"Mixed \"\"Tbl\"\"_shadow\"", "100");
+    expect_sql(c, "SELECT count(*) FROM (SELECT * FROM \"Odd Schema\".\"Mixed \"\"Tbl\"\"\" "
+                  "ORDER BY 1, 2 LIMIT 100) p JOIN \"Odd Schema\".\"Mixed \"\"Tbl\"\"_shadow\" "
+                  "USING (\"Tenant ID\", \"ключ\")", "100");
+    char *cursor = q(c, "SELECT backfill_cursor::text FROM pgshadow.tables WHERE table_name = 'Mixed \"Tbl\"'");
+    char *want = q(c, "SELECT ARRAY[\"Tenant ID\"::text, \"ключ\"]::text FROM \"Odd Schema\".\"Mixed \"\"Tbl\"\"\" "
+                      "ORDER BY \"Tenant ID\", \"ключ\" OFFSET 99 LIMIT 1");
+    assert_string_equal(cursor, want);
+    free(cursor);
+    free(want);
+
+    /* a crash: a new connection continues from the persisted cursor, with
+     * writes happening between the steps */
+    PQfinish(t->c);
+    t->c = c = connect_db(t->name);
+    exec_ok(c, "SET TimeZone = 'America/New_York'");
+    int steps = 0;
+    for (;; steps++) {
+        char *row = q(c, "SELECT coalesce((SELECT copied || ' ' || done FROM pgshadow.backfill_step('" MIG
+                         "', 100)), 'none')");
+        bool none = strcmp(row, "none") == 0;
+        free(row);
+        if (none)
+            break;
+        /* concurrent writes: updates behind and ahead of the cursor, key
+         * changes, deletes, inserts; apply runs between steps too */
+        char sql[512];
+        snprintf(sql, sizeof sql,
+                 "UPDATE \"Odd Schema\".\"Mixed \"\"Tbl\"\"\" SET \"v a l\" = '{\"u\": %d}' "
+                 "WHERE \"ключ\" LIKE 'k %d%%';"
+                 "DELETE FROM \"Odd Schema\".\"Mixed \"\"Tbl\"\"\" WHERE \"ключ\" = 'k %d ''x''';"
+                 "INSERT INTO \"Odd Schema\".\"Mixed \"\"Tbl\"\"\" VALUES (%d, 'new %d', NULL);"
+                 "UPDATE \"Odd Schema\".\"Mixed \"\"Tbl\"\"\" SET \"Tenant ID\" = 100 + \"Tenant ID\" "
+                 "WHERE \"ключ\" = 'k %d ''x''';"
+                 "UPDATE \"Odd Schema\".plain SET n = n + 1 WHERE id %% 10 = %d",
+                 steps, steps + 1, 3 * steps + 5, steps % 9, steps, 2 * steps + 11, steps % 10);
+        exec_ok(c, sql);
+        if (steps % 3 == 0)
+            drain(c, 50, "quarantine");
+        assert_true(steps < 100);
+    }
+    /* 900 + new rows of the first table in 100s, 95 of the second */
+    assert_true(steps >= 10);
+    expect_sql(c, "SELECT string_agg(backfill_state, ',' ORDER BY table_id) FROM pgshadow.tables", "done,done");
+    /* exact counts at the end of the backfill... */
+    expect_sql(c, "SELECT bool_and(primary_rows IS NOT NULL AND counted_at IS NOT NULL AND backfill_done_at "
+                  "IS NOT NULL) FROM pgshadow.tables", "t");
+    drain(c, 1000, "quarantine");
+    expect_converged(c, "Mixed \"Tbl\"");
+    expect_converged(c, "plain");
+    /* ...kept exact by apply afterwards */
+    expect_sql(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'plain'",
+               "95/95");
+    char *n = q(c, "SELECT count(*) FROM \"Odd Schema\".\"Mixed \"\"Tbl\"\"\"");
+    char *rows = q(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'Mixed \"Tbl\"'");
+    char both[64];
+    snprintf(both, sizeof both, "%s/%s", n, n);
+    assert_string_equal(rows, both);
+    free(n);
+    free(rows);
+    exec_ok(c, "INSERT INTO \"Odd Schema\".plain VALUES (1000, 1); DELETE FROM \"Odd Schema\".plain WHERE id < 3");
+    drain(c, 1000, "quarantine");
+    expect_sql(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'plain'",
+               "94/94");
+    expect_sql(c, "SELECT count(*) FROM pgshadow.events WHERE what = 'backfill_done'", "2");
+    expect_sql(c, "SELECT count(*) FROM pgshadow.backfill_step('" MIG "', 100)", "0");
+}
+
+/* Backfill puts rows the shadow rejects into the quarantine and goes on. */
+static void test_backfill_quarantine(void **state)
+{
+    testdb *t = *state;
+    PGconn *c = t->c;
+    exec_ok(c, parent_child_schema);
+    exec_ok(c, "INSERT INTO parent SELECT g, 'p', g, NULL FROM generate_series(1, 30) g");
+    install(c, "", parent_child_register);
+    exec_ok(c, "ALTER TABLE parent_shadow ADD CONSTRAINT score_max CHECK (score <= 25)");
+    /* the mapping least(p.score, 1.0) keeps every score <= 1: map it away */
+    exec_ok(c, "UPDATE pgshadow.tables SET column_map = (SELECT jsonb_agg(CASE WHEN m->>'shadow' = 'score' "
+               "THEN jsonb_set(m, '{expr}', '\"p.score\"') ELSE m END) FROM jsonb_array_elements(column_map) m), "
+               "hash_expr = replace(hash_expr, 'least(p.score, 1.0)', 'p.score') WHERE table_name = 'parent'");
+    backfill_all(c, 10);
+    expect_sql(c, "SELECT count(*) FROM parent_shadow", "25");
+    expect_sql(c, "SELECT string_agg(array_to_string(key, ','), ' ' ORDER BY key[1]::int) || ' ' || "
+                  "min(sqlstate) FROM pgshadow.quarantine", "26 27 28 29 30 23514");
+    expect_sql(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'parent'",
+               "30/25");
+    exec_ok(c, "UPDATE parent SET score = 1 WHERE id > 25");
+    drain(c, 1000, "quarantine");
+    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    expect_converged(c, "parent");
+}
+
+/* ---- the row hash by hand (docs/sync.md) -------------------------------- */
+
+static void test_hash_by_hand(void **state)
+{
+    testdb *t = *state;
+    PGconn *c = t->c;
+    exec_ok(c, "CREATE TABLE orders (id int PRIMARY KEY, customer text, total numeric(10,2), "
+               "placed_at timestamptz, ratio double precision, tags text[], meta jsonb, raw bytea, "
+               "during interval, note varchar(20))");
+    install(c, "", "SELECT pgshadow.register_table('public', 'orders', NULL, '_shadow', '" MIG "', '{}');");
+    exec_ok(c, "SET TimeZone = 'Pacific/Auckland'; SET extra_float_digits = 3; SET IntervalStyle = 'iso_8601'; "
+               "SET bytea_output = 'escape'");
+    exec_ok(c, "INSERT INTO orders VALUES (42, 'Zoë \"Q\" O''Brien', 1234.50, '2024-02-29 23:30:00+00', 0.1, "
+               "'{a,\"b c\"}', '{\"k\": [1, 2.50, null]}', '\\x00ff', '1 day 02:03:04', NULL)");
+    drain(c, 1000, "quarantine");
+    /* exactly the query docs/sync.md gives, in a session with default settings */
+    PGconn *h = connect_db(t->name);
+    char *by_hand = q(h, "SET TimeZone = 'UTC';"
+                         "SELECT encode(sha256(convert_to(jsonb_build_array("
+                         "p.id, p.customer, p.total, p.placed_at, p.ratio, p.tags, p.meta, p.raw, p.during, p.note"
+                         ")::text, 'UTF8')), 'hex') FROM public.orders p WHERE p.id = 42");
+    char *stored = q(h, "SELECT _shadow_validation_hash FROM public.orders_shadow WHERE id = 42");
+    assert_int_equal(strlen(stored), 64);
+    assert_string_equal(by_hand, stored);
+    /* and the registry's expression gives the same */
+    char *expr = q(h, "SELECT hash_expr FROM pgshadow.tables WHERE table_name = 'orders'");
+    char sql[4096];
+    snprintf(sql, sizeof sql, "SELECT %s FROM public.orders p WHERE p.id = 42", expr);
+    char *via_registry = q(h, sql);
+    assert_string_equal(via_registry, stored);
+    free(via_registry);
+    free(expr);
+    free(by_hand);
+    free(stored);
+    PQfinish(h);
+    expect_converged(c, "orders");
+}
+
+static void test_replication_lag(void **state)
+{
+    testdb *t = *state;
+    install(t->c, "", "");
+    /* the harness cluster has no standby */
+    expect_sql(t->c, "SELECT pgshadow.replication_lag_ms()", "0");
+    /* no registered table: nothing to do, no error */
+    expect_sql(t->c, "SELECT taken || ' ' || coalesce(halted, '-') FROM pgshadow.apply_batch('" MIG "', 10, "
+                     "'quarantine')", "0 -");
+    expect_sql(t->c, "SELECT count(*) FROM pgshadow.backfill_step('" MIG "', 10)", "0");
+}
+
+/* The daemon role may run the sync functions, and only it (and operator
+ * for quarantine_retry). */
+static void test_grants(void **state)
+{
+    testdb *t = *state;
+    PGconn *c = t->c;
+    exec_ok(c, parent_child_schema);
+    install(c, "", parent_child_register);
+    expect_sql(c, "SELECT has_function_privilege('pgshadow_daemon', 'pgshadow.apply_batch(text, integer, text)', "
+                  "'EXECUTE') AND has_function_privilege('pgshadow_daemon', 'pgshadow.backfill_step(text, integer)', "
+                  "'EXECUTE') AND has_function_privilege('pgshadow_operator', 'pgshadow.quarantine_retry(bigint)', "
+                  "'EXECUTE') AND NOT has_function_privilege('public', 'pgshadow.apply_batch(text, integer, text)', "
+                  "'EXECUTE') AND NOT has_function_privilege('pgshadow_viewer', "
+                  "'pgshadow.backfill_step(text, integer)', 'EXECUTE')",
+               "t");
+    exec_ok(c, "INSERT INTO parent VALUES (1, 'a', 1, NULL)");
+    exec_ok(c, "DROP ROLE IF EXISTS itest_apply_daemon; CREATE ROLE itest_apply_daemon; "
+               "GRANT pgshadow_daemon TO itest_apply_daemon");
+    exec_ok(c, "SET ROLE itest_apply_daemon");
+    batch b = apply1(c, 100, "quarantine");
+    assert_int_equal(b.upserted, 1);
+    expect_sql(c, "SELECT count(*) FROM pgshadow.backfill_step('" MIG "', 100)", "1");
+    exec_ok(c, "RESET ROLE; DROP OWNED BY itest_apply_daemon; DROP ROLE itest_apply_daemon");
+    expect_converged(c, "parent");
+}
+
+int main(void)
+{
+    if (!getenv("PGSHADOW_TEST_CONNINFO") || !getenv("PGSHADOW_SRCDIR")) {
+        fprintf(stderr, "itest-apply: needs PGSHADOW_TEST_CONNINFO and PGSHADOW_SRCDIR "
+                        "(start a cluster with tests/harness/pgcluster.sh)\n");
+        return 1;
+    }
+#define T(f) cmocka_unit_test_setup_teardown(f, db_setup, db_teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_apply_mixed_row), T(test_apply_mixed_statement), T(test_hot_row),
+        T(test_fk_order),        T(test_limit),                 T(test_quarantine),
+        T(test_quarantine_delete), T(test_halt),                T(test_truncate),
+        T(test_backfill),        T(test_backfill_quarantine),   T(test_hash_by_hand),
+        T(test_replication_lag), T(test_grants),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
