@@ -16,6 +16,9 @@
  *  3. poison rows (a shadow CHECK stricter than the primary) land in the
  *     quarantine with SQLSTATE and message while the others apply; a later
  *     change to a poisoned key retries it and clears the quarantine;
+ *  3b. reload picks up a new batch_size; on_apply_error: halt stops applying
+ *     with the reason in the log and STATUS, quarantines nothing, keeps the
+ *     change log; a reload after the fix resumes;
  *  4. two daemons: exactly one holds the advisory lock (pg_locks pid = the
  *     leader's backend) and applies; SIGKILL of the leader hands over within
  *     seconds and the standby drains new changes.
@@ -39,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -70,7 +74,8 @@ typedef struct daemon_proc {
     size_t n_msgs;
 } daemon_proc;
 
-static daemon_proc D = {.pid = -1, .sock_fd = -1};
+static daemon_proc D = {.pid = -1, .sock_fd = -1};     /* tests 1-3b */
+static daemon_proc A = {.pid = -1, .sock_fd = -1}, B = {.pid = -1, .sock_fd = -1}; /* test 4 */
 
 static int64_t now_ms(void)
 {
@@ -244,6 +249,9 @@ static void daemon_start(daemon_proc *p, const char *level)
         int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
         if (fd < 0)
             _exit(126);
+        /* a test that dies (or fails an assertion) must not leave a daemon
+         * behind to hold the lock of the next run */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(fd, 2);
         dup2(fd, 1);
         if (p->sock[0])
@@ -546,7 +554,7 @@ static const char SCHEMA_SQL[] =
     "  FROM generate_series(1, 6000) g; "
     "ANALYZE parents; ANALYZE children; ANALYZE links";
 
-static int write_config(int backfill_chunk)
+static int write_config_ex(int backfill_chunk, int batch_size, const char *on_apply_error)
 {
     FILE *f = fopen(T.cfg, "w");
     if (!f)
@@ -555,11 +563,16 @@ static int write_config(int backfill_chunk)
             "database:\n  conninfo: \"%s\"\n"
             "migration:\n  id: itest_sync\n  tables:\n"
             "    - name: parents\n    - name: children\n    - name: links\n"
-            "sync:\n  batch_size: 200\n  batch_delay: 10ms\n  catchup_interval: 250ms\n"
-            "  backfill_chunk: %d\n"
+            "sync:\n  batch_size: %d\n  batch_delay: 10ms\n  catchup_interval: 250ms\n"
+            "  backfill_chunk: %d\n  on_apply_error: %s\n"
             "metrics:\n  listen: \"\"\n",
-            T.db_conninfo, backfill_chunk);
+            T.db_conninfo, batch_size, backfill_chunk, on_apply_error);
     return fclose(f);
+}
+
+static int write_config(int backfill_chunk)
+{
+    return write_config_ex(backfill_chunk, 200, "quarantine");
 }
 
 static int group_setup(void **state)
@@ -611,8 +624,12 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    if (D.pid > 0)
-        daemon_kill(&D, SIGKILL);
+    daemon_proc *all[] = {&D, &A, &B};
+    for (int i = 0; i < 3; i++) {
+        if (all[i]->pid > 0)
+            daemon_kill(all[i], SIGKILL);
+        notify_close(all[i]);
+    }
     fprintf(stderr, "test-sync: logs kept in %s\n", T.dir);
     free(T.db_conninfo);
     return 0;
@@ -626,9 +643,7 @@ static void test_backfill(void **state)
     (void)state;
     assert_int_equal(run_ctl("install"), 0);
     if (getenv("ITEST_SYNC_DEV_LOAD_SQL")) { /* DEVHACK: remove */
-        char path[512];
-        snprintf(path, sizeof path, "%s/sql/sync--1.sql", T.srcdir);
-        char *sql = slurp(path);
+        char *sql = slurp(getenv("ITEST_SYNC_DEV_LOAD_SQL"));
         db_exec(sql);
         free(sql);
     }
@@ -768,6 +783,70 @@ static void test_quarantine(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* 3b. reload (batch_size) and on_apply_error: halt */
+
+static void reload_daemon(daemon_proc *p)
+{
+    size_t from = file_size(p->log);
+    assert_int_equal(kill(p->pid, SIGHUP), 0);
+    assert_true(wait_log(p->log, from, "in force", 20000));
+}
+
+static void test_reload_and_halt(void **state)
+{
+    (void)state;
+    daemon_assert_alive(&D);
+    int st = daemon_kill(&D, SIGTERM);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    notify_open(&D, "notify-d.sock");
+    size_t from = file_size(D.log);
+    daemon_start(&D, "debug");
+    assert_true(wait_log(D.log, from, "leader lock acquired", 20000));
+
+    /* reload: smaller batches from now on */
+    assert_int_equal(write_config_ex(100, 50, "halt"), 0);
+    reload_daemon(&D);
+    from = file_size(D.log);
+    db_exec("INSERT INTO parents (id, name, score) SELECT 9300000 + g, 'reload ' || g, g "
+            "FROM generate_series(1, 300) g");
+    wait_drained("reload");
+    assert_true(log_count(D.log, from, "taken=50 ") >= 6);
+    assert_int_equal(log_count(D.log, from, "taken=200 "), 0);
+
+    /* halt: one bad row stops the table's apply and says why; nothing is
+     * quarantined, the change log keeps the entries */
+    db_exec("ALTER TABLE parents_shadow ADD CONSTRAINT itest_halt CHECK (score >= 0)");
+    from = file_size(D.log);
+    db_exec("INSERT INTO parents (id, name, score) VALUES (9400001, 'good', 1), (9400002, 'bad', -1), "
+            "(9400003, 'good', 3)");
+    assert_true(wait_log(D.log, from, "HALTED (on_apply_error: halt): ", 20000));
+    char why[512];
+    log_after(D.log, from, "HALTED (on_apply_error: halt): ", why, sizeof why);
+    assert_non_null(strstr(why, "parents"));
+    assert_non_null(strstr(why, "23514"));
+    assert_non_null(strstr(why, "itest_halt"));
+    assert_true(wait_status(&D, "STATUS=connected; leader; HALTED: ", 20000));
+    assert_non_null(strstr(D.msgs, "23514"));
+    assert_true(db_int("SELECT count(*) FROM pgshadow.change_log") > 0);
+    assert_int_equal(db_int("SELECT count(*) FROM pgshadow.quarantine"), 0);
+    assert_int_equal(db_int("SELECT count(*) FROM parents_shadow WHERE id = 9400002"), 0);
+    daemon_assert_alive(&D);
+
+    /* the operator fixes the row and reloads: applying resumes */
+    db_exec("UPDATE parents SET score = 2 WHERE id = 9400002");
+    assert_int_equal(write_config(100), 0);
+    from = file_size(D.log);
+    reload_daemon(&D);
+    assert_true(wait_log(D.log, from, "clearing the halt", 5000));
+    wait_drained("after halt");
+    assert_int_equal(db_int("SELECT count(*) FROM parents_shadow WHERE id BETWEEN 9400001 AND 9400003"),
+                     3);
+    db_exec("ALTER TABLE parents_shadow DROP CONSTRAINT itest_halt");
+    assert_all_equal("after halt");
+    notify_close(&D);
+}
+
+/* ------------------------------------------------------------------------ */
 /* 4. two daemons */
 
 static const char LOCK_HOLDER_SQL[] =
@@ -792,20 +871,19 @@ static void test_two_daemons(void **state)
     int st = daemon_kill(&D, SIGTERM);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 
-    static daemon_proc a = {.pid = -1, .sock_fd = -1}, b = {.pid = -1, .sock_fd = -1};
-    snprintf(a.log, sizeof a.log, "%s/leader-a.log", T.dir);
-    snprintf(b.log, sizeof b.log, "%s/leader-b.log", T.dir);
-    notify_open(&a, "notify-a.sock");
-    notify_open(&b, "notify-b.sock");
-    daemon_start(&a, "debug");
-    assert_true(wait_log(a.log, 0, "leader lock acquired", 20000));
-    assert_true(wait_status(&a, "STATUS=connected; leader; backfill done; lag ", 20000));
-    daemon_start(&b, "debug");
-    assert_true(wait_log(b.log, 0, "standby: another pgshadowd holds the leader lock", 20000));
-    assert_true(wait_status(&b, "STATUS=connected; standby: another pgshadowd holds the lock", 20000));
+    snprintf(A.log, sizeof A.log, "%s/leader-A.log", T.dir);
+    snprintf(B.log, sizeof B.log, "%s/leader-B.log", T.dir);
+    notify_open(&A, "notify-a.sock");
+    notify_open(&B, "notify-b.sock");
+    daemon_start(&A, "debug");
+    assert_true(wait_log(A.log, 0, "leader lock acquired", 20000));
+    assert_true(wait_status(&A, "STATUS=connected; leader; backfill done; lag ", 20000));
+    daemon_start(&B, "debug");
+    assert_true(wait_log(B.log, 0, "standby: another pgshadowd holds the leader lock", 20000));
+    assert_true(wait_status(&B, "STATUS=connected; standby: another pgshadowd holds the lock", 20000));
 
     char pid_a[32], pid_b[32];
-    log_after(a.log, 0, "leader lock acquired for migration itest_sync (backend pid ", pid_a,
+    log_after(A.log, 0, "leader lock acquired for migration itest_sync (backend pid ", pid_a,
               sizeof pid_a);
     pid_a[strcspn(pid_a, ")")] = '\0';
     char *h = lock_holders();
@@ -816,34 +894,34 @@ static void test_two_daemons(void **state)
     db_exec("INSERT INTO parents (id, name, score) SELECT 9200000 + g, 'two ' || g, g "
             "FROM generate_series(1, 500) g");
     wait_drained("two daemons");
-    assert_true(log_count(a.log, 0, "applied batch") > 0);
-    assert_int_equal(log_count(b.log, 0, "applied batch"), 0);
-    assert_int_equal(log_count(b.log, 0, "leader lock acquired"), 0);
-    daemon_assert_alive(&b);
+    assert_true(log_count(A.log, 0, "applied batch") > 0);
+    assert_int_equal(log_count(B.log, 0, "applied batch"), 0);
+    assert_int_equal(log_count(B.log, 0, "leader lock acquired"), 0);
+    daemon_assert_alive(&B);
 
     /* the leader dies: B takes over within seconds and drains new changes */
-    size_t from_b = file_size(b.log);
-    daemon_kill(&a, SIGKILL);
+    size_t from_b = file_size(B.log);
+    daemon_kill(&A, SIGKILL);
     int64_t t0 = now_ms();
     db_exec("UPDATE parents SET score = score + 7 WHERE id BETWEEN 9200001 AND 9200500");
     db_exec("DELETE FROM parents WHERE id BETWEEN 9200001 AND 9200100");
-    assert_true(wait_log(b.log, from_b, "leader lock acquired", 15000));
+    assert_true(wait_log(B.log, from_b, "leader lock acquired", 15000));
     fprintf(stderr, "test-sync: standby took over after %lld ms\n", (long long)(now_ms() - t0));
-    log_after(b.log, from_b, "leader lock acquired for migration itest_sync (backend pid ", pid_b,
+    log_after(B.log, from_b, "leader lock acquired for migration itest_sync (backend pid ", pid_b,
               sizeof pid_b);
     pid_b[strcspn(pid_b, ")")] = '\0';
     h = lock_holders();
     assert_string_equal(h, pid_b);
     free(h);
     wait_drained("handover");
-    assert_true(log_count(b.log, from_b, "applied batch") > 0);
-    assert_true(wait_status(&b, "STATUS=connected; leader; backfill done; lag ", 20000));
+    assert_true(log_count(B.log, from_b, "applied batch") > 0);
+    assert_true(wait_status(&B, "STATUS=connected; leader; backfill done; lag ", 20000));
     assert_all_equal("after handover");
-    daemon_assert_alive(&b);
-    st = daemon_kill(&b, SIGTERM);
+    daemon_assert_alive(&B);
+    st = daemon_kill(&B, SIGTERM);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    notify_close(&a);
-    notify_close(&b);
+    notify_close(&A);
+    notify_close(&B);
 }
 
 int main(void)
@@ -852,6 +930,7 @@ int main(void)
         cmocka_unit_test(test_backfill),
         cmocka_unit_test(test_chaos),
         cmocka_unit_test(test_quarantine),
+        cmocka_unit_test(test_reload_and_halt),
         cmocka_unit_test(test_two_daemons),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
