@@ -642,11 +642,6 @@ static void test_backfill(void **state)
 {
     (void)state;
     assert_int_equal(run_ctl("install"), 0);
-    if (getenv("ITEST_SYNC_DEV_LOAD_SQL")) { /* DEVHACK: remove */
-        char *sql = slurp(getenv("ITEST_SYNC_DEV_LOAD_SQL"));
-        db_exec(sql);
-        free(sql);
-    }
     /* install brings the sync engine's database side along */
     assert_true(db_true("SELECT to_regprocedure('pgshadow.apply_batch(text,integer,text)') IS NOT NULL "
                         "AND to_regprocedure('pgshadow.backfill_step(text,integer)') IS NOT NULL"));
