@@ -303,7 +303,8 @@ DECLARE
     v_name text;
     v_why  text;
 BEGIN
-    SELECT format('%I.%I', schema_name, table_name) INTO v_name FROM pgshadow.tables WHERE table_id = p_table_id;
+    -- the bare table name, as in the flags (names are unique across schemas)
+    SELECT table_name INTO v_name FROM pgshadow.tables WHERE table_id = p_table_id;
     BEGIN
         FOR r IN EXECUTE p_groups_sql USING p_table_id, p_seqs LOOP
             BEGIN
