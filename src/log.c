@@ -9,6 +9,10 @@
  *  - every message and every field value goes through ps_redact_secrets()
  *    before it leaves the process (sink, stderr or journal), whoever called;
  *  - a message is written with one write()/send() so lines never interleave;
+ *  - journald gets the native protocol (one datagram to its socket; no
+ *    libsystemd), sent with MSG_DONTWAIT: a journal that cannot keep up costs
+ *    the structure of a line (it falls back to stderr, which is the journal's
+ *    stream), never a blocked loop;
  *  - nothing here allocates on the heap: a log call must work when malloc
  *    does not, and must be cheap enough for debug logging on hot paths.
  */
@@ -26,15 +30,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifdef HAVE_LIBSYSTEMD
-#include <systemd/sd-journal.h>
-#endif
-
 #include "pgshadow/redact.h"
 
 #define PS_LOG_MSG_MAX 4096    /* a longer message is truncated */
 #define PS_LOG_LINE_MAX 8192   /* message + fields + prefix */
 #define PS_LOG_MAX_FIELDS 32   /* further fields are ignored */
+#define PS_LOG_VALUE_MAX 512   /* a longer field value is truncated */
+/* Every entry fits: message, fields, their names and framing. */
+#define PS_LOG_DGRAM_MAX (PS_LOG_MSG_MAX + PS_LOG_MAX_FIELDS * (PS_LOG_VALUE_MAX + 96) + 256)
+#define PS_LOG_JOURNAL_SOCKET "/run/systemd/journal/socket"
 #define PS_LOG_RL_SLOTS 32     /* distinct messages tracked by the rate limiter */
 
 typedef struct rl_slot {
@@ -204,7 +208,7 @@ static size_t append_field(char *buf, size_t len, size_t pos, const char *name, 
 }
 
 static void format_line(char *buf, size_t len, bool with_time, int prio, const char *msg,
-                        const ps_log_field *fields, char values[][512], int nfields)
+                        const ps_log_field *fields, char values[][PS_LOG_VALUE_MAX], int nfields)
 {
     size_t pos = 0;
     buf[0] = '\0';
@@ -307,7 +311,7 @@ size_t ps_log_journal_encode(char *buf, size_t len, int prio, const char *ident,
 }
 
 static int journal_send(int prio, const char *msg, const ps_log_field *fields,
-                        char values[][512], int nfields)
+                        char values[][PS_LOG_VALUE_MAX], int nfields)
 {
     ps_log_field redacted[PS_LOG_MAX_FIELDS + 1];
     for (int i = 0; i < nfields; i++) {
@@ -317,53 +321,31 @@ static int journal_send(int prio, const char *msg, const ps_log_field *fields,
     redacted[nfields].name = NULL;
     redacted[nfields].value = NULL;
 
-#ifdef HAVE_LIBSYSTEMD
-    /* sd_journal_sendv wants "NAME=value" items; build them on the stack. */
-    char storage[PS_LOG_LINE_MAX + 1024];
-    struct iovec iov[PS_LOG_MAX_FIELDS + 3];
-    size_t pos = 0;
-    int n = 0;
-    char fname[80];
-#define PUT(...)                                                                           \
-    do {                                                                                   \
-        int w_ = snprintf(storage + pos, sizeof storage - pos, __VA_ARGS__);               \
-        if (w_ < 0 || (size_t)w_ >= sizeof storage - pos)                                  \
-            return -ENOBUFS;                                                               \
-        iov[n].iov_base = storage + pos;                                                   \
-        iov[n].iov_len = (size_t)w_;                                                       \
-        pos += (size_t)w_ + 1;                                                             \
-        n++;                                                                               \
-    } while (0)
-    PUT("MESSAGE=%s", msg);
-    PUT("PRIORITY=%d", prio);
-    PUT("SYSLOG_IDENTIFIER=%s", g_log.ident);
-    for (int i = 0; i < nfields; i++) {
-        journal_field_name(fname, sizeof fname, redacted[i].name);
-        PUT("%s=%s", fname, redacted[i].value);
-    }
-#undef PUT
-    int r = sd_journal_sendv(iov, n);
-    return r < 0 ? r : 0;
-#else
-    static char dgram[PS_LOG_LINE_MAX + 2048];
+    static char dgram[PS_LOG_DGRAM_MAX];
     size_t len = ps_log_journal_encode(dgram, sizeof dgram, prio, g_log.ident, msg, redacted);
     if (len == 0)
         return -ENOBUFS;
+    /* For tests only: a socket of the test's own instead of journald's. */
+    const char *path = getenv("PGSHADOW_JOURNAL_SOCKET");
+    if (!path || !*path)
+        path = PS_LOG_JOURNAL_SOCKET;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path)
+        return -ENAMETOOLONG;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    strcpy(sa.sun_path, "/run/systemd/journal/socket");
-    ssize_t w = sendto(fd, dgram, len, MSG_NOSIGNAL, (struct sockaddr *)&sa, sizeof sa);
+    ssize_t w = sendto(fd, dgram, len, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&sa,
+                       sizeof sa);
     int err = w < 0 ? -errno : 0;
     close(fd);
     return err;
-#endif
 }
 
 /* ------------------------------------------------------------------------ */
 
-static void emit(int prio, const char *msg, const ps_log_field *fields, char values[][512],
+static void emit(int prio, const char *msg, const ps_log_field *fields, char values[][PS_LOG_VALUE_MAX],
                  int nfields)
 {
     static char line[PS_LOG_LINE_MAX];
@@ -458,7 +440,7 @@ void ps_log_vfields(int prio, const ps_log_field *fields, const char *fmt, va_li
         raw[--rl] = '\0';
     ps_redact_secrets(raw, msg, sizeof msg);
 
-    static char values[PS_LOG_MAX_FIELDS][512];
+    static char values[PS_LOG_MAX_FIELDS][PS_LOG_VALUE_MAX];
     int nfields = 0;
     for (; fields && fields[nfields].name && nfields < PS_LOG_MAX_FIELDS; nfields++)
         ps_redact_secrets(fields[nfields].value ? fields[nfields].value : "", values[nfields],

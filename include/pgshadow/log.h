@@ -3,7 +3,8 @@
  *
  * Levels are syslog priorities (LOG_ERR .. LOG_DEBUG from <syslog.h>). When
  * stderr is connected to the journal (JOURNAL_STREAM names stderr's device and
- * inode) each message goes to journald as a structured entry with MESSAGE=,
+ * inode) each message goes to journald (native protocol, no libsystemd) as a
+ * structured entry with MESSAGE=,
  * PRIORITY=, SYSLOG_IDENTIFIER= and any PGSHADOW_* fields given; otherwise one
  * line "2026-11-24T21:28:35.123Z pgshadowd[123]: warning: message key=value"
  * on stderr. Identical messages repeating within a window are suppressed and
@@ -59,7 +60,12 @@ void ps_log_flush_suppressed(void);
 /* Encode one entry in journald's native datagram format (MESSAGE, PRIORITY,
  * SYSLOG_IDENTIFIER, PGSHADOW_<NAME> per field; values containing a newline
  * use the length-prefixed form). Returns the length, or 0 when it does not
- * fit. Used without libsystemd; exposed for unit tests. */
+ * fit. Exposed for unit tests.
+ *
+ * The datagram goes to /run/systemd/journal/socket; for tests only, the
+ * environment variable PGSHADOW_JOURNAL_SOCKET names another socket path. A
+ * datagram that cannot be sent at once (journald's queue full, no socket) is
+ * written as a readable line on stderr instead. */
 size_t ps_log_journal_encode(char *buf, size_t len, int prio, const char *ident, const char *msg,
                              const ps_log_field *fields);
 

@@ -19,10 +19,17 @@
  *  - c->gen changes whenever the PGconn is torn down, so a handler that ran a
  *    callback can tell that the world changed under it and stop;
  *  - the struct is freed only by the outermost entry (c->busy == 0), so a
- *    callback may call ps_pgconn_free() on its own connection.
+ *    callback may call ps_pgconn_free() on its own connection;
+ *  - a DNS host name is resolved with our own evdns_base before libpq sees it
+ *    (libpq's getaddrinfo() would block the loop); the lookup of the current
+ *    attempt is c->dns_req, and teardown() orphans it (dns_req->c = NULL), so
+ *    an answer that arrives after its attempt ended, or after the struct was
+ *    freed (evdns delivers abandoned answers later, from the loop), touches
+ *    only the small request it owns.
  */
 #include "pgshadow/pgconn.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -31,6 +38,9 @@
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/util.h>
 
 #include "pgshadow/backoff.h"
 #include "pgshadow/log.h"
@@ -62,6 +72,11 @@ struct query {
     PGresult *res; /* first error result, else the latest one */
 };
 
+/* One evdns lookup; outlives its attempt when orphaned. */
+struct dns_req {
+    struct ps_pgconn *c; /* NULL once orphaned by teardown() */
+};
+
 struct ps_pgconn {
     struct event_base *base;
     char *name;
@@ -85,6 +100,13 @@ struct ps_pgconn {
     struct event *connto_ev;    /* connect timeout */
     struct event *idle_ev;      /* idle long enough: send the liveness probe */
     struct event *liveto_ev;    /* the probe did not answer in time */
+    struct event *dns_ev;       /* deferred: a resolver answer is ready */
+
+    struct evdns_base *dns;     /* created on first need */
+    struct dns_req *dns_req;    /* the lookup in flight for this attempt */
+    char *dns_host;             /* the name being resolved this attempt */
+    int dns_err;                /* the answer, for on_dns */
+    struct evutil_addrinfo *dns_res;
 
     ps_backoff backoff;
     uint32_t rnd_state; /* fallback jitter source when getrandom fails */
@@ -310,6 +332,18 @@ static void teardown(ps_pgconn *c)
         event_del(c->liveto_ev);
     if (c->kick_ev)
         event_del(c->kick_ev);
+    if (c->dns_ev)
+        event_del(c->dns_ev);
+    if (c->dns_res) {
+        evutil_freeaddrinfo(c->dns_res);
+        c->dns_res = NULL;
+    }
+    free(c->dns_host);
+    c->dns_host = NULL;
+    if (c->dns_req) {
+        c->dns_req->c = NULL;
+        c->dns_req = NULL;
+    }
     if (c->pg) {
         PQfinish(c->pg);
         c->pg = NULL;
@@ -330,7 +364,9 @@ static void notice_receiver(void *arg, const PGresult *res)
                   "pg %s: server notice: %s", c->name, msg);
 }
 
-static void connect_begin(ps_pgconn *c)
+/* Start libpq on the conninfo; host/hostaddr (both or neither) are what our
+ * resolver found, appended after the conninfo so they override its host. */
+static void pq_start(ps_pgconn *c, const char *host, const char *hostaddr)
 {
     const char *keys[16], *vals[16];
     char scratch[128];
@@ -341,10 +377,18 @@ static void connect_begin(ps_pgconn *c)
         .connect_timeout_ms = c->connect_timeout_ms,
     };
 
-    c->state = ST_CONNECTING;
-    if (ps_pgconn_build_params(&o, keys, vals, 16, scratch, (int)sizeof scratch) < 0) {
+    int n = ps_pgconn_build_params(&o, keys, vals, 13, scratch, (int)sizeof scratch);
+    if (n < 0) {
         conn_down(c, "cannot build connection parameters");
         return;
+    }
+    if (host && hostaddr) {
+        keys[n] = "host";
+        vals[n++] = host;
+        keys[n] = "hostaddr";
+        vals[n++] = hostaddr;
+        keys[n] = NULL;
+        vals[n] = NULL;
     }
     c->pg = PQconnectStartParams(keys, vals, 1);
     if (!c->pg) {
@@ -356,10 +400,171 @@ static void connect_begin(ps_pgconn *c)
         return;
     }
     PQsetNoticeReceiver(c->pg, notice_receiver, c);
-    arm_timer(c->connto_ev, c->connect_timeout_ms);
     /* libpq: "behave as if PQconnectPoll had last returned PGRES_POLLING_WRITING" */
     if (io_set(c, EV_WRITE, true) < 0)
         conn_down(c, "connection has no socket");
+}
+
+/* The DNS name libpq would resolve (with a blocking getaddrinfo) for this
+ * connection, malloc'ed, or NULL when there is none for us to resolve: a
+ * socket directory, a numeric address, a hostaddr given, a comma list of hosts
+ * (libpq's multi-host fail-over stays in charge, and resolves), or a host that
+ * only a service file could supply (libpq applies the service file inside
+ * PQconnectStartParams; reading it the same way here would duplicate libpq). */
+static char *dns_name_to_resolve(const char *conninfo)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo ? conninfo : "", &err);
+    if (!opts) {
+        PQfreemem(err); /* libpq reports the syntax error at connect */
+        return NULL;
+    }
+    const char *host = NULL, *hostaddr = NULL, *service = NULL;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val || !*o->val)
+            continue;
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+        else if (strcmp(o->keyword, "service") == 0)
+            service = o->val;
+    }
+    /* libpq's order for unset options: service file, then environment */
+    if (!service)
+        service = getenv("PGSERVICE");
+    if (!host && !service)
+        host = getenv("PGHOST");
+    if (!hostaddr && !service)
+        hostaddr = getenv("PGHOSTADDR");
+
+    char *name = NULL;
+    unsigned char addr[16];
+    if (host && *host && !(hostaddr && *hostaddr) && host[0] != '/' && host[0] != '@' &&
+        !strchr(host, ',') && inet_pton(AF_INET, host, addr) != 1 &&
+        inet_pton(AF_INET6, host, addr) != 1)
+        name = strdup(host);
+    PQconninfoFree(opts);
+    return name;
+}
+
+/* evdns answer; may run inside evdns_getaddrinfo() itself (hosts file): only
+ * stash it and let on_dns act from a handler of our own. */
+static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
+{
+    struct dns_req *r = arg;
+    ps_pgconn *c = r->c;
+    free(r);
+    if (!c || c->state != ST_CONNECTING || c->pg || !c->dns_host || c->dns_res) {
+        if (res)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    c->dns_req = NULL;
+    c->dns_err = err;
+    c->dns_res = res;
+    event_active(c->dns_ev, EV_TIMEOUT, 0);
+}
+
+#define DNS_MAX_ADDRS 8
+
+static void resolved(ps_pgconn *c)
+{
+    struct evutil_addrinfo *res = c->dns_res;
+    c->dns_res = NULL;
+    if (c->dns_err || !res) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "could not resolve host name \"%s\": %s", c->dns_host,
+                 c->dns_err ? evutil_gai_strerror(c->dns_err) : "no address");
+        if (res)
+            evutil_freeaddrinfo(res);
+        conn_down(c, msg);
+        return;
+    }
+    /* Every address, as libpq would try them in turn: "host=n,n hostaddr=a,b". */
+    size_t hl = strlen(c->dns_host) + 1;
+    char *hosts = malloc(hl * DNS_MAX_ADDRS);
+    char addrs[DNS_MAX_ADDRS * (INET6_ADDRSTRLEN + 1)] = "";
+    char shown[DNS_MAX_ADDRS * (INET6_ADDRSTRLEN + 2)] = "";
+    int n = 0;
+    for (struct evutil_addrinfo *ai = res; hosts && ai && n < DNS_MAX_ADDRS; ai = ai->ai_next) {
+        char one[INET6_ADDRSTRLEN];
+        const void *src = NULL;
+        if (ai->ai_family == AF_INET)
+            src = &((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+        else if (ai->ai_family == AF_INET6)
+            src = &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+        if (!src || !evutil_inet_ntop(ai->ai_family, src, one, sizeof one))
+            continue;
+        if (n > 0) {
+            strcat(addrs, ",");
+            strcat(shown, ", ");
+            strcat(hosts, ",");
+        } else {
+            hosts[0] = '\0';
+        }
+        strcat(addrs, one);
+        strcat(shown, one);
+        strcat(hosts, c->dns_host);
+        n++;
+    }
+    evutil_freeaddrinfo(res);
+    if (!hosts || n == 0) {
+        free(hosts);
+        char msg[512];
+        snprintf(msg, sizeof msg, "could not resolve host name \"%s\": %s", c->dns_host,
+                 hosts ? "no usable address" : "out of memory");
+        conn_down(c, msg);
+        return;
+    }
+    ps_log_fields(LOG_DEBUG, (const ps_log_field[]){{"CONN", c->name}, {NULL, NULL}},
+                  "pg %s: resolved %s -> %s", c->name, c->dns_host, shown);
+    pq_start(c, hosts, addrs);
+    free(hosts);
+}
+
+static void connect_begin(ps_pgconn *c)
+{
+    c->state = ST_CONNECTING;
+    /* One deadline for the whole attempt: resolving and connecting. */
+    arm_timer(c->connto_ev, c->connect_timeout_ms);
+
+    char *name = dns_name_to_resolve(c->conninfo);
+    if (name && !c->dns) {
+        c->dns = evdns_base_new(c->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                             EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (!c->dns)
+            ps_log_fields(LOG_WARNING, (const ps_log_field[]){{"CONN", c->name}, {NULL, NULL}},
+                          "pg %s: cannot set up the asynchronous resolver (/etc/resolv.conf?); "
+                          "libpq resolves %s itself, which blocks the loop",
+                          c->name, name);
+    }
+    if (!name || !c->dns) {
+        free(name);
+        pq_start(c, NULL, NULL);
+        return;
+    }
+    struct dns_req *r = malloc(sizeof *r);
+    if (!r) {
+        free(name);
+        conn_down(c, "out of memory");
+        return;
+    }
+    r->c = c;
+    c->dns_req = r;
+    c->dns_host = name;
+    c->dns_err = 0;
+    ps_log_fields(LOG_DEBUG, (const ps_log_field[]){{"CONN", c->name}, {NULL, NULL}},
+                  "pg %s: resolving %s", c->name, name);
+    struct evutil_addrinfo hints = {
+        .ai_family = AF_UNSPEC,
+        .ai_socktype = SOCK_STREAM,
+        .ai_protocol = IPPROTO_TCP,
+        .ai_flags = EVUTIL_AI_ADDRCONFIG,
+    };
+    /* The handle is not kept: cancelling delivers later anyway (deferred), so
+     * an abandoned lookup is simply orphaned by teardown(). */
+    evdns_getaddrinfo(c->dns, name, NULL, &hints, on_resolved, r);
 }
 
 static void connected(ps_pgconn *c)
@@ -623,6 +828,15 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
     leave(c);
 }
 
+static void on_dns(evutil_socket_t fd, short what, void *arg)
+{
+    ps_pgconn *c = arg;
+    enter(c);
+    if (c->state == ST_CONNECTING && !c->pg && c->dns_host)
+        resolved(c);
+    leave(c);
+}
+
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     ps_pgconn *c = arg;
@@ -772,8 +986,9 @@ ps_pgconn *ps_pgconn_new(struct event_base *base, const ps_pgconn_options *opts,
     c->connto_ev = evtimer_new(base, on_connect_timeout, c);
     c->idle_ev = evtimer_new(base, on_idle, c);
     c->liveto_ev = evtimer_new(base, on_liveness_timeout, c);
+    c->dns_ev = event_new(base, -1, 0, on_dns, c);
     if (!c->name || !c->conninfo || !c->appname || !c->kick_ev || !c->retry_ev ||
-        !c->connto_ev || !c->idle_ev || !c->liveto_ev) {
+        !c->connto_ev || !c->idle_ev || !c->liveto_ev || !c->dns_ev) {
         really_free(c);
         return NULL;
     }
@@ -911,6 +1126,11 @@ void ps_pgconn_close(ps_pgconn *c)
 static void really_free(ps_pgconn *c)
 {
     teardown(c);
+    /* fail_requests = 1: libevent delivers each pending (orphaned) lookup
+     * once more from the loop, which frees it; with 0 it would leak. */
+    if (c->dns)
+        evdns_base_free(c->dns, 1);
+    c->dns = NULL;
     /* queries queued by callbacks during the final fail_all, if any */
     fail_all(c);
     if (c->kick_ev)
@@ -923,6 +1143,8 @@ static void really_free(ps_pgconn *c)
         event_free(c->idle_ev);
     if (c->liveto_ev)
         event_free(c->liveto_ev);
+    if (c->dns_ev)
+        event_free(c->dns_ev);
     for (size_t i = 0; i < c->nchannels; i++)
         free(c->channels[i]);
     free(c->channels);

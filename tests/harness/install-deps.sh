@@ -5,7 +5,7 @@
 set -euo pipefail
 
 pkgs=(meson ninja-build pkg-config gcc python3 libpq-dev libevent-dev libssl-dev
-      libyaml-dev libcmocka-dev libsystemd-dev postgresql postgresql-contrib)
+      libyaml-dev libcmocka-dev postgresql postgresql-contrib)
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(postgresql-15-repack procps time)
 fi

@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "pgshadow/log.h"
@@ -235,6 +237,97 @@ static void test_journal_encode(void **state)
     assert_int_equal(ps_log_journal_encode(buf, 20, LOG_INFO, "pgshadowd", "hi", NULL), 0);
 }
 
+/* Receive one datagram waiting on fd (the log call has returned, so it is
+ * there already or was never sent). */
+static size_t recv_now(int fd, char *buf, size_t len)
+{
+    ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+/* The shipped journald path end to end: stderr is "the journal" (JOURNAL_STREAM
+ * names its device and inode), PGSHADOW_JOURNAL_SOCKET points at a socket of
+ * ours, and each log call must produce exactly the native-protocol datagram. */
+static void test_journal_datagrams(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test-log-js-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char sock[128], errpath[128];
+    snprintf(sock, sizeof sock, "%s/journal.sock", dir);
+    snprintf(errpath, sizeof errpath, "%s/stderr", dir);
+    int js = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(js >= 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path, sock, strlen(sock) + 1);
+    assert_int_equal(bind(js, (struct sockaddr *)&sa, sizeof sa), 0);
+
+    int errfd = open(errpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(errfd >= 0);
+    struct stat st;
+    assert_int_equal(fstat(errfd, &st), 0);
+    int saved = dup(STDERR_FILENO);
+    dup2(errfd, STDERR_FILENO);
+    char env[64];
+    snprintf(env, sizeof env, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    setenv("JOURNAL_STREAM", env, 1);
+    setenv("PGSHADOW_JOURNAL_SOCKET", sock, 1);
+    ps_log_set_sink(NULL, NULL);
+    ps_log_setup("pgshadowd", LOG_DEBUG);
+    bool journal = ps_log_to_journal();
+
+    static char d[3][8192];
+    size_t n[3];
+    ps_log_field f1[] = {{"TABLE", "contexts"}, {"stage", "5"}, {NULL, NULL}};
+    ps_log_fields(LOG_WARNING, f1, "apply failed %d", 3);
+    n[0] = recv_now(js, d[0], sizeof d[0]);
+    /* a newline inside: the binary-safe length form; a trailing one is dropped */
+    ps_log_field f2[] = {{"TABLE", "orders"}, {NULL, NULL}};
+    ps_log_fields(LOG_ERR, f2, "two\nlines\n");
+    n[1] = recv_now(js, d[1], sizeof d[1]);
+    ps_log_field f3[] = {{"CONNINFO", "host=db password=FieldSecret7"}, {NULL, NULL}};
+    ps_log_fields(LOG_NOTICE, f3, "connecting: host=db user=u password=MsgSecret9 port=5432");
+    n[2] = recv_now(js, d[2], sizeof d[2]);
+
+    /* journald gone: the line still comes out, readable, on stderr */
+    unlink(sock);
+    ps_log_info("journal socket went away");
+    char errtext[2048] = "";
+    ssize_t en = pread(errfd, errtext, sizeof errtext - 1, 0);
+    if (en > 0)
+        errtext[en] = '\0';
+
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    close(errfd);
+    close(js);
+    unsetenv("JOURNAL_STREAM");
+    unsetenv("PGSHADOW_JOURNAL_SOCKET");
+    ps_log_setup("pgshadowd", LOG_DEBUG);
+    unlink(errpath);
+    rmdir(dir);
+
+    assert_true(journal);
+    const char want0[] = "MESSAGE=apply failed 3\nPRIORITY=4\nSYSLOG_IDENTIFIER=pgshadowd\n"
+                         "PGSHADOW_TABLE=contexts\nPGSHADOW_STAGE=5\n";
+    assert_int_equal(n[0], sizeof want0 - 1);
+    assert_memory_equal(d[0], want0, n[0]);
+    const char want1[] = "MESSAGE\n\x09\0\0\0\0\0\0\0two\nlines\n"
+                         "PRIORITY=3\nSYSLOG_IDENTIFIER=pgshadowd\nPGSHADOW_TABLE=orders\n";
+    assert_int_equal(n[1], sizeof want1 - 1);
+    assert_memory_equal(d[1], want1, n[1]);
+    const char want2[] = "MESSAGE=connecting: host=db user=u password=*** port=5432\n"
+                         "PRIORITY=5\nSYSLOG_IDENTIFIER=pgshadowd\n"
+                         "PGSHADOW_CONNINFO=host=db password=***\n";
+    assert_int_equal(n[2], sizeof want2 - 1);
+    assert_memory_equal(d[2], want2, n[2]);
+    assert_null(memmem(d[2], n[2], "Secret", 6));
+    /* nothing fell back to stderr while the socket was there */
+    assert_non_null(strstr(errtext, "info: journal socket went away"));
+    assert_null(strstr(errtext, "apply failed"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -247,6 +340,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ratelimit_distinguishes_prio, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_detection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_encode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_journal_datagrams, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
