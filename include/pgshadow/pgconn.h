@@ -18,6 +18,19 @@
  *
  * Notifications are drained (PQnotifies) after every read and delivered to
  * on_notify.
+ *
+ * Name resolution never blocks either: libpq would call getaddrinfo() inside
+ * PQconnectStartParams, so when the conninfo (or PGHOST) names one host by a
+ * DNS name and gives no hostaddr, the connection resolves it first with its
+ * own evdns_base (on the same event base; /etc/resolv.conf and /etc/hosts
+ * read when first needed) and connects with hostaddr=<every address found>
+ * and host=<the name repeated>, so libpq still verifies TLS certificates and
+ * looks up the password file by name. The connect timeout covers resolving
+ * and connecting together; a name that does not resolve is a failed attempt
+ * (retried with backoff). Limitations, where libpq still resolves (blocking):
+ * a comma list of hosts (libpq's fail-over logic is kept as it is), and a
+ * host that only a service file supplies (service= given, or PGSERVICE set,
+ * without host= in the conninfo).
  */
 #ifndef PGSHADOW_PGCONN_H
 #define PGSHADOW_PGCONN_H
@@ -97,7 +110,10 @@ void ps_pgconn_reset(ps_pgconn *c, const char *why);
  * on_down); no reconnect. */
 void ps_pgconn_close(ps_pgconn *c);
 /* Closes first; NULL is a no-op. Safe from inside the connection's own
- * callbacks: the memory is released when the outermost handler returns. */
+ * callbacks: the memory is released when the outermost handler returns. A
+ * DNS lookup still in flight is abandoned; libevent delivers its answer on a
+ * later loop pass, which frees it: run the loop once more (EVLOOP_NONBLOCK)
+ * before event_base_free() or that small allocation leaks. */
 void ps_pgconn_free(ps_pgconn *c);
 
 /* Build the keyword/value arrays for PQconnectStartParams: our defaults
