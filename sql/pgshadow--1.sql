@@ -21,6 +21,23 @@
 --    is recorded, so uninstall can leave the primary tables exactly as they
 --    were.
 
+-- No downgrade: a database already at a newer schema version than this file
+-- is left alone (the whole transaction fails before anything changes).
+DO $version$
+DECLARE
+    v_have text;
+BEGIN
+    IF to_regclass('pgshadow.meta') IS NOT NULL THEN
+        EXECUTE 'SELECT value FROM pgshadow.meta WHERE key = ''schema_version''' INTO v_have;
+        IF v_have IS NOT NULL AND (v_have !~ '^[0-9]{1,9}$' OR v_have::integer > 1) THEN
+            RAISE EXCEPTION 'pgshadow: the database has pgshadow schema version %, newer than this release''s 1', v_have
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Use the pgshadowctl of the release that installed it; downgrading in place is not supported.';
+        END IF;
+    END IF;
+END
+$version$;
+
 CREATE SCHEMA IF NOT EXISTS pgshadow;
 COMMENT ON SCHEMA pgshadow IS 'pgshadow: change capture, sync state and read routing for shadow-table migrations';
 
@@ -378,17 +395,41 @@ BEGIN
 END
 $fn$;
 
+-- Turning capture back on: every table whose capture goes from off to on
+-- missed the writes made while it was off, so it gets a 'T' entry (the
+-- daemon empties its shadow and backfills it again) in this same
+-- transaction, and a 'resync' event.
 CREATE OR REPLACE FUNCTION pgshadow.enable_writes(p_table text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    v_off integer[];
+    v_n   integer;
 BEGIN
+    IF p_table IS NOT NULL THEN
+        PERFORM pgshadow._require_table(p_table);
+    END IF;
+    SELECT coalesce(array_agg(table_id), '{}') INTO v_off FROM pgshadow.capture_switch WHERE NOT enabled;
     IF p_table IS NULL THEN
         PERFORM pgshadow._set_flag('shadow_writes_enabled', 'on', 'enable-writes');
     ELSE
-        PERFORM pgshadow._require_table(p_table);
         PERFORM pgshadow._set_flag('shadow_writes_' || p_table, 'on', 'enable-writes');
+    END IF;
+    INSERT INTO pgshadow.change_log (table_id, op, key)
+    SELECT cs.table_id, 'T', NULL FROM pgshadow.capture_switch cs
+    WHERE cs.enabled AND cs.table_id = ANY (v_off)
+    ORDER BY cs.table_id;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    IF v_n > 0 THEN
+        INSERT INTO pgshadow.events (migration_id, table_name, what, why)
+        SELECT t.migration_id, t.table_name, 'resync',
+               'capture re-enabled: writes made while it was off were not captured; full resync'
+        FROM pgshadow.capture_switch cs JOIN pgshadow.tables t USING (table_id)
+        WHERE cs.enabled AND cs.table_id = ANY (v_off)
+        ORDER BY t.table_id;
+        PERFORM pg_notify('pgshadow_changes', '');
     END IF;
 END
 $fn$;
@@ -511,6 +552,19 @@ AS $fn$
     SELECT pt.relid, pt.isleaf FROM pg_partition_tree(p_rel) pt
 $fn$;
 
+-- The daemon's wake-up flag, one row per migration id. A capture trigger
+-- sends pg_notify('pgshadow_changes', '') only while its migration's row is
+-- armed (or missing): NOTIFY takes a database-wide lock at commit that is
+-- held through the WAL flush, so notifying commits are serialised and lose
+-- group commit. pgshadowd (sql/sync--1.sql, docs/sync.md) disarms it when an
+-- apply batch takes changes and re-arms it (pgshadow.wakeup_arm) when it
+-- finds the log empty, then drains once more: while it is draining, writers
+-- pay no NOTIFY at all.
+CREATE TABLE IF NOT EXISTS pgshadow.wakeup (
+    migration_id text PRIMARY KEY,
+    armed        boolean NOT NULL DEFAULT true
+);
+
 -- (Re)generate the capture function of a table and, unless already in
 -- place, its triggers (ENABLE ALWAYS). Row mode: one FOR EACH ROW trigger,
 -- which PostgreSQL clones onto every partition, so writes made directly to
@@ -558,9 +612,17 @@ BEGIN
     END IF;
 
     IF t.capture_mode = 'row' THEN
+        -- One statement reads both switches (the per-table enable flag and
+        -- the migration's wake-up flag): a NULL armed (no row) notifies.
         v_body := format($b$
+DECLARE
+    v_on    boolean;
+    v_armed boolean;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pgshadow.capture_switch WHERE table_id = %1$s AND enabled) THEN
+    SELECT cs.enabled, w.armed INTO v_on, v_armed
+    FROM pgshadow.capture_switch cs LEFT JOIN pgshadow.wakeup w ON w.migration_id = %4$L
+    WHERE cs.table_id = %1$s;
+    IF v_on IS NOT TRUE THEN
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN
@@ -576,16 +638,23 @@ BEGIN
     ELSE
         INSERT INTO pgshadow.change_log (table_id, op, key) VALUES (%1$s, 'T', NULL);
     END IF;
-    PERFORM pg_catalog.pg_notify('pgshadow_changes', '');
+    IF v_armed IS NOT FALSE THEN
+        PERFORM pg_catalog.pg_notify('pgshadow_changes', '');
+    END IF;
     RETURN NULL;
 END
-$b$, p_table_id, v_new, v_old);
+$b$, p_table_id, v_new, v_old, t.migration_id);
     ELSE
         v_body := format($b$
 DECLARE
-    n bigint;
+    n       bigint;
+    v_on    boolean;
+    v_armed boolean;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pgshadow.capture_switch WHERE table_id = %1$s AND enabled) THEN
+    SELECT cs.enabled, w.armed INTO v_on, v_armed
+    FROM pgshadow.capture_switch cs LEFT JOIN pgshadow.wakeup w ON w.migration_id = %4$L
+    WHERE cs.table_id = %1$s;
+    IF v_on IS NOT TRUE THEN
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN
@@ -600,13 +669,15 @@ BEGIN
         INSERT INTO pgshadow.change_log (table_id, op, key) VALUES (%1$s, 'T', NULL);
     END IF;
     GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN
+    IF n > 0 AND v_armed IS NOT FALSE THEN
         PERFORM pg_catalog.pg_notify('pgshadow_changes', '');
     END IF;
     RETURN NULL;
 END
-$b$, p_table_id, v_snew, v_sold);
+$b$, p_table_id, v_snew, v_sold, t.migration_id);
     END IF;
+
+    INSERT INTO pgshadow.wakeup (migration_id) VALUES (t.migration_id) ON CONFLICT DO NOTHING;
 
     EXECUTE format('CREATE OR REPLACE FUNCTION pgshadow.%I() RETURNS trigger LANGUAGE plpgsql '
                    'SECURITY DEFINER SET search_path = pg_catalog, pg_temp%s AS %L',
@@ -743,6 +814,8 @@ BEGIN
             quote_ident(p_schema), quote_ident(p_table) USING ERRCODE = 'invalid_parameter_value';
     END IF;
     v_qual := format('%I.%I', p_schema, p_table);
+    -- The partition DDL event trigger stays out of install's own DDL.
+    PERFORM set_config('pgshadow.installing', 'on', true);
 
     SELECT c.oid, c.relkind INTO v_rel, v_kind
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -759,6 +832,14 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = v_rel) THEN
         RAISE EXCEPTION 'pgshadow: % is a partition or inheritance child; register its root table', v_qual
             USING ERRCODE = 'wrong_object_type';
+    END IF;
+    -- Flag names come from the contract: shadow_writes_<table> for a table
+    -- named "enabled" would be the master switch shadow_writes_enabled.
+    IF p_table = 'enabled' THEN
+        RAISE EXCEPTION 'pgshadow: table %.% cannot be registered: its flag shadow_writes_enabled would be the master switch',
+            quote_ident(p_schema), quote_ident(p_table)
+            USING ERRCODE = 'invalid_name',
+                  HINT = 'Rename the table (flags are named shadow_writes_<table>).';
     END IF;
     IF EXISTS (SELECT 1 FROM pgshadow.tables WHERE table_name = p_table AND schema_name <> p_schema) THEN
         RAISE EXCEPTION 'pgshadow: a table named "%" is already registered in another schema', p_table
@@ -786,6 +867,14 @@ BEGIN
                            AND attnum > 0 AND NOT attisdropped) THEN
                 RAISE EXCEPTION 'pgshadow: key column % does not exist in table %', quote_ident(v_k), v_qual
                     USING ERRCODE = 'undefined_column';
+            END IF;
+        END LOOP;
+        FOREACH v_k IN ARRAY v_key LOOP
+            IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_rel AND attname = v_k
+                       AND attnum > 0 AND NOT attisdropped AND NOT attnotnull) THEN
+                RAISE EXCEPTION 'pgshadow: key column % of table % is nullable', quote_ident(v_k), v_qual
+                    USING ERRCODE = 'invalid_table_definition',
+                          HINT = 'Key columns must be NOT NULL: ALTER TABLE ... ALTER COLUMN ... SET NOT NULL.';
             END IF;
         END LOOP;
         IF (SELECT count(DISTINCT k) FROM unnest(v_key) k) <> cardinality(v_key) THEN
@@ -885,9 +974,19 @@ BEGIN
         ELSIF r.col = ANY (v_tracking) THEN
             v_errors := v_errors || format('column %s (columns: mapping): tracking columns are set by pgshadow',
                                            quote_ident(r.col));
+        ELSIF position(';' IN r.expr) > 0 THEN
+            -- Without a ';' the text below is one statement, whatever it holds.
+            v_errors := v_errors || format('column %s (columns: mapping): expression %s: must be one SQL expression; '
+                                           '";" is not allowed (write chr(59) for a literal semicolon)',
+                                           quote_ident(r.col), r.expr);
         ELSE
             BEGIN
                 EXECUTE format('SELECT CAST((%s) AS %s) FROM %s AS p WHERE false', r.expr, r.styp, v_qual);
+                -- ... and ONE expression: RETURN takes an expression, never
+                -- a query, so "x) FROM t p UNION SELECT (y" fails here.
+                EXECUTE format('CREATE FUNCTION pg_temp.pgshadow_expr_check(p %s) RETURNS %s LANGUAGE sql RETURN (%s)',
+                               v_qual, r.styp, r.expr);
+                DROP FUNCTION pg_temp.pgshadow_expr_check;
             EXCEPTION WHEN OTHERS THEN
                 v_errors := v_errors || format('column %s (columns: mapping): expression %s: %s',
                                                quote_ident(r.col), r.expr, SQLERRM);
@@ -994,6 +1093,10 @@ BEGIN
     ON CONFLICT (table_id) DO UPDATE SET enabled = EXCLUDED.enabled;
 
     PERFORM pgshadow._install_capture(v_id);
+    -- finish_install unregisters the tables this install did not register.
+    PERFORM set_config('pgshadow.install_registered',
+                       coalesce(nullif(current_setting('pgshadow.install_registered', true), ''), '') || v_id || ',',
+                       true);
 
     -- What the daemon's role needs on this table pair.
     PERFORM pgshadow._grant_schema_usage(p_schema, 'pgshadow_daemon');
@@ -1052,6 +1155,30 @@ BEGIN
         END IF;
     END LOOP;
 
+    -- Tables registered by an earlier install but not by this one are no
+    -- longer in the configuration: stop capturing them (triggers and capture
+    -- function go, the shadow table stays), forget their state and pending
+    -- changes, and say so.
+    FOR r IN
+        SELECT t.* FROM pgshadow.tables t
+        WHERE NOT (t.table_id::text = ANY (string_to_array(
+                  coalesce(current_setting('pgshadow.install_registered', true), ''), ',')))
+        ORDER BY t.table_id
+    LOOP
+        IF to_regclass(format('%I.%I', r.schema_name, r.table_name)) IS NOT NULL THEN
+            PERFORM pgshadow._drop_triggers(format('%I.%I', r.schema_name, r.table_name)::regclass);
+        END IF;
+        EXECUTE format('DROP FUNCTION IF EXISTS pgshadow.%I()', 'capture_' || r.table_id);
+        DELETE FROM pgshadow.change_log WHERE table_id = r.table_id;
+        DELETE FROM pgshadow.flags WHERE table_id = r.table_id;
+        DELETE FROM pgshadow.tables WHERE table_id = r.table_id;
+        INSERT INTO pgshadow.events (migration_id, table_name, what, why, before)
+        VALUES (r.migration_id, r.table_name, 'unregister_table', 'not in the configuration of this install',
+                jsonb_build_object('schema', r.schema_name, 'shadow', r.shadow_name));
+        RAISE NOTICE 'pgshadow: table %.% is no longer in the configuration: capture removed, shadow table %.% kept',
+            quote_ident(r.schema_name), quote_ident(r.table_name), quote_ident(r.schema_name), quote_ident(r.shadow_name);
+    END LOOP;
+
     INSERT INTO pgshadow.cutover (migration_id) VALUES (p_migration_id)
     ON CONFLICT (migration_id) DO NOTHING;
     INSERT INTO pgshadow.events (migration_id, what, why, after)
@@ -1062,10 +1189,60 @@ BEGIN
 END
 $fn$;
 
+-- Objects that are not pgshadow's own but depend on something in the
+-- pgshadow schema (a user view over pgshadow.flags or calling
+-- read_from_shadow(), a column default calling read_percent(), ...):
+-- uninstall would take them with it, so it refuses while any exists.
+-- pgshadow's own: objects in the schema, triggers and event triggers whose
+-- function is pgshadow's, and the dashboard views install created.
+CREATE OR REPLACE FUNCTION pgshadow._foreign_dependents()
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = 'pgshadow'),
+    own_views AS (
+        SELECT to_regclass(substr(m.key, length('created_view:') + 1)) AS rel
+        FROM pgshadow.meta m WHERE m.key LIKE 'created\_view:%'
+    ),
+    mine AS (
+        SELECT 'pg_class'::regclass AS classid, c.oid AS objid FROM pg_class c, ns WHERE c.relnamespace = ns.oid
+        UNION ALL SELECT 'pg_proc'::regclass, p.oid FROM pg_proc p, ns WHERE p.pronamespace = ns.oid
+        UNION ALL SELECT 'pg_type'::regclass, t.oid FROM pg_type t, ns WHERE t.typnamespace = ns.oid
+        UNION ALL SELECT 'pg_constraint'::regclass, c.oid FROM pg_constraint c, ns WHERE c.connamespace = ns.oid
+        UNION ALL SELECT 'pg_trigger'::regclass, tg.oid FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid, ns
+                  WHERE p.pronamespace = ns.oid
+        UNION ALL SELECT 'pg_event_trigger'::regclass, e.oid FROM pg_event_trigger e JOIN pg_proc p ON p.oid = e.evtfoid, ns
+                  WHERE p.pronamespace = ns.oid
+        UNION ALL SELECT 'pg_rewrite'::regclass, rw.oid FROM pg_rewrite rw JOIN pg_class c ON c.oid = rw.ev_class, ns
+                  WHERE c.relnamespace = ns.oid OR rw.ev_class IN (SELECT rel FROM own_views)
+        UNION ALL SELECT 'pg_class'::regclass, rel FROM own_views WHERE rel IS NOT NULL
+        UNION ALL SELECT 'pg_attrdef'::regclass, ad.oid FROM pg_attrdef ad JOIN pg_class c ON c.oid = ad.adrelid, ns
+                  WHERE c.relnamespace = ns.oid
+    ),
+    theirs AS (
+        SELECT 'pg_class'::regclass AS classid, c.oid AS objid FROM pg_class c, ns WHERE c.relnamespace = ns.oid
+        UNION ALL SELECT 'pg_proc'::regclass, p.oid FROM pg_proc p, ns WHERE p.pronamespace = ns.oid
+        UNION ALL SELECT 'pg_type'::regclass, t.oid FROM pg_type t, ns WHERE t.typnamespace = ns.oid
+        UNION ALL SELECT 'pg_namespace'::regclass, ns.oid FROM ns
+    )
+    SELECT DISTINCT CASE WHEN d.classid = 'pg_rewrite'::regclass
+                         THEN pg_describe_object('pg_class'::regclass,
+                                                 (SELECT rw.ev_class FROM pg_rewrite rw WHERE rw.oid = d.objid), 0)
+                         ELSE pg_describe_object(d.classid, d.objid, d.objsubid) END
+                    || ' (uses ' || pg_describe_object(d.refclassid, d.refobjid, 0) || ')'
+    FROM pg_depend d
+    JOIN theirs x ON x.classid = d.refclassid AND x.objid = d.refobjid
+    WHERE d.deptype IN ('n', 'a')
+      AND NOT EXISTS (SELECT 1 FROM mine m WHERE m.classid = d.classid AND m.objid = d.objid)
+    ORDER BY 1
+$fn$;
+
 -- Remove capture from every registered table, revoke what install granted,
 -- and with p_drop_shadow drop the shadow tables. The pgshadow schema itself
 -- and the views go with sql/uninstall.sql, run right after in the same
--- transaction.
+-- transaction. Refuses (nothing changed) while objects that are not
+-- pgshadow's depend on pgshadow's (see _foreign_dependents).
 CREATE OR REPLACE FUNCTION pgshadow.uninstall(p_drop_shadow boolean)
 RETURNS void
 LANGUAGE plpgsql
@@ -1076,12 +1253,36 @@ DECLARE
     g      record;
     v_rel  regclass;
     v_drop text[] := '{}';
+    v_deps text[];
 BEGIN
+    v_deps := ARRAY(SELECT pgshadow._foreign_dependents());
+    IF cardinality(v_deps) > 0 THEN
+        RAISE EXCEPTION 'pgshadow: uninstall refused: % object(s) outside pgshadow depend on it and would be dropped with it',
+            cardinality(v_deps)
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = array_to_string(v_deps, E'\n'),
+                  HINT = 'Drop or change these objects first, then run uninstall again.';
+    END IF;
+    -- The partition DDL event trigger (superuser installs only).
+    IF EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgshadow_partition_ddl') THEN
+        DROP EVENT TRIGGER pgshadow_partition_ddl;
+    END IF;
+    -- Every trigger running a pgshadow function, wherever it is: also on a
+    -- partition detached from a registered table, or on a table no longer
+    -- registered. Cloned (child) triggers go with their parent.
+    FOR g IN
+        SELECT tg.tgrelid::regclass AS rel, tg.tgname
+        FROM pg_trigger tg
+        JOIN pg_proc p ON p.oid = tg.tgfoid
+        JOIN pg_class c ON c.oid = tg.tgrelid
+        WHERE p.pronamespace = 'pgshadow'::regnamespace
+          AND c.relnamespace <> 'pgshadow'::regnamespace
+          AND tg.tgparentid = 0 AND NOT tg.tgisinternal
+        ORDER BY tg.tgrelid, tg.tgname
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', g.tgname, g.rel);
+    END LOOP;
     FOR t IN SELECT * FROM pgshadow.tables ORDER BY table_id LOOP
-        v_rel := to_regclass(format('%I.%I', t.schema_name, t.table_name));
-        IF v_rel IS NOT NULL THEN
-            PERFORM pgshadow._drop_triggers(v_rel);
-        END IF;
         EXECUTE format('DROP FUNCTION IF EXISTS pgshadow.%I()', 'capture_' || t.table_id);
         IF p_drop_shadow AND to_regclass(format('%I.%I', t.schema_name, t.shadow_name)) IS NOT NULL THEN
             v_drop := v_drop || format('%I.%I', t.schema_name, t.shadow_name);
@@ -1106,6 +1307,99 @@ END
 $fn$;
 
 -- ---------------------------------------------------------------------------
+-- Partitions: ATTACH / DETACH PARTITION move rows in or out of a registered
+-- partitioned table without any row trigger firing. An event trigger
+-- (created only when the installing role is a superuser: only superusers may
+-- create event triggers) notices, after an ALTER TABLE or CREATE TABLE on a
+-- partitioned table or a partition, that a registered table's partition set
+-- changed: a partition without pgshadow's TRUNCATE trigger was added, or a
+-- relation carrying one is no longer in the tree. It then installs the
+-- TRUNCATE trigger on the new partition (and the cloned row trigger ENABLE
+-- ALWAYS), drops pgshadow's triggers from the detached one, and, for an
+-- ALTER TABLE (ATTACH or DETACH: rows moved), logs a 'T' entry for the table
+-- (full resync) and an event. CREATE TABLE ... PARTITION OF moves no rows.
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION pgshadow._on_partition_ddl()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    t       record;
+    r       record;
+    v_rel   regclass;
+    v_fn    text;
+    v_moved boolean;
+BEGIN
+    IF current_setting('pgshadow.installing', true) = 'on' THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() cmd
+                   JOIN pg_class c ON c.oid = cmd.objid
+                   WHERE cmd.classid = 'pg_class'::regclass
+                     AND (c.relkind = 'p' OR c.relispartition)) THEN
+        RETURN;
+    END IF;
+    FOR t IN SELECT * FROM pgshadow.tables WHERE partitioned ORDER BY table_id LOOP
+        v_rel := to_regclass(format('%I.%I', t.schema_name, t.table_name));
+        CONTINUE WHEN v_rel IS NULL;
+        v_fn := 'capture_' || t.table_id;
+        CONTINUE WHEN to_regprocedure(format('pgshadow.%I()', v_fn)) IS NULL;
+        v_moved := false;
+        -- new partitions (anywhere in the tree)
+        FOR r IN
+            SELECT pt.relid FROM pgshadow._rel_tree(v_rel) pt
+            WHERE pt.relid <> v_rel
+              AND NOT EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgrelid = pt.relid
+                              AND tg.tgname = 'pgshadow_capture_truncate')
+        LOOP
+            EXECUTE format('CREATE TRIGGER pgshadow_capture_truncate AFTER TRUNCATE ON %s '
+                           'FOR EACH STATEMENT EXECUTE FUNCTION pgshadow.%I()', r.relid, v_fn);
+            EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER pgshadow_capture_truncate', r.relid);
+            v_moved := true;
+        END LOOP;
+        FOR r IN
+            SELECT tg.tgrelid::regclass AS relid FROM pg_trigger tg
+            WHERE tg.tgname = 'pgshadow_capture' AND tg.tgenabled <> 'A'
+              AND tg.tgrelid IN (SELECT relid FROM pgshadow._rel_tree(v_rel))
+        LOOP
+            EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER pgshadow_capture', r.relid);
+        END LOOP;
+        -- detached partitions: they carry this table's triggers but are
+        -- outside its tree
+        FOR r IN
+            SELECT tg.tgrelid::regclass AS relid, tg.tgname FROM pg_trigger tg
+            WHERE tg.tgfoid = format('pgshadow.%I()', v_fn)::regprocedure
+              AND tg.tgparentid = 0 AND NOT tg.tgisinternal
+              AND tg.tgrelid NOT IN (SELECT relid FROM pgshadow._rel_tree(v_rel))
+        LOOP
+            EXECUTE format('DROP TRIGGER %I ON %s', r.tgname, r.relid);
+            v_moved := true;
+        END LOOP;
+        IF v_moved AND tg_tag = 'ALTER TABLE' THEN
+            INSERT INTO pgshadow.change_log (table_id, op, key) VALUES (t.table_id, 'T', NULL);
+            INSERT INTO pgshadow.events (migration_id, table_name, what, why)
+            VALUES (t.migration_id, t.table_name, 'resync',
+                    'partition attached or detached: rows moved without row triggers; full resync');
+            PERFORM pg_notify('pgshadow_changes', '');
+        END IF;
+    END LOOP;
+END
+$fn$;
+REVOKE ALL ON FUNCTION pgshadow._on_partition_ddl() FROM PUBLIC;
+
+DO $evt$
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       AND NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgshadow_partition_ddl') THEN
+        CREATE EVENT TRIGGER pgshadow_partition_ddl ON ddl_command_end
+            WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE')
+            EXECUTE FUNCTION pgshadow._on_partition_ddl();
+    END IF;
+END
+$evt$;
+
+-- ---------------------------------------------------------------------------
 -- Dashboard (public). One poll costs O(registered tables), never O(rows):
 -- counts come from the registry (maintained by the daemon) or pg_class
 -- estimates; lag from the oldest change_log entry via its primary key;
@@ -1123,6 +1417,26 @@ AS $fn$
     JOIN pg_class c ON c.oid = pt.relid
     WHERE pt.isleaf
 $fn$;
+
+-- The two views live in public, where a database may already have views of
+-- these names (the seed's own). pgshadow replaces and drops only views it
+-- created itself, as recorded in pgshadow.meta ('created_view:<name>').
+DO $views$
+DECLARE
+    v text;
+BEGIN
+    FOREACH v IN ARRAY ARRAY['public.shadow_migration_dashboard', 'public.migration_success_metrics'] LOOP
+        IF to_regclass(v) IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM pgshadow.meta WHERE key = 'created_view:' || v) THEN
+            RAISE EXCEPTION 'pgshadow: % already exists and was not created by pgshadow', v
+                USING ERRCODE = 'duplicate_table',
+                      HINT = 'Rename or drop it (pgshadow would replace it), then install again.';
+        END IF;
+        INSERT INTO pgshadow.meta (key, value) VALUES ('created_view:' || v, 'install')
+        ON CONFLICT (key) DO NOTHING;
+    END LOOP;
+END
+$views$;
 
 CREATE OR REPLACE VIEW public.shadow_migration_dashboard AS
 SELECT d.table_name,
@@ -1158,7 +1472,8 @@ SELECT d.table_name,
        d.backfill_rows,
        d.read_percent,
        d.last_applied_at,
-       d.last_verify_at
+       d.last_verify_at,
+       d.capture_enabled
 FROM (
     SELECT t.table_name,
            t.schema_name,
@@ -1175,8 +1490,13 @@ FROM (
            t.diverged_rows AS diverged_count,
            CASE WHEN t.primary_rows IS NOT NULL AND t.shadow_rows IS NOT NULL
                 THEN 'exact' ELSE 'estimate' END AS count_source,
+           -- Age of the oldest pending change: its commit time when
+           -- track_commit_timestamp is on, else the time it was written
+           -- (docs/database.md: a long transaction shows its age at commit).
            coalesce(round(greatest(0, extract(epoch FROM clock_timestamp() -
-               (SELECT l.logged_at FROM pgshadow.change_log l
+               (SELECT coalesce(CASE WHEN current_setting('track_commit_timestamp') = 'on'
+                                     THEN pg_xact_commit_timestamp(l.xmin) END, l.logged_at)
+                FROM pgshadow.change_log l
                 WHERE l.table_id = t.table_id ORDER BY l.seq LIMIT 1)))::numeric, 3), 0) AS sync_lag_seconds,
            (SELECT count(*) FROM (SELECT 1 FROM pgshadow.change_log l
                                   WHERE l.table_id = t.table_id LIMIT 100001) x) AS pending_changes,
@@ -1194,9 +1514,15 @@ SELECT round(avg(sync_percentage), 2) AS avg_sync_percentage,
        round(avg(sync_lag_seconds), 3) AS avg_sync_lag_seconds,
        sum(diverged_count)::bigint AS total_diverged_records,
        CASE
+         -- capture off: the shadow is going stale, whatever the counts say
+         WHEN NOT bool_and(capture_enabled)
+           THEN 'ROLLBACK_RECOMMENDED'
          WHEN avg(sync_percentage) >= 99 AND avg(sync_lag_seconds) <= 30 AND sum(diverged_count) <= 5
-              AND bool_and(backfill_state = 'done')
+              AND bool_and(backfill_state = 'done') AND sum(quarantined_count) = 0
            THEN 'READY_FOR_CUTOVER'
+         -- quarantined rows are not in the shadow: look at them first
+         WHEN sum(quarantined_count) > 0
+           THEN 'MONITORING_REQUIRED'
          -- a backfill still copying is work in progress, not a reason to roll back
          WHEN avg(sync_percentage) >= 95 OR bool_or(backfill_state <> 'done')
            THEN 'MONITORING_REQUIRED'
@@ -1233,20 +1559,36 @@ GRANT EXECUTE ON FUNCTION pgshadow._estimate_rows(text, text), pgshadow._rel_tre
 
 -- operator (member of viewer): enqueue commands; switch capture and reads.
 GRANT INSERT (migration_id, command, args) ON pgshadow.commands TO pgshadow_operator;
+-- Reads move only through the command queue (the daemon checks the gates):
+-- set_read_percent is the daemon's and the owner's, not the operator's.
 GRANT EXECUTE ON FUNCTION pgshadow.enqueue_command(text, jsonb, text),
-                          pgshadow.disable_writes(text), pgshadow.enable_writes(text),
-                          pgshadow.set_read_percent(text, integer, text)
+                          pgshadow.disable_writes(text), pgshadow.enable_writes(text)
       TO pgshadow_operator;
+REVOKE EXECUTE ON FUNCTION pgshadow.set_read_percent(text, integer, text) FROM pgshadow_operator;
 
 -- daemon: consume the change log, keep the state, log events, quarantine,
 -- run commands, move reads. Per-table rights (SELECT on the primary; DML on
 -- the shadow) are granted by register_table.
 GRANT SELECT, DELETE ON pgshadow.change_log TO pgshadow_daemon;
 GRANT SELECT ON pgshadow.meta, pgshadow.flags, pgshadow.capture_switch TO pgshadow_daemon;
-GRANT SELECT, UPDATE ON pgshadow.tables TO pgshadow_daemon;
+-- Column grants: the daemon keeps the state and counters of pgshadow.tables
+-- but cannot touch what is pasted into SQL run as the owner (hash_expr,
+-- column_map, names, key); it records a command's outcome but cannot rewrite
+-- who asked for what; its events carry who = session_user, never forged.
+-- (REVOKE first: a re-install over an older grant narrows it.)
+REVOKE UPDATE ON pgshadow.tables FROM pgshadow_daemon;
+REVOKE UPDATE ON pgshadow.commands FROM pgshadow_daemon;
+REVOKE INSERT ON pgshadow.events FROM pgshadow_daemon;
+GRANT SELECT ON pgshadow.tables TO pgshadow_daemon;
+GRANT UPDATE (backfill_state, backfill_cursor, backfill_rows, backfill_total, backfill_started_at,
+              backfill_done_at, primary_rows, shadow_rows, synced_rows, diverged_rows, counted_at,
+              applied_total, last_applied_at, verify_cursor, last_verify_at, last_verify_result)
+      ON pgshadow.tables TO pgshadow_daemon;
 GRANT SELECT, INSERT, UPDATE ON pgshadow.cutover TO pgshadow_daemon;
-GRANT SELECT, UPDATE ON pgshadow.commands TO pgshadow_daemon;
-GRANT SELECT, INSERT ON pgshadow.events TO pgshadow_daemon;
+GRANT SELECT ON pgshadow.commands TO pgshadow_daemon;
+GRANT UPDATE (state, started_at, finished_at, result) ON pgshadow.commands TO pgshadow_daemon;
+GRANT SELECT ON pgshadow.events TO pgshadow_daemon;
+GRANT INSERT (migration_id, table_name, what, why, before, after) ON pgshadow.events TO pgshadow_daemon;
 GRANT SELECT, INSERT, UPDATE, DELETE ON pgshadow.quarantine TO pgshadow_daemon;
 GRANT SELECT ON public.shadow_migration_dashboard, public.migration_success_metrics TO pgshadow_daemon;
 GRANT EXECUTE ON FUNCTION pgshadow.set_read_percent(text, integer, text),

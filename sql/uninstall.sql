@@ -1,16 +1,57 @@
 -- uninstall.sql: the last step of `pgshadowctl uninstall`, run right after
 -- `SELECT pgshadow.uninstall(<drop shadow>);` in the same transaction.
 --
--- pgshadow.uninstall() has already removed the capture triggers and their
--- functions, revoked the privileges install granted on objects outside the
--- pgshadow schema and, when asked, dropped the shadow tables. What is left
--- is pgshadow's own: the two views in public and the pgshadow schema.
+-- pgshadow.uninstall() has already refused if any object outside pgshadow
+-- depends on pgshadow's (a user view calling read_from_shadow(), a column
+-- default calling read_percent(), ...), removed every trigger running a
+-- pgshadow function (wherever it is) and the partition event trigger,
+-- revoked the privileges install granted on objects outside the pgshadow
+-- schema and, when asked, dropped the shadow tables. What is left is
+-- pgshadow's own: the dashboard views it created and the pgshadow schema.
+--
+-- No CASCADE anywhere: the objects are dropped by name, and the schema last
+-- with RESTRICT, so anything unexpected stops the uninstall with the
+-- server's list instead of vanishing with it.
 --
 -- The roles pgshadow_operator, pgshadow_viewer and pgshadow_daemon are
 -- cluster-wide (other databases may use them) and are left in place; drop
 -- them by hand with DROP ROLE once no database uses pgshadow.
-DROP VIEW IF EXISTS public.migration_success_metrics;
-DROP VIEW IF EXISTS public.shadow_migration_dashboard;
--- CASCADE: also removes any capture trigger a partial uninstall left behind
--- (they depend on functions in this schema).
-DROP SCHEMA IF EXISTS pgshadow CASCADE;
+DO $uninstall$
+DECLARE
+    v_list text;
+BEGIN
+    -- Only the views install created (recorded in pgshadow.meta); a view of
+    -- the same name that was there before pgshadow is not pgshadow's.
+    IF EXISTS (SELECT 1 FROM pgshadow.meta WHERE key = 'created_view:public.migration_success_metrics') THEN
+        DROP VIEW IF EXISTS public.migration_success_metrics;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pgshadow.meta WHERE key = 'created_view:public.shadow_migration_dashboard') THEN
+        DROP VIEW IF EXISTS public.shadow_migration_dashboard;
+    END IF;
+    -- Views, then tables (one statement: their foreign keys, triggers,
+    -- owned sequences and row types go with them), then sequences left,
+    -- then functions.
+    SELECT string_agg(c.oid::regclass::text, ', ' ORDER BY c.oid) INTO v_list
+    FROM pg_class c WHERE c.relnamespace = 'pgshadow'::regnamespace AND c.relkind IN ('v', 'm');
+    IF v_list IS NOT NULL THEN
+        EXECUTE 'DROP VIEW ' || v_list;
+    END IF;
+    SELECT string_agg(c.oid::regclass::text, ', ' ORDER BY c.oid) INTO v_list
+    FROM pg_class c WHERE c.relnamespace = 'pgshadow'::regnamespace AND c.relkind IN ('r', 'p')
+      AND NOT c.relispartition;
+    IF v_list IS NOT NULL THEN
+        EXECUTE 'DROP TABLE ' || v_list;
+    END IF;
+    SELECT string_agg(c.oid::regclass::text, ', ' ORDER BY c.oid) INTO v_list
+    FROM pg_class c WHERE c.relnamespace = 'pgshadow'::regnamespace AND c.relkind = 'S';
+    IF v_list IS NOT NULL THEN
+        EXECUTE 'DROP SEQUENCE ' || v_list;
+    END IF;
+    SELECT string_agg(p.oid::regprocedure::text, ', ' ORDER BY p.oid) INTO v_list
+    FROM pg_proc p WHERE p.pronamespace = 'pgshadow'::regnamespace;
+    IF v_list IS NOT NULL THEN
+        EXECUTE 'DROP ROUTINE ' || v_list;
+    END IF;
+END
+$uninstall$;
+DROP SCHEMA pgshadow RESTRICT;

@@ -176,7 +176,7 @@ static bool install(PGconn *c, const char *pre, const char *registers, char *err
     size_t len = strlen(schema) + strlen(pre) + strlen(registers) + 512;
     char *script = malloc(len);
     snprintf(script, len,
-             "BEGIN;\nSET LOCAL lock_timeout = '2s';\n%s\n%s\n%s\n"
+             "BEGIN;\nSET LOCAL lock_timeout = '200ms';\n%s\n%s\n%s\n"
              "SELECT pgshadow.finish_install('m1');\nCOMMIT;\n",
              schema, pre, registers);
     PGresult *r = PQexec(c, script);
@@ -206,7 +206,7 @@ static void uninstall(PGconn *c, bool drop_shadow)
     char *tail = read_sql("uninstall.sql");
     size_t len = strlen(tail) + 256;
     char *script = malloc(len);
-    snprintf(script, len, "BEGIN;\nSET LOCAL lock_timeout = '2s';\nSELECT pgshadow.uninstall(%s);\n%sCOMMIT;\n",
+    snprintf(script, len, "BEGIN;\nSET LOCAL lock_timeout = '200ms';\nSELECT pgshadow.uninstall(%s);\n%sCOMMIT;\n",
              drop_shadow ? "true" : "false", tail);
     exec_ok(c, script);
     free(script);
@@ -453,10 +453,17 @@ static void test_disable_writes(void **state)
     exec_ok(t->c, "INSERT INTO a VALUES (1); INSERT INTO b VALUES (1)");
     expect_sql(t->c, LOG_SQL, "b:I:1");
     clear_log(t->c);
+    /* turning capture back on schedules a full resync of what was missed,
+     * in the same transaction */
     exec_ok(t->c, "SELECT pgshadow.enable_writes('a')");
     exec_ok(t->c, "INSERT INTO a VALUES (2)");
-    expect_sql(t->c, LOG_SQL, "a:I:2");
+    expect_sql(t->c, LOG_SQL, "a:T:- a:I:2");
+    expect_sql(t->c, "SELECT string_agg(table_name || ':' || what, ' ' ORDER BY event_id) FROM pgshadow.events "
+                       "WHERE what = 'resync'", "a:resync");
+    /* enabling what is already on resyncs nothing */
     clear_log(t->c);
+    exec_ok(t->c, "SELECT pgshadow.enable_writes('a')");
+    expect_sql(t->c, LOG_SQL, "");
     /* the master switch stops everything, at once for the next statement of
      * another session, no lock on the tables needed */
     PGconn *other = connect_db(t->name);
@@ -467,10 +474,13 @@ static void test_disable_writes(void **state)
     expect_sql(t->c, LOG_SQL, "a:I:3");
     expect_sql(t->c, "SELECT value FROM pgshadow.flags WHERE name = 'shadow_writes_enabled'", "off");
     expect_sql(t->c, "SELECT status FROM public.shadow_migration_dashboard WHERE table_name = 'b'", "capture_off");
+    clear_log(t->c);
     exec_ok(t->c, "SELECT pgshadow.enable_writes()");
+    expect_sql(t->c, LOG_SQL, "a:T:- b:T:-");
     clear_log(t->c);
     exec_ok(t->c, "INSERT INTO b VALUES (4)");
     expect_sql(t->c, LOG_SQL, "b:I:4");
+    expect_sql(t->c, "SELECT count(*) FROM pgshadow.events WHERE what = 'resync'", "3");
     expect_sql(t->c, "SELECT count(*) FROM pgshadow.events WHERE what = 'flag'", "4");
 }
 
@@ -516,9 +526,20 @@ static void test_bad_input(void **state)
     assert_false(install(t->c, "", "SELECT pgshadow.register_table('public', 'nopk', ARRAY['zz'], '_shadow', 'm1', '{}');",
                          err, sizeof err));
     assert_non_null(strstr(err, "key column zz does not exist in table public.nopk"));
+    /* a configured key must be NOT NULL, and unique on exactly its columns */
     assert_false(install(t->c, "", "SELECT pgshadow.register_table('public', 'nopk', ARRAY['a'], '_shadow', 'm1', '{}');",
                          err, sizeof err));
-    assert_non_null(strstr(err, "not backed by a unique index"));
+    assert_non_null(strstr(err, "key column a of table public.nopk is nullable"));
+    exec_ok(t->c, "CREATE TABLE nn (a int NOT NULL, b int NOT NULL, v text); CREATE UNIQUE INDEX ON nn (a)");
+    assert_false(install(t->c, "", "SELECT pgshadow.register_table('public', 'nn', ARRAY['a', 'b'], '_shadow', 'm1', '{}');",
+                         err, sizeof err));
+    assert_non_null(strstr(err, "key (a, b) of table public.nn is not backed by a unique index"));
+    /* "enabled" would own the master switch's flag name */
+    exec_ok(t->c, "CREATE TABLE enabled (id int PRIMARY KEY)");
+    assert_false(install(t->c, "", "SELECT pgshadow.register_table('public', 'enabled', NULL, '_shadow', 'm1', '{}');",
+                         err, sizeof err));
+    assert_non_null(strstr(err, "public.enabled cannot be registered: its flag shadow_writes_enabled would be the master switch"));
+    expect_sql(t->c, "SELECT to_regnamespace('pgshadow') IS NULL", "t");
 
     /* a shadow with wrong types, a missing column and a missing tracking
      * column: ONE error naming every problem; nothing installed, the good
@@ -556,6 +577,35 @@ static void test_bad_input(void **state)
                          err, sizeof err));
     assert_non_null(strstr(err, "column id (columns: mapping): expression p.nosuch + 1"));
     expect_sql(t->c, "SELECT to_regnamespace('pgshadow') IS NULL", "t");
+
+    /* a mapping expression is ONE expression: a second statement smuggled
+     * into it never runs, and neither does a query glued to it */
+    exec_ok(t->c, "CREATE TABLE victim (x int); CREATE TABLE mt (id int PRIMARY KEY, v int);"
+                  "CREATE TABLE mt_shadow (id int PRIMARY KEY, v text,"
+                  " _shadow_version int, _shadow_created_at timestamptz, _shadow_source_table text,"
+                  " _shadow_migration_id text, _shadow_sync_status text, _shadow_last_sync timestamptz,"
+                  " _shadow_validation_hash text)");
+    assert_false(install(t->c, "",
+                         "SELECT pgshadow.register_table('public', 'mt', NULL, '_shadow', 'm1', "
+                         "'{\"v\": \"p.v) AS text) FROM public.t AS p WHERE false; DROP TABLE public.victim; SELECT CAST((p.v\"}');",
+                         err, sizeof err));
+    assert_non_null(strstr(err, "table public.mt_shadow: column v (columns: mapping): expression p.v) AS text)"));
+    assert_non_null(strstr(err, "must be one SQL expression"));
+    expect_sql(t->c, "SELECT to_regclass('public.victim') IS NOT NULL", "t");
+    assert_false(install(t->c, "",
+                         "SELECT pgshadow.register_table('public', 'mt', NULL, '_shadow', 'm1', "
+                         "'{\"v\": \"p.v) AS text) FROM public.mt AS p WHERE false UNION SELECT CAST((p.v\"}');",
+                         err, sizeof err));
+    assert_non_null(strstr(err, "table public.mt_shadow: column v (columns: mapping): expression p.v) AS text) FROM"));
+    /* a trailing comment must not swallow the rest of the generated SQL */
+    assert_false(install(t->c, "",
+                         "SELECT pgshadow.register_table('public', 'mt', NULL, '_shadow', 'm1', '{\"v\": \"p.v::text --\"}');",
+                         err, sizeof err));
+    assert_non_null(strstr(err, "column v (columns: mapping)"));
+    expect_sql(t->c, "SELECT to_regnamespace('pgshadow') IS NULL AND to_regclass('public.victim') IS NOT NULL", "t");
+    /* ...while an ordinary expression, subquery included, is fine */
+    install_ok(t->c, "", "SELECT pgshadow.register_table('public', 'mt', NULL, '_shadow', 'm1', "
+                         "'{\"v\": \"coalesce(p.v::text, (SELECT ''none''))\"}');");
 }
 
 static void test_dashboard(void **state)
@@ -594,6 +644,26 @@ static void test_dashboard(void **state)
     expect_sql(t->c, "SELECT count_source || ' ' || sync_percentage || ' ' || (sync_lag_seconds = 0) || ' ' || status "
                        "FROM public.shadow_migration_dashboard", "exact 100.00 true in_sync");
     expect_sql(t->c, "SELECT migration_status FROM public.migration_success_metrics", "READY_FOR_CUTOVER");
+    /* capture off: the shadow goes stale, whatever the counts say */
+    exec_ok(t->c, "SELECT pgshadow.disable_writes('dash')");
+    expect_sql(t->c, "SELECT capture_enabled || ' ' || status || ' ' || migration_status "
+                       "FROM public.shadow_migration_dashboard, public.migration_success_metrics",
+                 "false capture_off ROLLBACK_RECOMMENDED");
+    exec_ok(t->c, "SELECT pgshadow.disable_writes(); SELECT pgshadow.enable_writes('dash')");
+    expect_sql(t->c, "SELECT capture_enabled || ' ' || migration_status "
+                       "FROM public.shadow_migration_dashboard, public.migration_success_metrics",
+                 "false ROLLBACK_RECOMMENDED");
+    exec_ok(t->c, "SELECT pgshadow.enable_writes()");
+    clear_log(t->c);
+    expect_sql(t->c, "SELECT capture_enabled || ' ' || migration_status "
+                       "FROM public.shadow_migration_dashboard, public.migration_success_metrics",
+                 "true READY_FOR_CUTOVER");
+    /* a quarantined row is not in the shadow: not ready */
+    exec_ok(t->c, "INSERT INTO pgshadow.quarantine (table_id, key, sqlstate, message) "
+                  "SELECT table_id, '{8}', '23514', 'check' FROM pgshadow.tables");
+    expect_sql(t->c, "SELECT migration_status || ' ' || total_quarantined FROM public.migration_success_metrics",
+                 "MONITORING_REQUIRED 1");
+    exec_ok(t->c, "DELETE FROM pgshadow.quarantine");
     exec_ok(t->c, "UPDATE pgshadow.tables SET shadow_rows = 970");
     expect_sql(t->c, "SELECT migration_status FROM public.migration_success_metrics", "MONITORING_REQUIRED");
     exec_ok(t->c, "UPDATE pgshadow.tables SET shadow_rows = 1003, diverged_rows = 6");
@@ -670,6 +740,8 @@ static void test_grants(void **state)
                  "permission denied", NULL);
     expect_error(t->c, "UPDATE pgshadow.flags SET value = 'off'", "permission denied", NULL);
     expect_error(t->c, "UPDATE pgshadow.cutover SET percent = 100", "permission denied", NULL);
+    /* reads move only through the command queue (and its gates) */
+    expect_error(t->c, "SELECT pgshadow.set_read_percent('g', 100)", "permission denied", NULL);
     expect_error(t->c, "DELETE FROM pgshadow.change_log", "permission denied", NULL);
     expect_error(t->c, "SELECT * FROM app.g", "permission denied", NULL);
 
@@ -681,13 +753,22 @@ static void test_grants(void **state)
     exec_ok(t->c, "UPDATE app.g_shadow SET _shadow_version = _shadow_version + 1; DELETE FROM app.g_shadow WHERE id = 2");
     expect_sql(t->c, "WITH b AS (SELECT table_id, seq FROM pgshadow.change_log ORDER BY table_id, seq LIMIT 10) "
                        ", del AS (DELETE FROM pgshadow.change_log l USING b "
-                       "WHERE l.table_id = b.table_id AND l.seq = b.seq RETURNING 1) SELECT count(*) FROM del", "1");
+                       "WHERE l.table_id = b.table_id AND l.seq = b.seq RETURNING 1) SELECT count(*) FROM del", "2");
     exec_ok(t->c, "UPDATE pgshadow.tables SET backfill_state = 'done', primary_rows = 2, shadow_rows = 1");
     exec_ok(t->c, "UPDATE pgshadow.cutover SET stage = 1, percent = 1");
     exec_ok(t->c, "INSERT INTO pgshadow.events (what, why) VALUES ('stage', 'test')");
     exec_ok(t->c, "INSERT INTO pgshadow.quarantine (table_id, key, sqlstate, message) SELECT table_id, '{2}', '23505', 'dup' "
                   "FROM pgshadow.tables");
     exec_ok(t->c, "UPDATE pgshadow.commands SET state = 'done', finished_at = now()");
+    /* ...but not what is pasted into SQL run as the owner, nor who asked
+     * for what, nor who did it */
+    expect_error(t->c, "UPDATE pgshadow.tables SET hash_expr = 'pg_catalog.now()::text'", "permission denied", NULL);
+    expect_error(t->c, "UPDATE pgshadow.tables SET column_map = '[]'", "permission denied", NULL);
+    expect_error(t->c, "UPDATE pgshadow.tables SET shadow_name = 'x'", "permission denied", NULL);
+    expect_error(t->c, "UPDATE pgshadow.commands SET requested_by = 'someone'", "permission denied", NULL);
+    expect_error(t->c, "UPDATE pgshadow.commands SET command = 'abort'", "permission denied", NULL);
+    expect_error(t->c, "INSERT INTO pgshadow.events (who, what) VALUES ('someone', 'x')", "permission denied", NULL);
+    expect_sql(t->c, "SELECT who FROM pgshadow.events WHERE what = 'stage'", "postgres");
     exec_ok(t->c, "SELECT pgshadow.set_read_percent('g', 1)");
     exec_ok(t->c, "TRUNCATE app.g_shadow");
     expect_sql(t->c, "SELECT count(*) FROM public.shadow_migration_dashboard", "1");
@@ -772,7 +853,11 @@ static void test_uninstall_restores_catalog(void **state)
                        "AND attname = 'id'", "");
     exec_ok(t->c, "INSERT INTO app.parent_shadow (id, name, n) VALUES (42, 'x', 1)");
     /* install twice is a refresh */
-    install_ok(t->c, "", "SELECT pgshadow.register_table('app', 'parent', NULL, '_shadow', 'm1', '{}');");
+    install_ok(t->c, "",
+               "SELECT pgshadow.register_table('app', 'parent', NULL, '_shadow', 'm1', '{}');"
+               "SELECT pgshadow.register_table('app', 'child', NULL, '_shadow', 'm1', '{}');"
+               "SELECT pgshadow.register_table('public', 'ev', NULL, '_shadow', 'm1', '{}');"
+               "SELECT pgshadow.register_table('public', 'Odd Name', NULL, '_shadow', 'm1', '{}');");
     exec_ok(t->c, "INSERT INTO app.parent (name, n) VALUES ('a', 1); INSERT INTO app.child (parent_id) VALUES (1)");
     char *during = dump_schema(t->name);
     assert_string_not_equal(before, during);
@@ -802,6 +887,138 @@ static void test_uninstall_keep_shadow(void **state)
                        "AND to_regclass('public.shadow_migration_dashboard') IS NULL", "t");
     expect_sql(t->c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'k'::regclass", "0");
     exec_ok(t->c, "INSERT INTO k VALUES (1)");
+}
+
+
+/* ---- uninstall refuses to take user objects with it ---------------------- */
+
+static void uninstall_expect_error(PGconn *c, const char *want1, const char *want2)
+{
+    char *tail = read_sql("uninstall.sql");
+    size_t len = strlen(tail) + 256;
+    char *script = malloc(len);
+    snprintf(script, len, "BEGIN;\nSET LOCAL lock_timeout = '200ms';\nSELECT pgshadow.uninstall(true);\n%sCOMMIT;\n", tail);
+    expect_error(c, script, want1, want2, NULL);
+    exec_ok(c, "ROLLBACK");
+    free(script);
+    free(tail);
+}
+
+static void test_uninstall_refuses_dependents(void **state)
+{
+    testdb *t = *state;
+    exec_ok(t->c, "CREATE TABLE u (id int PRIMARY KEY, v text)");
+    install_ok(t->c, "", "SELECT pgshadow.register_table('public', 'u', NULL, '_shadow', 'm1', '{}');");
+    exec_ok(t->c, "CREATE VIEW routed AS SELECT id, pgshadow.read_from_shadow('u', id::text) AS s FROM u;"
+                  "CREATE TABLE cfg (id int PRIMARY KEY, pct int DEFAULT pgshadow.read_percent('u'));"
+                  "CREATE VIEW myflags AS SELECT name FROM pgshadow.flags");
+    uninstall_expect_error(t->c, "uninstall refused: 3 object(s) outside pgshadow depend on it", NULL);
+    uninstall_expect_error(t->c, "view public.routed (uses function pgshadow.read_from_shadow(text,text))",
+                           "default value for column pct of table public.cfg (uses function pgshadow.read_percent(text))");
+    uninstall_expect_error(t->c, "view public.myflags (uses table pgshadow.flags)", NULL);
+    /* nothing changed */
+    expect_sql(t->c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'u'::regclass", "2");
+    expect_sql(t->c, "SELECT to_regclass('u_shadow') IS NOT NULL AND to_regclass('routed') IS NOT NULL", "t");
+    exec_ok(t->c, "DROP VIEW routed, myflags; ALTER TABLE cfg ALTER COLUMN pct DROP DEFAULT");
+    uninstall(t->c, true);
+    expect_sql(t->c, "SELECT to_regnamespace('pgshadow') IS NULL AND to_regclass('cfg') IS NOT NULL", "t");
+}
+
+/* ---- the dashboard views: only pgshadow's own are replaced or dropped ------ */
+
+static void test_foreign_dashboard_view(void **state)
+{
+    testdb *t = *state;
+    char err[8192];
+    exec_ok(t->c, "CREATE TABLE w (id int PRIMARY KEY);"
+                  "CREATE VIEW public.shadow_migration_dashboard AS SELECT 'seed'::text AS table_name");
+    assert_false(install(t->c, "", "SELECT pgshadow.register_table('public', 'w', NULL, '_shadow', 'm1', '{}');",
+                         err, sizeof err));
+    assert_non_null(strstr(err, "public.shadow_migration_dashboard already exists and was not created by pgshadow"));
+    expect_sql(t->c, "SELECT table_name FROM public.shadow_migration_dashboard", "seed");
+    exec_ok(t->c, "DROP VIEW public.shadow_migration_dashboard");
+    install_ok(t->c, "", "SELECT pgshadow.register_table('public', 'w', NULL, '_shadow', 'm1', '{}');");
+    expect_sql(t->c, "SELECT string_agg(key, ' ' ORDER BY key) FROM pgshadow.meta WHERE key LIKE 'created_view:%'",
+                 "created_view:public.migration_success_metrics created_view:public.shadow_migration_dashboard");
+    /* a refresh replaces its own views */
+    install_ok(t->c, "", "SELECT pgshadow.register_table('public', 'w', NULL, '_shadow', 'm1', '{}');");
+    uninstall(t->c, true);
+    expect_sql(t->c, "SELECT to_regclass('public.shadow_migration_dashboard') IS NULL "
+                       "AND to_regclass('public.migration_success_metrics') IS NULL", "t");
+}
+
+/* ---- partitions: ATTACH / DETACH, and uninstall after a detach ------------ */
+
+static void test_partition_attach_detach(void **state)
+{
+    testdb *t = *state;
+    exec_ok(t->c, "CREATE TABLE pe (id int, d date, PRIMARY KEY (id, d)) PARTITION BY RANGE (d);"
+                  "CREATE TABLE pe_2020 PARTITION OF pe FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');"
+                  "CREATE TABLE pe_2021 (id int NOT NULL, d date NOT NULL, PRIMARY KEY (id, d));"
+                  "INSERT INTO pe_2021 VALUES (1, '2021-06-01'), (2, '2021-07-01')");
+    install_ok(t->c, "", "SELECT pgshadow.register_table('public', 'pe', NULL, '_shadow', 'm1', '{}');");
+    expect_sql(t->c, "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'pgshadow_partition_ddl'", "1");
+    expect_sql(t->c, LOG_SQL, "");
+    /* attach: rows arrive with no row trigger firing -> full resync */
+    exec_ok(t->c, "ALTER TABLE pe ATTACH PARTITION pe_2021 FOR VALUES FROM ('2021-01-01') TO ('2022-01-01')");
+    expect_sql(t->c, LOG_SQL, "pe:T:-");
+    expect_sql(t->c, "SELECT string_agg(tgname || ':' || tgenabled::text, ' ' ORDER BY tgname) FROM pg_trigger "
+                       "WHERE tgrelid = 'pe_2021'::regclass", "pgshadow_capture:A pgshadow_capture_truncate:A");
+    clear_log(t->c);
+    exec_ok(t->c, "TRUNCATE pe_2021");
+    expect_sql(t->c, LOG_SQL, "pe:T:-");
+    clear_log(t->c);
+    /* a new, empty partition: triggers, but nothing moved */
+    exec_ok(t->c, "CREATE TABLE pe_2022 PARTITION OF pe FOR VALUES FROM ('2022-01-01') TO ('2023-01-01')");
+    expect_sql(t->c, LOG_SQL, "");
+    expect_sql(t->c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'pe_2022'::regclass "
+                       "AND tgname = 'pgshadow_capture_truncate'", "1");
+    /* detach: rows leave -> full resync; the detached table keeps nothing */
+    exec_ok(t->c, "INSERT INTO pe VALUES (3, '2020-03-01')");
+    clear_log(t->c);
+    exec_ok(t->c, "ALTER TABLE pe DETACH PARTITION pe_2020");
+    expect_sql(t->c, LOG_SQL, "pe:T:-");
+    expect_sql(t->c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'pe_2020'::regclass", "0");
+    expect_sql(t->c, "SELECT count(*) FROM pgshadow.events WHERE what = 'resync'", "2");
+    /* a detach the event trigger did not see (disabled here): uninstall still
+     * removes every pgshadow trigger, wherever it is */
+    exec_ok(t->c, "ALTER EVENT TRIGGER pgshadow_partition_ddl DISABLE");
+    exec_ok(t->c, "ALTER TABLE pe DETACH PARTITION pe_2022");
+    expect_sql(t->c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'pe_2022'::regclass", "1");
+    uninstall(t->c, true);
+    expect_sql(t->c, "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                       "WHERE c.relname LIKE 'pe%' AND NOT t.tgisinternal", "0");
+    expect_sql(t->c, "SELECT count(*) FROM pg_event_trigger", "0");
+    exec_ok(t->c, "TRUNCATE pe_2022; TRUNCATE pe_2020");
+}
+
+/* ---- install: no downgrade; tables dropped from the config ---------------- */
+
+static void test_install_version_and_unregister(void **state)
+{
+    testdb *t = *state;
+    char err[8192];
+    exec_ok(t->c, "CREATE TABLE ka (id int PRIMARY KEY); CREATE TABLE kb (id int PRIMARY KEY)");
+    install_ok(t->c, "", "SELECT pgshadow.register_table('public', 'ka', NULL, '_shadow', 'm1', '{}');"
+                         "SELECT pgshadow.register_table('public', 'kb', NULL, '_shadow', 'm1', '{}');");
+    exec_ok(t->c, "INSERT INTO kb VALUES (1)");
+    /* kb left the config: capture goes, its shadow stays, and it is said */
+    install_ok(t->c, "", "SELECT pgshadow.register_table('public', 'ka', NULL, '_shadow', 'm1', '{}');");
+    expect_sql(t->c, "SELECT string_agg(table_name, ' ') FROM pgshadow.tables", "ka");
+    expect_sql(t->c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'kb'::regclass", "0");
+    expect_sql(t->c, "SELECT to_regclass('kb_shadow') IS NOT NULL AND to_regprocedure('pgshadow.capture_2()') IS NULL", "t");
+    expect_sql(t->c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    expect_sql(t->c, "SELECT count(*) FROM pgshadow.flags WHERE name LIKE '%kb'", "0");
+    expect_sql(t->c, "SELECT table_name || ' ' || what FROM pgshadow.events WHERE what = 'unregister_table'",
+                 "kb unregister_table");
+    exec_ok(t->c, "INSERT INTO kb VALUES (2); INSERT INTO ka VALUES (2)");
+    expect_sql(t->c, LOG_SQL, "ka:I:2");
+    /* a newer schema version is never downgraded */
+    exec_ok(t->c, "UPDATE pgshadow.meta SET value = '2' WHERE key = 'schema_version'");
+    assert_false(install(t->c, "", "SELECT pgshadow.register_table('public', 'ka', NULL, '_shadow', 'm1', '{}');",
+                         err, sizeof err));
+    assert_non_null(strstr(err, "the database has pgshadow schema version 2, newer than this release's 1"));
+    expect_sql(t->c, "SELECT value FROM pgshadow.meta WHERE key = 'schema_version'", "2");
 }
 
 static void test_aidis_example(void **state)
@@ -858,6 +1075,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_uninstall_restores_catalog, db_setup, db_teardown),
         cmocka_unit_test_setup_teardown(test_uninstall_keep_shadow, db_setup, db_teardown),
         cmocka_unit_test_setup_teardown(test_aidis_example, db_setup, db_teardown),
+        cmocka_unit_test_setup_teardown(test_uninstall_refuses_dependents, db_setup, db_teardown),
+        cmocka_unit_test_setup_teardown(test_foreign_dashboard_view, db_setup, db_teardown),
+        cmocka_unit_test_setup_teardown(test_partition_attach_detach, db_setup, db_teardown),
+        cmocka_unit_test_setup_teardown(test_install_version_and_unregister, db_setup, db_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
