@@ -533,6 +533,9 @@ int ps_daemon_run(ps_daemon *d)
         d->exit_code = 1;
     }
     db_teardown(d);
+    /* One more pass: libevent hands a DNS lookup abandoned by the teardown
+     * back from the loop (see ps_pgconn_free), which frees it. */
+    event_base_loop(d->base, EVLOOP_NONBLOCK);
     ps_log_flush_suppressed();
     return d->exit_code;
 }
