@@ -82,6 +82,11 @@ void ps_ctl_json_string(ps_ctl_buf *b, const char *s);
  * config value cannot be quoted. */
 int ps_ctl_install_script(const ps_config *cfg, const char *install_sql, char **out);
 
+/* Each attempt of install/uninstall waits at most this long for a lock, so
+ * writers queued behind its lock request stall at most this long per
+ * attempt; the whole transaction is then retried with backoff. */
+#define PS_CTL_LOCK_TIMEOUT "200ms"
+
 /* The uninstall script (BEGIN; SET LOCAL lock_timeout; SELECT
  * pgshadow.uninstall(bool); uninstall_sql; COMMIT;). */
 int ps_ctl_uninstall_script(bool drop_shadow, const char *uninstall_sql, char **out);
@@ -93,7 +98,9 @@ bool ps_ctl_sqlstate_retryable(const char *sqlstate);
 /* Run a script in one PQexec, retrying the whole transaction with backoff
  * (200 ms .. 5 s, max_attempts) on a retryable SQLSTATE and saying so on
  * stderr. On any other error prints the server's message, DETAIL and HINT.
- * Returns 0 or -1. `what` names the command in messages. */
+ * Returns 0, -1 (failed: rolled back), or -EPIPE when the connection was
+ * lost (the script ends in COMMIT, so whether it committed is unknown).
+ * `what` names the command in messages. */
 int ps_ctl_run_script(PGconn *conn, const char *what, const char *script, int max_attempts);
 
 /* ---- preflight (ctl/check.c) ---- */
@@ -127,6 +134,11 @@ ps_check_status ps_check_decide_server_version(int server_version_num, char *det
 ps_check_status ps_check_decide_long_xacts(size_t n, const int *pids, const int64_t *age_s,
                                            char *detail, size_t len);
 /* lag_ms[i] < 0 means unknown (not visible to this role) */
+/* One standby's replay lag for ps_check_decide_replication: NULL replay_lag
+ * means "nothing to replay" (an idle, caught-up standby) when the role sees
+ * pg_stat_replication fully (superuser or pg_read_all_stats), so 0; and
+ * "hidden" otherwise, so -1 (unknown). */
+int64_t ps_check_replay_lag_ms(bool is_null, int64_t value_ms, bool sees_all_stats);
 ps_check_status ps_check_decide_replication(size_t n_standbys, const int64_t *lag_ms,
                                             int64_t max_lag_ms, char *detail, size_t len);
 /* free_bytes < 0 means unknown; `where` says how free space was measured */

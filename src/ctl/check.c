@@ -35,6 +35,8 @@ enum {
     Q_DATA_DIRECTORY,
     Q_SIZE_EXACT,
     Q_SIZE_ESTIMATE,
+    Q_VIEWS,
+    Q_VIEW_OWNED,
 };
 
 static const char *const queries[] = {
@@ -68,13 +70,20 @@ static const char *const queries[] = {
         " LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = $1::oid AND a.attname = k.col"
         "   AND a.attnum > 0 AND NOT a.attisdropped"
         " ORDER BY k.ord",
-    /* a unique, non-partial, plain-column index within the key makes it unique */
+    /* register_table's rule, word for word (pgshadow._has_unique_on): a
+     * unique, valid, non-partial, plain-column index whose key column set is
+     * exactly the key. An index on part of the key is not enough: the key
+     * must identify one row of the shadow too (ON CONFLICT needs exactly it). */
     [Q_KEY_UNIQUE] =
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i"
         " WHERE i.indrelid = $1::oid AND i.indisunique AND i.indpred IS NULL"
         "   AND i.indexprs IS NULL"
-        "   AND (SELECT pg_catalog.array_agg(a.attname::text) FROM pg_catalog.pg_attribute a"
-        "        WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) <@ $2::text[])",
+        "   AND i.indnkeyatts = pg_catalog.cardinality($2::text[])"
+        "   AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname)"
+        "        FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::oid"
+        "        AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]))"
+        "     = (SELECT pg_catalog.array_agg(c ORDER BY c COLLATE \"C\")"
+        "        FROM pg_catalog.unnest($2::text[]) c)::text[])",
     /* $1 primary oid, $2 schema, $3 shadow name, $4 key text[], $5 mapped
      * shadow columns text[]: one row per mismatch, or none. A primary column
      * is copied by name unless the config maps that shadow column; its type
@@ -115,10 +124,12 @@ static const char *const queries[] = {
         "    pg_catalog.array_to_string($4::text[], ', '))"
         "  FROM s WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i"
         "    WHERE i.indrelid = s.oid AND i.indisunique AND i.indpred IS NULL"
-        "      AND i.indexprs IS NULL AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY"
+        "      AND i.indexprs IS NULL AND i.indnkeyatts = pg_catalog.cardinality($4::text[])"
+        "      AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY"
         "        a.attname) FROM pg_catalog.pg_attribute a WHERE a.attrelid = s.oid"
-        "        AND a.attnum = ANY (i.indkey)) = (SELECT pg_catalog.array_agg(k ORDER BY k)"
-        "        FROM pg_catalog.unnest($4::text[]) k))"
+        "        AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]))"
+        "        = (SELECT pg_catalog.array_agg(k ORDER BY k COLLATE \"C\")"
+        "        FROM pg_catalog.unnest($4::text[]) k)::text[])"
         " ) x ORDER BY o, n, problem",
     /* $1 oid[]: locks that conflict with CREATE TRIGGER's SHARE ROW EXCLUSIVE */
     [Q_LOCKS] =
@@ -134,7 +145,8 @@ static const char *const queries[] = {
         "   AND now() - xact_start > interval '5 minutes'"
         " ORDER BY xact_start LIMIT 20",
     [Q_REPLICATION] =
-        "SELECT (extract(epoch FROM replay_lag) * 1000)::bigint"
+        "SELECT (extract(epoch FROM replay_lag) * 1000)::bigint,"
+        " pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')"
         " FROM pg_catalog.pg_stat_replication",
     [Q_SETTINGS] =
         "SELECT current_setting('archive_mode'), current_setting('wal_level')",
@@ -149,6 +161,16 @@ static const char *const queries[] = {
         " FROM pg_catalog.pg_class c WHERE c.oid = ANY ($1::oid[])"
         "   OR c.oid IN (SELECT indexrelid FROM pg_catalog.pg_index WHERE indrelid = ANY ($1::oid[]))"
         "   OR c.oid IN (SELECT reltoastrelid FROM pg_catalog.pg_class WHERE oid = ANY ($1::oid[]))",
+    /* the dashboard views that exist and that pgshadow did not create (install
+     * records the ones it creates in pgshadow.meta; read only when it exists) */
+    [Q_VIEWS] =
+        "SELECT v, pg_catalog.to_regclass('pgshadow.meta') IS NOT NULL"
+        " FROM pg_catalog.unnest(ARRAY['public.shadow_migration_dashboard',"
+        "   'public.migration_success_metrics']) v"
+        " WHERE pg_catalog.to_regclass(v) IS NOT NULL",
+    /* $1 view name; only run when pgshadow.meta exists */
+    [Q_VIEW_OWNED] =
+        "SELECT EXISTS (SELECT 1 FROM pgshadow.meta WHERE key = 'created_view:' || $1)",
 };
 
 /* ---- the report ---- */
@@ -255,6 +277,13 @@ ps_check_status ps_check_decide_long_xacts(size_t n, const int *pids, const int6
         off += (size_t)snprintf(detail + off, len - off, "%s pid %d for %llds", i ? "," : "",
                                 pids[i], (long long)age_s[i]);
     return PS_CHECK_WARN;
+}
+
+int64_t ps_check_replay_lag_ms(bool is_null, int64_t value_ms, bool sees_all_stats)
+{
+    if (!is_null)
+        return value_ms < 0 ? 0 : value_ms;
+    return sees_all_stats ? 0 : -1;
 }
 
 ps_check_status ps_check_decide_replication(size_t n, const int64_t *lag_ms, int64_t max_lag_ms,
@@ -388,6 +417,7 @@ typedef struct table_info {
     char oid[16];     /* "" when the table does not exist */
     char *key_array;  /* effective key as a text[] literal, or NULL */
     bool owned;
+    char kind;        /* relkind: 'r' or 'p' */
 } table_info;
 
 static void check_tables(PGconn *conn, const ps_config *cfg, ps_check_report *r, table_info *ti)
@@ -422,6 +452,14 @@ static void check_tables(PGconn *conn, const ps_config *cfg, ps_check_report *r,
         }
         snprintf(info->oid, sizeof(info->oid), "%s", PQgetvalue(res, 0, 0));
         info->owned = is_true(res, 0, 2);
+        info->kind = kind;
+        if (strcmp(t->name, "enabled") == 0) {
+            /* register_table's rule: its flag would be the master switch */
+            ps_check_add(r, PS_CHECK_FAIL, name, "a table named \"enabled\" cannot be registered: "
+                         "its flag shadow_writes_enabled is the master switch");
+            PQclear(res);
+            continue;
+        }
 
         if (t->n_key == 0) {
             if (PQgetisnull(res, 0, 4)) {
@@ -455,7 +493,7 @@ static void check_tables(PGconn *conn, const ps_config *cfg, ps_check_report *r,
         PQclear(res);
         res = q(conn, Q_KEY_UNIQUE, 2, kp);
         if (ok(res) && !is_true(res, 0, 0))
-            ps_ctl_buf_printf(&problems, "%sno unique index on the key columns",
+            ps_ctl_buf_printf(&problems, "%sno unique index on exactly the key columns",
                               problems.len ? "; " : "");
         PQclear(res);
         if (problems.len)
@@ -567,14 +605,16 @@ static void check_privileges(PGconn *conn, const ps_config *cfg, ps_check_report
         ps_ctl_buf_free(&miss);
     }
 
-    /* the daemon connects with the same conninfo, so this role is its role */
-    if (daemon_member)
-        ps_check_add(r, PS_CHECK_PASS, "daemon role", "role %s is a member of pgshadow_daemon",
-                     user);
-    else if (super)
+    /* the daemon connects with the same conninfo, so this role is its role;
+     * pg_has_role() is true for a superuser whatever the grants, so ask
+     * that first */
+    if (super)
         ps_check_add(r, PS_CHECK_PASS, "daemon role",
                      "role %s is a superuser (a non-superuser member of pgshadow_daemon is "
                      "enough)", user);
+    else if (daemon_member)
+        ps_check_add(r, PS_CHECK_PASS, "daemon role", "role %s is a member of pgshadow_daemon",
+                     user);
     else if (missing_roles && strstr(missing_roles, "pgshadow_daemon"))
         ps_check_add(r, PS_CHECK_WARN, "daemon role",
                      "role pgshadow_daemon does not exist yet (install creates it); then "
@@ -583,6 +623,23 @@ static void check_privileges(PGconn *conn, const ps_config *cfg, ps_check_report
         ps_check_add(r, PS_CHECK_WARN, "daemon role",
                      "role %s is not a member of pgshadow_daemon: GRANT pgshadow_daemon TO %s",
                      user, user);
+
+    /* ATTACH/DETACH PARTITION fire no row trigger: only the event trigger a
+     * superuser install creates notices them */
+    ps_ctl_buf parts = {0};
+    for (size_t i = 0; i < cfg->migration.n_tables; i++)
+        if (ti[i].oid[0] && ti[i].kind == 'p')
+            ps_ctl_buf_printf(&parts, "%s%s", parts.len ? ", " : "", ti[i].cfg->name);
+    if (parts.len && !super)
+        ps_check_add(r, PS_CHECK_WARN, "partition ddl",
+                     "%s partitioned; role %s is not a superuser, so install creates no event "
+                     "trigger: rows moved by ATTACH/DETACH PARTITION are not captured",
+                     parts.data, user);
+    else if (parts.len)
+        ps_check_add(r, PS_CHECK_PASS, "partition ddl",
+                     "%s partitioned; ATTACH/DETACH PARTITION captured by an event trigger",
+                     parts.data);
+    ps_ctl_buf_free(&parts);
     PQclear(res);
 }
 
@@ -619,7 +676,8 @@ static void check_activity(PGconn *conn, const ps_config *cfg, ps_check_report *
                               PQgetvalue(res, row, 0), PQgetvalue(res, row, 1),
                               PQgetvalue(res, row, 2));
         ps_check_add(r, PS_CHECK_WARN, "locks on tables",
-                     "%s (install waits at most 2s per attempt and retries)", all.data);
+                     "%s (install waits at most " PS_CTL_LOCK_TIMEOUT " per attempt and retries)",
+                     all.data);
         ps_ctl_buf_free(&all);
     }
     PQclear(res);
@@ -633,7 +691,9 @@ static void check_activity(PGconn *conn, const ps_config *cfg, ps_check_report *
         if (!lags)
             abort();
         for (size_t i = 0; i < n; i++)
-            lags[i] = PQgetisnull(res, (int)i, 0) ? -1 : atoll(PQgetvalue(res, (int)i, 0));
+            lags[i] = ps_check_replay_lag_ms(PQgetisnull(res, (int)i, 0),
+                                             atoll(PQgetvalue(res, (int)i, 0)),
+                                             is_true(res, (int)i, 1));
         ps_check_status s = ps_check_decide_replication(
             n, lags, cfg->sync.max_replication_lag_ms, detail, sizeof(detail));
         ps_check_add(r, s, "replication lag", "%s", detail);
@@ -696,6 +756,46 @@ static void check_disk(PGconn *conn, ps_check_report *r, const char *oids)
     ps_check_add(r, s, "free disk", "%s; primary tables %s (%s)", detail, size, how);
 }
 
+/* install replaces the two dashboard views in public: only its own. */
+static void check_views(PGconn *conn, ps_check_report *r)
+{
+    PGresult *res = q(conn, Q_VIEWS, 0, NULL);
+    if (!ok(res)) {
+        add_query_failure(r, "dashboard views", conn, res);
+        PQclear(res);
+        return;
+    }
+    ps_ctl_buf foreign = {0};
+    for (int row = 0; row < PQntuples(res); row++) {
+        const char *v = PQgetvalue(res, row, 0);
+        bool owned = false;
+        if (is_true(res, row, 1)) {
+            const char *p[1] = {v};
+            PGresult *o = q(conn, Q_VIEW_OWNED, 1, p);
+            if (!ok(o)) {
+                add_query_failure(r, "dashboard views", conn, o);
+                PQclear(o);
+                continue;
+            }
+            owned = is_true(o, 0, 0);
+            PQclear(o);
+        }
+        if (!owned)
+            ps_ctl_buf_printf(&foreign, "%s%s", foreign.len ? ", " : "", v);
+    }
+    PQclear(res);
+    if (foreign.len)
+        ps_check_add(r, PS_CHECK_FAIL, "dashboard views",
+                     "%s already exist%s and %s not created by pgshadow: rename or drop, then install",
+                     foreign.data, strchr(foreign.data, ',') ? "" : "s",
+                     strchr(foreign.data, ',') ? "were" : "was");
+    else
+        ps_check_add(r, PS_CHECK_PASS, "dashboard views",
+                     "public.shadow_migration_dashboard, public.migration_success_metrics: absent "
+                     "or pgshadow's own");
+    ps_ctl_buf_free(&foreign);
+}
+
 static void check_settings(PGconn *conn, ps_check_report *r)
 {
     char detail[256];
@@ -741,6 +841,7 @@ int ps_check_run(PGconn *conn, const ps_config *cfg, ps_check_report *r)
     check_activity(conn, cfg, r, oids.data);
     check_disk(conn, r, oids.data);
     check_settings(conn, r);
+    check_views(conn, r);
     ps_ctl_buf_free(&oids);
 
     for (size_t i = 0; i < cfg->migration.n_tables; i++)

@@ -21,7 +21,7 @@
 
 #define RETRY_BASE_MS 200
 #define RETRY_CAP_MS 5000
-#define RETRY_ATTEMPTS 10
+#define RETRY_ATTEMPTS 30
 
 bool ps_ctl_sqlstate_retryable(const char *sqlstate)
 {
@@ -74,6 +74,13 @@ int ps_ctl_run_script(PGconn *conn, const char *what, const char *script, int ma
             PQtransactionStatus(conn) == PQTRANS_INTRANS)
             PQclear(PQexec(conn, "ROLLBACK"));
 
+        /* The script went out as one text ending in COMMIT: with the
+         * connection gone, the server may or may not have committed it. */
+        if (PQstatus(conn) == CONNECTION_BAD) {
+            ps_ctl_print_pg_error(what, conn, res);
+            PQclear(res);
+            return -EPIPE;
+        }
         const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
         if (ps_ctl_sqlstate_retryable(state) && attempt < max_attempts) {
             int64_t delay = ps_backoff_next(&bo, (uint32_t)random());
@@ -96,18 +103,25 @@ int ps_ctl_run_script(PGconn *conn, const char *what, const char *script, int ma
 }
 
 /* Hide the server's "already exists, skipping" notices (class 42) that every
- * idempotent re-install produces and uninstall's "drop cascades to" list;
- * show every other notice and warning. */
+ * idempotent re-install produces; show every other notice and warning (a
+ * "drop cascades to" list included: uninstall uses no CASCADE, so one would
+ * be news). */
 static void notice_receiver(void *arg, const PGresult *res)
 {
     (void)arg;
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     if (state && strncmp(state, "42", 2) == 0)
         return;
-    if (msg && strncmp(msg, "drop cascades to", 16) == 0)
-        return;
     fputs(PQresultErrorMessage(res), stderr);
+}
+
+static void report_failure(const char *what, int rc)
+{
+    if (rc == -EPIPE)
+        fprintf(stderr, "pgshadowctl: %s: connection lost; outcome unknown: check with "
+                        "pgshadowctl status / check\n", what);
+    else
+        fprintf(stderr, "pgshadowctl: %s: rolled back; nothing was changed\n", what);
 }
 
 static const char *embedded(const char *name)
@@ -172,7 +186,7 @@ int ps_ctl_cmd_install(ps_ctl *ctl, bool dry_run)
     rc = ps_ctl_run_script(ctl->conn, "install", script, RETRY_ATTEMPTS);
     free(script);
     if (rc != 0) {
-        fprintf(stderr, "pgshadowctl: install: rolled back; nothing was changed\n");
+        report_failure("install", rc);
         return PS_CTL_EXIT_FAILED;
     }
     printf("installed: pgshadow schema version 1, capture on %zu table%s (migration %s)\n",
@@ -220,7 +234,7 @@ int ps_ctl_cmd_uninstall(ps_ctl *ctl, bool drop_shadow, bool dry_run)
     rc = ps_ctl_run_script(ctl->conn, "uninstall", script, RETRY_ATTEMPTS);
     free(script);
     if (rc != 0) {
-        fprintf(stderr, "pgshadowctl: uninstall: rolled back; nothing was changed\n");
+        report_failure("uninstall", rc);
         return PS_CTL_EXIT_FAILED;
     }
     printf("uninstalled: capture removed%s; primary tables unchanged\n",

@@ -66,7 +66,7 @@ int ps_ctl_install_script(const ps_config *cfg, const char *install_sql, char **
     int rc = 0;
     *out = NULL;
 
-    ps_ctl_buf_puts(&b, "BEGIN;\nSET LOCAL lock_timeout = '2s';\n");
+    ps_ctl_buf_puts(&b, "BEGIN;\nSET LOCAL lock_timeout = '" PS_CTL_LOCK_TIMEOUT "';\n");
     ps_ctl_buf_puts(&b, install_sql);
     if (b.len && b.data[b.len - 1] != '\n')
         ps_ctl_buf_puts(&b, "\n");
@@ -123,7 +123,7 @@ int ps_ctl_install_script(const ps_config *cfg, const char *install_sql, char **
 int ps_ctl_uninstall_script(bool drop_shadow, const char *uninstall_sql, char **out)
 {
     ps_ctl_buf b = {0};
-    ps_ctl_buf_printf(&b, "BEGIN;\nSET LOCAL lock_timeout = '2s';\nSELECT pgshadow.uninstall(%s);\n",
+    ps_ctl_buf_printf(&b, "BEGIN;\nSET LOCAL lock_timeout = '" PS_CTL_LOCK_TIMEOUT "';\nSELECT pgshadow.uninstall(%s);\n",
                       drop_shadow ? "true" : "false");
     ps_ctl_buf_puts(&b, uninstall_sql);
     if (b.len && b.data[b.len - 1] != '\n')

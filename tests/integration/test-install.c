@@ -263,6 +263,11 @@ static void test_aidis(void **state)
     if (r.rc != 0)
         fail_msg("check after install: rc %d\n%s%s", r.rc, r.out, r.err);
     assert_null(strstr(r.out, "FAIL"));
+    /* the harness role is a superuser: said as such, not as a member */
+    assert_non_null(strstr(r.out, "PASS  daemon role: role postgres is a superuser"));
+    assert_null(strstr(r.out, "is a member of pgshadow_daemon"));
+    /* pgshadow's own dashboard views are fine */
+    assert_non_null(strstr(r.out, "PASS  dashboard views"));
     run_free(&r);
 
     /* idempotent */
@@ -287,8 +292,13 @@ static void test_aidis(void **state)
     assert_int_equal(r.rc, 0);
     run_free(&r);
     exec_ok(c, "INSERT INTO projects (name) VALUES ('captured-again')");
-    n = query1(c, "SELECT count(*) FROM pgshadow.change_log");
+    n = query1(c, "SELECT count(*) FROM pgshadow.change_log WHERE op <> 'T'");
     assert_string_equal(n, "2");
+    free(n);
+    /* enable-writes scheduled a full resync of every table it turned on:
+     * the 'not-captured' row must not stay missing from the shadow */
+    n = query1(c, "SELECT count(*) FROM pgshadow.change_log WHERE op = 'T'");
+    assert_string_equal(n, "5");
     free(n);
 
     PQfinish(c);
@@ -383,7 +393,7 @@ static void test_dry_run(void **state)
     run r;
     ctl(&r, cfg, "install", "--dry-run", NULL);
     assert_int_equal(r.rc, 0);
-    assert_true(strncmp(r.out, "BEGIN;\nSET LOCAL lock_timeout = '2s';\n", 38) == 0);
+    assert_true(strncmp(r.out, "BEGIN;\nSET LOCAL lock_timeout = '200ms';\n", 41) == 0);
     assert_non_null(strstr(r.out, "SELECT pgshadow.register_table('public', 'Mixed Case \"Tbl\"', NULL, "
                                   "'_shadow', 'itest_migration', '{}'::jsonb);\n"));
     assert_non_null(strstr(r.out, "ARRAY['a', 'b']::text[]"));
@@ -443,6 +453,131 @@ static void test_bad_input(void **state)
     /* a config key that is not unique */
     expect_install_fails("itest_bad", "    - name: nokey\n      key: [a]\n",
                          (const char *const[]){"nokey", "no unique index", NULL});
+}
+
+/* check and install agree on the key rule: a unique index on part of the
+ * configured key is not enough for either; a nullable key column neither. */
+static void test_key_rule_agreement(void **state)
+{
+    (void)state;
+    fresh_db("itest_keyrule");
+    PGconn *c = connect_db("itest_keyrule");
+    exec_ok(c, "CREATE TABLE sub (a int NOT NULL, b int NOT NULL, v text); CREATE UNIQUE INDEX ON sub (a);"
+               "CREATE TABLE nul (a int, b int NOT NULL); CREATE UNIQUE INDEX ON nul (a, b);"
+               "CREATE TABLE okk (a int NOT NULL, b int NOT NULL); CREATE UNIQUE INDEX ON okk (b, a);");
+    char *cfg = write_config("itest_keyrule", "    - name: sub\n      key: [a, b]\n");
+    run r;
+    ctl(&r, cfg, "check", NULL);
+    assert_int_equal(r.rc, 1);
+    if (!strstr(r.out, "FAIL  table public.sub: table \"sub\" config key {\"a\",\"b\"}: no unique index on exactly the key columns"))
+        fail_msg("check output:\n%s", r.out);
+    run_free(&r);
+    unlink(cfg);
+    free(cfg);
+    expect_install_fails("itest_keyrule", "    - name: sub\n      key: [a, b]\n",
+                         (const char *const[]){"sub", "no unique index on exactly the key columns", NULL});
+    expect_install_fails("itest_keyrule", "    - name: nul\n      key: [a, b]\n",
+                         (const char *const[]){"nul", "key column \"a\" is nullable", NULL});
+    /* the same rule accepts the exact set in any order, in both */
+    cfg = write_config("itest_keyrule", "    - name: okk\n      key: [a, b]\n");
+    ctl(&r, cfg, "check", NULL);
+    if (r.rc != 0)
+        fail_msg("check: rc %d\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    ctl(&r, cfg, "install", NULL);
+    if (r.rc != 0)
+        fail_msg("install: rc %d\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    unlink(cfg);
+    free(cfg);
+    PQfinish(c);
+}
+
+/* A database that already has the seed's dashboard view: check says FAIL,
+ * install refuses and leaves it; uninstall of a pgshadow installed beside a
+ * user view depending on it refuses and lists it. */
+static void test_foreign_objects(void **state)
+{
+    (void)state;
+    fresh_db("itest_foreign");
+    PGconn *c = connect_db("itest_foreign");
+    exec_ok(c, "CREATE TABLE projects (id int PRIMARY KEY);"
+               "CREATE VIEW migration_success_metrics AS SELECT 'READY_FOR_CUTOVER'::text AS migration_status");
+    char *cfg = write_config("itest_foreign", "    - name: projects\n");
+    run r;
+    ctl(&r, cfg, "check", NULL);
+    assert_int_equal(r.rc, 1);
+    if (!strstr(r.out, "FAIL  dashboard views: public.migration_success_metrics already exists and was not "
+                       "created by pgshadow"))
+        fail_msg("check output:\n%s", r.out);
+    run_free(&r);
+    ctl(&r, cfg, "install", NULL);
+    assert_int_equal(r.rc, 1);
+    assert_non_null(strstr(r.err, "public.migration_success_metrics already exists"));
+    run_free(&r);
+    assert_false(pgshadow_schema_exists(c));
+    char *v = query1(c, "SELECT migration_status FROM migration_success_metrics");
+    assert_string_equal(v, "READY_FOR_CUTOVER");
+    free(v);
+    exec_ok(c, "DROP VIEW migration_success_metrics");
+
+    ctl(&r, cfg, "install", NULL);
+    if (r.rc != 0)
+        fail_msg("install: rc %d\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    exec_ok(c, "CREATE VIEW routed AS SELECT id, pgshadow.read_from_shadow('projects', id::text) FROM projects");
+    ctl(&r, cfg, "uninstall", "--drop-shadow", NULL);
+    assert_int_equal(r.rc, 1);
+    if (!strstr(r.err, "uninstall refused") || !strstr(r.err, "view public.routed") ||
+        !strstr(r.err, "rolled back; nothing was changed"))
+        fail_msg("uninstall output:\n%s%s", r.out, r.err);
+    assert_null(strstr(r.out, "primary tables unchanged"));
+    run_free(&r);
+    assert_true(pgshadow_schema_exists(c));
+    v = query1(c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'projects'::regclass");
+    assert_string_equal(v, "2");
+    free(v);
+    exec_ok(c, "DROP VIEW routed");
+    ctl(&r, cfg, "uninstall", "--drop-shadow", NULL);
+    if (r.rc != 0)
+        fail_msg("uninstall: rc %d\n%s%s", r.rc, r.out, r.err);
+    assert_null(strstr(r.err, "drop cascades"));
+    run_free(&r);
+    assert_false(pgshadow_schema_exists(c));
+    PQfinish(c);
+    unlink(cfg);
+    free(cfg);
+}
+
+/* The connection dies inside COMMIT (a deferred trigger kills the backend
+ * there): pgshadowctl cannot know the outcome and must not claim a rollback. */
+static void test_lost_during_commit(void **state)
+{
+    (void)state;
+    fresh_db("itest_lost");
+    PGconn *c = connect_db("itest_lost");
+    exec_ok(c, "CREATE TABLE projects (id int PRIMARY KEY);"
+               "CREATE TABLE boom (x int);"
+               "CREATE FUNCTION kill_me() RETURNS trigger LANGUAGE plpgsql AS "
+               "$$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$;"
+               "CREATE CONSTRAINT TRIGGER boom_at_commit AFTER INSERT ON boom DEFERRABLE INITIALLY DEFERRED "
+               "FOR EACH ROW EXECUTE FUNCTION kill_me();"
+               "CREATE FUNCTION arm() RETURNS event_trigger LANGUAGE plpgsql AS "
+               "$$ BEGIN INSERT INTO boom VALUES (1); END $$;"
+               "CREATE EVENT TRIGGER arm_on_schema ON ddl_command_end WHEN TAG IN ('CREATE SCHEMA') "
+               "EXECUTE FUNCTION arm();");
+    char *cfg = write_config("itest_lost", "    - name: projects\n");
+    run r;
+    ctl(&r, cfg, "install", NULL);
+    assert_int_equal(r.rc, 1);
+    if (!strstr(r.err, "outcome unknown: check with pgshadowctl status / check") ||
+        strstr(r.err, "nothing was changed"))
+        fail_msg("install output:\n%s%s", r.out, r.err);
+    run_free(&r);
+    exec_ok(c, "DROP EVENT TRIGGER arm_on_schema");
+    PQfinish(c);
+    unlink(cfg);
+    free(cfg);
 }
 
 typedef struct vector {
@@ -539,9 +674,10 @@ static void test_lock_retry(void **state)
     char *argv[] = {(char *)ctl_bin, "-c", cfg, "install", NULL};
     char outp[] = "/tmp/itest-install-out-XXXXXX", errp[] = "/tmp/itest-install-err-XXXXXX";
     pid_t pid = spawn(argv, outp, errp);
-    /* longer than the preflight's 1 s plus one 2 s lock_timeout: at least
-     * one attempt must fail on the lock and be retried */
-    sleep(5);
+    /* longer than the preflight's 1 s plus one 200 ms lock_timeout: at
+     * least one attempt must fail on the lock and be retried (30 attempts,
+     * backoff 200 ms .. 5 s, outlast it) */
+    sleep(3);
     exec_ok(locker, "COMMIT");
     run r;
     finish(pid, outp, errp, &r);
@@ -573,6 +709,8 @@ int main(void)
         cmocka_unit_test(test_dry_run),   cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_awkward),   cmocka_unit_test(test_aidis),
         cmocka_unit_test(test_lock_retry),
+        cmocka_unit_test(test_key_rule_agreement), cmocka_unit_test(test_foreign_objects),
+        cmocka_unit_test(test_lost_during_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

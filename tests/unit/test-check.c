@@ -94,7 +94,7 @@ static void test_install_script(void **state)
     assert_string_equal(
         script,
         "BEGIN;\n"
-        "SET LOCAL lock_timeout = '2s';\n"
+        "SET LOCAL lock_timeout = '200ms';\n"
         "CREATE SCHEMA IF NOT EXISTS pgshadow;\n"
         "SELECT pgshadow.register_table('public', 'projects', NULL, '_shadow', 'mig_1', "
         "'{}'::jsonb);\n"
@@ -118,7 +118,7 @@ static void test_uninstall_script(void **state)
     (void)state;
     char *s = NULL;
     assert_int_equal(ps_ctl_uninstall_script(true, "DROP SCHEMA pgshadow CASCADE;\n", &s), 0);
-    assert_string_equal(s, "BEGIN;\nSET LOCAL lock_timeout = '2s';\n"
+    assert_string_equal(s, "BEGIN;\nSET LOCAL lock_timeout = '200ms';\n"
                            "SELECT pgshadow.uninstall(true);\n"
                            "DROP SCHEMA pgshadow CASCADE;\nCOMMIT;\n");
     free(s);
@@ -183,6 +183,25 @@ static void test_decide_replication(void **state)
     assert_non_null(strstr(d, "pg_read_all_stats"));
     /* max_replication_lag 0 means no throttling: a lag is not a warning */
     assert_int_equal(ps_check_decide_replication(2, lagging, 0, d, sizeof d), PS_CHECK_PASS);
+}
+
+/* An idle, caught-up standby has replay_lag NULL: that is 0 lag for a role
+ * that sees pg_stat_replication fully, "not visible" only otherwise. */
+static void test_replay_lag_null(void **state)
+{
+    (void)state;
+    char d[256];
+    assert_int_equal(ps_check_replay_lag_ms(true, 0, true), 0);
+    assert_int_equal(ps_check_replay_lag_ms(true, 0, false), -1);
+    assert_int_equal(ps_check_replay_lag_ms(false, 1234, true), 1234);
+    assert_int_equal(ps_check_replay_lag_ms(false, 1234, false), 1234);
+    int64_t idle[] = {ps_check_replay_lag_ms(true, 0, true)};
+    assert_int_equal(ps_check_decide_replication(1, idle, 10000, d, sizeof d), PS_CHECK_PASS);
+    assert_non_null(strstr(d, "worst replay lag 0 ms"));
+    assert_null(strstr(d, "not visible"));
+    int64_t hidden[] = {ps_check_replay_lag_ms(true, 0, false)};
+    assert_int_equal(ps_check_decide_replication(1, hidden, 10000, d, sizeof d), PS_CHECK_WARN);
+    assert_non_null(strstr(d, "not visible"));
 }
 
 static void test_decide_disk(void **state)
@@ -254,6 +273,7 @@ int main(void)
         cmocka_unit_test(test_install_script),    cmocka_unit_test(test_uninstall_script),
         cmocka_unit_test(test_retryable),         cmocka_unit_test(test_decide_version),
         cmocka_unit_test(test_decide_long_xacts), cmocka_unit_test(test_decide_replication),
+        cmocka_unit_test(test_replay_lag_null),
         cmocka_unit_test(test_decide_disk),       cmocka_unit_test(test_decide_settings),
         cmocka_unit_test(test_report),
     };
