@@ -4,7 +4,8 @@
 -- BEGIN/COMMIT here). Idempotent: CREATE OR REPLACE only. See docs/sync.md.
 --
 -- Owns: pgshadow.apply_batch (change log -> shadow), pgshadow.backfill_step
--- (existing rows -> shadow, resumable), pgshadow.quarantine_retry,
+-- (existing rows -> shadow, resumable), pgshadow.wakeup_arm (the capture
+-- triggers' NOTIFY switch), pgshadow.quarantine_retry,
 -- pgshadow.replication_lag_ms and their private helpers (pgshadow._sync_*).
 --
 -- Invariants:
@@ -412,6 +413,10 @@ BEGIN
         RETURN QUERY SELECT 0, 0, 0, 0, 0, NULL::text;
         RETURN;
     END IF;
+    -- The daemon is draining: until it finds the log empty and re-arms
+    -- (wakeup_arm), writers need not NOTIFY. Written only when armed, so a
+    -- steady drain does not update this row batch after batch.
+    UPDATE pgshadow.wakeup w SET armed = false WHERE w.migration_id = p_migration_id AND w.armed;
 
     v_del := '{}'; v_ups := '{}'; v_groups := '{}'; v_qclear := '{}';
     FOR i IN 1 .. cardinality(v_ids) LOOP
@@ -666,6 +671,26 @@ END
 $fn$;
 
 -- ---------------------------------------------------------------------------
+-- wakeup_arm
+-- ---------------------------------------------------------------------------
+
+-- Arm the migration's wake-up flag: from this commit on, capture triggers
+-- NOTIFY pgshadow_changes again (pgshadow--1.sql, pgshadow.wakeup). The
+-- daemon calls it when an apply round found the change log empty, and then
+-- runs one more apply round: a writer that read "disarmed" before this
+-- commit and committed since is caught by that round; one that commits
+-- after it is caught by the next NOTIFY of any later write, or at the latest
+-- by catchup_interval (docs/sync.md).
+CREATE OR REPLACE FUNCTION pgshadow.wakeup_arm(p_migration_id text)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    INSERT INTO pgshadow.wakeup AS w (migration_id, armed) VALUES (p_migration_id, true)
+    ON CONFLICT (migration_id) DO UPDATE SET armed = true WHERE NOT w.armed
+$fn$;
+
+-- ---------------------------------------------------------------------------
 -- quarantine_retry, replication_lag_ms
 -- ---------------------------------------------------------------------------
 
@@ -728,10 +753,12 @@ REVOKE ALL ON FUNCTION pgshadow._sync_lock(text), pgshadow._sync_fk_depth(text),
                        pgshadow._sync_apply_keys(integer, text, text, text, bigint[]),
                        pgshadow._sync_halt_reason(integer, text, text, text, bigint[], text, text),
                        pgshadow.apply_batch(text, integer, text), pgshadow.backfill_step(text, integer),
-                       pgshadow.quarantine_retry(bigint), pgshadow.replication_lag_ms()
+                       pgshadow.quarantine_retry(bigint), pgshadow.replication_lag_ms(),
+                       pgshadow.wakeup_arm(text)
        FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgshadow.apply_batch(text, integer, text), pgshadow.backfill_step(text, integer),
-                          pgshadow.quarantine_retry(bigint), pgshadow.replication_lag_ms()
+                          pgshadow.quarantine_retry(bigint), pgshadow.replication_lag_ms(),
+                          pgshadow.wakeup_arm(text)
       TO pgshadow_daemon;
 GRANT EXECUTE ON FUNCTION pgshadow.quarantine_retry(bigint) TO pgshadow_operator;
 GRANT EXECUTE ON FUNCTION pgshadow.replication_lag_ms() TO pgshadow_viewer;

@@ -92,6 +92,8 @@ ps_sync_action ps_sync_next(const ps_sync_state *s, int64_t *wait_ms)
             return PS_SYNC_APPLY;
         if (backfill_ok)
             return PS_SYNC_BACKFILL;
+        if (s->arm_needed && (s->backfill_done || t != PS_SYNC_THROTTLE_NONE))
+            return PS_SYNC_ARM;
     }
     *wait_ms = next > s->now_ms ? next - s->now_ms : 1;
     return PS_SYNC_WAIT;
@@ -243,9 +245,19 @@ static const char SQL_APPLY[] =
     "SELECT taken, upserted, deleted, quarantined, truncated, halted "
     "FROM pgshadow.apply_batch($1, $2::integer, $3)";
 
+/* "had": the table had a persisted cursor before this step (read in the
+ * statement's snapshot, i.e. before backfill_step changed it), so the log
+ * can say "resuming" only for a real resume. */
 static const char SQL_BACKFILL[] =
-    "SELECT table_name, copied, done, rows_done, rows_total "
-    "FROM pgshadow.backfill_step($1, $2::integer)";
+    "WITH before AS (SELECT t.table_name AS tn, t.backfill_cursor IS NOT NULL "
+    "                       AND t.backfill_state <> 'pending' "
+    "                       AND t.backfill_started_at IS NOT NULL AS had "
+    "                  FROM pgshadow.tables t WHERE t.migration_id = $1) "
+    "SELECT b.table_name, b.copied, b.done, b.rows_done, b.rows_total, "
+    "       coalesce((SELECT had FROM before WHERE tn = b.table_name LIMIT 1), false) "
+    "FROM pgshadow.backfill_step($1, $2::integer) b";
+
+static const char SQL_ARM[] = "SELECT pgshadow.wakeup_arm($1)";
 
 struct ps_sync {
     ps_daemon *d;
@@ -260,6 +272,8 @@ struct ps_sync {
     ps_pgconn *lock_conn; /* leadership is valid on this connection... */
     unsigned lock_gen;    /* ...while its reconnect count is this */
     int lock_holder_pid;  /* standby: who holds it (for the log), 0 unknown */
+
+    bool armed; /* we armed the wake-up flag and no batch has disarmed it since */
 
     bool busy;
     ps_sync_action inflight;
@@ -360,6 +374,7 @@ static void on_lock(ps_pgconn *c, const PGresult *res, void *arg)
         s->st.backfill_done = false;
         s->st.probe_at_ms = 0;
         s->st.retry_after_ms = 0;
+        s->armed = false;
         ps_log_notice("sync: leader lock acquired for migration %s (backend pid %s); syncing",
                       s->migration_id, PQgetvalue(res, 0, 1));
     } else {
@@ -488,11 +503,41 @@ static void on_apply(ps_pgconn *c, const PGresult *res, void *arg)
                       "the cause is fixed and pgshadowd is reloaded (SIGHUP) or restarted",
                       why);
     }
-    /* Full batch: more may wait. */
+    /* apply_batch disarmed the wake-up flag when it took something, so no
+     * NOTIFY will come: keep draining by ourselves. A full batch: more
+     * waits, at once. A partial one: again after batch_delay (the same
+     * coalescing a NOTIFY gets). An empty log: arm, then one more round
+     * (the arm's recheck); empty again while armed: wait for a NOTIFY. */
+    if (taken > 0)
+        s->armed = false;
     s->st.apply_pending = taken >= s->inflight_limit;
+    if (taken > 0 && taken < s->inflight_limit && !evtimer_pending(s->ev_delay, NULL)) {
+        struct timeval tv = ms_tv(ps_daemon_config(s->d)->sync.batch_delay_ms);
+        evtimer_add(s->ev_delay, &tv);
+    }
+    s->st.arm_needed = taken == 0 && !s->armed;
     if (ps_sync_throttle_for(s->st.repl_lag_ms, ps_daemon_config(s->d)->sync.max_replication_lag_ms) ==
         PS_SYNC_THROTTLE_APPLY)
         s->st.apply_not_before_ms = mono_ms() + s->catchup_ms;
+    step(s);
+}
+
+/* ---- wake-up flag ---- */
+
+static void on_arm(ps_pgconn *c, const PGresult *res, void *arg)
+{
+    ps_sync *s = arg;
+    (void)c;
+    s->busy = false;
+    if (!res) {
+        conn_lost(s, "wakeup_arm");
+    } else if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        query_failed(s, "wakeup_arm", res);
+    } else {
+        s->armed = true;
+        s->st.arm_needed = false;
+        s->st.apply_pending = true; /* the recheck: see sync.h */
+    }
     step(s);
 }
 
@@ -546,14 +591,23 @@ static void on_backfill(ps_pgconn *c, const PGresult *res, void *arg)
     bool done = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
     int64_t rows_done = PQgetisnull(res, 0, 3) ? 0 : strtoll(PQgetvalue(res, 0, 3), NULL, 10);
     int64_t rows_total = PQgetisnull(res, 0, 4) ? 0 : strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+    bool had_cursor = PQnfields(res) > 5 && strcmp(PQgetvalue(res, 0, 5), "t") == 0;
     ps_log_field f[] = {{"TABLE", table}, {NULL, NULL}};
+    /* Writers may not NOTIFY while we are disarmed: look at the log after
+     * every chunk (the policy alternates). */
+    if (!s->armed)
+        s->st.apply_pending = true;
 
     if (strcmp(table, s->bf_table) != 0) {
         snprintf(s->bf_table, sizeof s->bf_table, "%s", table);
-        s->bf_base_rows = rows_done - copied;
+        /* rows_done counts whole chunks; rows apply already wrote make
+         * copied smaller, which is not a resume. */
+        s->bf_base_rows = !had_cursor ? 0 : done ? rows_done - copied : rows_done - s->inflight_limit;
+        if (s->bf_base_rows < 0)
+            s->bf_base_rows = 0;
         s->bf_base_ms = s->inflight_started_ms;
         s->bf_last_log_ms = now;
-        if (s->bf_base_rows > 0)
+        if (had_cursor && s->bf_base_rows > 0)
             ps_log_fields(LOG_INFO, f, "sync: backfill %s: resuming after %lld rows (~%lld total)",
                           table, (long long)s->bf_base_rows, (long long)rows_total);
         else
@@ -642,8 +696,12 @@ static void step(ps_sync *s)
         p[2] = cfg->sync.on_apply_error == PS_ON_APPLY_ERROR_HALT ? "halt" : "quarantine";
         send_query(s, c, a, SQL_APPLY, 3, p, on_apply);
         return;
+    case PS_SYNC_ARM:
+        send_query(s, c, a, SQL_ARM, 1, p, on_arm);
+        return;
     case PS_SYNC_BACKFILL:
         s->st.last_was_backfill = true;
+        s->inflight_limit = cfg->sync.backfill_chunk;
         snprintf(n1, sizeof n1, "%d", cfg->sync.backfill_chunk);
         send_query(s, c, a, SQL_BACKFILL, 2, p, on_backfill);
         return;
@@ -691,6 +749,7 @@ static void sync_on_db_up(ps_daemon *d, void *arg)
     s->st.backfill_done = false;
     s->st.probe_at_ms = 0;
     s->st.retry_after_ms = 0;
+    s->armed = false;
     if (!s->st.leader)
         s->st.lock_retry_at_ms = 0;
     if (!evtimer_pending(s->ev_catchup, NULL))

@@ -11,6 +11,13 @@
  *  - the shell (ps_sync): timers, NOTIFY coalescing, the asynchronous
  *    queries and their results, logging.
  *
+ * Wake-ups: capture NOTIFYs pgshadow_changes only while the migration's
+ * pgshadow.wakeup row is armed. apply_batch disarms it when it takes
+ * changes; the daemon then drains without NOTIFYs (a full batch: at once; a
+ * partial one: again after batch_delay) until a round finds the log empty,
+ * arms (pgshadow.wakeup_arm) and applies once more to catch a writer that
+ * read "disarmed" just before the arm committed (docs/sync.md).
+ *
  * Leader lock: a session advisory lock on the main connection, key
  * hashtextextended('pgshadow:' || migration id, 0). A daemon without it is a
  * hot standby that retries every PS_SYNC_LOCK_RETRY_MS and does nothing else.
@@ -40,6 +47,7 @@ typedef enum {
     PS_SYNC_PROBE,    /* measure replication lag and sync lag */
     PS_SYNC_APPLY,    /* one pgshadow.apply_batch */
     PS_SYNC_BACKFILL, /* one pgshadow.backfill_step */
+    PS_SYNC_ARM,      /* pgshadow.wakeup_arm: writers NOTIFY again (then one more apply) */
 } ps_sync_action;
 
 typedef enum {
@@ -59,6 +67,7 @@ typedef struct ps_sync_state {
     bool apply_pending;  /* a wake-up since the last apply, or the last batch was full */
     bool backfill_done;  /* backfill_step said every table is done */
     bool last_was_backfill; /* alternate apply and backfill while both have work */
+    bool arm_needed;     /* the log was found empty while writers may not NOTIFY */
     int64_t lock_retry_at_ms;    /* standby: next lock attempt */
     int64_t retry_after_ms;      /* a query failed: nothing before this */
     int64_t probe_at_ms;         /* next probe */
@@ -70,7 +79,10 @@ typedef struct ps_sync_state {
 /* The next action. For PS_SYNC_WAIT, *wait_ms is the delay (> 0) after which
  * to decide again; otherwise *wait_ms is -1. Order of precedence: stopping,
  * connection, leadership, error back-off, probe, then apply and backfill
- * (alternating while both have work, each only when the throttle allows). */
+ * (alternating while both have work, each only when the throttle allows),
+ * then arming the wake-up flag (not while halted, and only once no backfill
+ * chunk is waiting: while the daemon is busy copying it comes back to apply
+ * after every chunk anyway, so writers need not pay for a NOTIFY). */
 ps_sync_action ps_sync_next(const ps_sync_state *s, int64_t *wait_ms);
 
 /* Throttle level for a measured lag (< 0: unknown -> none) and the limit

@@ -5,7 +5,8 @@
  * quarantine (check, unique, foreign key; fix, retry), halt mode, TRUNCATE,
  * backfill (chunks, resume from the persisted cursor on a new connection,
  * concurrent writes, composite and awkward keys, exact counts), column
- * mappings, and the row hash against the by-hand query of docs/sync.md.
+ * mappings, the row hash against the by-hand query of docs/sync.md, and the
+ * wake-up flag (capture NOTIFYs only while armed).
  *
  * Each test works in its own fresh database, installed as pgshadowctl does:
  * one transaction of sql/pgshadow--1.sql, sql/sync--1.sql, register_table
@@ -810,6 +811,125 @@ static void test_grants(void **state)
     expect_converged(c, "parent");
 }
 
+/* NOTIFYs that arrived on a LISTENing connection (consumed). */
+static int notifies(PGconn *l)
+{
+    int n = 0;
+    assert_int_equal(PQconsumeInput(l), 1);
+    PGnotify *nf;
+    while ((nf = PQnotifies(l)) != NULL) {
+        assert_string_equal(nf->relname, "pgshadow_changes");
+        n++;
+        PQfreemem(nf);
+    }
+    return n;
+}
+
+/* A NOTIFY is delivered to listeners at the writer's commit, before the
+ * commit returns to the writer; a short round trip on the listener makes
+ * sure the listener's socket has it. */
+static int notifies_after_commit(PGconn *l)
+{
+    exec_ok(l, "SELECT 1");
+    return notifies(l);
+}
+
+/* The wake-up flag (pgshadow.wakeup): capture NOTIFYs only while armed;
+ * apply_batch disarms when it takes changes (not when the log is empty);
+ * wakeup_arm re-arms. Both capture modes; the per-table switch still wins. */
+static void wakeup_case(PGconn *c, const char *pre)
+{
+    exec_ok(c, parent_child_schema);
+    install(c, pre, parent_child_register);
+    PGconn *l = connect_db(PQdb(c));
+    exec_ok(l, "LISTEN pgshadow_changes");
+    /* installed armed: a fresh install must wake a running daemon */
+    expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "t");
+
+    exec_ok(c, "INSERT INTO parent VALUES (1, 'a', 1, NULL)");
+    assert_int_equal(notifies_after_commit(l), 1);
+    /* one NOTIFY per transaction however many rows (PostgreSQL folds
+     * identical ones) */
+    exec_ok(c, "BEGIN; INSERT INTO parent VALUES (2, 'b', 1, NULL); "
+               "INSERT INTO child VALUES (1, 2, 'x'); UPDATE parent SET name = 'bb' WHERE id = 2; COMMIT");
+    assert_int_equal(notifies_after_commit(l), 1);
+
+    /* apply takes changes: disarmed, and writers stop notifying */
+    batch b = apply1(c, 100, "quarantine");
+    assert_true(b.taken > 0);
+    expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "f");
+    (void)notifies_after_commit(l);
+    exec_ok(c, "INSERT INTO parent VALUES (3, 'c', 1, NULL)");
+    exec_ok(c, "UPDATE parent SET id = 30 WHERE id = 3");
+    exec_ok(c, "DELETE FROM child");
+    assert_int_equal(notifies_after_commit(l), 0);
+    /* ...but every change is still logged */
+    expect_sql(c, "SELECT count(*) >= 4 FROM pgshadow.change_log", "t");
+
+    /* draining, then an empty round: the empty round does not arm */
+    batch d = drain(c, 100, "quarantine");
+    assert_true(d.taken >= 4);
+    b = apply1(c, 100, "quarantine");
+    assert_int_equal(b.taken, 0);
+    expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "f");
+    exec_ok(c, "INSERT INTO parent VALUES (4, 'd', 1, NULL)");
+    assert_int_equal(notifies_after_commit(l), 0);
+
+    /* armed again: the next write notifies; an apply that takes nothing
+     * leaves it armed (the daemon's recheck round) */
+    exec_ok(c, "SELECT pgshadow.wakeup_arm('" MIG "')");
+    expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "t");
+    drain(c, 100, "quarantine");
+    expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "f");
+    exec_ok(c, "SELECT pgshadow.wakeup_arm('" MIG "')");
+    b = apply1(c, 100, "quarantine");
+    assert_int_equal(b.taken, 0);
+    expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "t");
+    (void)notifies_after_commit(l);
+    exec_ok(c, "UPDATE parent SET name = 'aa' WHERE id = 1");
+    assert_int_equal(notifies_after_commit(l), 1);
+    exec_ok(c, "TRUNCATE child");
+    assert_int_equal(notifies_after_commit(l), 1);
+
+    /* no wake-up row (deleted by hand): capture notifies, the safe side */
+    drain(c, 100, "quarantine");
+    exec_ok(c, "DELETE FROM pgshadow.wakeup");
+    (void)notifies_after_commit(l);
+    exec_ok(c, "INSERT INTO parent VALUES (6, 'f', 1, NULL)");
+    assert_int_equal(notifies_after_commit(l), 1);
+    /* the daemon's arm recreates it */
+    exec_ok(c, "SELECT pgshadow.wakeup_arm('" MIG "')");
+    expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "t");
+    drain(c, 100, "quarantine");
+
+    /* capture switched off: nothing logged, no NOTIFY, armed or not */
+    (void)notifies_after_commit(l);
+    exec_ok(c, "SELECT pgshadow.disable_writes()");
+    exec_ok(c, "INSERT INTO parent VALUES (5, 'e', 1, NULL)");
+    assert_int_equal(notifies_after_commit(l), 0);
+    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    /* back on: a full resync is queued ('T'); apply it and copy again */
+    exec_ok(c, "SELECT pgshadow.enable_writes()");
+    drain(c, 100, "quarantine");
+    backfill_all(c, 100);
+    drain(c, 100, "quarantine");
+    PQfinish(l);
+    expect_converged(c, "parent");
+    expect_converged(c, "child");
+}
+
+static void test_wakeup_row(void **state)
+{
+    testdb *t = *state;
+    wakeup_case(t->c, "");
+}
+
+static void test_wakeup_statement(void **state)
+{
+    testdb *t = *state;
+    wakeup_case(t->c, "UPDATE pgshadow.meta SET value = 'statement' WHERE key = 'capture_mode';");
+}
+
 int main(void)
 {
     if (!getenv("PGSHADOW_TEST_CONNINFO") || !getenv("PGSHADOW_SRCDIR")) {
@@ -823,7 +943,8 @@ int main(void)
         T(test_fk_order),        T(test_limit),                 T(test_quarantine),
         T(test_quarantine_delete), T(test_halt),                T(test_truncate),
         T(test_backfill),        T(test_backfill_quarantine),   T(test_hash_by_hand),
-        T(test_replication_lag), T(test_grants),
+        T(test_replication_lag), T(test_grants),                T(test_wakeup_row),
+        T(test_wakeup_statement),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

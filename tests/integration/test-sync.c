@@ -16,6 +16,8 @@
  *  3. poison rows (a shadow CHECK stricter than the primary) land in the
  *     quarantine with SQLSTATE and message while the others apply; a later
  *     change to a poisoned key retries it and clears the quarantine;
+ *  3a. wake-up: after a drain the daemon re-arms the wake-up flag, and single
+ *      writes reach the shadow by NOTIFY with catchup_interval at 10 s;
  *  3b. reload picks up a new batch_size; on_apply_error: halt stops applying
  *     with the reason in the log and STATUS, quarantines nothing, keeps the
  *     change log; a reload after the fix resumes;
@@ -554,7 +556,8 @@ static const char SCHEMA_SQL[] =
     "  FROM generate_series(1, 6000) g; "
     "ANALYZE parents; ANALYZE children; ANALYZE links";
 
-static int write_config_ex(int backfill_chunk, int batch_size, const char *on_apply_error)
+static int write_config_full(int backfill_chunk, int batch_size, const char *on_apply_error,
+                             const char *catchup)
 {
     FILE *f = fopen(T.cfg, "w");
     if (!f)
@@ -563,11 +566,16 @@ static int write_config_ex(int backfill_chunk, int batch_size, const char *on_ap
             "database:\n  conninfo: \"%s\"\n"
             "migration:\n  id: itest_sync\n  tables:\n"
             "    - name: parents\n    - name: children\n    - name: links\n"
-            "sync:\n  batch_size: %d\n  batch_delay: 10ms\n  catchup_interval: 250ms\n"
+            "sync:\n  batch_size: %d\n  batch_delay: 10ms\n  catchup_interval: %s\n"
             "  backfill_chunk: %d\n  on_apply_error: %s\n"
             "metrics:\n  listen: \"\"\n",
-            T.db_conninfo, batch_size, backfill_chunk, on_apply_error);
+            T.db_conninfo, batch_size, catchup, backfill_chunk, on_apply_error);
     return fclose(f);
+}
+
+static int write_config_ex(int backfill_chunk, int batch_size, const char *on_apply_error)
+{
+    return write_config_full(backfill_chunk, batch_size, on_apply_error, "250ms");
 }
 
 static int write_config(int backfill_chunk)
@@ -778,6 +786,48 @@ static void test_quarantine(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* 3a. wake-up flag: after a drain the daemon re-arms pgshadow.wakeup, and a
+ * single write then reaches the shadow through its NOTIFY. catchup_interval
+ * is 10 s and every write is delivered well within 10 s of the reload that
+ * set it (which restarts that timer), so only the NOTIFY can explain it. */
+
+static void reload_daemon(daemon_proc *p);
+
+static void test_wakeup(void **state)
+{
+    (void)state;
+    daemon_assert_alive(&D);
+    assert_int_equal(write_config_full(100, 200, "quarantine", "10s"), 0);
+    int64_t t0 = now_ms();
+    reload_daemon(&D);
+    wait_drained("wakeup: before");
+    /* drained and idle: armed again */
+    assert_true(wait_true("SELECT armed FROM pgshadow.wakeup WHERE migration_id = 'itest_sync'", 5000));
+    for (int i = 1; i <= 3; i++) {
+        char sql[256];
+        snprintf(sql, sizeof sql, "INSERT INTO parents (id, name, score) VALUES (%d, 'wake %d', 1)",
+                 9500000 + i, i);
+        db_exec(sql);
+        snprintf(sql, sizeof sql, "SELECT EXISTS (SELECT 1 FROM parents_shadow WHERE id = %d)",
+                 9500000 + i);
+        int64_t left = t0 + 9000 - now_ms();
+        assert_true(left > 0);
+        if (!wait_true(sql, left))
+            fail_msg("write %d did not reach the shadow within %lld ms of the reload "
+                     "(catchup_interval 10s): the NOTIFY did not wake the daemon",
+                     i, (long long)(now_ms() - t0));
+        /* and it re-armed after that drain */
+        assert_true(wait_true("SELECT armed FROM pgshadow.wakeup WHERE migration_id = 'itest_sync'",
+                              t0 + 9000 - now_ms()));
+    }
+    fprintf(stderr, "test-sync: 3 single writes delivered by NOTIFY in %lld ms (catchup 10s)\n",
+            (long long)(now_ms() - t0));
+    assert_int_equal(write_config(100), 0);
+    reload_daemon(&D);
+    assert_all_equal("after wake-ups");
+}
+
+/* ------------------------------------------------------------------------ */
 /* 3b. reload (batch_size) and on_apply_error: halt */
 
 static void reload_daemon(daemon_proc *p)
@@ -925,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_backfill),
         cmocka_unit_test(test_chaos),
         cmocka_unit_test(test_quarantine),
+        cmocka_unit_test(test_wakeup),
         cmocka_unit_test(test_reload_and_halt),
         cmocka_unit_test(test_two_daemons),
     };

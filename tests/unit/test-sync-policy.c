@@ -191,6 +191,39 @@ static void test_halted_applies_and_copies_nothing(void **state)
     assert_int_equal(next(&s, &w), PS_SYNC_PROBE);
 }
 
+/* The wake-up flag is armed once the log was found empty: after apply (a
+ * pending apply wins), never while a backfill chunk is waiting (the daemon
+ * comes back to apply after each chunk anyway), unless the backfill is held
+ * by the replication-lag throttle; never while halted or standby. */
+static void test_arm_after_empty_round(void **state)
+{
+    (void)state;
+    ps_sync_state s = idle_leader();
+    int64_t w;
+    assert_int_equal(next(&s, &w), PS_SYNC_WAIT); /* nothing to arm */
+    s.arm_needed = true;
+    assert_int_equal(next(&s, &w), PS_SYNC_ARM);
+    assert_int_equal(w, -1);
+    s.apply_pending = true;
+    assert_int_equal(next(&s, &w), PS_SYNC_APPLY);
+    s.apply_pending = false;
+    s.backfill_done = false;
+    assert_int_equal(next(&s, &w), PS_SYNC_BACKFILL);
+    s.repl_lag_ms = 20000; /* > max: backfill paused, arm */
+    assert_int_equal(next(&s, &w), PS_SYNC_ARM);
+    s.repl_lag_ms = 0;
+    s.backfill_done = true;
+    s.halted = true;
+    assert_int_equal(next(&s, &w), PS_SYNC_WAIT);
+    s.halted = false;
+    s.probe_at_ms = 0; /* the probe still comes first */
+    assert_int_equal(next(&s, &w), PS_SYNC_PROBE);
+    s.probe_at_ms = 10500;
+    s.leader = false;
+    s.lock_retry_at_ms = 20000;
+    assert_int_equal(next(&s, &w), PS_SYNC_WAIT);
+}
+
 static void test_percent(void **state)
 {
     (void)state;
@@ -307,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_lag_pauses_backfill_not_apply),
         cmocka_unit_test(test_hard_lag_slows_apply),
         cmocka_unit_test(test_halted_applies_and_copies_nothing),
+        cmocka_unit_test(test_arm_after_empty_round),
         cmocka_unit_test(test_percent),
         cmocka_unit_test(test_rate_and_eta),
         cmocka_unit_test(test_format_duration),
