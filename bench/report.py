@@ -5,6 +5,7 @@ Kept in Python (standard library only) because bash has no floating point.
 
   report.py median V...               median of the values ("-" when none)
   report.py median-col FILE COL       median of one whitespace column of a file
+  report.py pct FILE P                P-th percentile (nearest rank) of a file of numbers
   report.py ratio A B [DIGITS]        A/B, "-" when either is missing or B is 0
   report.py cmp A OP B                exit 0 when A OP B holds (OP: lt le gt ge)
   report.py table TSV HEADER_FILE     print the aligned table
@@ -59,6 +60,17 @@ def main(argv):
         with open(argv[2], encoding="utf-8") as f:
             vals = [l.split()[col] for l in f if len(l.split()) > col]
         print(fmt(median(vals), 3))
+    elif cmd == "pct":
+        # pct FILE P: the P-th percentile (nearest rank) of one number a line;
+        # "timeout" lines count as 30000 ms
+        with open(argv[2], encoding="utf-8") as f:
+            vals = sorted(30000.0 if l.strip() == "timeout" else float(l) for l in f if l.strip())
+        if not vals:
+            print("-")
+            return 1
+        import math
+        rank = max(1, math.ceil(float(argv[3]) / 100.0 * len(vals)))
+        print(fmt(vals[rank - 1], 1))
     elif cmd == "ratio":
         a, b = num(argv[2]), num(argv[3])
         digits = int(argv[4]) if len(argv) > 4 else 2
