@@ -1,7 +1,7 @@
 /*
  * notify.h - the systemd notify protocol, implemented directly.
  *
- * Works with or without libsystemd: a datagram to $NOTIFY_SOCKET (a path or
+ * The protocol is spoken natively (no libsystemd): a datagram to $NOTIFY_SOCKET (a path or
  * an abstract "@name"). With no NOTIFY_SOCKET every call is a no-op returning 0.
  */
 #ifndef PGSHADOW_NOTIFY_H
