@@ -85,7 +85,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->migration.tables[0].line, 6);
     assert_int_equal(cfg->migration.tables[0].column_no, 7);
     assert_int_equal(cfg->sync.batch_size, 1000);
-    assert_int_equal(cfg->sync.batch_delay_ms, 20);
+    assert_int_equal(cfg->sync.batch_delay_ms, 0);
     assert_int_equal(cfg->sync.catchup_interval_ms, 1000);
     assert_int_equal(cfg->sync.backfill_chunk, 5000);
     assert_int_equal(cfg->sync.max_replication_lag_ms, 10000);
@@ -695,7 +695,7 @@ static void test_diff(void **state)
                            "migration.tables: removed \"projects\"\n"
                            "migration.tables: added \"contexts\"\n"
                            "sync.batch_size: 1000 -> 2000\n"
-                           "sync.batch_delay: 20ms -> 1s\n"
+                           "sync.batch_delay: 0s -> 1s\n"
                            "verify.repair: true -> false\n"
                            "cutover.gates.min_sync_percent: 99 -> 99.5\n"
                            "cutover.on_trip: step_down -> pause\n"
