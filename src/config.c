@@ -658,7 +658,7 @@ static const key_spec migration_keys[] = {
 
 static const key_spec sync_keys[] = {
     { .name = "batch_size", .kind = K_INT, .off = CFG(sync.batch_size), .min = 1, .max = 100000,
-      .def = 1000 },
+      .def = 5000 },
     { .name = "batch_delay", .kind = K_DURATION, .off = CFG(sync.batch_delay_ms), .min = 0,
       .max = 10 * SEC_MS, .def = 0 },
     { .name = "catchup_interval", .kind = K_DURATION, .off = CFG(sync.catchup_interval_ms),

@@ -61,7 +61,7 @@ typedef struct ps_config {
     } migration;
 
     struct {
-        int batch_size;               /* default 1000, 1..100000 */
+        int batch_size;               /* default 5000, 1..100000 */
         int64_t batch_delay_ms;       /* default 0s, 0..10s */
         int64_t catchup_interval_ms;  /* default 1s, 10ms..1h */
         int backfill_chunk;           /* default 5000, 1..1000000 */

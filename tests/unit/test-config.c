@@ -84,7 +84,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->migration.tables[0].n_columns, 0);
     assert_int_equal(cfg->migration.tables[0].line, 6);
     assert_int_equal(cfg->migration.tables[0].column_no, 7);
-    assert_int_equal(cfg->sync.batch_size, 1000);
+    assert_int_equal(cfg->sync.batch_size, 5000);
     assert_int_equal(cfg->sync.batch_delay_ms, 0);
     assert_int_equal(cfg->sync.catchup_interval_ms, 1000);
     assert_int_equal(cfg->sync.backfill_chunk, 5000);
@@ -694,7 +694,7 @@ static void test_diff(void **state)
     assert_string_equal(d, "database.conninfo changed\n"
                            "migration.tables: removed \"projects\"\n"
                            "migration.tables: added \"contexts\"\n"
-                           "sync.batch_size: 1000 -> 2000\n"
+                           "sync.batch_size: 5000 -> 2000\n"
                            "sync.batch_delay: 0s -> 1s\n"
                            "verify.repair: true -> false\n"
                            "cutover.gates.min_sync_percent: 99 -> 99.5\n"
