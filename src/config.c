@@ -35,49 +35,13 @@
 
 #include "pgshadow/duration.h"
 #include "pgshadow/redact.h"
+#include "pgshadow/xalloc.h"
 
 #define MAX_ERRORS 100
 #define PG_NAME_MAX 63 /* NAMEDATALEN - 1: PostgreSQL truncates longer names */
 
 /* ------------------------------------------------------------------ */
 /* small helpers                                                        */
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-static void *xrealloc(void *p, size_t size)
-{
-    p = realloc(p, size);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s);
-    if (d == NULL)
-        abort();
-    return d;
-}
-
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    char *s;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        abort();
-    return s;
-}
 
 /* A user-supplied string, quoted and escaped for a one-line message, cut at
  * 60 bytes so a hostile file cannot make messages huge. */
@@ -250,13 +214,10 @@ static void err_pos(ctx *c, int line, int col, const char *fmt, ...)
         c->capped = true;
         return;
     }
-    char *msg;
     va_list ap;
     va_start(ap, fmt);
-    int n = vasprintf(&msg, fmt, ap);
+    char *msg = xvasprintf(fmt, ap);
     va_end(ap);
-    if (n < 0)
-        abort();
     ps_errors_add(c->errs, c->file, line, col, "%s", msg);
     free(msg);
 }
@@ -1409,13 +1370,10 @@ const ps_table_config *ps_config_table(const ps_config *cfg, const char *name)
 static void change(ps_errors *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void change(ps_errors *out, const char *fmt, ...)
 {
-    char *msg;
     va_list ap;
     va_start(ap, fmt);
-    int n = vasprintf(&msg, fmt, ap);
+    char *msg = xvasprintf(fmt, ap);
     va_end(ap);
-    if (n < 0)
-        abort();
     ps_errors_add(out, NULL, 0, 0, "%s", msg);
     free(msg);
 }

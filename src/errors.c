@@ -11,21 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (q == NULL)
-        abort();
-    return q;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s);
-    if (d == NULL)
-        abort();
-    return d;
-}
+#include "pgshadow/xalloc.h"
 
 void ps_errors_init(ps_errors *e)
 {
@@ -50,13 +36,10 @@ void ps_errors_add(ps_errors *e, const char *file, int line, int column, const c
         e->cap = e->cap ? e->cap * 2 : 8;
         e->items = xrealloc(e->items, e->cap * sizeof e->items[0]);
     }
-    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int n = vasprintf(&msg, fmt, ap);
+    char *msg = xvasprintf(fmt, ap);
     va_end(ap);
-    if (n < 0)
-        abort();
     ps_error *err = &e->items[e->count++];
     err->file = file ? xstrdup(file) : NULL;
     err->line = line > 0 ? line : 0;

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgshadow/xalloc.h"
+
 static inline uint32_t rotl32(uint32_t x, int r)
 {
     return (x << r) | (x >> (32 - r));
@@ -74,9 +76,7 @@ int ps_route_bucket(const char *table, const char *key)
     char stackbuf[256];
     char *buf = stackbuf;
     if (tl + kl + 1 > sizeof(stackbuf)) {
-        buf = malloc(tl + kl + 1);
-        if (!buf)
-            abort(); /* a routing answer must never be silently wrong */
+        buf = xmalloc(tl + kl + 1); /* a routing answer must never be silently wrong */
     }
     memcpy(buf, table, tl);
     buf[tl] = ':';
