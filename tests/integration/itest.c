@@ -278,14 +278,15 @@ void itest_db_free(itest_db *t)
 
 /* ---- child programs ------------------------------------------------- */
 
-void itest_run_argv(char *const argv[], itest_run *r)
+void itest_child_start(itest_child *ch, char *const argv[])
 {
-    char outp[] = "/tmp/itest-out-XXXXXX", errp[] = "/tmp/itest-err-XXXXXX";
-    int fo = mkstemp(outp), fe = mkstemp(errp);
+    snprintf(ch->outp, sizeof ch->outp, "/tmp/itest-out-XXXXXX");
+    snprintf(ch->errp, sizeof ch->errp, "/tmp/itest-err-XXXXXX");
+    int fo = mkstemp(ch->outp), fe = mkstemp(ch->errp);
     assert_true(fo >= 0 && fe >= 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
+    ch->pid = fork();
+    assert_true(ch->pid >= 0);
+    if (ch->pid == 0) {
         int devnull = open("/dev/null", O_RDONLY);
         if (devnull >= 0)
             dup2(devnull, STDIN_FILENO);
@@ -296,15 +297,26 @@ void itest_run_argv(char *const argv[], itest_run *r)
     }
     close(fo);
     close(fe);
+}
+
+void itest_child_finish(itest_child *ch, itest_run *r)
+{
     int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_int_equal(waitpid(ch->pid, &st, 0), ch->pid);
     r->rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r->out = itest_read_file(outp);
-    r->err = itest_read_file(errp);
-    unlink(outp);
-    unlink(errp);
+    r->out = itest_read_file(ch->outp);
+    r->err = itest_read_file(ch->errp);
+    unlink(ch->outp);
+    unlink(ch->errp);
     assert_non_null(r->out);
     assert_non_null(r->err);
+}
+
+void itest_run_argv(char *const argv[], itest_run *r)
+{
+    itest_child ch;
+    itest_child_start(&ch, argv);
+    itest_child_finish(&ch, r);
 }
 
 void itest_run_ctl(itest_run *r, const char *config, ...)

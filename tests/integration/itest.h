@@ -120,8 +120,20 @@ typedef struct itest_run {
     char *out, *err; /* all of stdout and stderr, malloc'd */
 } itest_run;
 
-/* Run argv[0] (a path) with argv, stdin from /dev/null, stdout and stderr
- * captured; waits for it. */
+/* A child started with itest_child_start, not yet waited for. */
+typedef struct itest_child {
+    pid_t pid;
+    char outp[32], errp[32]; /* temp files holding its stdout and stderr */
+} itest_child;
+
+/* Start argv[0] (a path) with argv, stdin from /dev/null, stdout and stderr
+ * to temp files; returns at once (for a test that acts while it runs). */
+void itest_child_start(itest_child *ch, char *const argv[]);
+
+/* Wait for ch to exit; its exit code and output into r (temp files gone). */
+void itest_child_finish(itest_child *ch, itest_run *r);
+
+/* itest_child_start + itest_child_finish. */
 void itest_run_argv(char *const argv[], itest_run *r);
 
 /* $PGSHADOWCTL [-c config] args... (NULL-terminated, at most 12). */

@@ -24,141 +24,7 @@
 
 #include <libpq-fe.h>
 
-static const char *conninfo, *ctl_bin, *srcdir, *pgbin;
-
-typedef struct run {
-    int rc;
-    char *out, *err;
-} run;
-
-static void run_free(run *r)
-{
-    free(r->out);
-    free(r->err);
-    memset(r, 0, sizeof(*r));
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    buf[got] = '\0';
-    fclose(f);
-    return buf;
-}
-
-/* Start argv with stdout/stderr to temp files; returns the pid. */
-static pid_t spawn(char *const argv[], char *outp, char *errp)
-{
-    int fo = mkstemp(outp), fe = mkstemp(errp);
-    assert_true(fo >= 0 && fe >= 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(fo, 1);
-        dup2(fe, 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    close(fo);
-    close(fe);
-    return pid;
-}
-
-static void finish(pid_t pid, char *outp, char *errp, run *r)
-{
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    r->rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r->out = slurp(outp);
-    r->err = slurp(errp);
-    unlink(outp);
-    unlink(errp);
-}
-
-static void run_argv(char *const argv[], run *r)
-{
-    char outp[] = "/tmp/itest-install-out-XXXXXX", errp[] = "/tmp/itest-install-err-XXXXXX";
-    finish(spawn(argv, outp, errp), outp, errp, r);
-}
-
-/* pgshadowctl -c CONFIG args... (NULL-terminated) */
-static void ctl(run *r, const char *config, ...)
-{
-    char *argv[16];
-    int n = 0;
-    argv[n++] = (char *)ctl_bin;
-    if (config) {
-        argv[n++] = "-c";
-        argv[n++] = (char *)config;
-    }
-    va_list ap;
-    va_start(ap, config);
-    const char *a;
-    while ((a = va_arg(ap, const char *)) && n < 15)
-        argv[n++] = (char *)a;
-    va_end(ap);
-    argv[n] = NULL;
-    run_argv(argv, r);
-}
-
-static char *db_conninfo(const char *db)
-{
-    char *s = NULL;
-    /* a later keyword overrides the earlier dbname */
-    assert_true(asprintf(&s, "%s dbname=%s", conninfo, db) > 0);
-    return s;
-}
-
-static PGconn *connect_db(const char *db)
-{
-    char *ci = db_conninfo(db);
-    PGconn *c = PQconnectdb(ci);
-    free(ci);
-    if (PQstatus(c) != CONNECTION_OK)
-        fail_msg("connect %s: %s", db, PQerrorMessage(c));
-    PQsetNoticeProcessor(c, NULL, NULL);
-    return c;
-}
-
-static void exec_ok(PGconn *c, const char *sql)
-{
-    PGresult *res = PQexec(c, sql);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        fail_msg("SQL failed: %s\n%s", PQerrorMessage(c), sql);
-    PQclear(res);
-}
-
-/* First column of the first row as a malloc'd string ("" when no row). */
-static char *query1(PGconn *c, const char *sql)
-{
-    PGresult *res = PQexec(c, sql);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        fail_msg("query failed: %s\n%s", PQerrorMessage(c), sql);
-    char *v = strdup(PQntuples(res) && !PQgetisnull(res, 0, 0) ? PQgetvalue(res, 0, 0) : "");
-    PQclear(res);
-    return v;
-}
-
-static void fresh_db(const char *db)
-{
-    PGconn *admin = PQconnectdb(conninfo);
-    assert_int_equal(PQstatus(admin), CONNECTION_OK);
-    char sql[256];
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", db);
-    exec_ok(admin, sql);
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", db);
-    exec_ok(admin, sql);
-    PQfinish(admin);
-}
+#include "itest.h"
 
 /* A temp config for db; tables_yaml is the text under "tables:". */
 static char *write_config(const char *db, const char *tables_yaml)
@@ -166,7 +32,7 @@ static char *write_config(const char *db, const char *tables_yaml)
     char *path = strdup("/tmp/itest-install-cfg-XXXXXX.yaml");
     int fd = mkstemps(path, 5);
     assert_true(fd >= 0);
-    char *ci = db_conninfo(db);
+    char *ci = itest_conninfo_db(db);
     FILE *f = fdopen(fd, "w");
     fprintf(f, "database:\n  conninfo: \"%s\"\nmigration:\n  id: itest_migration\n  tables:\n%s",
             ci, tables_yaml);
@@ -175,37 +41,9 @@ static char *write_config(const char *db, const char *tables_yaml)
     return path;
 }
 
-static char *schema_dump(const char *db)
-{
-    char *ci = db_conninfo(db);
-    char bin[1024];
-    snprintf(bin, sizeof bin, "%s/pg_dump", pgbin);
-    char *argv[] = {bin, "--schema-only", "--no-owner", "-d", ci, NULL};
-    run r;
-    run_argv(argv, &r);
-    free(ci);
-    if (r.rc != 0)
-        fail_msg("pg_dump failed: %s", r.err);
-    free(r.err);
-    /* pg_dump >= 15.14 brackets its output with \restrict KEY / \unrestrict
-     * KEY, a random key per run: not part of the catalog, so drop those lines */
-    char *src = r.out, *dst = r.out;
-    while (*src) {
-        char *eol = strchr(src, '\n');
-        size_t n = eol ? (size_t)(eol - src) + 1 : strlen(src);
-        if (strncmp(src, "\\restrict ", 10) != 0 && strncmp(src, "\\unrestrict ", 12) != 0) {
-            memmove(dst, src, n);
-            dst += n;
-        }
-        src += n;
-    }
-    *dst = '\0';
-    return r.out;
-}
-
 static bool pgshadow_schema_exists(PGconn *c)
 {
-    char *v = query1(c, "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshadow'");
+    char *v = itest_query(c, "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshadow'");
     bool yes = strcmp(v, "1") == 0;
     free(v);
     return yes;
@@ -213,17 +51,14 @@ static bool pgshadow_schema_exists(PGconn *c)
 
 static char *change_log_text(PGconn *c)
 {
-    return query1(c, "SELECT coalesce(string_agg(op::text || ' ' || key::text, E'\\n' ORDER BY seq), '')"
+    return itest_query(c, "SELECT coalesce(string_agg(op::text || ' ' || key::text, E'\\n' ORDER BY seq), '')"
                      " FROM pgshadow.change_log");
 }
 
 static void load_sql_file(PGconn *c, const char *name)
 {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/sql/%s", srcdir, name);
-    char *sql = slurp(path);
-    assert_non_null(sql);
-    exec_ok(c, sql);
+    char *sql = itest_read_sql(name);
+    itest_exec_ok(c, sql);
     free(sql);
 }
 
@@ -232,34 +67,34 @@ static void load_sql_file(PGconn *c, const char *name)
 static void test_aidis(void **state)
 {
     (void)state;
-    fresh_db("itest_aidis");
-    PGconn *c = connect_db("itest_aidis");
+    itest_db_create("itest_aidis");
+    PGconn *c = itest_connect_db("itest_aidis");
     load_sql_file(c, "example-aidis.sql");
     char *cfg = write_config("itest_aidis", "    - name: projects\n    - name: sessions\n"
                                             "    - name: contexts\n    - name: analytics_events\n"
                                             "    - name: tasks\n");
-    run r;
-    ctl(&r, cfg, "check", NULL);
+    itest_run r;
+    itest_run_ctl(&r, cfg, "check", NULL);
     if (r.rc != 0)
         fail_msg("check before install: rc %d\n%s%s", r.rc, r.out, r.err);
     assert_non_null(strstr(r.out, "PASS  server version"));
-    run_free(&r);
+    itest_run_free(&r);
 
-    ctl(&r, cfg, "install", NULL);
+    itest_run_ctl(&r, cfg, "install", NULL);
     if (r.rc != 0)
         fail_msg("install: rc %d\nstdout:\n%s\nstderr:\n%s", r.rc, r.out, r.err);
     assert_non_null(strstr(r.out, "installed"));
-    run_free(&r);
+    itest_run_free(&r);
 
     char *before = change_log_text(c);
     assert_string_equal(before, "");
     free(before);
-    exec_ok(c, "INSERT INTO projects (name) VALUES ('itest-project')");
-    char *n = query1(c, "SELECT count(*) FROM pgshadow.change_log");
+    itest_exec_ok(c, "INSERT INTO projects (name) VALUES ('itest-project')");
+    char *n = itest_query(c, "SELECT count(*) FROM pgshadow.change_log");
     assert_string_equal(n, "1");
     free(n);
 
-    ctl(&r, cfg, "check", NULL);
+    itest_run_ctl(&r, cfg, "check", NULL);
     if (r.rc != 0)
         fail_msg("check after install: rc %d\n%s%s", r.rc, r.out, r.err);
     assert_null(strstr(r.out, "FAIL"));
@@ -268,36 +103,36 @@ static void test_aidis(void **state)
     assert_null(strstr(r.out, "is a member of pgshadow_daemon"));
     /* pgshadow's own dashboard views are fine */
     assert_non_null(strstr(r.out, "PASS  dashboard views"));
-    run_free(&r);
+    itest_run_free(&r);
 
     /* idempotent */
-    ctl(&r, cfg, "install", NULL);
+    itest_run_ctl(&r, cfg, "install", NULL);
     if (r.rc != 0)
         fail_msg("second install: rc %d\n%s%s", r.rc, r.out, r.err);
-    run_free(&r);
+    itest_run_free(&r);
 
     /* disable-writes stops capture for the next statement; enable resumes */
-    ctl(&r, cfg, "disable-writes", NULL);
+    itest_run_ctl(&r, cfg, "disable-writes", NULL);
     assert_int_equal(r.rc, 0);
     assert_non_null(strstr(r.out, "disabled"));
-    run_free(&r);
-    exec_ok(c, "INSERT INTO projects (name) VALUES ('not-captured')");
-    n = query1(c, "SELECT count(*) FROM pgshadow.change_log");
+    itest_run_free(&r);
+    itest_exec_ok(c, "INSERT INTO projects (name) VALUES ('not-captured')");
+    n = itest_query(c, "SELECT count(*) FROM pgshadow.change_log");
     assert_string_equal(n, "1");
     free(n);
-    ctl(&r, cfg, "enable-writes", NULL);
+    itest_run_ctl(&r, cfg, "enable-writes", NULL);
     assert_int_equal(r.rc, 0);
-    run_free(&r);
-    ctl(&r, cfg, "disable-writes", "tasks", NULL);
+    itest_run_free(&r);
+    itest_run_ctl(&r, cfg, "disable-writes", "tasks", NULL);
     assert_int_equal(r.rc, 0);
-    run_free(&r);
-    exec_ok(c, "INSERT INTO projects (name) VALUES ('captured-again')");
-    n = query1(c, "SELECT count(*) FROM pgshadow.change_log WHERE op <> 'T'");
+    itest_run_free(&r);
+    itest_exec_ok(c, "INSERT INTO projects (name) VALUES ('captured-again')");
+    n = itest_query(c, "SELECT count(*) FROM pgshadow.change_log WHERE op <> 'T'");
     assert_string_equal(n, "2");
     free(n);
     /* enable-writes scheduled a full resync of every table it turned on:
      * the 'not-captured' row must not stay missing from the shadow */
-    n = query1(c, "SELECT count(*) FROM pgshadow.change_log WHERE op = 'T'");
+    n = itest_query(c, "SELECT count(*) FROM pgshadow.change_log WHERE op = 'T'");
     assert_string_equal(n, "5");
     free(n);
 
@@ -323,28 +158,28 @@ static const char awkward_tables[] =
 static void test_awkward(void **state)
 {
     (void)state;
-    fresh_db("itest_awkward");
-    PGconn *c = connect_db("itest_awkward");
-    exec_ok(c, awkward_schema);
+    itest_db_create("itest_awkward");
+    PGconn *c = itest_connect_db("itest_awkward");
+    itest_exec_ok(c, awkward_schema);
     char *cfg = write_config("itest_awkward", awkward_tables);
-    char *dump_before = schema_dump("itest_awkward");
+    char *dump_before = itest_schema_dump("itest_awkward", true);
 
-    run r;
-    ctl(&r, cfg, "install", NULL);
+    itest_run r;
+    itest_run_ctl(&r, cfg, "install", NULL);
     if (r.rc != 0)
         fail_msg("install: rc %d\nstdout:\n%s\nstderr:\n%s", r.rc, r.out, r.err);
-    run_free(&r);
-    char *v = query1(c, "SELECT count(*) FROM pg_class WHERE relname IN"
+    itest_run_free(&r);
+    char *v = itest_query(c, "SELECT count(*) FROM pg_class WHERE relname IN"
                         " ('Mixed Case \"Tbl\"_shadow', 'ünïcødé_shadow', 'keyed by config_shadow')");
     assert_string_equal(v, "3");
     free(v);
 
-    ctl(&r, cfg, "check", NULL);
+    itest_run_ctl(&r, cfg, "check", NULL);
     if (r.rc != 0)
         fail_msg("check: rc %d\n%s%s", r.rc, r.out, r.err);
-    run_free(&r);
+    itest_run_free(&r);
 
-    exec_ok(c, "INSERT INTO \"Mixed Case \"\"Tbl\"\"\" VALUES (1, 'κλειδί \"q\"', 'v'), (2, 'b', 'w');"
+    itest_exec_ok(c, "INSERT INTO \"Mixed Case \"\"Tbl\"\"\" VALUES (1, 'κλειδί \"q\"', 'v'), (2, 'b', 'w');"
                "UPDATE \"Mixed Case \"\"Tbl\"\"\" SET \"Value Col\" = 'v2' WHERE \"Tenant ID\" = 1;"
                "UPDATE \"Mixed Case \"\"Tbl\"\"\" SET \"Tenant ID\" = 3 WHERE \"Tenant ID\" = 2;"
                "DELETE FROM \"Mixed Case \"\"Tbl\"\"\" WHERE \"Tenant ID\" = 1;"
@@ -363,17 +198,17 @@ static void test_awkward(void **state)
     free(log);
 
     /* route online: 0% until the flag moves, then the contract's answer */
-    ctl(&r, cfg, "route", "Mixed Case \"Tbl\"", "x", NULL);
+    itest_run_ctl(&r, cfg, "route", "Mixed Case \"Tbl\"", "x", NULL);
     assert_int_equal(r.rc, 0);
     assert_string_equal(r.out, "primary\n");
-    run_free(&r);
+    itest_run_free(&r);
 
-    ctl(&r, cfg, "uninstall", "--drop-shadow", NULL);
+    itest_run_ctl(&r, cfg, "uninstall", "--drop-shadow", NULL);
     if (r.rc != 0)
         fail_msg("uninstall: rc %d\n%s%s", r.rc, r.out, r.err);
-    run_free(&r);
+    itest_run_free(&r);
     assert_false(pgshadow_schema_exists(c));
-    char *dump_after = schema_dump("itest_awkward");
+    char *dump_after = itest_schema_dump("itest_awkward", true);
     assert_string_equal(dump_before, dump_after);
     free(dump_before);
     free(dump_after);
@@ -385,25 +220,25 @@ static void test_awkward(void **state)
 static void test_dry_run(void **state)
 {
     (void)state;
-    fresh_db("itest_dry");
-    PGconn *c = connect_db("itest_dry");
-    exec_ok(c, awkward_schema);
+    itest_db_create("itest_dry");
+    PGconn *c = itest_connect_db("itest_dry");
+    itest_exec_ok(c, awkward_schema);
     char *cfg = write_config("itest_dry", awkward_tables);
-    char *before = schema_dump("itest_dry");
-    run r;
-    ctl(&r, cfg, "install", "--dry-run", NULL);
+    char *before = itest_schema_dump("itest_dry", true);
+    itest_run r;
+    itest_run_ctl(&r, cfg, "install", "--dry-run", NULL);
     assert_int_equal(r.rc, 0);
     assert_true(strncmp(r.out, "BEGIN;\nSET LOCAL lock_timeout = '200ms';\n", 41) == 0);
     assert_non_null(strstr(r.out, "SELECT pgshadow.register_table('public', 'Mixed Case \"Tbl\"', NULL, "
                                   "'_shadow', 'itest_migration', '{}'::jsonb);\n"));
     assert_non_null(strstr(r.out, "ARRAY['a', 'b']::text[]"));
     assert_non_null(strstr(r.out, "SELECT pgshadow.finish_install('itest_migration');\nCOMMIT;\n"));
-    run_free(&r);
-    ctl(&r, cfg, "uninstall", "--drop-shadow", "--dry-run", NULL);
+    itest_run_free(&r);
+    itest_run_ctl(&r, cfg, "uninstall", "--drop-shadow", "--dry-run", NULL);
     assert_int_equal(r.rc, 0);
     assert_non_null(strstr(r.out, "SELECT pgshadow.uninstall(true);\n"));
-    run_free(&r);
-    char *after = schema_dump("itest_dry");
+    itest_run_free(&r);
+    char *after = itest_schema_dump("itest_dry", true);
     assert_string_equal(before, after);
     assert_false(pgshadow_schema_exists(c));
     free(before);
@@ -415,16 +250,16 @@ static void test_dry_run(void **state)
 
 static void expect_install_fails(const char *db, const char *tables, const char *const *names)
 {
-    PGconn *c = connect_db(db);
+    PGconn *c = itest_connect_db(db);
     char *cfg = write_config(db, tables);
-    run r;
-    ctl(&r, cfg, "install", NULL);
+    itest_run r;
+    itest_run_ctl(&r, cfg, "install", NULL);
     if (r.rc != 1)
         fail_msg("install should fail with 1, got %d\n%s%s", r.rc, r.out, r.err);
     for (const char *const *n = names; *n; n++)
         if (!strstr(r.err, *n))
             fail_msg("error output does not name %s:\n%s", *n, r.err);
-    run_free(&r);
+    itest_run_free(&r);
     assert_false(pgshadow_schema_exists(c));
     PQfinish(c);
     unlink(cfg);
@@ -434,9 +269,9 @@ static void expect_install_fails(const char *db, const char *tables, const char 
 static void test_bad_input(void **state)
 {
     (void)state;
-    fresh_db("itest_bad");
-    PGconn *c = connect_db("itest_bad");
-    exec_ok(c, "CREATE TABLE nokey (a int, b text);"
+    itest_db_create("itest_bad");
+    PGconn *c = itest_connect_db("itest_bad");
+    itest_exec_ok(c, "CREATE TABLE nokey (a int, b text);"
                "CREATE TABLE good (id int PRIMARY KEY, a text, b int, c int);"
                "CREATE TABLE good_shadow (id int PRIMARY KEY, a int, b uuid, c int,"
                " _shadow_version int, _shadow_created_at timestamptz, _shadow_source_table text,"
@@ -460,18 +295,18 @@ static void test_bad_input(void **state)
 static void test_key_rule_agreement(void **state)
 {
     (void)state;
-    fresh_db("itest_keyrule");
-    PGconn *c = connect_db("itest_keyrule");
-    exec_ok(c, "CREATE TABLE sub (a int NOT NULL, b int NOT NULL, v text); CREATE UNIQUE INDEX ON sub (a);"
+    itest_db_create("itest_keyrule");
+    PGconn *c = itest_connect_db("itest_keyrule");
+    itest_exec_ok(c, "CREATE TABLE sub (a int NOT NULL, b int NOT NULL, v text); CREATE UNIQUE INDEX ON sub (a);"
                "CREATE TABLE nul (a int, b int NOT NULL); CREATE UNIQUE INDEX ON nul (a, b);"
                "CREATE TABLE okk (a int NOT NULL, b int NOT NULL); CREATE UNIQUE INDEX ON okk (b, a);");
     char *cfg = write_config("itest_keyrule", "    - name: sub\n      key: [a, b]\n");
-    run r;
-    ctl(&r, cfg, "check", NULL);
+    itest_run r;
+    itest_run_ctl(&r, cfg, "check", NULL);
     assert_int_equal(r.rc, 1);
     if (!strstr(r.out, "FAIL  table public.sub: table \"sub\" config key {\"a\",\"b\"}: no unique index on exactly the key columns"))
         fail_msg("check output:\n%s", r.out);
-    run_free(&r);
+    itest_run_free(&r);
     unlink(cfg);
     free(cfg);
     expect_install_fails("itest_keyrule", "    - name: sub\n      key: [a, b]\n",
@@ -480,14 +315,14 @@ static void test_key_rule_agreement(void **state)
                          (const char *const[]){"nul", "key column \"a\" is nullable", NULL});
     /* the same rule accepts the exact set in any order, in both */
     cfg = write_config("itest_keyrule", "    - name: okk\n      key: [a, b]\n");
-    ctl(&r, cfg, "check", NULL);
+    itest_run_ctl(&r, cfg, "check", NULL);
     if (r.rc != 0)
         fail_msg("check: rc %d\n%s%s", r.rc, r.out, r.err);
-    run_free(&r);
-    ctl(&r, cfg, "install", NULL);
+    itest_run_free(&r);
+    itest_run_ctl(&r, cfg, "install", NULL);
     if (r.rc != 0)
         fail_msg("install: rc %d\n%s%s", r.rc, r.out, r.err);
-    run_free(&r);
+    itest_run_free(&r);
     unlink(cfg);
     free(cfg);
     PQfinish(c);
@@ -499,50 +334,50 @@ static void test_key_rule_agreement(void **state)
 static void test_foreign_objects(void **state)
 {
     (void)state;
-    fresh_db("itest_foreign");
-    PGconn *c = connect_db("itest_foreign");
-    exec_ok(c, "CREATE TABLE projects (id int PRIMARY KEY);"
+    itest_db_create("itest_foreign");
+    PGconn *c = itest_connect_db("itest_foreign");
+    itest_exec_ok(c, "CREATE TABLE projects (id int PRIMARY KEY);"
                "CREATE VIEW migration_success_metrics AS SELECT 'READY_FOR_CUTOVER'::text AS migration_status");
     char *cfg = write_config("itest_foreign", "    - name: projects\n");
-    run r;
-    ctl(&r, cfg, "check", NULL);
+    itest_run r;
+    itest_run_ctl(&r, cfg, "check", NULL);
     assert_int_equal(r.rc, 1);
     if (!strstr(r.out, "FAIL  dashboard views: public.migration_success_metrics already exists and was not "
                        "created by pgshadow"))
         fail_msg("check output:\n%s", r.out);
-    run_free(&r);
-    ctl(&r, cfg, "install", NULL);
+    itest_run_free(&r);
+    itest_run_ctl(&r, cfg, "install", NULL);
     assert_int_equal(r.rc, 1);
     assert_non_null(strstr(r.err, "public.migration_success_metrics already exists"));
-    run_free(&r);
+    itest_run_free(&r);
     assert_false(pgshadow_schema_exists(c));
-    char *v = query1(c, "SELECT migration_status FROM migration_success_metrics");
+    char *v = itest_query(c, "SELECT migration_status FROM migration_success_metrics");
     assert_string_equal(v, "READY_FOR_CUTOVER");
     free(v);
-    exec_ok(c, "DROP VIEW migration_success_metrics");
+    itest_exec_ok(c, "DROP VIEW migration_success_metrics");
 
-    ctl(&r, cfg, "install", NULL);
+    itest_run_ctl(&r, cfg, "install", NULL);
     if (r.rc != 0)
         fail_msg("install: rc %d\n%s%s", r.rc, r.out, r.err);
-    run_free(&r);
-    exec_ok(c, "CREATE VIEW routed AS SELECT id, pgshadow.read_from_shadow('projects', id::text) FROM projects");
-    ctl(&r, cfg, "uninstall", "--drop-shadow", NULL);
+    itest_run_free(&r);
+    itest_exec_ok(c, "CREATE VIEW routed AS SELECT id, pgshadow.read_from_shadow('projects', id::text) FROM projects");
+    itest_run_ctl(&r, cfg, "uninstall", "--drop-shadow", NULL);
     assert_int_equal(r.rc, 1);
     if (!strstr(r.err, "uninstall refused") || !strstr(r.err, "view public.routed") ||
         !strstr(r.err, "rolled back; nothing was changed"))
         fail_msg("uninstall output:\n%s%s", r.out, r.err);
     assert_null(strstr(r.out, "primary tables unchanged"));
-    run_free(&r);
+    itest_run_free(&r);
     assert_true(pgshadow_schema_exists(c));
-    v = query1(c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'projects'::regclass");
+    v = itest_query(c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'projects'::regclass");
     assert_string_equal(v, "2");
     free(v);
-    exec_ok(c, "DROP VIEW routed");
-    ctl(&r, cfg, "uninstall", "--drop-shadow", NULL);
+    itest_exec_ok(c, "DROP VIEW routed");
+    itest_run_ctl(&r, cfg, "uninstall", "--drop-shadow", NULL);
     if (r.rc != 0)
         fail_msg("uninstall: rc %d\n%s%s", r.rc, r.out, r.err);
     assert_null(strstr(r.err, "drop cascades"));
-    run_free(&r);
+    itest_run_free(&r);
     assert_false(pgshadow_schema_exists(c));
     PQfinish(c);
     unlink(cfg);
@@ -554,9 +389,9 @@ static void test_foreign_objects(void **state)
 static void test_lost_during_commit(void **state)
 {
     (void)state;
-    fresh_db("itest_lost");
-    PGconn *c = connect_db("itest_lost");
-    exec_ok(c, "CREATE TABLE projects (id int PRIMARY KEY);"
+    itest_db_create("itest_lost");
+    PGconn *c = itest_connect_db("itest_lost");
+    itest_exec_ok(c, "CREATE TABLE projects (id int PRIMARY KEY);"
                "CREATE TABLE boom (x int);"
                "CREATE FUNCTION kill_me() RETURNS trigger LANGUAGE plpgsql AS "
                "$$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$;"
@@ -567,14 +402,14 @@ static void test_lost_during_commit(void **state)
                "CREATE EVENT TRIGGER arm_on_schema ON ddl_command_end WHEN TAG IN ('CREATE SCHEMA') "
                "EXECUTE FUNCTION arm();");
     char *cfg = write_config("itest_lost", "    - name: projects\n");
-    run r;
-    ctl(&r, cfg, "install", NULL);
+    itest_run r;
+    itest_run_ctl(&r, cfg, "install", NULL);
     assert_int_equal(r.rc, 1);
     if (!strstr(r.err, "outcome unknown: check with pgshadowctl status / check") ||
         strstr(r.err, "nothing was changed"))
         fail_msg("install output:\n%s%s", r.out, r.err);
-    run_free(&r);
-    exec_ok(c, "DROP EVENT TRIGGER arm_on_schema");
+    itest_run_free(&r);
+    itest_exec_ok(c, "DROP EVENT TRIGGER arm_on_schema");
     PQfinish(c);
     unlink(cfg);
     free(cfg);
@@ -599,43 +434,43 @@ static void test_route(void **state)
         char at[16], below[16];
         snprintf(at, sizeof at, "%d", v[i].bucket);
         snprintf(below, sizeof below, "%d", v[i].bucket - 1);
-        run r;
-        ctl(&r, NULL, "route", "--percent", at, "--", v[i].table, v[i].key, NULL);
+        itest_run r;
+        itest_run_ctl(&r, NULL, "route", "--percent", at, "--", v[i].table, v[i].key, NULL);
         assert_int_equal(r.rc, 0);
         assert_string_equal(r.out, "shadow\n");
-        run_free(&r);
-        ctl(&r, NULL, "route", "--percent", below, "--", v[i].table, v[i].key, NULL);
+        itest_run_free(&r);
+        itest_run_ctl(&r, NULL, "route", "--percent", below, "--", v[i].table, v[i].key, NULL);
         assert_int_equal(r.rc, 0);
         assert_string_equal(r.out, "primary\n");
-        run_free(&r);
+        itest_run_free(&r);
     }
-    run r;
-    ctl(&r, NULL, "route", "--percent", "101", "t", "k", NULL);
+    itest_run r;
+    itest_run_ctl(&r, NULL, "route", "--percent", "101", "t", "k", NULL);
     assert_int_equal(r.rc, 2);
-    run_free(&r);
+    itest_run_free(&r);
 
     /* online: the percent comes from the database's flag */
-    fresh_db("itest_route");
-    PGconn *c = connect_db("itest_route");
-    exec_ok(c, "CREATE TABLE contexts (id int PRIMARY KEY)");
+    itest_db_create("itest_route");
+    PGconn *c = itest_connect_db("itest_route");
+    itest_exec_ok(c, "CREATE TABLE contexts (id int PRIMARY KEY)");
     char *cfg = write_config("itest_route", "    - name: contexts\n");
-    ctl(&r, cfg, "install", NULL);
+    itest_run_ctl(&r, cfg, "install", NULL);
     if (r.rc != 0)
         fail_msg("install: rc %d\n%s%s", r.rc, r.out, r.err);
-    run_free(&r);
-    ctl(&r, cfg, "route", "contexts", "42", NULL);
+    itest_run_free(&r);
+    itest_run_ctl(&r, cfg, "route", "contexts", "42", NULL);
     assert_string_equal(r.out, "primary\n");
-    run_free(&r);
-    exec_ok(c, "SELECT pgshadow.set_read_percent('contexts', 29)");
-    ctl(&r, cfg, "route", "contexts", "42", NULL);
+    itest_run_free(&r);
+    itest_exec_ok(c, "SELECT pgshadow.set_read_percent('contexts', 29)");
+    itest_run_ctl(&r, cfg, "route", "contexts", "42", NULL);
     assert_int_equal(r.rc, 0);
     assert_string_equal(r.out, "shadow\n"); /* bucket 29 */
-    run_free(&r);
-    ctl(&r, cfg, "route", "contexts", "1", NULL);
+    itest_run_free(&r);
+    itest_run_ctl(&r, cfg, "route", "contexts", "1", NULL);
     assert_string_equal(r.out, "primary\n"); /* bucket 48 */
-    run_free(&r);
+    itest_run_free(&r);
     /* and SQL agrees with C */
-    char *sqlv = query1(c, "SELECT pgshadow.read_from_shadow('contexts', '42')::text || ' ' ||"
+    char *sqlv = itest_query(c, "SELECT pgshadow.read_from_shadow('contexts', '42')::text || ' ' ||"
                            " pgshadow.read_from_shadow('contexts', '1')::text");
     assert_string_equal(sqlv, "true false");
     free(sqlv);
@@ -647,45 +482,45 @@ static void test_route(void **state)
 static void test_cli_usage(void **state)
 {
     (void)state;
-    run r;
-    ctl(&r, NULL, "promote", NULL);
+    itest_run r;
+    itest_run_ctl(&r, NULL, "promote", NULL);
     assert_int_equal(r.rc, 2);
     assert_non_null(strstr(r.err, "'promote' is not available in this release"));
-    run_free(&r);
-    ctl(&r, NULL, "no-such-command", NULL);
+    itest_run_free(&r);
+    itest_run_ctl(&r, NULL, "no-such-command", NULL);
     assert_int_equal(r.rc, 2);
-    run_free(&r);
-    ctl(&r, "/nonexistent/pgshadow.yaml", "check", NULL);
+    itest_run_free(&r);
+    itest_run_ctl(&r, "/nonexistent/pgshadow.yaml", "check", NULL);
     assert_int_equal(r.rc, 2);
     assert_non_null(strstr(r.err, "/nonexistent/pgshadow.yaml"));
-    run_free(&r);
+    itest_run_free(&r);
 }
 
 static void test_lock_retry(void **state)
 {
     (void)state;
-    fresh_db("itest_lock");
-    PGconn *c = connect_db("itest_lock");
-    exec_ok(c, "CREATE TABLE projects (id int PRIMARY KEY, name text)");
+    itest_db_create("itest_lock");
+    PGconn *c = itest_connect_db("itest_lock");
+    itest_exec_ok(c, "CREATE TABLE projects (id int PRIMARY KEY, name text)");
     char *cfg = write_config("itest_lock", "    - name: projects\n");
-    PGconn *locker = connect_db("itest_lock");
-    exec_ok(locker, "BEGIN; LOCK TABLE projects IN ACCESS EXCLUSIVE MODE");
+    PGconn *locker = itest_connect_db("itest_lock");
+    itest_exec_ok(locker, "BEGIN; LOCK TABLE projects IN ACCESS EXCLUSIVE MODE");
 
-    char *argv[] = {(char *)ctl_bin, "-c", cfg, "install", NULL};
-    char outp[] = "/tmp/itest-install-out-XXXXXX", errp[] = "/tmp/itest-install-err-XXXXXX";
-    pid_t pid = spawn(argv, outp, errp);
+    char *argv[] = {(char *)itest_env("PGSHADOWCTL"), "-c", cfg, "install", NULL};
+    itest_child ch;
+    itest_child_start(&ch, argv);
     /* longer than the preflight's 1 s plus one 200 ms lock_timeout: at
      * least one attempt must fail on the lock and be retried (30 attempts,
      * backoff 200 ms .. 5 s, outlast it) */
     sleep(3);
-    exec_ok(locker, "COMMIT");
-    run r;
-    finish(pid, outp, errp, &r);
+    itest_exec_ok(locker, "COMMIT");
+    itest_run r;
+    itest_child_finish(&ch, &r);
     if (r.rc != 0)
         fail_msg("install under a lock: rc %d\n%s%s", r.rc, r.out, r.err);
     assert_non_null(strstr(r.err, "retrying the whole transaction"));
     assert_non_null(strstr(r.err, "55P03"));
-    run_free(&r);
+    itest_run_free(&r);
     assert_true(pgshadow_schema_exists(c));
     PQfinish(locker);
     PQfinish(c);
@@ -695,15 +530,10 @@ static void test_lock_retry(void **state)
 
 int main(void)
 {
-    conninfo = getenv("PGSHADOW_TEST_CONNINFO");
-    ctl_bin = getenv("PGSHADOWCTL");
-    srcdir = getenv("PGSHADOW_SRCDIR");
-    pgbin = getenv("PGSHADOW_TEST_PGBIN");
-    if (!conninfo || !ctl_bin || !srcdir || !pgbin) {
-        fprintf(stderr, "itest-install: needs PGSHADOW_TEST_CONNINFO, PGSHADOWCTL, PGSHADOW_SRCDIR "
-                        "and PGSHADOW_TEST_PGBIN (start a cluster with tests/harness/pgcluster.sh)\n");
+    static const char *const env[] = {"PGSHADOW_TEST_CONNINFO", "PGSHADOWCTL", "PGSHADOW_SRCDIR",
+                                      "PGSHADOW_TEST_PGBIN", NULL};
+    if (!itest_require_env("itest-install", env))
         return 1;
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cli_usage), cmocka_unit_test(test_route),
         cmocka_unit_test(test_dry_run),   cmocka_unit_test(test_bad_input),
