@@ -28,6 +28,8 @@
 #include "pgshadow/log.h"
 #include "pgshadow/pgconn.h"
 
+#include "itest.h"
+
 #define WAIT_MS 20000
 
 static const char *conninfo;
@@ -73,13 +75,6 @@ static const char *log_capture_stop(void)
     return logcap.text ? logcap.text : "";
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ------------------------------------------------------------ test state */
 
 #define MAXQ 64
@@ -121,7 +116,7 @@ static void on_down(ps_pgconn *c, const char *reason, void *arg)
 {
     struct t *t = arg;
     if (t->downs < 32)
-        t->down_at[t->downs] = now_ms();
+        t->down_at[t->downs] = itest_now_ms();
     t->downs++;
     snprintf(t->last_reason, sizeof t->last_reason, "%s", reason);
 }
@@ -210,9 +205,9 @@ typedef bool (*pred_fn)(struct t *t, void *arg);
 
 static bool run_until(struct t *t, pred_fn pred, void *arg, int64_t timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = itest_now_ms() + timeout_ms;
     while (!pred(t, arg)) {
-        if (now_ms() > deadline)
+        if (itest_now_ms() > deadline)
             return false;
         event_base_loop(t->base, EVLOOP_ONCE);
     }
@@ -253,33 +248,6 @@ static bool p_downs(struct t *t, void *arg)
 static void query(struct t *t, int i, const char *sql, int n, const char *const *params)
 {
     assert_int_equal(ps_pgconn_query(t->c, sql, n, params, result_cb, &qctx[i]), 0);
-}
-
-/* A plain blocking libpq connection on the side (test code only). */
-static void side_exec(const char *sql)
-{
-    PGconn *pg = PQconnectdb(conninfo);
-    if (PQstatus(pg) != CONNECTION_OK)
-        fail_msg("side connection failed: %s", PQerrorMessage(pg));
-    PGresult *r = PQexec(pg, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
-        fail_msg("side query failed: %s", PQerrorMessage(pg));
-    PQclear(r);
-    PQfinish(pg);
-}
-
-/* The first column of the first row of a query on a side connection. */
-static void side_value(const char *sql, char *out, size_t len)
-{
-    PGconn *pg = PQconnectdb(conninfo);
-    if (PQstatus(pg) != CONNECTION_OK)
-        fail_msg("side connection failed: %s", PQerrorMessage(pg));
-    PGresult *r = PQexec(pg, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1)
-        fail_msg("side query failed: %s", PQerrorMessage(pg));
-    snprintf(out, len, "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
-    PQfinish(pg);
 }
 
 /* ------------------------------------------------------------------ tests */
@@ -410,7 +378,7 @@ static void test_listen_notify(void **state)
     assert_int_equal(ps_pgconn_listen(t.c, "pgshadow test \"chan\""), 0); /* dup: no-op */
     ps_pgconn_start(t.c);
     WAIT(&t, p_up, 1);
-    side_exec("SELECT pg_notify('pgshadow test \"chan\"', 'hello')");
+    itest_exec_on(conninfo, "SELECT pg_notify('pgshadow test \"chan\"', 'hello')");
     WAIT(&t, p_notifies, 1);
     assert_string_equal(t.last_channel, "pgshadow test \"chan\"");
     assert_string_equal(t.last_payload, "hello");
@@ -419,15 +387,15 @@ static void test_listen_notify(void **state)
     assert_int_equal(ps_pgconn_listen(t.c, "Second"), 0);
     query(&t, 0, "SELECT 1", 0, NULL);
     WAIT(&t, p_done, 0);
-    side_exec("NOTIFY \"Second\", 'two'");
+    itest_exec_on(conninfo, "NOTIFY \"Second\", 'two'");
     WAIT(&t, p_notifies, 2);
     assert_string_equal(t.last_channel, "Second");
     assert_string_equal(t.last_payload, "two");
     /* not listening on this one */
-    side_exec("NOTIFY other, 'x'");
+    itest_exec_on(conninfo, "NOTIFY other, 'x'");
     query(&t, 1, "SELECT 1", 0, NULL);
     WAIT(&t, p_done, 1);
-    side_exec("SELECT pg_notify('Second', 'three')");
+    itest_exec_on(conninfo, "SELECT pg_notify('Second', 'three')");
     WAIT(&t, p_notifies, 3);
     assert_string_equal(t.last_payload, "three");
     t_done(&t);
@@ -486,7 +454,7 @@ static void test_restart_reconnects_and_relistens(void **state)
     ps_pgconn_listen(t.c, "pgshadow_changes");
     ps_pgconn_start(t.c);
     WAIT(&t, p_up, 1);
-    side_exec("NOTIFY pgshadow_changes, 'before'");
+    itest_exec_on(conninfo, "NOTIFY pgshadow_changes, 'before'");
     WAIT(&t, p_notifies, 1);
 
     query(&t, 0, "SELECT pg_sleep(60)", 0, NULL); /* in flight at the crash */
@@ -497,10 +465,7 @@ static void test_restart_reconnects_and_relistens(void **state)
         event_base_loop(t.base, EVLOOP_ONCE);
     assert_false(t.q[0].done);
 
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s/tests/harness/pgcluster.sh' restart '%s' immediate", src,
-             cluster);
-    assert_int_equal(system(cmd), 0);
+    itest_cluster_restart();
 
     WAIT(&t, p_completed, 2);
     assert_true(t.q[0].null);
@@ -512,7 +477,7 @@ static void test_restart_reconnects_and_relistens(void **state)
     assert_true(strlen(t.last_reason) > 0);
 
     /* on_up ran after the LISTEN was re-issued: a NOTIFY sent now arrives */
-    side_exec("NOTIFY pgshadow_changes, 'after'");
+    itest_exec_on(conninfo, "NOTIFY pgshadow_changes, 'after'");
     WAIT(&t, p_notifies, 2);
     assert_string_equal(t.last_payload, "after");
     query(&t, 2, "SELECT 'works again'", 0, NULL);
@@ -614,7 +579,7 @@ static void test_terminated_backend_detected_when_idle(void **state)
 
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)", pid);
-    side_exec(sql);
+    itest_exec_on(conninfo, sql);
     WAIT(&t, p_downs, 1);
     WAIT(&t, p_up, 2);
     assert_int_equal(ps_pgconn_reconnects(t.c), 1);
@@ -643,10 +608,12 @@ static void test_liveness_timeout_on_silent_backend(void **state)
         event_base_loop(t.base, EVLOOP_ONCE);
     assert_int_equal(t.downs, 0);
     /* and the probe really ran on it */
-    char sql[160], last[64];
+    char sql[160];
     snprintf(sql, sizeof sql, "SELECT query FROM pg_stat_activity WHERE pid = %d", pid);
-    side_value(sql, last, sizeof last);
+    char *last = itest_value_on(conninfo, sql);
+    assert_non_null(last);
     assert_string_equal(last, "SELECT 1");
+    free(last);
 
     if (kill(pid, SIGSTOP) != 0)
         fail_msg("cannot stop backend %d: %s (run as root or as the cluster owner)", pid,
@@ -760,12 +727,10 @@ static void test_free_while_resolving(void **state)
 
 int main(void)
 {
-    conninfo = getenv("PGSHADOW_TEST_CONNINFO");
-    if (!conninfo || !*conninfo) {
-        fprintf(stderr, "itest-pgconn: PGSHADOW_TEST_CONNINFO is not set; start a cluster with "
-                        "tests/harness/pgcluster.sh start DIR and eval its output\n");
+    static const char *const env[] = {"PGSHADOW_TEST_CONNINFO", NULL};
+    if (!itest_require_env("itest-pgconn", env))
         return 1;
-    }
+    conninfo = getenv("PGSHADOW_TEST_CONNINFO");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connect_param_query),
         cmocka_unit_test(test_queue_in_order),
