@@ -45,26 +45,14 @@
 
 #include <libpq-fe.h>
 
-#define WAIT_MS 20000
-#define MAX_MSGS 512
+#include "itest.h"
 
-/* One pgshadowd under test: its notify socket, captured messages and log. */
-typedef struct proc {
-    const char *log_level; /* --log-level, or NULL: follow the config */
-    const char *passfile;  /* PGPASSFILE, or NULL: the harness passfile */
-    char log[128], sock[128];
-    int sock_fd;
-    pid_t pid;
-    int exit_status; /* waitpid status once reaped */
-    bool reaped;
-    char *msgs[MAX_MSGS];
-    int n_msgs;
-} proc;
+#define WAIT_MS 20000
 
 #define SYNC_DB "pgshadow_itest_daemon"
 
 static struct {
-    const char *pgshadowd, *pgshadowctl, *conninfo, *cluster, *srcdir;
+    const char *conninfo;
     const char *tls_conninfo, *passfile, *pghost, *pgport;
     char dir[64];
     char cfg[128], service[128], sync_cfg[128];
@@ -75,136 +63,24 @@ static struct {
 } T;
 
 #define PROC_INIT {.log_level = "debug", .sock_fd = -1, .pid = -1}
-static proc P = PROC_INIT; /* the daemon most tests share */
-static proc S = PROC_INIT; /* the one with the sync engine on SYNC_DB */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void drain_notify_p(proc *p)
-{
-    char buf[4096];
-    for (;;) {
-        ssize_t n = recv(p->sock_fd, buf, sizeof buf - 1, MSG_DONTWAIT);
-        if (n < 0)
-            return;
-        buf[n] = '\0';
-        if (p->n_msgs < MAX_MSGS)
-            p->msgs[p->n_msgs++] = strdup(buf);
-    }
-}
-
-/* Index of the first notify message at or after `from` that starts with
- * prefix (or contains it as a line, for "READY=1" inside a compound
- * message), waiting up to WAIT_MS. -1 on timeout. */
-static int wait_msg_p(proc *pr, int from, const char *line)
-{
-    int64_t deadline = now_ms() + WAIT_MS;
-    size_t ll = strlen(line);
-    do {
-        drain_notify_p(pr);
-        for (int i = from; i < pr->n_msgs; i++) {
-            for (const char *p = pr->msgs[i]; p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-                if (strncmp(p, line, ll) == 0)
-                    return i;
-        }
-        usleep(50 * 1000);
-    } while (now_ms() < deadline);
-    return -1;
-}
-
-static char *read_log_p(proc *p)
-{
-    FILE *f = fopen(p->log, "r");
-    if (!f)
-        return strdup("");
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&buf, &len);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        fwrite(chunk, 1, n, m);
-    fclose(f);
-    fclose(m);
-    return buf;
-}
-
-static size_t log_size_p(proc *p)
-{
-    struct stat st;
-    return stat(p->log, &st) == 0 ? (size_t)st.st_size : 0;
-}
-#define log_size() log_size_p(&P)
+static itest_daemon P = PROC_INIT; /* the daemon most tests share */
+static itest_daemon S = PROC_INIT; /* the one with the sync engine on SYNC_DB */
 
 /* No notify message of p contains needle. */
-static void assert_no_msg_contains(proc *p, const char *needle)
+static void assert_no_msg_contains(itest_daemon *p, const char *needle)
 {
-    drain_notify_p(p);
+    itest_daemon_drain(p);
     for (int i = 0; i < p->n_msgs; i++)
         if (strstr(p->msgs[i], needle))
             fail_msg("a notify message contains the secret: %s", p->msgs[i]);
 }
 
-/* Lines of p's log (from offset) containing all of a and b. */
-static int log_count_p(proc *p, size_t from, const char *a, const char *b)
-{
-    char *text = read_log_p(p);
-    int n = 0;
-    char *line = from <= strlen(text) ? text + from : text + strlen(text);
-    while (line && *line) {
-        char *end = strchr(line, '\n');
-        if (end)
-            *end = '\0';
-        if (strstr(line, a) && (!b || strstr(line, b)))
-            n++;
-        line = end ? end + 1 : NULL;
-    }
-    free(text);
-    return n;
-}
-
-/* Wait until the log, from byte offset `from`, contains `needle`. Returns the
- * offset just past the match, or 0 on timeout (printing the log). */
-static size_t wait_log_p(proc *p, size_t from, const char *needle)
-{
-    int64_t deadline = now_ms() + WAIT_MS;
-    do {
-        drain_notify_p(p); /* keep the daemon's notify queue from filling up */
-        char *text = read_log_p(p);
-        size_t len = strlen(text);
-        char *hit = from <= len ? strstr(text + from, needle) : NULL;
-        size_t off = hit ? (size_t)(hit - text) + strlen(needle) : 0;
-        free(text);
-        if (hit)
-            return off;
-        usleep(50 * 1000);
-    } while (now_ms() < deadline);
-    char *text = read_log_p(p);
-    fprintf(stderr, "timed out waiting for log text '%s' after offset %zu; log:\n%s\n", needle,
-            from, text);
-    free(text);
-    return 0;
-}
-
-static int write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    fputs(text, f);
-    return fclose(f);
-}
-
-#define drain_notify() drain_notify_p(&P)
-#define wait_msg(from, line) wait_msg_p(&P, (from), (line))
-#define read_log() read_log_p(&P)
-#define wait_log(from, needle) wait_log_p(&P, (from), (needle))
-#define reap(ms) reap_p(&P, (ms))
+#define drain_notify() itest_daemon_drain(&P)
+#define wait_msg(from, line) itest_daemon_wait_msg(&P, (from), (line), WAIT_MS)
+#define read_log() itest_daemon_log(&P)
+#define wait_log(from, needle) itest_daemon_wait_log(&P, (from), (needle), WAIT_MS)
+#define reap(ms) itest_daemon_reap(&P, (ms))
+#define log_size() itest_daemon_log_size(&P)
 
 /* Replace the config atomically, as an editor or config manager would. */
 static int write_config_to(const char *path, const char *conninfo, const char *batch_size_line)
@@ -223,7 +99,7 @@ static int write_config_to(const char *path, const char *conninfo, const char *b
              "  level: info\n",
              conninfo, batch_size_line);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    if (write_file(tmp, text) < 0)
+    if (itest_write_file(tmp, text) < 0)
         return -1;
     return rename(tmp, path);
 }
@@ -251,7 +127,7 @@ static int write_sync_config(int batch_size, const char *level, const char *extr
              "%s",
              T.sync_conninfo, batch_size, level, extra ? extra : "");
     snprintf(tmp, sizeof tmp, "%s.tmp", T.sync_cfg);
-    if (write_file(tmp, text) < 0)
+    if (itest_write_file(tmp, text) < 0)
         return -1;
     return rename(tmp, T.sync_cfg);
 }
@@ -309,7 +185,7 @@ static int send_notify(const char *channel, const char *payload)
 static int run_check_config(const char *path, char *out, size_t outlen)
 {
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "'%s' -c '%s' --check-config 2>&1", T.pgshadowd, path);
+    snprintf(cmd, sizeof cmd, "'%s' -c '%s' --check-config 2>&1", itest_env("PGSHADOWD"), path);
     FILE *p = popen(cmd, "r");
     if (!p)
         return -1;
@@ -319,81 +195,22 @@ static int run_check_config(const char *path, char *out, size_t outlen)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-/* Reap the daemon if it exited; true when it is gone. */
-static bool reap_p(proc *p, int64_t wait_ms)
+/* Start pgshadowd -c cfg (--log-level debug unless p->log_level says
+ * otherwise) with its own notify socket, output captured to DIR/<tag>.log, a
+ * 1 s watchdog, the test's service file and passfile (NULL: the harness
+ * one). */
+static int spawn(itest_daemon *p, const char *tag, const char *cfg, const char *passfile)
 {
-    if (p->reaped)
-        return true;
-    int64_t deadline = now_ms() + wait_ms;
-    do {
-        pid_t r = waitpid(p->pid, &p->exit_status, WNOHANG);
-        if (r == p->pid) {
-            p->reaped = true;
-            return true;
-        }
-        usleep(50 * 1000);
-    } while (now_ms() < deadline);
-    return false;
-}
-
-/* Start pgshadowd -c cfg --log-level debug with its own notify socket and
- * stderr captured to DIR/<tag>.log. */
-static int spawn(proc *p, const char *tag, const char *cfg)
-{
-    snprintf(p->log, sizeof p->log, "%s/%s.log", T.dir, tag);
-    snprintf(p->sock, sizeof p->sock, "%s/%s.sock", T.dir, tag);
-    p->sock_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(p->sock) >= sizeof sa.sun_path)
-        return -1;
-    memcpy(sa.sun_path, p->sock, strlen(p->sock) + 1);
-    if (p->sock_fd < 0 || bind(p->sock_fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        perror("notify socket");
-        return -1;
-    }
-
-    int logfd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (logfd < 0)
-        return -1;
-    p->pid = fork();
-    if (p->pid < 0)
-        return -1;
-    if (p->pid == 0) {
-        dup2(logfd, STDERR_FILENO);
-        int devnull = open("/dev/null", O_RDWR);
-        dup2(devnull, STDIN_FILENO);
-        dup2(devnull, STDOUT_FILENO);
-        setenv("NOTIFY_SOCKET", p->sock, 1);
-        setenv("WATCHDOG_USEC", "1000000", 1);
-        unsetenv("WATCHDOG_PID");
-        unsetenv("JOURNAL_STREAM");
-        setenv("PGSERVICEFILE", T.service, 1);
-        setenv("PGPASSFILE", p->passfile ? p->passfile : T.passfile, 1);
-        unsetenv("PGPASSWORD");
-        unsetenv("PGSERVICE");
-        if (p->log_level)
-            execl(T.pgshadowd, "pgshadowd", "-c", cfg, "--log-level", p->log_level, (char *)NULL);
-        else
-            execl(T.pgshadowd, "pgshadowd", "-c", cfg, (char *)NULL);
-        _exit(127);
-    }
-    close(logfd);
-    return 0;
-}
-
-static void proc_cleanup(proc *p)
-{
-    if (p->pid > 0 && !p->reaped) {
-        kill(p->pid, SIGKILL);
-        waitpid(p->pid, NULL, 0);
-        p->reaped = true;
-    }
-    if (p->sock_fd >= 0)
-        close(p->sock_fd);
-    p->sock_fd = -1;
-    for (int i = 0; i < p->n_msgs; i++)
-        free(p->msgs[i]);
-    p->n_msgs = 0;
+    char service[200], pass[200];
+    snprintf(service, sizeof service, "PGSERVICEFILE=%s", T.service);
+    snprintf(pass, sizeof pass, "PGPASSFILE=%s", passfile ? passfile : T.passfile);
+    const char *env[] = {"WATCHDOG_USEC=1000000", "WATCHDOG_PID", service, pass,
+                         "PGPASSWORD", "PGSERVICE", NULL};
+    memcpy(p->env, env, sizeof env);
+    itest_daemon_paths(p, T.dir, tag);
+    int rc = itest_daemon_start(p, cfg);
+    memset(p->env, 0, sizeof p->env); /* the strings were ours, on this stack */
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -418,79 +235,20 @@ static int read_password(void)
     return 0;
 }
 
-static PGconn *db_connect(const char *conninfo)
-{
-    PGconn *c = PQconnectdb(conninfo);
-    if (PQstatus(c) != CONNECTION_OK) {
-        fprintf(stderr, "test connection failed: %s\n", PQerrorMessage(c));
-        PQfinish(c);
-        return NULL;
-    }
-    return c;
-}
-
-/* Run sql on conn; true when it succeeded. */
-static bool db_run(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    if (!ok)
-        fprintf(stderr, "query failed: %s: %s\n", sql, PQerrorMessage(c));
-    PQclear(r);
-    return ok;
-}
-
-/* First value of a query on a fresh connection ("" on error). */
-static void db_value(const char *conninfo, const char *sql, char *out, size_t len)
-{
-    out[0] = '\0';
-    PGconn *c = db_connect(conninfo);
-    if (!c)
-        return;
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
-        snprintf(out, len, "%s", PQgetvalue(r, 0, 0));
-    else
-        fprintf(stderr, "query failed: %s: %s\n", sql, PQerrorMessage(c));
-    PQclear(r);
-    PQfinish(c);
-}
-
-/* Poll until sql's first value equals want. */
-static bool db_wait_value(const char *conninfo, const char *sql, const char *want)
-{
-    int64_t deadline = now_ms() + WAIT_MS;
-    char v[256];
-    do {
-        db_value(conninfo, sql, v, sizeof v);
-        if (strcmp(v, want) == 0)
-            return true;
-        usleep(50 * 1000);
-    } while (now_ms() < deadline);
-    fprintf(stderr, "timed out: %s gave '%s', want '%s'\n", sql, v, want);
-    return false;
-}
-
 static int group_setup(void **state)
 {
     (void)state;
-    T.pgshadowd = getenv("PGSHADOWD");
-    T.pgshadowctl = getenv("PGSHADOWCTL");
+    static const char *const env[] = {"PGSHADOWD", "PGSHADOWCTL", "PGSHADOW_SRCDIR",
+                                      "PGSHADOW_TEST_CONNINFO", "PGSHADOW_TEST_CLUSTER",
+                                      "PGSHADOW_TEST_TLS_CONNINFO", "PGSHADOW_TEST_PGPASSFILE",
+                                      "PGSHADOW_TEST_PGHOST", "PGSHADOW_TEST_PGPORT", NULL};
+    if (!itest_require_env("test-daemon", env))
+        return -1;
     T.conninfo = getenv("PGSHADOW_TEST_CONNINFO");
-    T.cluster = getenv("PGSHADOW_TEST_CLUSTER");
-    T.srcdir = getenv("PGSHADOW_SRCDIR");
     T.tls_conninfo = getenv("PGSHADOW_TEST_TLS_CONNINFO");
     T.passfile = getenv("PGSHADOW_TEST_PGPASSFILE");
     T.pghost = getenv("PGSHADOW_TEST_PGHOST");
     T.pgport = getenv("PGSHADOW_TEST_PGPORT");
-    if (!T.pgshadowd || !T.pgshadowctl || !T.conninfo || !T.cluster || !T.srcdir ||
-        !T.tls_conninfo || !T.passfile || !T.pghost || !T.pgport) {
-        fprintf(stderr, "test-daemon: PGSHADOWD, PGSHADOWCTL, PGSHADOW_SRCDIR and the "
-                        "PGSHADOW_TEST_* variables of tests/harness/pgcluster.sh (CONNINFO, "
-                        "CLUSTER, TLS_CONNINFO, PGPASSFILE, PGHOST, PGPORT) must be set (run "
-                        "through tests/run or meson test with a cluster started)\n");
-        return -1;
-    }
     if (read_password() < 0) {
         fprintf(stderr, "test-daemon: cannot read a password from %s\n", T.passfile);
         return -1;
@@ -512,14 +270,14 @@ static int group_setup(void **state)
     if (write_service_file() < 0 || write_config("  batch_size: 1000") < 0)
         return -1;
 
-    return spawn(&P, "main", T.cfg);
+    return spawn(&P, "main", T.cfg, NULL);
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    proc_cleanup(&P);
-    proc_cleanup(&S);
+    itest_daemon_cleanup(&P);
+    itest_daemon_cleanup(&S);
     if (T.dir[0] && !getenv("PGSHADOW_KEEP_TMP")) {
         char cmd[128];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", T.dir);
@@ -537,7 +295,7 @@ static void test_check_config(void **state)
     assert_string_equal(out, "configuration OK\n");
     char bad[160];
     snprintf(bad, sizeof bad, "%s/bad.yaml", T.dir);
-    assert_int_equal(write_file(bad, "database:\n  conninfo: 42\nnope: 1\n"), 0);
+    assert_int_equal(itest_write_file(bad, "database:\n  conninfo: 42\nnope: 1\n"), 0);
     assert_int_equal(run_check_config(bad, out, sizeof out), 2);
     assert_non_null(strstr(out, "bad.yaml:"));
 }
@@ -553,16 +311,16 @@ static void test_starts_without_database(void **state)
     snprintf(conninfo, sizeof conninfo, "host=%s/no-server-here port=1 dbname=x user=postgres",
              T.dir);
     assert_int_equal(write_config_to(cfg, conninfo, "  batch_size: 1000"), 0);
-    proc q = PROC_INIT;
-    assert_int_equal(spawn(&q, "nodb", cfg), 0);
-    int ready = wait_msg_p(&q, 0, "READY=1");
-    int waiting = wait_msg_p(&q, 0, "STATUS=waiting for database");
+    itest_daemon q = PROC_INIT;
+    assert_int_equal(spawn(&q, "nodb", cfg, NULL), 0);
+    int ready = itest_daemon_wait_msg(&q, 0, "READY=1", WAIT_MS);
+    int waiting = itest_daemon_wait_msg(&q, 0, "STATUS=waiting for database", WAIT_MS);
     bool alive = kill(q.pid, 0) == 0;
     kill(q.pid, SIGTERM);
-    int stopping = wait_msg_p(&q, 0, "STOPPING=1");
-    bool gone = reap_p(&q, WAIT_MS);
+    int stopping = itest_daemon_wait_msg(&q, 0, "STOPPING=1", WAIT_MS);
+    bool gone = itest_daemon_reap(&q, WAIT_MS);
     int st = q.exit_status;
-    proc_cleanup(&q);
+    itest_daemon_cleanup(&q);
     assert_true(ready >= 0);
     assert_true(waiting >= 0);
     assert_true(alive);
@@ -605,10 +363,7 @@ static void test_survives_restart(void **state)
 {
     (void)state;
     size_t from = log_size();
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "'%s/tests/harness/pgcluster.sh' restart '%s' immediate",
-             T.srcdir, T.cluster);
-    assert_int_equal(system(cmd), 0);
+    itest_cluster_restart();
     assert_true(wait_log(from, "database connection down") > 0);
     assert_true(wait_log(from, "resync: draining change log after (re)connect conn=listen "
                                "reconnects=1") > 0);
@@ -733,31 +488,30 @@ static void test_wrong_password_from_service_file(void **state)
     snprintf(cfg, sizeof cfg, "%s/badpw.yaml", T.dir);
     snprintf(nopass, sizeof nopass, "%s/no-such-passfile", T.dir);
     assert_int_equal(write_config_to(cfg, "service=pgshadow_bad", "  batch_size: 1000"), 0);
-    proc q = PROC_INIT;
-    q.passfile = nopass; /* only the service file's password is in reach */
-    assert_int_equal(spawn(&q, "badpw", cfg), 0);
-    size_t a = wait_log_p(&q, 0, "connection attempt failed: ");
-    size_t b = a ? wait_log_p(&q, a, "connection attempt failed: ") : 0; /* retried */
-    int waiting = wait_msg_p(&q, 0, "STATUS=waiting for database");
+    itest_daemon q = PROC_INIT;
+    assert_int_equal(spawn(&q, "badpw", cfg, nopass), 0);
+    size_t a = itest_daemon_wait_log(&q, 0, "connection attempt failed: ", WAIT_MS);
+    size_t b = a ? itest_daemon_wait_log(&q, a, "connection attempt failed: ", WAIT_MS) : 0; /* retried */
+    int waiting = itest_daemon_wait_msg(&q, 0, "STATUS=waiting for database", WAIT_MS);
     bool alive = kill(q.pid, 0) == 0;
     kill(q.pid, SIGTERM);
-    bool gone = reap_p(&q, WAIT_MS);
+    bool gone = itest_daemon_reap(&q, WAIT_MS);
     int st = q.exit_status;
-    char *text = read_log_p(&q);
-    drain_notify_p(&q);
+    char *text = itest_daemon_log(&q);
+    itest_daemon_drain(&q);
     bool status_says_auth = false;
     for (int i = 0; i < q.n_msgs; i++)
         if (strstr(q.msgs[i], "STATUS=waiting for database") &&
             strstr(q.msgs[i], "password authentication failed"))
             status_says_auth = true;
-    int errlines = log_count_p(&q, 0, "connection attempt failed: ",
+    int errlines = itest_daemon_log_count(&q, 0, "connection attempt failed: ",
                                "password authentication failed for user \"pgshadow_pw\"");
     bool leaked = strstr(text, T.secret) != NULL;
     if (leaked)
         fprintf(stderr, "log:\n%s\n", text);
     free(text);
     assert_no_msg_contains(&q, T.secret);
-    proc_cleanup(&q);
+    itest_daemon_cleanup(&q);
     assert_true(a > 0);
     assert_true(b > 0);
     assert_true(errlines >= 2);
@@ -779,28 +533,29 @@ static void test_tls_backends(void **state)
     char cfg[160];
     snprintf(cfg, sizeof cfg, "%s/tls.yaml", T.dir);
     assert_int_equal(write_config_to(cfg, T.tls_conninfo, "  batch_size: 1000"), 0);
-    proc q = PROC_INIT;
-    assert_int_equal(spawn(&q, "tls", cfg), 0);
-    size_t up = wait_log_p(&q, 0, "resync: draining change log after (re)connect conn=listen");
-    size_t main_up = wait_log_p(&q, 0, "database connection up (host=127.0.0.1");
-    char v[64] = "";
+    itest_daemon q = PROC_INIT;
+    assert_int_equal(spawn(&q, "tls", cfg, NULL), 0);
+    size_t up = itest_daemon_wait_log(&q, 0, "resync: draining change log after (re)connect conn=listen", WAIT_MS);
+    size_t main_up = itest_daemon_wait_log(&q, 0, "database connection up (host=127.0.0.1", WAIT_MS);
+    char *v = NULL;
     if (up && main_up)
-        db_value(T.conninfo,
-                 "SELECT count(*) || ':' || coalesce(bool_and(s.ssl), false) || ':' || "
-                 "string_agg(DISTINCT a.usename, ',') "
-                 "FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
-                 "WHERE a.application_name LIKE 'pgshadowd%'",
-                 v, sizeof v);
+        v = itest_value_on(T.conninfo,
+                           "SELECT count(*) || ':' || coalesce(bool_and(s.ssl), false) || ':' || "
+                           "string_agg(DISTINCT a.usename, ',') "
+                           "FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+                           "WHERE a.application_name LIKE 'pgshadowd%'");
     kill(q.pid, SIGTERM);
-    bool gone = reap_p(&q, WAIT_MS);
+    bool gone = itest_daemon_reap(&q, WAIT_MS);
     int st = q.exit_status;
-    char *text = read_log_p(&q);
+    char *text = itest_daemon_log(&q);
     bool leaked = strstr(text, T.password) != NULL;
     free(text);
-    proc_cleanup(&q);
+    itest_daemon_cleanup(&q);
     assert_true(up > 0);
     assert_true(main_up > 0);
+    assert_non_null(v);
     assert_string_equal(v, "2:true:pgshadow_pw"); /* main and listen, both TLS */
+    free(v);
     assert_false(leaked);
     assert_true(gone);
     assert_true(WIFEXITED(st));
@@ -827,26 +582,26 @@ static void test_tls_untrusted_ca_refused(void **state)
     char cfg[160];
     snprintf(cfg, sizeof cfg, "%s/badca.yaml", T.dir);
     assert_int_equal(write_config_to(cfg, ci, "  batch_size: 1000"), 0);
-    proc q = PROC_INIT;
-    assert_int_equal(spawn(&q, "badca", cfg), 0);
-    size_t a = wait_log_p(&q, 0, "certificate verify failed");
-    size_t b = a ? wait_log_p(&q, a, "certificate verify failed") : 0; /* retried */
-    int waiting = wait_msg_p(&q, 0, "STATUS=waiting for database");
+    itest_daemon q = PROC_INIT;
+    assert_int_equal(spawn(&q, "badca", cfg, NULL), 0);
+    size_t a = itest_daemon_wait_log(&q, 0, "certificate verify failed", WAIT_MS);
+    size_t b = a ? itest_daemon_wait_log(&q, a, "certificate verify failed", WAIT_MS) : 0; /* retried */
+    int waiting = itest_daemon_wait_msg(&q, 0, "STATUS=waiting for database", WAIT_MS);
     bool alive = kill(q.pid, 0) == 0;
     /* two failed attempts (a retry) must be logged; poll, since the second
      * comes after a backoff delay that is longer under the sanitizers */
     int failed = 0;
-    for (int64_t deadline = now_ms() + WAIT_MS; now_ms() < deadline; usleep(50 * 1000)) {
-        drain_notify_p(&q);
-        failed = log_count_p(&q, 0, "warning: pg ", "connection attempt failed");
+    for (int64_t deadline = itest_now_ms() + WAIT_MS; itest_now_ms() < deadline; usleep(50 * 1000)) {
+        itest_daemon_drain(&q);
+        failed = itest_daemon_log_count(&q, 0, "warning: pg ", "connection attempt failed");
         if (failed >= 2)
             break;
     }
     kill(q.pid, SIGTERM);
-    bool gone = reap_p(&q, WAIT_MS);
+    bool gone = itest_daemon_reap(&q, WAIT_MS);
     int st = q.exit_status;
-    int connected = log_count_p(&q, 0, "database connection up", NULL);
-    proc_cleanup(&q);
+    int connected = itest_daemon_log_count(&q, 0, "database connection up", NULL);
+    itest_daemon_cleanup(&q);
     assert_true(a > 0);
     assert_true(b > 0);
     assert_true(failed >= 2);
@@ -860,49 +615,34 @@ static void test_tls_untrusted_ca_refused(void **state)
 
 /* ---- the sync engine on an installed table ---- */
 
-static int run_ctl(const char *cfg, const char *arg)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "'%s' -c '%s' %s >>'%s/ctl.log' 2>&1", T.pgshadowctl, cfg, arg,
-             T.dir);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void sync_insert(int from, int to)
 {
-    PGconn *c = db_connect(T.sync_conninfo);
-    assert_non_null(c);
     char sql[160];
     snprintf(sql, sizeof sql,
              "INSERT INTO items SELECT g, 'v' || g FROM generate_series(%d, %d) g", from, to);
-    bool ok = db_run(c, sql); /* one transaction: the daemon sees all rows at once */
-    PQfinish(c);
-    assert_true(ok);
+    itest_exec_on(T.sync_conninfo, sql); /* one transaction: the daemon sees all rows at once */
 }
 
 static bool sync_drained(void)
 {
-    return db_wait_value(T.sync_conninfo, "SELECT count(*) FROM pgshadow.change_log", "0");
+    return itest_wait_value(T.sync_conninfo, "SELECT count(*) FROM pgshadow.change_log", "0", WAIT_MS);
 }
 
 static void test_sync_setup(void **state)
 {
     (void)state;
-    PGconn *c = db_connect(T.conninfo);
-    assert_non_null(c);
-    assert_true(db_run(c, "DROP DATABASE IF EXISTS " SYNC_DB " WITH (FORCE)"));
-    assert_true(db_run(c, "CREATE DATABASE " SYNC_DB));
-    PQfinish(c);
-    c = db_connect(T.sync_conninfo);
-    assert_non_null(c);
-    assert_true(db_run(c, "CREATE TABLE items (id int PRIMARY KEY, v text)"));
-    PQfinish(c);
+    itest_db_create(SYNC_DB);
+    itest_exec_on(T.sync_conninfo, "CREATE TABLE items (id int PRIMARY KEY, v text)");
     assert_int_equal(write_sync_config(3, "debug", NULL), 0);
-    assert_int_equal(run_ctl(T.sync_cfg, "install"), 0);
+    itest_run r;
+    itest_run_ctl(&r, T.sync_cfg, "install", NULL);
+    if (r.rc != 0)
+        fprintf(stderr, "pgshadowctl install:\n%s%s", r.out, r.err);
+    assert_int_equal(r.rc, 0);
+    itest_run_free(&r);
     S.log_level = NULL; /* log.level from the file: reloads change it */
-    assert_int_equal(spawn(&S, "sync", T.sync_cfg), 0);
-    assert_true(wait_log_p(&S, 0, "sync: backfill complete") > 0);
+    assert_int_equal(spawn(&S, "sync", T.sync_cfg, NULL), 0);
+    assert_true(itest_daemon_wait_log(&S, 0, "sync: backfill complete", WAIT_MS) > 0);
 }
 
 /* 6. An invalid reload keeps every old value in force (batch_size 3 and
@@ -911,34 +651,34 @@ static void test_sync_setup(void **state)
 static void test_reload_old_values_stay_new_ones_apply(void **state)
 {
     (void)state;
-    size_t from = log_size_p(&S);
+    size_t from = itest_daemon_log_size(&S);
     sync_insert(1, 10);
-    assert_true(wait_log_p(&S, from, "applied batch: taken=3 ") > 0);
+    assert_true(itest_daemon_wait_log(&S, from, "applied batch: taken=3 ", WAIT_MS) > 0);
     assert_true(sync_drained());
 
     /* invalid: a new batch_size and log level, plus an unknown key */
-    from = log_size_p(&S);
+    from = itest_daemon_log_size(&S);
     assert_int_equal(write_sync_config(50, "error", "no_such_section: 1\n"), 0);
     assert_int_equal(kill(S.pid, SIGHUP), 0);
-    assert_true(wait_log_p(&S, from, "keeping the running configuration") > 0);
-    from = log_size_p(&S);
+    assert_true(itest_daemon_wait_log(&S, from, "keeping the running configuration", WAIT_MS) > 0);
+    from = itest_daemon_log_size(&S);
     sync_insert(11, 20);
     /* still batches of 3, and still logged at debug */
-    assert_true(wait_log_p(&S, from, "applied batch: taken=3 ") > 0);
+    assert_true(itest_daemon_wait_log(&S, from, "applied batch: taken=3 ", WAIT_MS) > 0);
     assert_true(sync_drained());
-    assert_int_equal(log_count_p(&S, from, "applied batch: taken=10 ", NULL), 0);
+    assert_int_equal(itest_daemon_log_count(&S, from, "applied batch: taken=10 ", NULL), 0);
 
     /* valid: the new batch_size takes effect */
-    from = log_size_p(&S);
+    from = itest_daemon_log_size(&S);
     assert_int_equal(write_sync_config(50, "debug", NULL), 0);
     assert_int_equal(kill(S.pid, SIGHUP), 0);
-    assert_true(wait_log_p(&S, from, "sync.batch_size") > 0);
-    assert_true(wait_log_p(&S, from, "in force") > 0);
-    from = log_size_p(&S);
+    assert_true(itest_daemon_wait_log(&S, from, "sync.batch_size", WAIT_MS) > 0);
+    assert_true(itest_daemon_wait_log(&S, from, "in force", WAIT_MS) > 0);
+    from = itest_daemon_log_size(&S);
     sync_insert(21, 30);
-    assert_true(wait_log_p(&S, from, "applied batch: taken=10 ") > 0);
+    assert_true(itest_daemon_wait_log(&S, from, "applied batch: taken=10 ", WAIT_MS) > 0);
     assert_true(sync_drained());
-    assert_int_equal(log_count_p(&S, from, "applied batch: taken=3 ", NULL), 0);
+    assert_int_equal(itest_daemon_log_count(&S, from, "applied batch: taken=3 ", NULL), 0);
 }
 
 /* 5. SIGTERM while an apply is blocked on a lock: the daemon waits (up to
@@ -947,60 +687,59 @@ static void test_reload_old_values_stay_new_ones_apply(void **state)
 static void test_second_sigterm_exits_with_work_in_flight(void **state)
 {
     (void)state;
-    PGconn *locker = db_connect(T.sync_conninfo);
-    assert_non_null(locker);
-    assert_true(db_run(locker, "BEGIN"));
-    assert_true(db_run(locker, "LOCK TABLE items_shadow IN ACCESS EXCLUSIVE MODE"));
+    PGconn *locker = itest_connect(T.sync_conninfo);
+    itest_exec_ok(locker, "BEGIN");
+    itest_exec_ok(locker, "LOCK TABLE items_shadow IN ACCESS EXCLUSIVE MODE");
     sync_insert(100, 100);
     /* the daemon's apply is now waiting for our lock */
-    assert_true(db_wait_value(T.sync_conninfo,
+    assert_true(itest_wait_value(T.sync_conninfo,
                               "SELECT count(*) FROM pg_stat_activity WHERE datname = '" SYNC_DB
                               "' AND application_name LIKE 'pgshadowd%' "
                               "AND wait_event_type = 'Lock'",
-                              "1"));
-    drain_notify_p(&S);
+                              "1", WAIT_MS));
+    itest_daemon_drain(&S);
     int from_msg = S.n_msgs;
     assert_int_equal(kill(S.pid, SIGTERM), 0);
-    assert_true(wait_msg_p(&S, from_msg, "STOPPING=1") >= 0);
-    assert_true(wait_log_p(&S, 0, "stopping: waiting up to") > 0);
+    assert_true(itest_daemon_wait_msg(&S, from_msg, "STOPPING=1", WAIT_MS) >= 0);
+    assert_true(itest_daemon_wait_log(&S, 0, "stopping: waiting up to", WAIT_MS) > 0);
     usleep(700 * 1000);
-    assert_false(reap_p(&S, 0)); /* still waiting for the work in flight */
-    int64_t t0 = now_ms();
+    assert_false(itest_daemon_reap(&S, 0)); /* still waiting for the work in flight */
+    int64_t t0 = itest_now_ms();
     assert_int_equal(kill(S.pid, SIGTERM), 0);
-    assert_true(reap_p(&S, 5000)); /* at once, not after the 10 s stop timeout */
-    int64_t took = now_ms() - t0;
+    assert_true(itest_daemon_reap(&S, 5000)); /* at once, not after the 10 s stop timeout */
+    int64_t took = itest_now_ms() - t0;
     assert_true(WIFEXITED(S.exit_status));
     assert_int_equal(WEXITSTATUS(S.exit_status), 0);
-    assert_true(wait_log_p(&S, 0, "second stop request: exiting now") > 0);
+    assert_true(itest_daemon_wait_log(&S, 0, "second stop request: exiting now", WAIT_MS) > 0);
     fprintf(stderr, "test-daemon: second SIGTERM -> exit in %lld ms\n", (long long)took);
 
     /* The orphaned backend is still queued on the lock; the server ends such
      * a session once it notices the client is gone. Make it notice now. */
-    PGconn *c = db_connect(T.sync_conninfo);
-    assert_non_null(c);
-    assert_true(db_run(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname "
-                          "= '" SYNC_DB "' AND application_name LIKE 'pgshadowd%'"));
-    PQfinish(c);
-    assert_true(db_wait_value(T.sync_conninfo,
+    itest_exec_on(T.sync_conninfo, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                   "datname = '" SYNC_DB "' AND application_name LIKE 'pgshadowd%'");
+    assert_true(itest_wait_value(T.sync_conninfo,
                               "SELECT count(*) FROM pg_stat_activity WHERE datname = '" SYNC_DB
                               "' AND application_name LIKE 'pgshadowd%'",
-                              "0"));
-    assert_true(db_run(locker, "ROLLBACK"));
+                              "0", WAIT_MS));
+    itest_exec_ok(locker, "ROLLBACK");
     PQfinish(locker);
-    char v[64];
-    db_value(T.sync_conninfo,
-             "SELECT count(*) FROM pgshadow.change_log WHERE key = ARRAY['100']", v, sizeof v);
+    char *v = itest_value_on(T.sync_conninfo,
+                             "SELECT count(*) FROM pgshadow.change_log WHERE key = ARRAY['100']");
+    assert_non_null(v);
     assert_string_equal(v, "1"); /* nothing lost */
-    db_value(T.sync_conninfo, "SELECT count(*) FROM items_shadow WHERE id = 100", v, sizeof v);
+    free(v);
+    v = itest_value_on(T.sync_conninfo, "SELECT count(*) FROM items_shadow WHERE id = 100");
+    assert_non_null(v);
     assert_string_equal(v, "0");
+    free(v);
 
     /* a new start applies it */
-    proc_cleanup(&S);
-    S = (proc)PROC_INIT;
+    itest_daemon_cleanup(&S);
+    S = (itest_daemon)PROC_INIT;
     S.log_level = NULL;
-    assert_int_equal(spawn(&S, "sync2", T.sync_cfg), 0);
-    assert_true(db_wait_value(T.sync_conninfo, "SELECT count(*) FROM items_shadow WHERE id = 100",
-                              "1"));
+    assert_int_equal(spawn(&S, "sync2", T.sync_cfg, NULL), 0);
+    assert_true(itest_wait_value(T.sync_conninfo, "SELECT count(*) FROM items_shadow WHERE id = 100",
+                              "1", WAIT_MS));
     assert_true(sync_drained());
 }
 
@@ -1008,26 +747,26 @@ static void test_second_sigterm_exits_with_work_in_flight(void **state)
 static void test_sigpipe_ignored_sigint_stops(void **state)
 {
     (void)state;
-    assert_true(wait_log_p(&S, 0, "sync: leader lock acquired") > 0);
+    assert_true(itest_daemon_wait_log(&S, 0, "sync: leader lock acquired", WAIT_MS) > 0);
     assert_int_equal(kill(S.pid, SIGPIPE), 0);
-    size_t from = log_size_p(&S);
+    size_t from = itest_daemon_log_size(&S);
     sync_insert(200, 204); /* still alive and working */
-    assert_true(wait_log_p(&S, from, "applied batch: taken=5 ") > 0);
-    assert_false(reap_p(&S, 0));
-    assert_true(db_wait_value(T.sync_conninfo, "SELECT count(*) FROM items_shadow WHERE id >= 200",
-                              "5"));
+    assert_true(itest_daemon_wait_log(&S, from, "applied batch: taken=5 ", WAIT_MS) > 0);
+    assert_false(itest_daemon_reap(&S, 0));
+    assert_true(itest_wait_value(T.sync_conninfo, "SELECT count(*) FROM items_shadow WHERE id >= 200",
+                              "5", WAIT_MS));
 
-    drain_notify_p(&S);
+    itest_daemon_drain(&S);
     int from_msg = S.n_msgs;
-    from = log_size_p(&S);
+    from = itest_daemon_log_size(&S);
     assert_int_equal(kill(S.pid, SIGINT), 0);
-    assert_true(wait_msg_p(&S, from_msg, "STOPPING=1") >= 0);
-    assert_true(reap_p(&S, WAIT_MS));
+    assert_true(itest_daemon_wait_msg(&S, from_msg, "STOPPING=1", WAIT_MS) >= 0);
+    assert_true(itest_daemon_reap(&S, WAIT_MS));
     assert_true(WIFEXITED(S.exit_status));
     assert_int_equal(WEXITSTATUS(S.exit_status), 0);
-    assert_true(wait_log_p(&S, from, "SIGINT received") > 0);
-    assert_true(wait_log_p(&S, from, "info: stopped") > 0);
-    assert_int_equal(log_count_p(&S, from, "second stop request", NULL), 0);
+    assert_true(itest_daemon_wait_log(&S, from, "SIGINT received", WAIT_MS) > 0);
+    assert_true(itest_daemon_wait_log(&S, from, "info: stopped", WAIT_MS) > 0);
+    assert_int_equal(itest_daemon_log_count(&S, from, "second stop request", NULL), 0);
 }
 
 int main(void)
