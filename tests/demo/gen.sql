@@ -1,6 +1,7 @@
 -- Generated AIDIS data for the demo, reproducible (setseed + md5-derived values).
--- Every value fits the stricter *_shadow constraints but one context whose
--- relevance_score 1.5 the shadow's CHECK rejects: it shows the quarantine.
+-- Every value fits the stricter *_shadow constraints but one session whose
+-- tokens_used -5 the shadow's CHECK (tokens_used >= 0) rejects: it shows the
+-- quarantine (the demo's write load never touches sessions, so it stays there).
 SELECT setseed(0.42);
 INSERT INTO projects (name, description, status)
   SELECT 'project-' || g, 'demo project ' || g, 'active' FROM generate_series(1, 50) g;
@@ -19,7 +20,7 @@ INSERT INTO analytics_events (actor, project_id, event_type, payload, duration_m
 INSERT INTO tasks (project_id, title, type, status, priority, progress)
   SELECT p.id, 'task ' || g, 'feature', 'pending', 'medium', g % 101
   FROM generate_series(1, 5000) g JOIN p ON p.n = 1 + g % 50;
--- the poison row: the primary accepts 1.5, contexts_shadow (0..1) does not
-INSERT INTO contexts (project_id, context_type, content, relevance_score)
-  SELECT id, 'code', 'a relevance score out of the new range', 1.5 FROM p WHERE n = 1;
+-- the poison row: the primary accepts -5, sessions_shadow does not
+INSERT INTO sessions (project_id, agent_type, title, tokens_used)
+  SELECT id, 'claude', 'a token count the new schema refuses', -5 FROM p WHERE n = 1;
 ANALYZE;
