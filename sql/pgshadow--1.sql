@@ -891,6 +891,24 @@ BEGIN
     SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY u.o) INTO v_key_types
     FROM unnest(v_key) WITH ORDINALITY u(k, o)
     JOIN pg_attribute a ON a.attrelid = v_rel AND a.attname = u.k;
+    -- The change log carries keys as text and apply reads them back: a key
+    -- type whose text output depends on the writer's session (float4/float8
+    -- under extra_float_digits <= 0 print 0.30000000000000004 as 0.3) would
+    -- log a key that matches no row, and that change would never apply.
+    SELECT u.k INTO v_k
+    FROM unnest(v_key) WITH ORDINALITY u(k, o)
+    JOIN pg_attribute a ON a.attrelid = v_rel AND a.attname = u.k
+    JOIN pg_type ty ON ty.oid = a.atttypid
+    LEFT JOIN pg_type el ON el.oid = ty.typelem AND ty.typcategory = 'A'
+    WHERE ARRAY[a.atttypid, ty.typbasetype, el.oid]::oid[]
+          && ARRAY['real'::regtype, 'double precision'::regtype]::oid[]
+    ORDER BY u.o LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'pgshadow: key column % of table % is a floating-point type (real/double precision)',
+            quote_ident(v_k), v_qual
+            USING ERRCODE = 'invalid_table_definition',
+                  HINT = 'Its text form depends on the writing session (extra_float_digits), so changes could be logged under a key that matches no row: use a key of exact types (integer, numeric, text, uuid, ...).';
+    END IF;
 
     IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_rel AND attnum > 0 AND NOT attisdropped
                AND attname = ANY (v_tracking)) THEN
