@@ -216,12 +216,52 @@ BEGIN
 END
 $fn$;
 
--- Per-key fallback of one apply phase ('delete' or 'upsert') of one table:
--- each key in its own sub-transaction; keys that fail are tried again while
--- another key succeeded (a parent and its child in one table, a swap of
--- unique values is still rejected), then quarantined. Returns the rows
--- written and the keys quarantined (as key::text, to skip them when the
--- quarantine is cleared).
+-- The statement that deletes the shadow rows of a set of batch keys ($1
+-- table_id, $2 seqs), for the unique-swap repair of _sync_apply_keys; NULL
+-- when deleting a shadow row could remove or change other shadow rows (a
+-- referencing foreign key with ON DELETE CASCADE / SET NULL / SET DEFAULT),
+-- so the repair is never tried there.
+CREATE OR REPLACE FUNCTION pgshadow._sync_unstick_sql(p_table_id integer)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    t      pgshadow.tables;
+    v_rel  regclass;
+    v_b    text;
+    v_join text;
+BEGIN
+    SELECT * INTO STRICT t FROM pgshadow.tables WHERE table_id = p_table_id;
+    v_rel := to_regclass(format('%I.%I', t.schema_name, t.shadow_name));
+    IF EXISTS (SELECT 1 FROM pg_constraint con WHERE con.contype = 'f' AND con.confrelid = v_rel
+               AND con.confdeltype IN ('c', 'n', 'd')) THEN
+        RETURN NULL;
+    END IF;
+    SELECT string_agg(format('(c.key[%s])::%s AS k%s', o, ty, o), ', ' ORDER BY o),
+           string_agg(format('s.%I = b.k%s', k, o), ' AND ' ORDER BY o)
+    INTO v_b, v_join
+    FROM unnest(t.key_columns, t.key_types) WITH ORDINALITY AS u(k, ty, o);
+    RETURN format('WITH b AS (SELECT DISTINCT %s FROM pgshadow.change_log c WHERE c.table_id = $1 '
+                  'AND c.seq = ANY ($2) AND c.key IS NOT NULL) DELETE FROM %I.%I AS s USING b WHERE %s',
+                  v_b, t.schema_name, t.shadow_name, v_join);
+END
+$fn$;
+
+-- Fallback of one apply phase ('delete' or 'upsert') of one table whose
+-- statement failed for the whole batch: find the keys it rejects by
+-- bisection (each half of the failing set in its own sub-transaction,
+-- recursively), so k bad keys among n cost O(k log n) sub-transactions,
+-- not n (one per key would overflow the 64-entry subxact cache and slow
+-- every snapshot in the cluster). Keys that failed are tried again while
+-- the previous round made progress (a parent and its child in one table),
+-- at most PS_ROUNDS = 3 rounds. Upsert keys still failing with a unique
+-- violation (23505), two or more, are then deleted from the shadow and
+-- re-inserted together in one sub-transaction: two rows that swapped a
+-- unique value apply only together. What still fails is quarantined.
+-- Returns the rows written, the rows inserted (net of the swap's deletes)
+-- and the keys quarantined (as key::text, to skip them when the quarantine
+-- is cleared).
 CREATE OR REPLACE FUNCTION pgshadow._sync_apply_keys(p_table_id integer, p_phase text, p_sql text,
                                                      p_groups_sql text, p_seqs bigint[],
                                                      OUT n_rows integer, OUT n_inserted integer,
@@ -235,16 +275,25 @@ DECLARE
     v_state  text[] := '{}';
     v_msg    text[] := '{}';
     v_detail text[] := '{}';
-    v_todo   integer[];
-    v_next   integer[];
+    v_todo   integer[];        -- groups to try in this round
+    v_next   integer[];        -- groups that failed in this round, ascending
+    v_lo     integer[];        -- stack of [lo, hi] ranges over v_todo
+    v_hi     integer[];
+    v_all    bigint[];
+    v_swap   integer[];
+    v_unstick text;
     v_progress boolean;
+    v_round  integer := 0;
     e_state  text;
     e_msg    text;
     e_detail text;
     r        record;
-    i        integer;
+    lo       integer;
+    hi       integer;
+    mid      integer;
     n        integer;
     ins      integer;
+    d        integer;
 BEGIN
     n_rows := 0;
     n_inserted := 0;
@@ -254,37 +303,85 @@ BEGIN
         v_seqs := v_seqs || r.seqs::text;
     END LOOP;
     v_todo := ARRAY(SELECT generate_series(1, cardinality(v_keys)));
+    v_next := '{}';
     LOOP
+        EXIT WHEN cardinality(v_todo) = 0;
+        v_round := v_round + 1;
         v_next := '{}';
         v_progress := false;
-        FOREACH i IN ARRAY v_todo LOOP
+        -- The caller saw the whole set fail: start with its halves.
+        IF v_round = 1 AND cardinality(v_todo) > 1 THEN
+            mid := cardinality(v_todo) / 2;
+            v_lo := ARRAY[mid + 1, 1];
+            v_hi := ARRAY[cardinality(v_todo), mid];
+        ELSE
+            v_lo := ARRAY[1];
+            v_hi := ARRAY[cardinality(v_todo)];
+        END IF;
+        WHILE cardinality(v_lo) > 0 LOOP
+            lo := v_lo[cardinality(v_lo)];
+            hi := v_hi[cardinality(v_hi)];
+            v_lo := v_lo[1:cardinality(v_lo) - 1];
+            v_hi := v_hi[1:cardinality(v_hi) - 1];
+            v_all := ARRAY(SELECT x FROM unnest(v_todo[lo:hi]) AS g(i),
+                                         LATERAL unnest(v_seqs[g.i]::bigint[]) AS x);
             BEGIN
                 IF p_phase = 'delete' THEN
-                    EXECUTE p_sql USING p_table_id, v_seqs[i]::bigint[];
+                    EXECUTE p_sql USING p_table_id, v_all;
                     GET DIAGNOSTICS n = ROW_COUNT;
                     ins := 0;
                 ELSE
-                    EXECUTE p_sql INTO n, ins USING p_table_id, v_seqs[i]::bigint[];
+                    EXECUTE p_sql INTO n, ins USING p_table_id, v_all;
                 END IF;
                 n_rows := n_rows + n;
                 n_inserted := n_inserted + ins;
                 v_progress := true;
             EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
-                v_next := v_next || i;
-                GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_msg = MESSAGE_TEXT,
-                                        e_detail = PG_EXCEPTION_DETAIL;
-                v_state[i] := e_state;
-                v_msg[i] := e_msg;
-                v_detail[i] := e_detail;
+                IF lo = hi THEN
+                    v_next := v_next || v_todo[lo];
+                    GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_msg = MESSAGE_TEXT,
+                                            e_detail = PG_EXCEPTION_DETAIL;
+                    v_state[v_todo[lo]] := e_state;
+                    v_msg[v_todo[lo]] := e_msg;
+                    v_detail[v_todo[lo]] := e_detail;
+                ELSE
+                    -- the lower half is popped (tried) first, so v_next stays ascending
+                    mid := (lo + hi) / 2;
+                    v_lo := v_lo || ARRAY[mid + 1, lo];
+                    v_hi := v_hi || ARRAY[hi, mid];
+                END IF;
             END;
         END LOOP;
-        EXIT WHEN cardinality(v_next) = 0 OR NOT v_progress;
+        EXIT WHEN cardinality(v_next) = 0 OR NOT v_progress OR v_round >= 3;
         v_todo := v_next;
     END LOOP;
-    FOREACH i IN ARRAY v_next LOOP
-        PERFORM pgshadow._sync_quarantine(p_table_id, v_keys[i]::text[], v_state[i], v_msg[i],
-                                          nullif(v_detail[i], ''), p_phase);
-        failed := failed || v_keys[i];
+
+    -- A unique value swapped between keys of the batch: each key alone
+    -- collides with the other's old shadow row.
+    IF p_phase = 'upsert' THEN
+        v_swap := ARRAY(SELECT i FROM unnest(v_next) AS i WHERE v_state[i] = '23505');
+        IF cardinality(v_swap) > 1 THEN
+            v_unstick := pgshadow._sync_unstick_sql(p_table_id);
+        END IF;
+        IF v_unstick IS NOT NULL THEN
+            v_all := ARRAY(SELECT x FROM unnest(v_swap) AS g(i), LATERAL unnest(v_seqs[g.i]::bigint[]) AS x);
+            BEGIN
+                EXECUTE v_unstick USING p_table_id, v_all;
+                GET DIAGNOSTICS d = ROW_COUNT;
+                EXECUTE p_sql INTO n, ins USING p_table_id, v_all;
+                n_rows := n_rows + n;
+                n_inserted := n_inserted + ins - d;
+                v_next := ARRAY(SELECT i FROM unnest(v_next) AS i WHERE NOT i = ANY (v_swap));
+            EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
+                NULL;   -- undone; they are quarantined below
+            END;
+        END IF;
+    END IF;
+
+    FOREACH lo IN ARRAY v_next LOOP
+        PERFORM pgshadow._sync_quarantine(p_table_id, v_keys[lo]::text[], v_state[lo], v_msg[lo],
+                                          nullif(v_detail[lo], ''), p_phase);
+        failed := failed || v_keys[lo];
     END LOOP;
 END
 $fn$;
@@ -334,6 +431,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1 SET bytea_output = 'hex'
+SET lock_timeout = '5s'
 AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -356,6 +454,8 @@ DECLARE
     v_un       integer[];   -- rows upserted
     v_in_n     integer[];   -- rows inserted (for the counts)
     v_keys     text[];
+    v_defer    integer[];   -- table positions whose delete hit 23503: retried after the upserts
+    v_written  integer[];   -- tables with shadow rows written by this batch
     v_state    text;
     v_msg      text;
     i          integer;
@@ -383,6 +483,11 @@ BEGIN
         RETURN;
     END IF;
 
+    -- Deferred foreign keys (finish_install copies DEFERRABLE INITIALLY
+    -- DEFERRED ones) would be checked at COMMIT, outside every handler: a
+    -- child taken without its parent would fail the whole call, every time.
+    -- Checked at once, the row is rejected inside its sub-transaction.
+    SET CONSTRAINTS ALL IMMEDIATE;
     PERFORM pgshadow._sync_lock(p_migration_id);
 
     -- Take: the oldest p_limit entries of the migration's tables, by seq.
@@ -465,6 +570,7 @@ BEGIN
         v_dn := array_fill(0, ARRAY[cardinality(v_ids)]);
         v_un := array_fill(0, ARRAY[cardinality(v_ids)]);
         v_in_n := array_fill(0, ARRAY[cardinality(v_ids)]);
+        v_defer := '{}';
         BEGIN
             -- deletes, children first
             FOR i IN REVERSE cardinality(v_ids) .. 1 LOOP
@@ -475,17 +581,11 @@ BEGIN
                     GET DIAGNOSTICS n = ROW_COUNT;
                     v_dn[i] := n;
                 EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
-                    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
-                    IF p_on_error = 'halt' THEN
-                        v_halted := v_halted || v_ids[i];
-                        v_why := v_why || pgshadow._sync_halt_reason(v_ids[i], v_del[i], 'delete', v_groups[i],
-                                                                     v_seqs, v_state, v_msg);
-                        RAISE EXCEPTION USING ERRCODE = 'PSHLT';
-                    END IF;
-                    SELECT k.n_rows, k.failed INTO n, v_keys
-                    FROM pgshadow._sync_apply_keys(v_ids[i], 'delete', v_del[i], v_groups[i], v_seqs) k;
-                    v_dn[i] := n;
-                    v_failed[i] := v_keys::text;
+                    -- Typically 23503: shadow children still point at the
+                    -- row, and the batch's upserts may re-point them (a key
+                    -- change followed by ON UPDATE CASCADE, children moved
+                    -- then the parent deleted). Retried after the upserts.
+                    v_defer := v_defer || i;
                 END;
             END LOOP;
             -- upserts, parents first
@@ -510,6 +610,27 @@ BEGIN
                     v_in_n[i] := ins;
                 END;
             END LOOP;
+            -- the deletes set aside, children first (v_defer is in that
+            -- order); only what fails now is quarantined (or halts)
+            FOREACH i IN ARRAY v_defer LOOP
+                BEGIN
+                    EXECUTE v_del[i] USING v_ids[i], v_seqs;
+                    GET DIAGNOSTICS n = ROW_COUNT;
+                    v_dn[i] := n;
+                EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
+                    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+                    IF p_on_error = 'halt' THEN
+                        v_halted := v_halted || v_ids[i];
+                        v_why := v_why || pgshadow._sync_halt_reason(v_ids[i], v_del[i], 'delete', v_groups[i],
+                                                                     v_seqs, v_state, v_msg);
+                        RAISE EXCEPTION USING ERRCODE = 'PSHLT';
+                    END IF;
+                    SELECT k.n_rows, k.failed INTO n, v_keys
+                    FROM pgshadow._sync_apply_keys(v_ids[i], 'delete', v_del[i], v_groups[i], v_seqs) k;
+                    v_dn[i] := n;
+                    v_failed[i] := (coalesce(v_failed[i]::text[], '{}') || v_keys)::text;
+                END;
+            END LOOP;
             EXIT attempt;
         EXCEPTION WHEN SQLSTATE 'PSHLT' THEN
             NULL;   -- v_halted grew: do it again without that table
@@ -525,8 +646,9 @@ BEGIN
         IF EXISTS (SELECT 1 FROM pgshadow.quarantine q WHERE q.table_id = v_ids[i]) THEN
             EXECUTE v_qclear[i] USING v_ids[i], v_seqs, coalesce(v_failed[i]::text[], '{}');
         END IF;
-        -- shadow_rows is exact (a count at the end of the backfill plus
-        -- exact deltas); primary_rows is derived from it (see backfill_step).
+        -- shadow_rows: a count at the end of the backfill plus the rows
+        -- this batch inserted and deleted (cascades: below); primary_rows
+        -- is derived from it (see backfill_step and docs/sync.md "Counts").
         UPDATE pgshadow.tables t
         SET applied_total = t.applied_total + (SELECT count(*) FROM unnest(v_tids) x WHERE x = v_ids[i]),
             last_applied_at = now(),
@@ -535,7 +657,70 @@ BEGIN
             primary_rows = t.shadow_rows + v_in_n[i] - v_dn[i]
                            + (SELECT count(*) FROM pgshadow.quarantine q WHERE q.table_id = v_ids[i])
         WHERE t.table_id = v_ids[i];
+        IF v_un[i] + v_dn[i] > 0 THEN
+            v_written := coalesce(v_written, '{}') || v_ids[i];
+        END IF;
     END LOOP;
+
+    -- Rows the shadows' own ON DELETE CASCADE removed are in no statement's
+    -- row count: recount the shadows such a cascade can reach from a shadow
+    -- this batch deleted from (only then, so the usual batch pays nothing).
+    IF EXISTS (SELECT 1 FROM unnest(v_dn) x WHERE x > 0) THEN
+        FOR r IN
+            WITH RECURSIVE root AS (
+                SELECT to_regclass(format('%I.%I', t.schema_name, t.shadow_name)) AS rel
+                FROM pgshadow.tables t JOIN unnest(v_ids, v_dn) AS x(id, dn) ON x.id = t.table_id
+                WHERE x.dn > 0 AND NOT t.table_id = ANY (v_halted)
+            ), c (rel) AS (
+                SELECT con.conrelid::regclass FROM root
+                JOIN pg_constraint con ON con.confrelid = root.rel AND con.contype = 'f' AND con.confdeltype = 'c'
+                UNION
+                SELECT con.conrelid::regclass FROM c
+                JOIN pg_constraint con ON con.confrelid = c.rel AND con.contype = 'f' AND con.confdeltype = 'c'
+            )
+            SELECT t.table_id, format('%I.%I', t.schema_name, t.shadow_name) AS shadow
+            FROM pgshadow.tables t
+            WHERE t.migration_id = p_migration_id AND t.shadow_rows IS NOT NULL
+              AND to_regclass(format('%I.%I', t.schema_name, t.shadow_name)) IN (SELECT c.rel FROM c)
+        LOOP
+            EXECUTE 'SELECT count(*) FROM ' || r.shadow INTO n;
+            UPDATE pgshadow.tables t
+            SET synced_rows = t.synced_rows + (n - t.shadow_rows), shadow_rows = n,
+                primary_rows = n + (SELECT count(*) FROM pgshadow.quarantine q WHERE q.table_id = r.table_id)
+            WHERE t.table_id = r.table_id;
+        END LOOP;
+    END IF;
+
+    -- Keys rejected earlier for a foreign key (23503) may apply now that a
+    -- table they reference, or that references them, got rows: a child
+    -- whose parent arrived in a later batch (a transaction split by the
+    -- take, a deferred foreign key), a parent delete whose children were
+    -- re-pointed later. Re-queued as 'D' ("check both ways"), each at most
+    -- once per rejection (retry_requested is cleared when it fails again),
+    -- never one rejected by this very batch: no busy loop, and only while
+    -- other rows are being written.
+    IF v_written IS NOT NULL THEN
+        WITH w AS (
+            SELECT to_regclass(format('%I.%I', t.schema_name, t.shadow_name)) AS rel
+            FROM pgshadow.tables t WHERE t.table_id = ANY (v_written)
+        ), rel AS (
+            SELECT con.conrelid AS rel FROM pg_constraint con JOIN w ON con.confrelid = w.rel
+            WHERE con.contype = 'f'
+            UNION
+            SELECT con.confrelid FROM pg_constraint con JOIN w ON con.conrelid = w.rel
+            WHERE con.contype = 'f'
+        ), q AS (
+            UPDATE pgshadow.quarantine q SET retry_requested = true
+            FROM pgshadow.tables t
+            WHERE t.table_id = q.table_id AND t.migration_id = p_migration_id
+              AND q.sqlstate = '23503' AND NOT q.retry_requested AND q.last_seen < now()
+              AND NOT t.table_id = ANY (v_halted)
+              AND to_regclass(format('%I.%I', t.schema_name, t.shadow_name)) IN (SELECT rel.rel FROM rel)
+            RETURNING q.quarantine_id, q.table_id, q.key
+        )
+        INSERT INTO pgshadow.change_log (table_id, op, key)
+        SELECT q.table_id, 'D', q.key FROM q ORDER BY q.quarantine_id;
+    END IF;
 
     -- Done: exactly the taken entries go, except those of halted tables.
     DELETE FROM pgshadow.change_log c
@@ -556,6 +741,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1 SET bytea_output = 'hex'
+SET lock_timeout = '5s'
 AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -574,6 +760,7 @@ BEGIN
         RAISE EXCEPTION 'pgshadow: backfill chunk must be positive, not %', p_chunk
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    SET CONSTRAINTS ALL IMMEDIATE;   -- a rejected row is quarantined, never a failed COMMIT
     PERFORM pgshadow._sync_lock(p_migration_id);
     -- The first table not done, parents first.
     SELECT r.* INTO t
@@ -751,6 +938,7 @@ $fn$;
 REVOKE ALL ON FUNCTION pgshadow._sync_lock(text), pgshadow._sync_fk_depth(text), pgshadow._sync_statements(integer),
                        pgshadow._sync_quarantine(integer, text[], text, text, text, text),
                        pgshadow._sync_apply_keys(integer, text, text, text, bigint[]),
+                       pgshadow._sync_unstick_sql(integer),
                        pgshadow._sync_halt_reason(integer, text, text, text, bigint[], text, text),
                        pgshadow.apply_batch(text, integer, text), pgshadow.backfill_step(text, integer),
                        pgshadow.quarantine_retry(bigint), pgshadow.replication_lag_ms(),
