@@ -99,6 +99,11 @@ ps_sync_action ps_sync_next(const ps_sync_state *s, int64_t *wait_ms)
     return PS_SYNC_WAIT;
 }
 
+void ps_sync_after_apply(ps_sync_state *s, int taken, int limit)
+{
+    s->apply_pending = s->apply_pending || taken >= limit;
+}
+
 int ps_sync_percent(int64_t done, int64_t total, bool finished)
 {
     if (finished)
@@ -510,7 +515,7 @@ static void on_apply(ps_pgconn *c, const PGresult *res, void *arg)
      * (the arm's recheck); empty again while armed: wait for a NOTIFY. */
     if (taken > 0)
         s->armed = false;
-    s->st.apply_pending = taken >= s->inflight_limit;
+    ps_sync_after_apply(&s->st, taken, s->inflight_limit);
     if (taken > 0 && taken < s->inflight_limit && !evtimer_pending(s->ev_delay, NULL)) {
         struct timeval tv = ms_tv(ps_daemon_config(s->d)->sync.batch_delay_ms);
         evtimer_add(s->ev_delay, &tv);

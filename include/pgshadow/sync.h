@@ -85,6 +85,12 @@ typedef struct ps_sync_state {
  * after every chunk anyway, so writers need not pay for a NOTIFY). */
 ps_sync_action ps_sync_next(const ps_sync_state *s, int64_t *wait_ms);
 
+/* An apply round came back having taken `taken` of `limit` entries: more
+ * may wait when the batch was full. A wake-up (NOTIFY, timer) that arrived
+ * while the round was in flight already set apply_pending and is kept: the
+ * round's snapshot may predate the change that woke us. */
+void ps_sync_after_apply(ps_sync_state *s, int taken, int limit);
+
 /* Throttle level for a measured lag (< 0: unknown -> none) and the limit
  * (0: throttling off). */
 ps_sync_throttle ps_sync_throttle_for(int64_t lag_ms, int64_t max_lag_ms);

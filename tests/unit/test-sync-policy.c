@@ -326,6 +326,30 @@ static void test_status_texts(void **state)
     assert_memory_equal(small, "leader; HALTED:", n);
 }
 
+/* A wake-up that arrived while an apply round was in flight survives the
+ * round's result, whatever it took (2c: it used to be overwritten). */
+static void test_wakeup_during_apply_kept(void **state)
+{
+    (void)state;
+    ps_sync_state s = {.conn_up = true, .leader = true, .backfill_done = true,
+                       .probe_at_ms = 1000000, .repl_lag_ms = -1};
+    int64_t wait;
+    s.apply_pending = true; /* the NOTIFY during the round */
+    ps_sync_after_apply(&s, 3, 10);
+    assert_true(s.apply_pending);
+    assert_int_equal(ps_sync_next(&s, &wait), PS_SYNC_APPLY);
+    s.apply_pending = true;
+    ps_sync_after_apply(&s, 0, 10);
+    assert_true(s.apply_pending);
+    /* nothing arrived: a partial batch ends the drain, a full one goes on */
+    s.apply_pending = false;
+    ps_sync_after_apply(&s, 3, 10);
+    assert_false(s.apply_pending);
+    assert_int_equal(ps_sync_next(&s, &wait), PS_SYNC_WAIT);
+    ps_sync_after_apply(&s, 10, 10);
+    assert_true(s.apply_pending);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -345,6 +369,7 @@ int main(void)
         cmocka_unit_test(test_rate_and_eta),
         cmocka_unit_test(test_format_duration),
         cmocka_unit_test(test_status_texts),
+        cmocka_unit_test(test_wakeup_during_apply_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
