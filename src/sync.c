@@ -233,8 +233,33 @@ static const char SQL_LOCK[] =
     "           AND l.database = (SELECT oid FROM pg_catalog.pg_database "
     "                              WHERE datname = pg_catalog.current_database()) "
     "           AND ((l.classid::bigint << 32) | l.objid::bigint) = k.key "
-    "           AND l.pid <> pg_catalog.pg_backend_pid() LIMIT 1) "
+    "           AND l.pid <> pg_catalog.pg_backend_pid() LIMIT 1), "
+    "       (SELECT extract(epoch FROM a.backend_start)::text FROM pg_catalog.pg_stat_activity a "
+    "         WHERE a.pid = pg_catalog.pg_backend_pid()) "
     "FROM k";
+
+/* Once per session of the main connection, before the leader lock: the
+ * server's own keepalives and TCP user timeout, so a session whose client
+ * vanished without a FIN (only the client side of the network dropped) is
+ * closed by the server within about a minute instead of ~2 h, and its
+ * leader lock with it; idle_session_timeout for a client that is gone but
+ * whose TCP path still answers; statement_timeout as a per-query deadline
+ * (docs/sync.md "Timeouts"). All user-settable; on Unix sockets the TCP
+ * ones are ignored by the server. */
+static const char SQL_SESSION[] =
+    "SELECT pg_catalog.set_config('tcp_keepalives_idle', '10', false), "
+    "       pg_catalog.set_config('tcp_keepalives_interval', '5', false), "
+    "       pg_catalog.set_config('tcp_keepalives_count', '3', false), "
+    "       pg_catalog.set_config('tcp_user_timeout', '30000', false), "
+    "       pg_catalog.set_config('idle_session_timeout', $1, false), "
+    "       pg_catalog.set_config('statement_timeout', $2, false)";
+
+/* Our own previous session (same pid and start time as when it took the
+ * lock) still holds the leader lock: the server has not noticed that its
+ * client is gone. The same role may terminate it. */
+static const char SQL_TERMINATE[] =
+    "SELECT pg_catalog.pg_terminate_backend(a.pid, 5000) FROM pg_catalog.pg_stat_activity a "
+    "WHERE a.pid = $1::integer AND extract(epoch FROM a.backend_start)::text = $2";
 
 /* The oldest pending change of each of our tables via the change log's
  * primary key (table_id, seq): O(tables), never a scan of the log. */
@@ -277,6 +302,11 @@ struct ps_sync {
     ps_pgconn *lock_conn; /* leadership is valid on this connection... */
     unsigned lock_gen;    /* ...while its reconnect count is this */
     int lock_holder_pid;  /* standby: who holds it (for the log), 0 unknown */
+    ps_pgconn *session_conn; /* SQL_SESSION ran on this connection... */
+    unsigned session_gen;    /* ...in this session */
+    int leader_pid;          /* backend pid and start time (epoch text) of the */
+    char leader_start[40];   /* session that last took the lock; 0 = none */
+    bool terminate_wanted;   /* that session holds the lock while we are not on it */
 
     bool armed; /* we armed the wake-up flag and no batch has disarmed it since */
 
@@ -328,7 +358,15 @@ static void query_failed(ps_sync *s, const char *what, const PGresult *res)
     const char *state = errfield(res, PG_DIAG_SQLSTATE, "?");
     const char *msg = errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error");
     int64_t backoff = s->catchup_ms > PS_SYNC_ERROR_RETRY_MS ? s->catchup_ms : PS_SYNC_ERROR_RETRY_MS;
-    if (strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0 || strcmp(state, "42P01") == 0)
+    if (strcmp(state, "55P03") == 0)
+        ps_log_warning("sync: %s gave up waiting for a lock after lock_timeout (5 s): %s; another "
+                       "session holds a lock on a shadow or registry table; retrying in %lld ms",
+                       what, msg, (long long)backoff);
+    else if (strcmp(state, "57014") == 0)
+        ps_log_error("sync: %s canceled: %s (statement_timeout %d s on the main connection, or "
+                     "an operator's cancel); retrying in %lld ms",
+                     what, msg, PS_SYNC_STATEMENT_TIMEOUT_MS / 1000, (long long)backoff);
+    else if (strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0 || strcmp(state, "42P01") == 0)
         ps_log_error("sync: %s failed: %s %s (is the database side installed? run pgshadowctl "
                      "install)", what, state, msg);
     else
@@ -374,6 +412,9 @@ static void on_lock(ps_pgconn *c, const PGresult *res, void *arg)
         s->lock_conn = c;
         s->lock_gen = ps_pgconn_reconnects(c);
         s->stats.lock_acquired++;
+        s->leader_pid = atoi(PQgetvalue(res, 0, 1));
+        snprintf(s->leader_start, sizeof s->leader_start, "%s",
+                 PQgetisnull(res, 0, 3) ? "" : PQgetvalue(res, 0, 3));
         /* A new leader knows nothing: drain, recheck backfill, measure. */
         s->st.apply_pending = true;
         s->st.backfill_done = false;
@@ -384,6 +425,18 @@ static void on_lock(ps_pgconn *c, const PGresult *res, void *arg)
                       s->migration_id, PQgetvalue(res, 0, 1));
     } else {
         int holder = PQgetisnull(res, 0, 2) ? 0 : atoi(PQgetvalue(res, 0, 2));
+        if (holder > 0 && holder == s->leader_pid && holder != atoi(PQgetvalue(res, 0, 1)) &&
+            s->leader_start[0]) {
+            /* The holder is the session we led on before a reconnect. */
+            ps_log_warning("sync: the leader lock for migration %s is still held by our own "
+                           "previous session (backend pid %d), whose connection was lost; "
+                           "terminating it",
+                           s->migration_id, holder);
+            s->terminate_wanted = true;
+            s->st.lock_retry_at_ms = 0;
+            step(s);
+            return;
+        }
         if (s->role != PS_SYNC_ROLE_STANDBY || holder != s->lock_holder_pid) {
             if (holder > 0)
                 ps_log_notice("sync: standby: another pgshadowd holds the leader lock for "
@@ -397,6 +450,50 @@ static void on_lock(ps_pgconn *c, const PGresult *res, void *arg)
         s->role = PS_SYNC_ROLE_STANDBY;
         s->lock_holder_pid = holder;
     }
+    step(s);
+}
+
+static void on_session(ps_pgconn *c, const PGresult *res, void *arg)
+{
+    ps_sync *s = arg;
+    s->busy = false;
+    if (!res) {
+        conn_lost(s, "the session settings");
+    } else {
+        if (PQresultStatus(res) != PGRES_TUPLES_OK)
+            ps_log_warning("sync: cannot set the session's keepalives and timeouts: %s %s; "
+                           "going on without them",
+                           errfield(res, PG_DIAG_SQLSTATE, "?"),
+                           errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error"));
+        s->session_conn = c;
+        s->session_gen = ps_pgconn_reconnects(c);
+    }
+    step(s);
+}
+
+static void on_terminate(ps_pgconn *c, const PGresult *res, void *arg)
+{
+    ps_sync *s = arg;
+    (void)c;
+    s->busy = false;
+    s->terminate_wanted = false;
+    if (!res) {
+        conn_lost(s, "terminating our previous session");
+    } else if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        s->stats.errors++;
+        ps_log_error("sync: cannot terminate our previous session (backend pid %d): %s",
+                     s->leader_pid, errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error"));
+    } else {
+        ps_log_notice("sync: previous session (backend pid %d) %s; taking the leader lock again",
+                      s->leader_pid,
+                      PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0
+                          ? "terminated"
+                          : "already gone");
+        s->st.lock_retry_at_ms = 0;
+    }
+    /* once: if it is someone else by now, it is a real standby situation */
+    s->leader_pid = 0;
+    s->leader_start[0] = '\0';
     step(s);
 }
 
@@ -688,6 +785,26 @@ static void step(ps_sync *s)
         return;
     }
     case PS_SYNC_LOCK:
+        if (s->session_conn != c || s->session_gen != ps_pgconn_reconnects(c)) {
+            /* idle_session_timeout: well above every interval at which we
+             * query this connection (probe 1 s, lock retry 1 s, catchup) */
+            int64_t idle = 60000;
+            if (s->catchup_ms * 3 > idle)
+                idle = s->catchup_ms * 3;
+            char idle_s[24], stmt_s[24];
+            snprintf(idle_s, sizeof idle_s, "%lld", (long long)idle);
+            snprintf(stmt_s, sizeof stmt_s, "%d", PS_SYNC_STATEMENT_TIMEOUT_MS);
+            const char *sp[2] = {idle_s, stmt_s};
+            send_query(s, c, a, SQL_SESSION, 2, sp, on_session);
+            return;
+        }
+        if (s->terminate_wanted) {
+            char pid_s[16];
+            snprintf(pid_s, sizeof pid_s, "%d", s->leader_pid);
+            const char *tp[2] = {pid_s, s->leader_start};
+            send_query(s, c, a, SQL_TERMINATE, 2, tp, on_terminate);
+            return;
+        }
         send_query(s, c, a, SQL_LOCK, 1, p, on_lock);
         return;
     case PS_SYNC_PROBE:

@@ -36,6 +36,7 @@
 #define PS_SYNC_CONN_POLL_MS 250     /* main connection down: look again */
 #define PS_SYNC_ERROR_RETRY_MS 1000  /* a failed query: at least this before the next */
 #define PS_SYNC_PROGRESS_LOG_MS 5000 /* backfill progress line in the log */
+#define PS_SYNC_STATEMENT_TIMEOUT_MS 300000 /* statement_timeout of the main connection */
 
 /* ------------------------------------------------------------------------ */
 /* Policy (pure) */
