@@ -23,7 +23,10 @@
  *     change log; a reload after the fix resumes;
  *  4. two daemons: exactly one holds the advisory lock (pg_locks pid = the
  *     leader's backend) and applies; SIGKILL of the leader hands over within
- *     seconds and the standby drains new changes.
+ *     seconds and the standby drains new changes;
+ *  5. our own stale session (client side of the connection dropped through a
+ *     proxy, server side kept) holding the leader lock is terminated and the
+ *     daemon leads again at once.
  *
  * The tests share one database and run in order. Every wait is a polling loop
  * with a generous deadline; no assertion is about speed.
@@ -44,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1009,6 +1013,174 @@ static void test_two_daemons(void **state)
     notify_close(&B);
 }
 
+/* ------------------------------------------------------------------------ */
+/* 5. a stale session of our own holds the leader lock */
+
+/* A byte-forwarding proxy between Unix sockets, in a child process. On
+ * SIGUSR1 it closes its client-side sockets and keeps the server-side ones
+ * open without reading them: to the daemon the connection is gone, to the
+ * server the session is alive and idle, still holding its advisory lock,
+ * exactly as when only the client side of a network path drops. */
+static volatile sig_atomic_t proxy_drop;
+
+static void on_proxy_usr1(int sig)
+{
+    (void)sig;
+    proxy_drop = 1;
+}
+
+static void proxy_main(int lfd, const char *target)
+{
+    enum { MAXP = 16 };
+    int cli[MAXP], srv[MAXP], n = 0;
+    bool live[MAXP] = {false};
+    signal(SIGUSR1, on_proxy_usr1);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    for (;;) {
+        if (proxy_drop) {
+            for (int i = 0; i < n; i++)
+                if (live[i]) {
+                    close(cli[i]);
+                    live[i] = false; /* srv[i] stays open, never read again */
+                }
+            proxy_drop = 0;
+        }
+        struct pollfd p[1 + 2 * MAXP];
+        int who[1 + 2 * MAXP], k = 0;
+        p[k].fd = lfd;
+        p[k].events = POLLIN;
+        who[k++] = -1;
+        for (int i = 0; i < n; i++) {
+            if (!live[i])
+                continue;
+            p[k].fd = cli[i];
+            p[k].events = POLLIN;
+            who[k++] = i;
+            p[k].fd = srv[i];
+            p[k].events = POLLIN;
+            who[k++] = MAXP + i;
+        }
+        if (poll(p, (nfds_t)k, 200) <= 0)
+            continue;
+        for (int j = 0; j < k; j++) {
+            if (!p[j].revents)
+                continue;
+            if (who[j] < 0) {
+                int c = accept(lfd, NULL, NULL);
+                int s = socket(AF_UNIX, SOCK_STREAM, 0);
+                struct sockaddr_un a = {.sun_family = AF_UNIX};
+                snprintf(a.sun_path, sizeof a.sun_path, "%s", target);
+                if (c < 0 || s < 0 || n == MAXP || connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
+                    close(c);
+                    close(s);
+                    continue;
+                }
+                cli[n] = c;
+                srv[n] = s;
+                live[n++] = true;
+                continue;
+            }
+            int i = who[j] % MAXP;
+            if (!live[i])
+                continue;
+            int from = who[j] < MAXP ? cli[i] : srv[i], to = who[j] < MAXP ? srv[i] : cli[i];
+            char buf[16384];
+            ssize_t r = read(from, buf, sizeof buf);
+            bool ok = r > 0;
+            for (ssize_t off = 0; ok && off < r;) {
+                ssize_t w = write(to, buf + off, (size_t)(r - off));
+                ok = w > 0;
+                off += w > 0 ? w : 0;
+            }
+            if (!ok) {
+                close(cli[i]);
+                close(srv[i]);
+                live[i] = false;
+            }
+        }
+    }
+}
+
+/* The daemon's own previous session (the connection lost only on the client
+ * side) still holds the leader lock: the daemon recognises it by backend pid
+ * and start time, terminates it and leads again at once, long before the
+ * server's idle_session_timeout (60 s) could have ended it. Before the fix
+ * it stayed a standby of itself for as long as the server kept the session. */
+static void test_stale_own_session(void **state)
+{
+    (void)state;
+    const char *pghost = getenv("PGSHADOW_TEST_PGHOST"), *pgport = getenv("PGSHADOW_TEST_PGPORT");
+    if (!pghost || !pgport) {
+        fprintf(stderr, "test-sync: PGSHADOW_TEST_PGHOST and PGSHADOW_TEST_PGPORT must be set\n");
+        fail();
+    }
+    char target[108], lpath[108];
+    snprintf(target, sizeof target, "%s/.s.PGSQL.%s", pghost, pgport);
+    snprintf(lpath, sizeof lpath, "%s/.s.PGSQL.%s", T.dir, pgport);
+    unlink(lpath);
+    int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", lpath);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(lfd, 16), 0);
+    pid_t proxy = fork();
+    assert_true(proxy >= 0);
+    if (proxy == 0)
+        proxy_main(lfd, target);
+    close(lfd);
+
+    /* the daemon connects through the proxy */
+    char *direct = T.db_conninfo;
+    char *via = NULL;
+    assert_true(asprintf(&via, "%s host=%s", direct, T.dir) > 0);
+    T.db_conninfo = via;
+    assert_int_equal(write_config(100), 0);
+    T.db_conninfo = direct;
+
+    daemon_proc S = {.pid = -1, .sock_fd = -1};
+    snprintf(S.log, sizeof S.log, "%s/stale.log", T.dir);
+    daemon_start(&S, "info");
+    assert_true(wait_log(S.log, 0, "leader lock acquired", 20000));
+    char pid_old[32];
+    log_after(S.log, 0, "leader lock acquired for migration itest_sync (backend pid ", pid_old,
+              sizeof pid_old);
+    pid_old[strcspn(pid_old, ")")] = '\0';
+
+    size_t from = file_size(S.log);
+    int64_t t0 = now_ms();
+    assert_int_equal(kill(proxy, SIGUSR1), 0);
+    char want[128];
+    snprintf(want, sizeof want, "still held by our own previous session (backend pid %s)", pid_old);
+    bool seen = wait_log(S.log, from, want, 20000);
+    bool led = seen && wait_log(S.log, from, "leader lock acquired", 20000);
+    int64_t took = now_ms() - t0;
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", pid_old);
+    long long old_alive = db_int(sql);
+    char *h = lock_holders();
+    char pid_new[32] = "";
+    if (led)
+        log_after(S.log, from, "leader lock acquired for migration itest_sync (backend pid ", pid_new,
+                  sizeof pid_new);
+    pid_new[strcspn(pid_new, ")")] = '\0';
+    fprintf(stderr, "test-sync: stale session %s: terminated and led again after %lld ms "
+                    "(holder now %s)\n", pid_old, (long long)took, h);
+
+    daemon_kill(&S, SIGTERM);
+    kill(proxy, SIGKILL);
+    waitpid(proxy, NULL, 0);
+    unlink(lpath);
+    assert_int_equal(write_config(100), 0);
+    assert_true(seen);
+    assert_true(led);
+    assert_true(took < 30000); /* idle_session_timeout (60 s) cannot have done it */
+    assert_int_equal(old_alive, 0);
+    assert_string_equal(h, pid_new);
+    free(h);
+    free(via);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1018,6 +1190,7 @@ int main(void)
         cmocka_unit_test(test_wakeup),
         cmocka_unit_test(test_reload_and_halt),
         cmocka_unit_test(test_two_daemons),
+        cmocka_unit_test(test_stale_own_session),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
