@@ -712,9 +712,18 @@ static void test_free_while_resolving(void **state)
     struct t t;
     t_init(&t, &o);
     ps_pgconn_start(t.c);
-    /* one loop turn: the retry timer (0 ms) starts the lookup */
-    for (int i = 0; i < 3; i++)
-        event_base_loop(t.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    /* one loop turn: the retry timer (0 ms) starts the lookup. The answer
+     * needs a later turn (a read on the resolver's socket), so the free below
+     * happens mid-lookup. (More turns raced a fast NXDOMAIN from the local
+     * resolver: the answer then came first and the test was flaky.) */
+    event_base_loop(t.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    if (t.downs != 0) {
+        /* a resolver with no nameserver fails inside the lookup call itself */
+        ps_pgconn_free(t.c);
+        t.c = NULL;
+        t_done(&t);
+        skip();
+    }
     assert_int_equal(t.downs, 0);
     ps_pgconn_free(t.c);
     t.c = NULL;
