@@ -172,8 +172,9 @@ $fn$;
 
 -- apply_batch and backfill_step of one migration run one at a time, whoever
 -- calls them: a transaction-level advisory lock (released at commit), so a
--- second caller waits for the first to commit and then reads the primary
--- rows at least as new as the first did. Without it two appliers could
+-- second caller waits for the first to commit (up to the callers' 5 s
+-- lock_timeout; then it fails with 55P03 and is retried) and then reads the
+-- primary rows at least as new as the first did. Without it two appliers could
 -- write the same shadow row from snapshots taken in the opposite order.
 -- (A different key from the daemon's leader lock, 'pgshadow:' || id.)
 CREATE OR REPLACE FUNCTION pgshadow._sync_lock(p_migration_id text)
@@ -581,10 +582,17 @@ BEGIN
                     GET DIAGNOSTICS n = ROW_COUNT;
                     v_dn[i] := n;
                 EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
-                    -- Typically 23503: shadow children still point at the
+                    -- Typically 23503: shadow children still point at some
                     -- row, and the batch's upserts may re-point them (a key
                     -- change followed by ON UPDATE CASCADE, children moved
-                    -- then the parent deleted). Retried after the upserts.
+                    -- then the parent deleted). Delete now, key by key, what
+                    -- can be deleted (so an upsert that reuses a unique value
+                    -- of a deleted row does not collide with it), and run the
+                    -- table's delete again after the upserts: it is idempotent,
+                    -- and only what fails then is quarantined (or halts).
+                    SELECT k.n_rows INTO n
+                    FROM pgshadow._sync_apply_keys(v_ids[i], 'delete', v_del[i], v_groups[i], v_seqs) k;
+                    v_dn[i] := n;
                     v_defer := v_defer || i;
                 END;
             END LOOP;
@@ -616,7 +624,7 @@ BEGIN
                 BEGIN
                     EXECUTE v_del[i] USING v_ids[i], v_seqs;
                     GET DIAGNOSTICS n = ROW_COUNT;
-                    v_dn[i] := n;
+                    v_dn[i] := v_dn[i] + n;
                 EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception THEN
                     GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
                     IF p_on_error = 'halt' THEN
@@ -627,7 +635,7 @@ BEGIN
                     END IF;
                     SELECT k.n_rows, k.failed INTO n, v_keys
                     FROM pgshadow._sync_apply_keys(v_ids[i], 'delete', v_del[i], v_groups[i], v_seqs) k;
-                    v_dn[i] := n;
+                    v_dn[i] := v_dn[i] + n;
                     v_failed[i] := (coalesce(v_failed[i]::text[], '{}') || v_keys)::text;
                 END;
             END LOOP;
@@ -683,7 +691,7 @@ BEGIN
             WHERE t.migration_id = p_migration_id AND t.shadow_rows IS NOT NULL
               AND to_regclass(format('%I.%I', t.schema_name, t.shadow_name)) IN (SELECT c.rel FROM c)
         LOOP
-            EXECUTE 'SELECT count(*) FROM ' || r.shadow INTO n;
+            EXECUTE format('SELECT count(*) FROM %s', r.shadow) INTO n;  -- r.shadow: built with %I.%I
             UPDATE pgshadow.tables t
             SET synced_rows = t.synced_rows + (n - t.shadow_rows), shadow_rows = n,
                 primary_rows = n + (SELECT count(*) FROM pgshadow.quarantine q WHERE q.table_id = r.table_id)

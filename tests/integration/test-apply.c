@@ -1053,6 +1053,32 @@ static void test_unique_swap_retry(void **state)
     expect_converged(c, "u");
 }
 
+/* A delete the shadow refuses for one key (a child still points at it) must
+ * not hold back the table's other deletes: here row 1 is deleted and row 4
+ * takes over its unique email in the same batch; row 2 keeps a child in the
+ * shadow (the FK exists only there). Row 4 must apply, only row 2 is
+ * quarantined (23503). */
+static void test_held_delete_frees_unique(void **state)
+{
+    testdb *t = *state;
+    PGconn *c = t->c;
+    exec_ok(c, "CREATE TABLE hu (id int PRIMARY KEY, email text NOT NULL); "
+               "CREATE TABLE hk (id int PRIMARY KEY, hu_id int)");
+    install(c, "",
+            "SELECT pgshadow.register_table('public', 'hu', NULL, '_shadow', '" MIG "', '{}');"
+            "SELECT pgshadow.register_table('public', 'hk', NULL, '_shadow', '" MIG "', '{}');");
+    exec_ok(c, "ALTER TABLE hu_shadow ADD UNIQUE (email); "
+               "ALTER TABLE hk_shadow ADD FOREIGN KEY (hu_id) REFERENCES hu_shadow");
+    exec_ok(c, "INSERT INTO hu VALUES (1, 'a'), (2, 'b'), (3, 'c'); INSERT INTO hk VALUES (10, 2)");
+    drain(c, 1000, "quarantine");
+    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    exec_ok(c, "BEGIN; DELETE FROM hu WHERE id IN (1, 2); INSERT INTO hu VALUES (4, 'a'); COMMIT");
+    drain(c, 1000, "quarantine");
+    expect_sql(c, "SELECT string_agg(id || email, ',' ORDER BY id) FROM hu_shadow", "2b,3c,4a");
+    expect_sql(c, "SELECT string_agg(array_to_string(key, ',') || ' ' || sqlstate, '; ') "
+                  "FROM pgshadow.quarantine", "2 23503");
+}
+
 /* 1d: rows the shadow's own ON DELETE CASCADE removes are subtracted from
  * shadow_rows (here the cascade exists only between the shadows). */
 static void test_counts_cascade(void **state)
@@ -1149,7 +1175,7 @@ int main(void)
         T(test_replication_lag), T(test_grants),                T(test_wakeup_row),
         T(test_wakeup_statement),
         T(test_fk_cascade_one_batch), T(test_fk_cascade_limit1), T(test_fk_cascade_limit2),
-        T(test_deferred_fk),     T(test_unique_swap),           T(test_unique_swap_retry),
+        T(test_deferred_fk),     T(test_unique_swap), T(test_held_delete_frees_unique),           T(test_unique_swap_retry),
         T(test_counts_cascade),  T(test_float_key),             T(test_poison_bisect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
