@@ -895,13 +895,21 @@ BEGIN
     -- type whose text output depends on the writer's session (float4/float8
     -- under extra_float_digits <= 0 print 0.30000000000000004 as 0.3) would
     -- log a key that matches no row, and that change would never apply.
+    -- (through any depth of domains and arrays: a domain over a domain over
+    -- float8, an array of such a domain)
     SELECT u.k INTO v_k
     FROM unnest(v_key) WITH ORDINALITY u(k, o)
     JOIN pg_attribute a ON a.attrelid = v_rel AND a.attname = u.k
-    JOIN pg_type ty ON ty.oid = a.atttypid
-    LEFT JOIN pg_type el ON el.oid = ty.typelem AND ty.typcategory = 'A'
-    WHERE ARRAY[a.atttypid, ty.typbasetype, el.oid]::oid[]
-          && ARRAY['real'::regtype, 'double precision'::regtype]::oid[]
+    WHERE EXISTS (
+        WITH RECURSIVE b(t) AS (
+            SELECT a.atttypid
+            UNION
+            SELECT x.t
+            FROM b JOIN pg_type ty ON ty.oid = b.t,
+                 unnest(ARRAY[ty.typbasetype, CASE WHEN ty.typcategory = 'A' THEN ty.typelem END]) x(t)
+            WHERE x.t IS NOT NULL AND x.t <> 0
+        )
+        SELECT 1 FROM b WHERE b.t IN ('real'::regtype, 'double precision'::regtype))
     ORDER BY u.o LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'pgshadow: key column % of table % is a floating-point type (real/double precision)',

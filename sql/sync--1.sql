@@ -706,7 +706,11 @@ BEGIN
     -- re-pointed later. Re-queued as 'D' ("check both ways"), each at most
     -- once per rejection (retry_requested is cleared when it fails again),
     -- never one rejected by this very batch: no busy loop, and only while
-    -- other rows are being written.
+    -- other rows are being written. The first three retries are at once
+    -- (the common case: the parent is in the next batches); a key that keeps
+    -- failing (a true orphan) then waits 2, 4, 8 s ... (at most ~2 h) since
+    -- it last failed, so steady writes to a related table do not re-queue
+    -- every orphan in every batch.
     IF v_written IS NOT NULL THEN
         WITH w AS (
             SELECT to_regclass(format('%I.%I', t.schema_name, t.shadow_name)) AS rel
@@ -721,7 +725,10 @@ BEGIN
             UPDATE pgshadow.quarantine q SET retry_requested = true
             FROM pgshadow.tables t
             WHERE t.table_id = q.table_id AND t.migration_id = p_migration_id
-              AND q.sqlstate = '23503' AND NOT q.retry_requested AND q.last_seen < now()
+              AND q.sqlstate = '23503' AND NOT q.retry_requested
+              AND q.last_seen < now()
+              AND (q.attempts <= 3
+                   OR q.last_seen < now() - interval '1 second' * power(2, least(q.attempts - 3, 13)))
               AND NOT t.table_id = ANY (v_halted)
               AND to_regclass(format('%I.%I', t.schema_name, t.shadow_name)) IN (SELECT rel.rel FROM rel)
             RETURNING q.quarantine_id, q.table_id, q.key

@@ -1079,6 +1079,32 @@ static void test_held_delete_frees_unique(void **state)
                   "FROM pgshadow.quarantine", "2 23503");
 }
 
+/* A true orphan (its parent never comes) is retried at once three times,
+ * then backs off: steady writes to the parent table do not
+ * re-queue it in every batch. */
+static void test_orphan_requeue_backs_off(void **state)
+{
+    testdb *t = *state;
+    PGconn *c = t->c;
+    exec_ok(c, "CREATE TABLE op (id int PRIMARY KEY); CREATE TABLE ok (id int PRIMARY KEY, op_id int)");
+    install(c, "",
+            "SELECT pgshadow.register_table('public', 'op', NULL, '_shadow', '" MIG "', '{}');"
+            "SELECT pgshadow.register_table('public', 'ok', NULL, '_shadow', '" MIG "', '{}');");
+    exec_ok(c, "ALTER TABLE ok_shadow ADD FOREIGN KEY (op_id) REFERENCES op_shadow");
+    exec_ok(c, "INSERT INTO ok VALUES (1, 99)"); /* parent 99 never exists */
+    drain(c, 1000, "quarantine");
+    expect_sql(c, "SELECT attempts || ' ' || sqlstate FROM pgshadow.quarantine", "1 23503");
+    for (int i = 0; i < 12; i++) { /* a retry needs two batches: 6 retries without backoff */
+        char sql[96];
+        snprintf(sql, sizeof sql, "INSERT INTO op VALUES (%d)", i + 1);
+        exec_ok(c, sql);
+        drain(c, 1000, "quarantine");
+    }
+    /* three retries at once (attempts 4), then waiting 2 s: not 6 retries (7) */
+    expect_sql(c, "SELECT attempts FROM pgshadow.quarantine", "4");
+    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+}
+
 /* 1d: rows the shadow's own ON DELETE CASCADE removes are subtracted from
  * shadow_rows (here the cascade exists only between the shadows). */
 static void test_counts_cascade(void **state)
@@ -1108,15 +1134,21 @@ static void test_float_key(void **state)
     testdb *t = *state;
     PGconn *c = t->c;
     exec_ok(c, "CREATE TABLE fl (id int NOT NULL, x double precision NOT NULL, PRIMARY KEY (id, x));"
-               "CREATE TABLE fr (r real PRIMARY KEY)");
+               "CREATE TABLE fr (r real PRIMARY KEY);"
+               "CREATE DOMAIN f1 AS double precision; CREATE DOMAIN f2 AS f1;"
+               "CREATE TABLE fd (d f2 PRIMARY KEY); CREATE TABLE fa (a f2[] PRIMARY KEY)");
     const char *regs[] = {
         "SELECT pgshadow.register_table('public', 'fl', NULL, '_shadow', '" MIG "', '{}')",
         "SELECT pgshadow.register_table('public', 'fr', NULL, '_shadow', '" MIG "', '{}')",
+        "SELECT pgshadow.register_table('public', 'fd', NULL, '_shadow', '" MIG "', '{}')",
+        "SELECT pgshadow.register_table('public', 'fa', NULL, '_shadow', '" MIG "', '{}')",
     };
     const char *want[] = {"key column x of table public.fl is a floating-point type",
-                          "key column r of table public.fr is a floating-point type"};
+                          "key column r of table public.fr is a floating-point type",
+                          "key column d of table public.fd is a floating-point type",
+                          "key column a of table public.fa is a floating-point type"};
     char *schema = read_sql("pgshadow--1.sql");
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 4; i++) {
         exec_ok(c, "BEGIN");
         exec_ok(c, schema);
         PGresult *r = PQexec(c, regs[i]);
@@ -1175,7 +1207,7 @@ int main(void)
         T(test_replication_lag), T(test_grants),                T(test_wakeup_row),
         T(test_wakeup_statement),
         T(test_fk_cascade_one_batch), T(test_fk_cascade_limit1), T(test_fk_cascade_limit2),
-        T(test_deferred_fk),     T(test_unique_swap), T(test_held_delete_frees_unique),           T(test_unique_swap_retry),
+        T(test_deferred_fk),     T(test_unique_swap), T(test_held_delete_frees_unique), T(test_orphan_requeue_backs_off),           T(test_unique_swap_retry),
         T(test_counts_cascade),  T(test_float_key),             T(test_poison_bisect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
