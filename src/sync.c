@@ -219,7 +219,110 @@ size_t ps_sync_format_status(const ps_sync_view *v, char *buf, size_t len)
         append(buf, len, &pos, "; lag %.1fs", v->sync_lag_s);
     else
         append(buf, len, &pos, "; lag -");
+    if (v->config_differs)
+        append(buf, len, &pos, "; config != installed: run pgshadowctl install");
     return pos;
+}
+
+/* "a, b" into buf (truncated). */
+static void join_names(const char *const *v, size_t n, char *buf, size_t len)
+{
+    size_t pos = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        append(buf, len, &pos, "%s%s", i ? ", " : "", v[i]);
+}
+
+static bool names_equal(const char *const *a, size_t na, const char *const *b, size_t nb)
+{
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++)
+        if (strcmp(a[i], b[i]) != 0)
+            return false;
+    return true;
+}
+
+static int diff_report(ps_sync_diff_cb cb, void *arg, const char *table, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int diff_report(ps_sync_diff_cb cb, void *arg, const char *table, const char *fmt, ...)
+{
+    if (cb) {
+        char msg[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        cb(table, msg, arg);
+    }
+    return 1;
+}
+
+/* One table present on both sides. register_table stores a configured
+ * expression verbatim and dflt for every other written shadow column, so a
+ * plain string comparison is exact. */
+static int diff_table(const ps_table_config *t, const ps_sync_installed *in, ps_sync_diff_cb cb,
+                      void *arg)
+{
+    int n = 0;
+    char a[512], b[512];
+    const char *const *want = t->n_key ? (const char *const *)t->key : in->pk;
+    size_t n_want = t->n_key ? t->n_key : in->n_pk;
+    if (!names_equal(in->key, in->n_key, want, n_want)) {
+        join_names(in->key, in->n_key, a, sizeof a);
+        join_names(want, n_want, b, sizeof b);
+        n += diff_report(cb, arg, t->name, "key changed (%s -> %s%s)", a, t->n_key ? "" : "primary key ",
+                         n_want ? b : "none");
+    }
+    for (size_t i = 0; i < in->n_cols; i++) {
+        const ps_sync_installed_col *c = &in->cols[i];
+        const char *exp = c->dflt;
+        for (size_t j = 0; j < t->n_columns; j++)
+            if (strcmp(t->columns[j].column, c->shadow) == 0)
+                exp = t->columns[j].expr;
+        if (strcmp(exp, c->expr) != 0)
+            n += diff_report(cb, arg, t->name, "columns: %s changed (\"%s\" -> \"%s\")", c->shadow,
+                             c->expr, exp);
+    }
+    for (size_t j = 0; j < t->n_columns; j++) {
+        bool found = false;
+        for (size_t i = 0; i < in->n_cols && !found; i++)
+            found = strcmp(t->columns[j].column, in->cols[i].shadow) == 0;
+        if (!found)
+            n += diff_report(cb, arg, t->name,
+                             "columns: %s is mapped in the config (\"%s\") but not in the installed "
+                             "column map",
+                             t->columns[j].column, t->columns[j].expr);
+    }
+    return n;
+}
+
+int ps_sync_registry_diff(const ps_config *cfg, const ps_sync_installed *inst, size_t n,
+                          ps_sync_diff_cb cb, void *arg)
+{
+    int diffs = 0;
+    const char *schema = cfg->migration.schema ? cfg->migration.schema : "public";
+    for (size_t i = 0; i < cfg->migration.n_tables; i++) {
+        const ps_table_config *t = &cfg->migration.tables[i];
+        const ps_sync_installed *in = NULL;
+        for (size_t j = 0; j < n && !in; j++)
+            if (strcmp(inst[j].table, t->name) == 0 && strcmp(inst[j].schema, schema) == 0)
+                in = &inst[j];
+        if (in)
+            diffs += diff_table(t, in, cb, arg);
+        else
+            diffs += diff_report(cb, arg, t->name, "in the config but not installed");
+    }
+    for (size_t j = 0; j < n; j++) {
+        bool found = false;
+        for (size_t i = 0; i < cfg->migration.n_tables && !found; i++)
+            found = strcmp(inst[j].table, cfg->migration.tables[i].name) == 0 &&
+                    strcmp(inst[j].schema, schema) == 0;
+        if (!found)
+            diffs += diff_report(cb, arg, inst[j].table, "installed (%s.%s) but not in the config",
+                                 inst[j].schema, inst[j].table);
+    }
+    return diffs;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -289,6 +392,27 @@ static const char SQL_BACKFILL[] =
 
 static const char SQL_ARM[] = "SELECT pgshadow.wakeup_arm($1)";
 
+/* The registry of this migration flattened to rows (kind 'k' key column, 'p'
+ * current primary key column, 'c' column_map entry with the default
+ * expression register_table would store for it), grouped by table. */
+static const char SQL_REGISTRY[] =
+    "SELECT t.schema_name, t.table_name, x.kind, x.name, x.expr, x.dflt "
+    "FROM pgshadow.tables t CROSS JOIN LATERAL ("
+    "  SELECT 'k'::text, u.o, u.k, NULL::text, NULL::text "
+    "  FROM unnest(t.key_columns) WITH ORDINALITY u(k, o) "
+    "  UNION ALL "
+    "  SELECT 'p', k.o, a.attname::text, NULL, NULL "
+    "  FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, o) "
+    "  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+    "  WHERE i.indrelid = to_regclass(format('%I.%I', t.schema_name, t.table_name)) "
+    "    AND i.indisprimary "
+    "  UNION ALL "
+    "  SELECT 'c', m.o, m.e ->> 'shadow', m.e ->> 'expr', format('p.%I', m.e ->> 'shadow') "
+    "  FROM jsonb_array_elements(t.column_map) WITH ORDINALITY m(e, o)"
+    ") x(kind, o, name, expr, dflt) "
+    "WHERE t.migration_id = $1 "
+    "ORDER BY t.schema_name, t.table_name, x.kind, x.o";
+
 struct ps_sync {
     ps_daemon *d;
     struct event *ev_delay;   /* batch_delay coalescing window (one-shot) */
@@ -309,6 +433,9 @@ struct ps_sync {
     bool terminate_wanted;   /* that session holds the lock while we are not on it */
 
     bool armed; /* we armed the wake-up flag and no batch has disarmed it since */
+
+    bool registry_check; /* compare config and pgshadow.tables at the next chance */
+    bool config_differs; /* the last comparison found differences */
 
     bool busy;
     ps_sync_action inflight;
@@ -421,6 +548,7 @@ static void on_lock(ps_pgconn *c, const PGresult *res, void *arg)
         s->st.probe_at_ms = 0;
         s->st.retry_after_ms = 0;
         s->armed = false;
+        s->registry_check = true;
         ps_log_notice("sync: leader lock acquired for migration %s (backend pid %s); syncing",
                       s->migration_id, PQgetvalue(res, 0, 1));
     } else {
@@ -733,6 +861,93 @@ static void on_backfill(ps_pgconn *c, const PGresult *res, void *arg)
     step(s);
 }
 
+/* ---- config vs installed registry ---- */
+
+static void log_diff(const char *table, const char *msg, void *arg)
+{
+    (void)arg;
+    ps_log_field f[] = {{"TABLE", table}, {NULL, NULL}};
+    ps_log_fields(LOG_WARNING, f,
+                  "sync: config differs from the installed registry for table %s: %s; the daemon "
+                  "keeps applying with the installed mapping; run pgshadowctl install to apply it",
+                  table, msg);
+}
+
+static void on_registry(ps_pgconn *c, const PGresult *res, void *arg)
+{
+    ps_sync *s = arg;
+    (void)c;
+    s->busy = false;
+    if (!res) {
+        conn_lost(s, "the registry check");
+        step(s);
+        return;
+    }
+    s->registry_check = false;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 6) {
+        /* Not retried: the apply path reports a missing database side. */
+        s->stats.errors++;
+        ps_log_warning("sync: cannot compare the config with pgshadow.tables: %s",
+                       errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unexpected result"));
+        step(s);
+        return;
+    }
+    int rows = PQntuples(res);
+    size_t nr = rows > 0 ? (size_t)rows : 1;
+    ps_sync_installed *inst = calloc(nr, sizeof *inst);
+    const char **names = calloc(nr, sizeof *names);
+    ps_sync_installed_col *cols = calloc(nr, sizeof *cols);
+    if (!inst || !names || !cols) {
+        ps_log_error("sync: registry check: out of memory");
+        free(inst);
+        free(names);
+        free(cols);
+        step(s);
+        return;
+    }
+    /* Rows come grouped by table and kind (c, k, p) in order, so each
+     * table's lists are contiguous slices of names/cols. */
+    size_t n = 0, nn = 0, nc = 0;
+    for (int r = 0; r < rows; r++) {
+        const char *sch = PQgetvalue(res, r, 0), *tab = PQgetvalue(res, r, 1);
+        if (n == 0 || strcmp(inst[n - 1].schema, sch) != 0 || strcmp(inst[n - 1].table, tab) != 0) {
+            inst[n].schema = sch;
+            inst[n].table = tab;
+            n++;
+        }
+        ps_sync_installed *in = &inst[n - 1];
+        char kind = PQgetvalue(res, r, 2)[0];
+        const char *name = PQgetvalue(res, r, 3);
+        if (kind == 'c') {
+            if (!in->cols)
+                in->cols = &cols[nc];
+            cols[nc].shadow = name;
+            cols[nc].expr = PQgetvalue(res, r, 4);
+            cols[nc].dflt = PQgetvalue(res, r, 5);
+            nc++;
+            in->n_cols++;
+        } else if (kind == 'k') {
+            if (!in->key)
+                in->key = &names[nn];
+            names[nn++] = name;
+            in->n_key++;
+        } else {
+            if (!in->pk)
+                in->pk = &names[nn];
+            names[nn++] = name;
+            in->n_pk++;
+        }
+    }
+    int diffs = ps_sync_registry_diff(ps_daemon_config(s->d), inst, n, log_diff, s);
+    if (diffs == 0 && s->config_differs)
+        ps_log_notice("sync: the config's tables match the installed registry again");
+    s->config_differs = diffs > 0;
+    free(inst);
+    free(names);
+    free(cols);
+    step(s);
+}
+
 /* ---- the decision loop ---- */
 
 static void send_query(ps_sync *s, ps_pgconn *c, ps_sync_action a, const char *sql, int n,
@@ -770,6 +985,12 @@ static void step(ps_sync *s)
         s->st.leader = false;
         s->role = PS_SYNC_ROLE_UNKNOWN;
         s->st.lock_retry_at_ms = 0;
+    }
+
+    if (s->registry_check && s->st.leader && s->st.conn_up && !s->st.stopping) {
+        const char *rp[1] = {s->migration_id};
+        send_query(s, c, PS_SYNC_PROBE, SQL_REGISTRY, 1, rp, on_registry);
+        return;
     }
 
     int64_t wait = -1;
@@ -915,6 +1136,7 @@ static void sync_on_reload(ps_daemon *d, const ps_config *old_cfg, const ps_conf
     }
     s->st.apply_pending = true;
     s->st.retry_after_ms = 0;
+    s->registry_check = true; /* as standby: when it leads (on_lock sets it too) */
     step(s);
 }
 
@@ -945,6 +1167,7 @@ static size_t sync_status(ps_daemon *d, char *buf, size_t len, void *arg)
                                          ps_daemon_config(s->d)->sync.max_replication_lag_ms),
         .repl_lag_ms = s->st.repl_lag_ms,
         .sync_lag_s = s->sync_lag_s,
+        .config_differs = s->config_differs,
     };
     return ps_sync_format_status(&v, buf, len);
 }

@@ -131,12 +131,47 @@ typedef struct ps_sync_view {
     ps_sync_throttle throttle;
     int64_t repl_lag_ms;
     double sync_lag_s;      /* age of the oldest pending change; < 0 unknown */
+    bool config_differs;    /* the config's tables differ from pgshadow.tables */
 } ps_sync_view;
 
 /* "leader; backfill contexts 41% ETA 2m; lag 0.3s",
  * "standby: another pgshadowd holds the lock", "leader; HALTED: ...".
  * Returns the length written (truncated to len - 1). */
 size_t ps_sync_format_status(const ps_sync_view *v, char *buf, size_t len);
+
+/* One table of pgshadow.tables as register_table stored it (strings are
+ * borrowed). cols: column_map in shadow column order; dflt is what
+ * register_table writes for a shadow column the config's columns: does not
+ * map (format('p.%I', shadow)), computed by the database so the quoting is
+ * its own. pk: the table's current primary key, what an absent key: means. */
+typedef struct ps_sync_installed_col {
+    const char *shadow;
+    const char *expr;
+    const char *dflt;
+} ps_sync_installed_col;
+
+typedef struct ps_sync_installed {
+    const char *schema;
+    const char *table;
+    const char *const *key;
+    size_t n_key;
+    const char *const *pk;
+    size_t n_pk;
+    const ps_sync_installed_col *cols;
+    size_t n_cols;
+} ps_sync_installed;
+
+/* Called once per difference: table name (unqualified) and a message such
+ * as "columns: x changed (\"old\" -> \"new\")". */
+typedef void (*ps_sync_diff_cb)(const char *table, const char *msg, void *arg);
+
+/* Compare the config's migration.tables (in migration.schema) with the
+ * installed registry rows: a table in one and not the other, a key that
+ * differs (an empty config key means the primary key), a column expression
+ * that differs or a columns: entry for a column not in the installed map.
+ * Calls cb (may be NULL) for each; returns the number of differences. */
+int ps_sync_registry_diff(const ps_config *cfg, const ps_sync_installed *inst, size_t n,
+                          ps_sync_diff_cb cb, void *arg);
 
 /* ------------------------------------------------------------------------ */
 /* The module (I/O shell) */

@@ -583,6 +583,12 @@ static const char SCHEMA_SQL[] =
     "  INSERT INTO parents (id, name, score) VALUES (p, 'late parent', 1); END $$; "
     "ANALYZE parents; ANALYZE children; ANALYZE links; ANALYZE notes";
 
+/* The migration.tables block write_config_full writes (what was installed);
+ * test_config_drift swaps it for an edited one. */
+static const char TABLES_INSTALLED[] =
+    "    - name: parents\n    - name: children\n    - name: links\n    - name: notes\n";
+static const char *config_tables = TABLES_INSTALLED;
+
 static int write_config_full(int backfill_chunk, int batch_size, const char *on_apply_error,
                              const char *catchup)
 {
@@ -591,12 +597,11 @@ static int write_config_full(int backfill_chunk, int batch_size, const char *on_
         return -1;
     fprintf(f,
             "database:\n  conninfo: \"%s\"\n"
-            "migration:\n  id: itest_sync\n  tables:\n"
-            "    - name: parents\n    - name: children\n    - name: links\n    - name: notes\n"
+            "migration:\n  id: itest_sync\n  tables:\n%s"
             "sync:\n  batch_size: %d\n  batch_delay: 10ms\n  catchup_interval: %s\n"
             "  backfill_chunk: %d\n  on_apply_error: %s\n"
             "metrics:\n  listen: \"\"\n",
-            T.db_conninfo, batch_size, catchup, backfill_chunk, on_apply_error);
+            T.db_conninfo, config_tables, batch_size, catchup, backfill_chunk, on_apply_error);
     return fclose(f);
 }
 
@@ -936,6 +941,70 @@ static void test_reload_and_halt(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* 3c. a reload whose tables differ from the installed registry */
+
+static void drain_status(daemon_proc *p)
+{
+    char buf[4096];
+    while (recv(p->sock_fd, buf, sizeof buf, MSG_DONTWAIT) > 0)
+        ;
+    p->n_msgs = 0;
+    p->msgs[0] = '\0';
+}
+
+static void test_config_drift(void **state)
+{
+    (void)state;
+    daemon_assert_alive(&D);
+    int st = daemon_kill(&D, SIGTERM);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    notify_open(&D, "notify-drift.sock");
+    size_t from = file_size(D.log);
+    daemon_start(&D, "debug");
+    assert_true(wait_log(D.log, from, "leader lock acquired", 20000));
+    assert_true(wait_status(&D, "STATUS=connected; leader; backfill done; lag ", 20000));
+    /* the installed config itself: no difference reported at start */
+    assert_int_equal(log_count(D.log, from, "config differs from the installed registry"), 0);
+    assert_null(strstr(D.msgs, "config != installed"));
+
+    /* a changed expression and a table that was never installed */
+    db_exec("CREATE TABLE IF NOT EXISTS drift_extra (id integer PRIMARY KEY)");
+    config_tables = "    - name: parents\n      columns:\n        score: \"p.score + 1\"\n"
+                    "    - name: children\n    - name: links\n    - name: notes\n"
+                    "    - name: drift_extra\n";
+    assert_int_equal(write_config(100), 0);
+    from = file_size(D.log);
+    reload_daemon(&D);
+    assert_true(wait_log(D.log, from,
+                         "config differs from the installed registry for table parents: columns: "
+                         "score changed (\"p.score\" -> \"p.score + 1\"); the daemon keeps applying "
+                         "with the installed mapping; run pgshadowctl install to apply it",
+                         10000));
+    assert_true(wait_log(D.log, from,
+                         "config differs from the installed registry for table drift_extra: in the "
+                         "config but not installed",
+                         10000));
+    assert_int_equal(log_count(D.log, from, "config differs from the installed registry"), 2);
+    assert_true(wait_status(&D, "; config != installed: run pgshadowctl install", 20000));
+    /* still applying, with the installed mapping (score, not score + 1) */
+    db_exec("INSERT INTO parents (id, name, score) VALUES (9600001, 'drift', 7)");
+    assert_true(wait_true("SELECT score = 7 FROM parents_shadow WHERE id = 9600001", 20000));
+
+    /* restored: the warnings stop and the marker goes away */
+    config_tables = TABLES_INSTALLED;
+    assert_int_equal(write_config(100), 0);
+    from = file_size(D.log);
+    reload_daemon(&D);
+    assert_true(wait_log(D.log, from, "match the installed registry again", 10000));
+    drain_status(&D);
+    assert_true(wait_status(&D, "STATUS=connected; leader; backfill done; lag ", 20000));
+    assert_null(strstr(D.msgs, "config != installed"));
+    assert_int_equal(log_count(D.log, from, "config differs from the installed registry"), 0);
+    db_exec("DROP TABLE drift_extra");
+    notify_close(&D);
+}
+
+/* ------------------------------------------------------------------------ */
 /* 4. two daemons */
 
 static const char LOCK_HOLDER_SQL[] =
@@ -1189,6 +1258,7 @@ int main(void)
         cmocka_unit_test(test_quarantine),
         cmocka_unit_test(test_wakeup),
         cmocka_unit_test(test_reload_and_halt),
+        cmocka_unit_test(test_config_drift),
         cmocka_unit_test(test_two_daemons),
         cmocka_unit_test(test_stale_own_session),
     };
