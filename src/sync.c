@@ -350,12 +350,13 @@ static const char SQL_LOCK[] =
  * (docs/sync.md "Timeouts"). All user-settable; on Unix sockets the TCP
  * ones are ignored by the server. */
 static const char SQL_SESSION[] =
-    "SELECT pg_catalog.set_config('tcp_keepalives_idle', '10', false), "
-    "       pg_catalog.set_config('tcp_keepalives_interval', '5', false), "
-    "       pg_catalog.set_config('tcp_keepalives_count', '3', false), "
-    "       pg_catalog.set_config('tcp_user_timeout', '30000', false), "
-    "       pg_catalog.set_config('idle_session_timeout', $1, false), "
-    "       pg_catalog.set_config('statement_timeout', $2, false)";
+    /* only the settings this server has (idle_session_timeout is PG 14+), so
+     * one unknown name cannot make the whole statement, and the others, fail */
+    "SELECT count(pg_catalog.set_config(v.name, v.val, false)) "
+    "FROM (VALUES ('tcp_keepalives_idle', '10'), ('tcp_keepalives_interval', '5'), "
+    "             ('tcp_keepalives_count', '3'), ('tcp_user_timeout', '30000'), "
+    "             ('idle_session_timeout', $1::text), ('statement_timeout', $2::text)) v(name, val) "
+    "JOIN pg_catalog.pg_settings s ON s.name = v.name";
 
 /* Our own previous session (same pid and start time as when it took the
  * lock) still holds the leader lock: the server has not noticed that its
