@@ -27,97 +27,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "itest.h"
+
 #define MIG "m1"
-
-static const char *base_conninfo(void)
-{
-    const char *ci = getenv("PGSHADOW_TEST_CONNINFO");
-    if (!ci || !*ci) {
-        fprintf(stderr, "PGSHADOW_TEST_CONNINFO is not set: start a cluster with "
-                        "tests/harness/pgcluster.sh and export its variables\n");
-        fail();
-    }
-    return ci;
-}
-
-static char *read_sql(const char *name)
-{
-    const char *src = getenv("PGSHADOW_SRCDIR");
-    if (!src) {
-        fprintf(stderr, "PGSHADOW_SRCDIR is not set\n");
-        fail();
-    }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/sql/%s", src, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "cannot open %s\n", path);
-        fail();
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
-static void quiet(void *arg, const PGresult *res)
-{
-    (void)arg;
-    (void)res;
-}
-
-static PGconn *connect_db(const char *dbname)
-{
-    const char *keys[] = {"dbname", "dbname", NULL};
-    const char *vals[] = {base_conninfo(), dbname, NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    if (PQstatus(c) != CONNECTION_OK) {
-        fprintf(stderr, "connect to %s: %s", dbname ? dbname : "(base)", PQerrorMessage(c));
-        fail();
-    }
-    PQsetNoticeReceiver(c, quiet, NULL);
-    return c;
-}
-
-/* Run SQL that must succeed; the first value of the last result (malloc'd,
- * "" when none, "<NULL>" for SQL NULL). */
-static char *q(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        fprintf(stderr, "SQL failed: %s\n--- %s\n", PQresultErrorMessage(r), sql);
-        PQclear(r);
-        fail();
-    }
-    char *out;
-    if (st == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0)
-        out = strdup(PQgetisnull(r, 0, 0) ? "<NULL>" : PQgetvalue(r, 0, 0));
-    else
-        out = strdup("");
-    PQclear(r);
-    return out;
-}
-
-static void exec_ok(PGconn *c, const char *sql) { free(q(c, sql)); }
-
-static void expect_sql(PGconn *c, const char *sql, const char *want)
-{
-    char *got = q(c, sql);
-    if (strcmp(got, want) != 0)
-        fprintf(stderr, "query: %s\n  want: %s\n  got:  %s\n", sql, want, got);
-    assert_string_equal(got, want);
-    free(got);
-}
 
 static long qlong(PGconn *c, const char *sql)
 {
-    char *v = q(c, sql);
+    char *v = itest_query(c, sql);
     long n = strtol(v, NULL, 10);
     free(v);
     return n;
@@ -125,38 +41,15 @@ static long qlong(PGconn *c, const char *sql)
 
 /* ---- a fresh database per test ---------------------------------------- */
 
-typedef struct {
-    char name[64];
-    PGconn *c;
-} testdb;
-
 static int db_setup(void **state)
 {
-    static int n;
-    testdb *t = calloc(1, sizeof *t);
-    snprintf(t->name, sizeof t->name, "pgshadow_apply_%d_%d", (int)getpid(), ++n);
-    PGconn *admin = connect_db(NULL);
-    char sql[256];
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", t->name);
-    exec_ok(admin, sql);
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", t->name);
-    exec_ok(admin, sql);
-    PQfinish(admin);
-    t->c = connect_db(t->name);
-    *state = t;
+    *state = itest_db_new("pgshadow_apply");
     return 0;
 }
 
 static int db_teardown(void **state)
 {
-    testdb *t = *state;
-    PQfinish(t->c);
-    PGconn *admin = connect_db(NULL);
-    char sql[256];
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", t->name);
-    exec_ok(admin, sql);
-    PQfinish(admin);
-    free(t);
+    itest_db_free(*state);
     return 0;
 }
 
@@ -164,15 +57,15 @@ static int db_teardown(void **state)
  * `pre` run before the register_table calls (e.g. a capture_mode change). */
 static void install(PGconn *c, const char *pre, const char *registers)
 {
-    char *schema = read_sql("pgshadow--1.sql");
-    char *sync = read_sql("sync--1.sql");
+    char *schema = itest_read_sql("pgshadow--1.sql");
+    char *sync = itest_read_sql("sync--1.sql");
     size_t len = strlen(schema) + strlen(sync) + strlen(pre) + strlen(registers) + 512;
     char *script = malloc(len);
     snprintf(script, len,
              "BEGIN;\nSET LOCAL lock_timeout = '2s';\n%s\n%s\n%s\n%s\n"
              "SELECT pgshadow.finish_install('" MIG "');\nCOMMIT;\n",
              schema, sync, pre, registers);
-    exec_ok(c, script);
+    itest_exec_ok(c, script);
     free(script);
     free(sync);
     free(schema);
@@ -180,7 +73,7 @@ static void install(PGconn *c, const char *pre, const char *registers)
      * when the primary's canonical hash (hash_expr over p), the shadow's
      * stored hash and the hash of the shadow's columns (shadow_hash_expr
      * over s) are not all equal; plus rows on one side only. */
-    exec_ok(c,
+    itest_exec_ok(c,
             "CREATE FUNCTION public.test_diff(p_table text) RETURNS bigint LANGUAGE plpgsql "
             "SET TimeZone = 'UTC' SET extra_float_digits = 1 SET IntervalStyle = 'postgres' "
             "SET bytea_output = 'hex' AS $$\n"
@@ -283,16 +176,16 @@ static const char parent_child_register[] =
 
 static void mixed_workload(PGconn *c)
 {
-    exec_ok(c, "INSERT INTO parent SELECT g, 'p' || g, g / 10.0, 'e' || g FROM generate_series(1, 40) g");
-    exec_ok(c, "INSERT INTO child SELECT g, 1 + g % 40, 'n' || g FROM generate_series(1, 120) g");
-    exec_ok(c, "UPDATE parent SET name = name || '!' WHERE id % 3 = 0");
-    exec_ok(c, "UPDATE child SET id = id + 1000 WHERE id % 7 = 0");        /* key change */
-    exec_ok(c, "UPDATE parent SET score = 0.5 WHERE id = 40");
-    exec_ok(c, "DELETE FROM child WHERE id % 5 = 0");
-    exec_ok(c, "INSERT INTO parent VALUES (3, 'upserted', 9, 'x'), (41, 'new', 0.1, 'y') "
+    itest_exec_ok(c, "INSERT INTO parent SELECT g, 'p' || g, g / 10.0, 'e' || g FROM generate_series(1, 40) g");
+    itest_exec_ok(c, "INSERT INTO child SELECT g, 1 + g % 40, 'n' || g FROM generate_series(1, 120) g");
+    itest_exec_ok(c, "UPDATE parent SET name = name || '!' WHERE id % 3 = 0");
+    itest_exec_ok(c, "UPDATE child SET id = id + 1000 WHERE id % 7 = 0");        /* key change */
+    itest_exec_ok(c, "UPDATE parent SET score = 0.5 WHERE id = 40");
+    itest_exec_ok(c, "DELETE FROM child WHERE id % 5 = 0");
+    itest_exec_ok(c, "INSERT INTO parent VALUES (3, 'upserted', 9, 'x'), (41, 'new', 0.1, 'y') "
                "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, score = EXCLUDED.score");
-    exec_ok(c, "BEGIN; DELETE FROM child WHERE parent_id = 39; DELETE FROM parent WHERE id = 39; COMMIT");
-    exec_ok(c, "UPDATE child SET note = NULL, at = '2020-02-29 12:34:56.789+05:30' WHERE id < 30");
+    itest_exec_ok(c, "BEGIN; DELETE FROM child WHERE parent_id = 39; DELETE FROM parent WHERE id = 39; COMMIT");
+    itest_exec_ok(c, "UPDATE child SET note = NULL, at = '2020-02-29 12:34:56.789+05:30' WHERE id < 30");
 }
 
 static void check_parent_child(PGconn *c)
@@ -300,31 +193,31 @@ static void check_parent_child(PGconn *c)
     expect_converged(c, "parent");
     expect_converged(c, "child");
     /* the mapping, checked without the registry's expressions */
-    expect_sql(c,
+    itest_expect_sql(c,
                "SELECT count(*) FROM parent p FULL JOIN parent_shadow s USING (id) "
                "WHERE p.id IS NULL OR s.id IS NULL "
                "OR (p.name, least(p.score, 1.0), p.email) IS DISTINCT FROM (s.name, s.score, s.email)",
                "0");
-    expect_sql(c, "SELECT score FROM parent_shadow WHERE id = 3", "1.0");
-    expect_sql(c,
+    itest_expect_sql(c, "SELECT score FROM parent_shadow WHERE id = 3", "1.0");
+    itest_expect_sql(c,
                "SELECT count(*) FROM child p FULL JOIN child_shadow s USING (id) "
                "WHERE p.id IS NULL OR s.id IS NULL "
                "OR (p.parent_id, p.note, p.at) IS DISTINCT FROM (s.parent_id, s.note, s.at)",
                "0");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
 }
 
 static void run_mixed(PGconn *c, const char *pre)
 {
-    exec_ok(c, parent_child_schema);
+    itest_exec_ok(c, parent_child_schema);
     install(c, pre, parent_child_register);
     /* the applying session's settings must not matter */
-    exec_ok(c, "SET TimeZone = 'Asia/Kathmandu'; SET DateStyle = 'German, DMY'; SET extra_float_digits = 0");
+    itest_exec_ok(c, "SET TimeZone = 'Asia/Kathmandu'; SET DateStyle = 'German, DMY'; SET extra_float_digits = 0");
     /* rows already in the shadow that the batch then deletes or re-keys */
-    exec_ok(c, "INSERT INTO parent VALUES (1000, 'early', 1, NULL); INSERT INTO child VALUES (1000, 1000, 'e')");
+    itest_exec_ok(c, "INSERT INTO parent VALUES (1000, 'early', 1, NULL); INSERT INTO child VALUES (1000, 1000, 'e')");
     drain(c, 1000, "quarantine");
-    exec_ok(c, "DELETE FROM child WHERE id = 1000; UPDATE parent SET id = 1001 WHERE id = 1000");
+    itest_exec_ok(c, "DELETE FROM child WHERE id = 1000; UPDATE parent SET id = 1001 WHERE id = 1000");
     mixed_workload(c);
     long logged = qlong(c, "SELECT count(*) FROM pgshadow.change_log");
     long parent_logged = qlong(c, "SELECT count(*) FROM pgshadow.change_log l JOIN pgshadow.tables t "
@@ -338,55 +231,55 @@ static void run_mixed(PGconn *c, const char *pre)
     assert_true(s.deleted > 0);
     check_parent_child(c);
     /* every row written by apply is marked */
-    expect_sql(c, "SELECT count(*) FROM child_shadow WHERE _shadow_last_sync IS NULL "
+    itest_expect_sql(c, "SELECT count(*) FROM child_shadow WHERE _shadow_last_sync IS NULL "
                   "OR _shadow_migration_id <> '" MIG "' OR _shadow_source_table <> 'child'", "0");
     /* applied_total counts the change-log entries consumed */
     char sql[256];
     snprintf(sql, sizeof sql, "SELECT applied_total FROM pgshadow.tables WHERE table_name = 'parent'");
     assert_int_equal(qlong(c, sql), applied_before + parent_logged);
     /* the comparison can fail: a changed shadow column, an orphan row */
-    exec_ok(c, "UPDATE child_shadow SET note = 'tampered' WHERE id = 2");
+    itest_exec_ok(c, "UPDATE child_shadow SET note = 'tampered' WHERE id = 2");
     assert_int_equal(qlong(c, "SELECT public.test_diff('child')"), 1);
-    exec_ok(c, "INSERT INTO child_shadow (id, parent_id, _shadow_sync_status) VALUES (99999, 1, 'synced')");
+    itest_exec_ok(c, "INSERT INTO child_shadow (id, parent_id, _shadow_sync_status) VALUES (99999, 1, 'synced')");
     assert_int_equal(qlong(c, "SELECT public.test_diff('child')"), 2);
 }
 
 static void test_apply_mixed_row(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     run_mixed(t->c, "");
 }
 
 static void test_apply_mixed_statement(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     run_mixed(t->c, "UPDATE pgshadow.meta SET value = 'statement' WHERE key = 'capture_mode';");
 }
 
 /* A row inserted and updated 100 times in one batch is written once. */
 static void test_hot_row(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, parent_child_schema);
+    itest_exec_ok(c, parent_child_schema);
     install(c, "", parent_child_register);
-    exec_ok(c, "INSERT INTO parent VALUES (1, 'hot', 0, 'h')");
+    itest_exec_ok(c, "INSERT INTO parent VALUES (1, 'hot', 0, 'h')");
     for (int i = 1; i <= 100; i++) {
         char sql[128];
         snprintf(sql, sizeof sql, "UPDATE parent SET name = 'hot%d' WHERE id = 1", i);
-        exec_ok(c, sql);
+        itest_exec_ok(c, sql);
     }
     /* 1 insert + 100 updates */
-    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "101");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "101");
     batch b = apply1(c, 1000, "quarantine");
     assert_int_equal(b.taken, 101);
     assert_int_equal(b.upserted, 1);
-    expect_sql(c, "SELECT _shadow_version || ' ' || name FROM parent_shadow", "1 hot100");
+    itest_expect_sql(c, "SELECT _shadow_version || ' ' || name FROM parent_shadow", "1 hot100");
     /* the next batch with this key updates it again: version 2 */
-    exec_ok(c, "UPDATE parent SET name = 'cold' WHERE id = 1");
+    itest_exec_ok(c, "UPDATE parent SET name = 'cold' WHERE id = 1");
     b = apply1(c, 1000, "quarantine");
     assert_int_equal(b.upserted, 1);
-    expect_sql(c, "SELECT _shadow_version || ' ' || name FROM parent_shadow", "2 cold");
+    itest_expect_sql(c, "SELECT _shadow_version || ' ' || name FROM parent_shadow", "2 cold");
     expect_converged(c, "parent");
 }
 
@@ -394,9 +287,9 @@ static void test_hot_row(void **state)
  * parents, whatever the registration order, within one batch. */
 static void test_fk_order(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, "CREATE TABLE a (id int PRIMARY KEY);"
+    itest_exec_ok(c, "CREATE TABLE a (id int PRIMARY KEY);"
                "CREATE TABLE b (id int PRIMARY KEY, a_id int NOT NULL REFERENCES a);"
                "CREATE TABLE c (id int PRIMARY KEY, b_id int NOT NULL REFERENCES b, a_id int REFERENCES a)");
     install(c, "",
@@ -404,22 +297,22 @@ static void test_fk_order(void **state)
             "SELECT pgshadow.register_table('public', 'b', NULL, '_shadow', '" MIG "', '{}');"
             "SELECT pgshadow.register_table('public', 'a', NULL, '_shadow', '" MIG "', '{}');");
     /* the shadows carry the foreign keys (finish_install mirrors them) */
-    expect_sql(c, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' "
+    itest_expect_sql(c, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' "
                   "AND conrelid IN ('b_shadow'::regclass, 'c_shadow'::regclass)", "3");
-    exec_ok(c, "BEGIN; INSERT INTO a SELECT generate_series(1, 10); "
+    itest_exec_ok(c, "BEGIN; INSERT INTO a SELECT generate_series(1, 10); "
                "INSERT INTO b SELECT g, g FROM generate_series(1, 10) g; "
                "INSERT INTO c SELECT g, g, g FROM generate_series(1, 10) g; COMMIT");
     batch s = apply1(c, 1000, "quarantine");
     assert_int_equal(s.taken, 30);
     assert_int_equal(s.upserted, 30);
     assert_int_equal(s.quarantined, 0);
-    exec_ok(c, "BEGIN; DELETE FROM c; DELETE FROM b WHERE id > 5; DELETE FROM a WHERE id > 5; "
+    itest_exec_ok(c, "BEGIN; DELETE FROM c; DELETE FROM b WHERE id > 5; DELETE FROM a WHERE id > 5; "
                "INSERT INTO a VALUES (11); INSERT INTO b VALUES (11, 11); COMMIT");
     s = apply1(c, 1000, "quarantine");
     assert_int_equal(s.quarantined, 0);
     assert_int_equal(s.deleted, 20);
     assert_int_equal(s.upserted, 2);
-    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
     expect_converged(c, "a");
     expect_converged(c, "b");
     expect_converged(c, "c");
@@ -428,16 +321,16 @@ static void test_fk_order(void **state)
 /* taken never exceeds p_limit; a full batch means more is waiting. */
 static void test_limit(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, parent_child_schema);
+    itest_exec_ok(c, parent_child_schema);
     install(c, "", parent_child_register);
-    exec_ok(c, "INSERT INTO parent SELECT g, 'p', 0, NULL FROM generate_series(1, 250) g");
+    itest_exec_ok(c, "INSERT INTO parent SELECT g, 'p', 0, NULL FROM generate_series(1, 250) g");
     batch b = apply1(c, 100, "quarantine");
     assert_int_equal(b.taken, 100);
-    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "150");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "150");
     /* the oldest first: ids 1..100 are applied, nothing else */
-    expect_sql(c, "SELECT min(id) || '-' || max(id) || '/' || count(*) FROM parent_shadow", "1-100/100");
+    itest_expect_sql(c, "SELECT min(id) || '-' || max(id) || '/' || count(*) FROM parent_shadow", "1-100/100");
     b = apply1(c, 100, "quarantine");
     assert_int_equal(b.taken, 100);
     b = apply1(c, 100, "quarantine");
@@ -452,112 +345,112 @@ static void test_limit(void **state)
 /* The shadow is stricter than the primary: score <= 10, unique email. */
 static void poison_setup(PGconn *c)
 {
-    exec_ok(c, parent_child_schema);
+    itest_exec_ok(c, parent_child_schema);
     install(c, "",
             "SELECT pgshadow.register_table('public', 'child', NULL, '_shadow', '" MIG "', '{}');"
             "SELECT pgshadow.register_table('public', 'parent', NULL, '_shadow', '" MIG "', '{}');");
-    exec_ok(c, "ALTER TABLE parent_shadow ADD CONSTRAINT score_max CHECK (score <= 10), "
+    itest_exec_ok(c, "ALTER TABLE parent_shadow ADD CONSTRAINT score_max CHECK (score <= 10), "
                "ADD CONSTRAINT email_unique UNIQUE (email)");
-    exec_ok(c, "INSERT INTO parent SELECT g, 'p' || g, g % 10, 'e' || g FROM generate_series(1, 20) g");
-    exec_ok(c, "UPDATE parent SET score = 99 WHERE id = 7");          /* check */
-    exec_ok(c, "UPDATE parent SET email = 'e3' WHERE id = 13");       /* unique, with id 3 */
-    exec_ok(c, "INSERT INTO child SELECT g, g, 'c' FROM generate_series(1, 20) g");
+    itest_exec_ok(c, "INSERT INTO parent SELECT g, 'p' || g, g % 10, 'e' || g FROM generate_series(1, 20) g");
+    itest_exec_ok(c, "UPDATE parent SET score = 99 WHERE id = 7");          /* check */
+    itest_exec_ok(c, "UPDATE parent SET email = 'e3' WHERE id = 13");       /* unique, with id 3 */
+    itest_exec_ok(c, "INSERT INTO child SELECT g, g, 'c' FROM generate_series(1, 20) g");
     /* child 7's parent is quarantined: foreign key violation */
 }
 
 static void test_quarantine(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
     poison_setup(c);
     batch s = drain(c, 1000, "quarantine");
     assert_string_equal(s.halted, "");
     /* child 13's parent is the quarantined parent 13 */
     assert_int_equal(s.quarantined, 4);
-    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
-    expect_sql(c,
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    itest_expect_sql(c,
                "SELECT string_agg(t.table_name || ' ' || array_to_string(q.key, ',') || ' ' || q.sqlstate, '; ' "
                "ORDER BY q.sqlstate, q.key[1]::int) FROM pgshadow.quarantine q JOIN pgshadow.tables t USING (table_id)",
                "child 7 23503; child 13 23503; parent 13 23505; parent 7 23514");
-    expect_sql(c, "SELECT bool_and(message <> '' AND attempts = 1) FROM pgshadow.quarantine", "t");
-    expect_sql(c, "SELECT message FROM pgshadow.quarantine WHERE sqlstate = '23514'",
+    itest_expect_sql(c, "SELECT bool_and(message <> '' AND attempts = 1) FROM pgshadow.quarantine", "t");
+    itest_expect_sql(c, "SELECT message FROM pgshadow.quarantine WHERE sqlstate = '23514'",
                "new row for relation \"parent_shadow\" violates check constraint \"score_max\"");
-    expect_sql(c, "SELECT detail LIKE '%(email)=(e3)%' FROM pgshadow.quarantine WHERE sqlstate = '23505'",
+    itest_expect_sql(c, "SELECT detail LIKE '%(email)=(e3)%' FROM pgshadow.quarantine WHERE sqlstate = '23505'",
                "t");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.events WHERE what = 'quarantine'", "4");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.events WHERE what = 'quarantine'", "4");
     /* all other rows applied */
-    expect_sql(c, "SELECT count(*) FROM parent_shadow", "18");
-    expect_sql(c, "SELECT count(*) FROM child_shadow", "18");
+    itest_expect_sql(c, "SELECT count(*) FROM parent_shadow", "18");
+    itest_expect_sql(c, "SELECT count(*) FROM child_shadow", "18");
 
     /* a change that still fails: attempts + 1, no new event */
-    exec_ok(c, "UPDATE parent SET score = 98 WHERE id = 7");
+    itest_exec_ok(c, "UPDATE parent SET score = 98 WHERE id = 7");
     s = drain(c, 1000, "quarantine");
     assert_int_equal(s.quarantined, 1);
-    expect_sql(c, "SELECT attempts FROM pgshadow.quarantine WHERE sqlstate = '23514'", "2");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.events WHERE what = 'quarantine'", "4");
+    itest_expect_sql(c, "SELECT attempts FROM pgshadow.quarantine WHERE sqlstate = '23514'", "2");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.events WHERE what = 'quarantine'", "4");
 
     /* fixing the primary rows applies them and clears their quarantine */
-    exec_ok(c, "UPDATE parent SET score = 7 WHERE id = 7");
-    exec_ok(c, "UPDATE parent SET email = 'e13' WHERE id = 13");
+    itest_exec_ok(c, "UPDATE parent SET score = 7 WHERE id = 7");
+    itest_exec_ok(c, "UPDATE parent SET email = 'e13' WHERE id = 13");
     s = drain(c, 1000, "quarantine");
     assert_int_equal(s.quarantined, 0);
-    expect_sql(c, "SELECT string_agg(array_to_string(key, ','), ' ' ORDER BY key[1]::int) FROM pgshadow.quarantine",
+    itest_expect_sql(c, "SELECT string_agg(array_to_string(key, ','), ' ' ORDER BY key[1]::int) FROM pgshadow.quarantine",
                "7 13");
     expect_converged(c, "parent");
 
     /* the children's parents are there now: the batch that wrote them
      * re-queued the children rejected for a foreign key (23503) */
-    expect_sql(c, "SELECT string_agg(retry_requested::text, ' ' ORDER BY key[1]::int) FROM pgshadow.quarantine",
+    itest_expect_sql(c, "SELECT string_agg(retry_requested::text, ' ' ORDER BY key[1]::int) FROM pgshadow.quarantine",
                "true true");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "2");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "2");
     s = drain(c, 1000, "quarantine");
     assert_int_equal(s.taken, 2);
-    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
     expect_converged(c, "child");
-    expect_sql(c, "SELECT pgshadow.quarantine_retry()", "0");
+    itest_expect_sql(c, "SELECT pgshadow.quarantine_retry()", "0");
 }
 
 /* A quarantined delete (a child still references the row in the shadow)
  * is retried as a delete and goes once the child is gone. */
 static void test_quarantine_delete(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, "CREATE TABLE p (id int PRIMARY KEY); CREATE TABLE k (id int PRIMARY KEY, p_id int)");
+    itest_exec_ok(c, "CREATE TABLE p (id int PRIMARY KEY); CREATE TABLE k (id int PRIMARY KEY, p_id int)");
     install(c, "",
             "SELECT pgshadow.register_table('public', 'p', NULL, '_shadow', '" MIG "', '{}');"
             "SELECT pgshadow.register_table('public', 'k', NULL, '_shadow', '" MIG "', '{}');");
     /* only the shadows have this foreign key */
-    exec_ok(c, "ALTER TABLE k_shadow ADD FOREIGN KEY (p_id) REFERENCES p_shadow");
-    exec_ok(c, "INSERT INTO p VALUES (1), (2); INSERT INTO k VALUES (1, 1)");
+    itest_exec_ok(c, "ALTER TABLE k_shadow ADD FOREIGN KEY (p_id) REFERENCES p_shadow");
+    itest_exec_ok(c, "INSERT INTO p VALUES (1), (2); INSERT INTO k VALUES (1, 1)");
     drain(c, 1000, "quarantine");
-    exec_ok(c, "DELETE FROM p");
+    itest_exec_ok(c, "DELETE FROM p");
     batch s = drain(c, 1000, "quarantine");
     assert_int_equal(s.quarantined, 1);
     assert_int_equal(s.deleted, 1);
-    expect_sql(c, "SELECT array_to_string(key, ',') || ' ' || sqlstate FROM pgshadow.quarantine", "1 23503");
-    exec_ok(c, "DELETE FROM k");
+    itest_expect_sql(c, "SELECT array_to_string(key, ',') || ' ' || sqlstate FROM pgshadow.quarantine", "1 23503");
+    itest_exec_ok(c, "DELETE FROM k");
     drain(c, 1000, "quarantine");
-    expect_sql(c, "SELECT pgshadow.quarantine_retry()", "1");
+    itest_expect_sql(c, "SELECT pgshadow.quarantine_retry()", "1");
     drain(c, 1000, "quarantine");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
     expect_converged(c, "p");
     expect_converged(c, "k");
 }
 
 static void test_halt(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, parent_child_schema);
-    exec_ok(c, "CREATE TABLE other (id int PRIMARY KEY, v text)");
+    itest_exec_ok(c, parent_child_schema);
+    itest_exec_ok(c, "CREATE TABLE other (id int PRIMARY KEY, v text)");
     install(c, "",
             "SELECT pgshadow.register_table('public', 'parent', NULL, '_shadow', '" MIG "', '{}');"
             "SELECT pgshadow.register_table('public', 'other', NULL, '_shadow', '" MIG "', '{}');");
-    exec_ok(c, "ALTER TABLE parent_shadow ADD CONSTRAINT score_max CHECK (score <= 10)");
-    exec_ok(c, "INSERT INTO parent SELECT g, 'p' || g, g % 10, 'e' || g FROM generate_series(1, 20) g");
-    exec_ok(c, "INSERT INTO other SELECT g, 'o' FROM generate_series(1, 5) g");
-    exec_ok(c, "UPDATE parent SET score = 99 WHERE id = 7");
+    itest_exec_ok(c, "ALTER TABLE parent_shadow ADD CONSTRAINT score_max CHECK (score <= 10)");
+    itest_exec_ok(c, "INSERT INTO parent SELECT g, 'p' || g, g % 10, 'e' || g FROM generate_series(1, 20) g");
+    itest_exec_ok(c, "INSERT INTO other SELECT g, 'o' FROM generate_series(1, 5) g");
+    itest_exec_ok(c, "UPDATE parent SET score = 99 WHERE id = 7");
     batch b = apply1(c, 1000, "halt");
     /* '<table>: <SQLSTATE> <message> (key ...)' */
     if (strncmp(b.halted, "parent: 23514 ", 14) != 0 || !strstr(b.halted, "score_max") ||
@@ -566,21 +459,21 @@ static void test_halt(void **state)
     assert_int_equal(b.taken, 26);
     assert_int_equal(b.upserted, 5);
     /* nothing of parent's batch, its change-log rows kept */
-    expect_sql(c, "SELECT count(*) FROM parent_shadow", "0");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log l JOIN pgshadow.tables t USING (table_id) "
+    itest_expect_sql(c, "SELECT count(*) FROM parent_shadow", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log l JOIN pgshadow.tables t USING (table_id) "
                   "WHERE t.table_name = 'parent'", "21");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "21");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "21");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
     expect_converged(c, "other");
     /* again: still halted, still nothing */
     b = apply1(c, 1000, "halt");
     assert_true(strstr(b.halted, "23514") != NULL);
-    expect_sql(c, "SELECT count(*) FROM parent_shadow", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM parent_shadow", "0");
     /* fixed: everything applies */
-    exec_ok(c, "UPDATE parent SET score = 1 WHERE id = 7");
+    itest_exec_ok(c, "UPDATE parent SET score = 1 WHERE id = 7");
     b = apply1(c, 1000, "halt");
     assert_string_equal(b.halted, "");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
     expect_converged(c, "parent");
 }
 
@@ -588,30 +481,30 @@ static void test_halt(void **state)
 
 static void test_truncate(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, parent_child_schema);
+    itest_exec_ok(c, parent_child_schema);
     install(c, "", parent_child_register);
-    exec_ok(c, "INSERT INTO parent SELECT g, 'p', 0, NULL FROM generate_series(1, 50) g");
-    exec_ok(c, "INSERT INTO child SELECT g, g, 'c' FROM generate_series(1, 50) g");
+    itest_exec_ok(c, "INSERT INTO parent SELECT g, 'p', 0, NULL FROM generate_series(1, 50) g");
+    itest_exec_ok(c, "INSERT INTO child SELECT g, g, 'c' FROM generate_series(1, 50) g");
     drain(c, 1000, "quarantine");
     backfill_all(c, 1000);
-    expect_sql(c, "SELECT string_agg(backfill_state, ',') FROM pgshadow.tables", "done,done");
-    exec_ok(c, "TRUNCATE parent, child");
-    exec_ok(c, "INSERT INTO parent VALUES (100, 'after', 1, NULL)");
+    itest_expect_sql(c, "SELECT string_agg(backfill_state, ',') FROM pgshadow.tables", "done,done");
+    itest_exec_ok(c, "TRUNCATE parent, child");
+    itest_exec_ok(c, "INSERT INTO parent VALUES (100, 'after', 1, NULL)");
     batch b = drain(c, 1000, "quarantine");
     assert_int_equal(b.truncated, 2);
     /* emptied, the row after the truncate applied, backfill to be redone */
-    expect_sql(c, "SELECT string_agg(id::text, ',') FROM parent_shadow", "100");
-    expect_sql(c, "SELECT count(*) FROM child_shadow", "0");
-    expect_sql(c, "SELECT string_agg(backfill_state || ':' || coalesce(backfill_cursor::text, '-'), ',') "
+    itest_expect_sql(c, "SELECT string_agg(id::text, ',') FROM parent_shadow", "100");
+    itest_expect_sql(c, "SELECT count(*) FROM child_shadow", "0");
+    itest_expect_sql(c, "SELECT string_agg(backfill_state || ':' || coalesce(backfill_cursor::text, '-'), ',') "
                   "FROM pgshadow.tables", "pending:-,pending:-");
-    exec_ok(c, "INSERT INTO parent SELECT g, 'q', 0, NULL FROM generate_series(1, 10) g");
+    itest_exec_ok(c, "INSERT INTO parent SELECT g, 'q', 0, NULL FROM generate_series(1, 10) g");
     backfill_all(c, 3);
     drain(c, 1000, "quarantine");
     expect_converged(c, "parent");
     expect_converged(c, "child");
-    expect_sql(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'parent'",
+    itest_expect_sql(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'parent'",
                "11/11");
 }
 
@@ -619,9 +512,9 @@ static void test_truncate(void **state)
 
 static void test_backfill(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, "CREATE SCHEMA \"Odd Schema\";"
+    itest_exec_ok(c, "CREATE SCHEMA \"Odd Schema\";"
                "CREATE TABLE \"Odd Schema\".\"Mixed \"\"Tbl\"\"\" (\"Tenant ID\" int NOT NULL, "
                "  \"ключ\" text NOT NULL, \"v a l\" jsonb, PRIMARY KEY (\"Tenant ID\", \"ключ\"));"
                "INSERT INTO \"Odd Schema\".\"Mixed \"\"Tbl\"\"\" "
@@ -631,19 +524,19 @@ static void test_backfill(void **state)
     install(c, "",
             "SELECT pgshadow.register_table('Odd Schema', 'Mixed \"Tbl\"', NULL, '_shadow', '" MIG "', '{}');"
             "SELECT pgshadow.register_table('Odd Schema', 'plain', NULL, '_shadow', '" MIG "', '{}');");
-    expect_sql(c, "SELECT string_agg(backfill_state, ',' ORDER BY table_id) FROM pgshadow.tables",
+    itest_expect_sql(c, "SELECT string_agg(backfill_state, ',' ORDER BY table_id) FROM pgshadow.tables",
                "pending,pending");
 
     /* first chunk: 100 rows in key order */
-    expect_sql(c, "SELECT table_name || ' ' || copied || ' ' || done || ' ' || rows_done || ' ' || rows_total "
+    itest_expect_sql(c, "SELECT table_name || ' ' || copied || ' ' || done || ' ' || rows_done || ' ' || rows_total "
                   "FROM pgshadow.backfill_step('" MIG "', 100)",
                "Mixed \"Tbl\" 100 false 100 1000");
-    expect_sql(c, "SELECT count(*) FROM \"Odd Schema\".\"Mixed \"\"Tbl\"\"_shadow\"", "100");
-    expect_sql(c, "SELECT count(*) FROM (SELECT * FROM \"Odd Schema\".\"Mixed \"\"Tbl\"\"\" "
+    itest_expect_sql(c, "SELECT count(*) FROM \"Odd Schema\".\"Mixed \"\"Tbl\"\"_shadow\"", "100");
+    itest_expect_sql(c, "SELECT count(*) FROM (SELECT * FROM \"Odd Schema\".\"Mixed \"\"Tbl\"\"\" "
                   "ORDER BY 1, 2 LIMIT 100) p JOIN \"Odd Schema\".\"Mixed \"\"Tbl\"\"_shadow\" "
                   "USING (\"Tenant ID\", \"ключ\")", "100");
-    char *cursor = q(c, "SELECT backfill_cursor::text FROM pgshadow.tables WHERE table_name = 'Mixed \"Tbl\"'");
-    char *want = q(c, "SELECT ARRAY[\"Tenant ID\"::text, \"ключ\"]::text FROM \"Odd Schema\".\"Mixed \"\"Tbl\"\"\" "
+    char *cursor = itest_query(c, "SELECT backfill_cursor::text FROM pgshadow.tables WHERE table_name = 'Mixed \"Tbl\"'");
+    char *want = itest_query(c, "SELECT ARRAY[\"Tenant ID\"::text, \"ключ\"]::text FROM \"Odd Schema\".\"Mixed \"\"Tbl\"\"\" "
                       "ORDER BY \"Tenant ID\", \"ключ\" OFFSET 99 LIMIT 1");
     assert_string_equal(cursor, want);
     free(cursor);
@@ -652,11 +545,11 @@ static void test_backfill(void **state)
     /* a crash: a new connection continues from the persisted cursor, with
      * writes happening between the steps */
     PQfinish(t->c);
-    t->c = c = connect_db(t->name);
-    exec_ok(c, "SET TimeZone = 'America/New_York'");
+    t->c = c = itest_connect_db(t->name);
+    itest_exec_ok(c, "SET TimeZone = 'America/New_York'");
     int steps = 0;
     for (;; steps++) {
-        char *row = q(c, "SELECT coalesce((SELECT copied || ' ' || done FROM pgshadow.backfill_step('" MIG
+        char *row = itest_query(c, "SELECT coalesce((SELECT copied || ' ' || done FROM pgshadow.backfill_step('" MIG
                          "', 100)), 'none')");
         bool none = strcmp(row, "none") == 0;
         free(row);
@@ -674,60 +567,60 @@ static void test_backfill(void **state)
                  "WHERE \"ключ\" = 'k %d ''x''';"
                  "UPDATE \"Odd Schema\".plain SET n = n + 1 WHERE id %% 10 = %d",
                  steps, steps + 1, 3 * steps + 5, steps % 9, steps, 2 * steps + 11, steps % 10);
-        exec_ok(c, sql);
+        itest_exec_ok(c, sql);
         if (steps % 3 == 0)
             drain(c, 50, "quarantine");
         assert_true(steps < 100);
     }
     /* 900 + new rows of the first table in 100s, 95 of the second */
     assert_true(steps >= 10);
-    expect_sql(c, "SELECT string_agg(backfill_state, ',' ORDER BY table_id) FROM pgshadow.tables", "done,done");
+    itest_expect_sql(c, "SELECT string_agg(backfill_state, ',' ORDER BY table_id) FROM pgshadow.tables", "done,done");
     /* exact counts at the end of the backfill... */
-    expect_sql(c, "SELECT bool_and(primary_rows IS NOT NULL AND counted_at IS NOT NULL AND backfill_done_at "
+    itest_expect_sql(c, "SELECT bool_and(primary_rows IS NOT NULL AND counted_at IS NOT NULL AND backfill_done_at "
                   "IS NOT NULL) FROM pgshadow.tables", "t");
     drain(c, 1000, "quarantine");
     expect_converged(c, "Mixed \"Tbl\"");
     expect_converged(c, "plain");
     /* ...kept exact by apply afterwards */
-    expect_sql(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'plain'",
+    itest_expect_sql(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'plain'",
                "95/95");
-    char *n = q(c, "SELECT count(*) FROM \"Odd Schema\".\"Mixed \"\"Tbl\"\"\"");
-    char *rows = q(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'Mixed \"Tbl\"'");
+    char *n = itest_query(c, "SELECT count(*) FROM \"Odd Schema\".\"Mixed \"\"Tbl\"\"\"");
+    char *rows = itest_query(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'Mixed \"Tbl\"'");
     char both[64];
     snprintf(both, sizeof both, "%s/%s", n, n);
     assert_string_equal(rows, both);
     free(n);
     free(rows);
-    exec_ok(c, "INSERT INTO \"Odd Schema\".plain VALUES (1000, 1); DELETE FROM \"Odd Schema\".plain WHERE id < 3");
+    itest_exec_ok(c, "INSERT INTO \"Odd Schema\".plain VALUES (1000, 1); DELETE FROM \"Odd Schema\".plain WHERE id < 3");
     drain(c, 1000, "quarantine");
-    expect_sql(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'plain'",
+    itest_expect_sql(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'plain'",
                "94/94");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.events WHERE what = 'backfill_done'", "2");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.backfill_step('" MIG "', 100)", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.events WHERE what = 'backfill_done'", "2");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.backfill_step('" MIG "', 100)", "0");
 }
 
 /* Backfill puts rows the shadow rejects into the quarantine and goes on. */
 static void test_backfill_quarantine(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, parent_child_schema);
-    exec_ok(c, "INSERT INTO parent SELECT g, 'p', g, NULL FROM generate_series(1, 30) g");
+    itest_exec_ok(c, parent_child_schema);
+    itest_exec_ok(c, "INSERT INTO parent SELECT g, 'p', g, NULL FROM generate_series(1, 30) g");
     install(c, "", parent_child_register);
-    exec_ok(c, "ALTER TABLE parent_shadow ADD CONSTRAINT score_max CHECK (score <= 25)");
+    itest_exec_ok(c, "ALTER TABLE parent_shadow ADD CONSTRAINT score_max CHECK (score <= 25)");
     /* the mapping least(p.score, 1.0) keeps every score <= 1: map it away */
-    exec_ok(c, "UPDATE pgshadow.tables SET column_map = (SELECT jsonb_agg(CASE WHEN m->>'shadow' = 'score' "
+    itest_exec_ok(c, "UPDATE pgshadow.tables SET column_map = (SELECT jsonb_agg(CASE WHEN m->>'shadow' = 'score' "
                "THEN jsonb_set(m, '{expr}', '\"p.score\"') ELSE m END) FROM jsonb_array_elements(column_map) m), "
                "hash_expr = replace(hash_expr, 'least(p.score, 1.0)', 'p.score') WHERE table_name = 'parent'");
     backfill_all(c, 10);
-    expect_sql(c, "SELECT count(*) FROM parent_shadow", "25");
-    expect_sql(c, "SELECT string_agg(array_to_string(key, ','), ' ' ORDER BY key[1]::int) || ' ' || "
+    itest_expect_sql(c, "SELECT count(*) FROM parent_shadow", "25");
+    itest_expect_sql(c, "SELECT string_agg(array_to_string(key, ','), ' ' ORDER BY key[1]::int) || ' ' || "
                   "min(sqlstate) FROM pgshadow.quarantine", "26 27 28 29 30 23514");
-    expect_sql(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'parent'",
+    itest_expect_sql(c, "SELECT primary_rows || '/' || shadow_rows FROM pgshadow.tables WHERE table_name = 'parent'",
                "30/25");
-    exec_ok(c, "UPDATE parent SET score = 1 WHERE id > 25");
+    itest_exec_ok(c, "UPDATE parent SET score = 1 WHERE id > 25");
     drain(c, 1000, "quarantine");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
     expect_converged(c, "parent");
 }
 
@@ -735,31 +628,31 @@ static void test_backfill_quarantine(void **state)
 
 static void test_hash_by_hand(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, "CREATE TABLE orders (id int PRIMARY KEY, customer text, total numeric(10,2), "
+    itest_exec_ok(c, "CREATE TABLE orders (id int PRIMARY KEY, customer text, total numeric(10,2), "
                "placed_at timestamptz, ratio double precision, tags text[], meta jsonb, raw bytea, "
                "during interval, note varchar(20))");
     install(c, "", "SELECT pgshadow.register_table('public', 'orders', NULL, '_shadow', '" MIG "', '{}');");
-    exec_ok(c, "SET TimeZone = 'Pacific/Auckland'; SET extra_float_digits = 3; SET IntervalStyle = 'iso_8601'; "
+    itest_exec_ok(c, "SET TimeZone = 'Pacific/Auckland'; SET extra_float_digits = 3; SET IntervalStyle = 'iso_8601'; "
                "SET bytea_output = 'escape'");
-    exec_ok(c, "INSERT INTO orders VALUES (42, 'Zoë \"Q\" O''Brien', 1234.50, '2024-02-29 23:30:00+00', 0.1, "
+    itest_exec_ok(c, "INSERT INTO orders VALUES (42, 'Zoë \"Q\" O''Brien', 1234.50, '2024-02-29 23:30:00+00', 0.1, "
                "'{a,\"b c\"}', '{\"k\": [1, 2.50, null]}', '\\x00ff', '1 day 02:03:04', NULL)");
     drain(c, 1000, "quarantine");
     /* exactly the query docs/sync.md gives, in a session with default settings */
-    PGconn *h = connect_db(t->name);
-    char *by_hand = q(h, "SET TimeZone = 'UTC';"
+    PGconn *h = itest_connect_db(t->name);
+    char *by_hand = itest_query(h, "SET TimeZone = 'UTC';"
                          "SELECT encode(sha256(convert_to(jsonb_build_array("
                          "p.id, p.customer, p.total, p.placed_at, p.ratio, p.tags, p.meta, p.raw, p.during, p.note"
                          ")::text, 'UTF8')), 'hex') FROM public.orders p WHERE p.id = 42");
-    char *stored = q(h, "SELECT _shadow_validation_hash FROM public.orders_shadow WHERE id = 42");
+    char *stored = itest_query(h, "SELECT _shadow_validation_hash FROM public.orders_shadow WHERE id = 42");
     assert_int_equal(strlen(stored), 64);
     assert_string_equal(by_hand, stored);
     /* and the registry's expression gives the same */
-    char *expr = q(h, "SELECT hash_expr FROM pgshadow.tables WHERE table_name = 'orders'");
+    char *expr = itest_query(h, "SELECT hash_expr FROM pgshadow.tables WHERE table_name = 'orders'");
     char sql[4096];
     snprintf(sql, sizeof sql, "SELECT %s FROM public.orders p WHERE p.id = 42", expr);
-    char *via_registry = q(h, sql);
+    char *via_registry = itest_query(h, sql);
     assert_string_equal(via_registry, stored);
     free(via_registry);
     free(expr);
@@ -771,39 +664,39 @@ static void test_hash_by_hand(void **state)
 
 static void test_replication_lag(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     install(t->c, "", "");
     /* the harness cluster has no standby */
-    expect_sql(t->c, "SELECT pgshadow.replication_lag_ms()", "0");
+    itest_expect_sql(t->c, "SELECT pgshadow.replication_lag_ms()", "0");
     /* no registered table: nothing to do, no error */
-    expect_sql(t->c, "SELECT taken || ' ' || coalesce(halted, '-') FROM pgshadow.apply_batch('" MIG "', 10, "
+    itest_expect_sql(t->c, "SELECT taken || ' ' || coalesce(halted, '-') FROM pgshadow.apply_batch('" MIG "', 10, "
                      "'quarantine')", "0 -");
-    expect_sql(t->c, "SELECT count(*) FROM pgshadow.backfill_step('" MIG "', 10)", "0");
+    itest_expect_sql(t->c, "SELECT count(*) FROM pgshadow.backfill_step('" MIG "', 10)", "0");
 }
 
 /* The daemon role may run the sync functions, and only it (and operator
  * for quarantine_retry). */
 static void test_grants(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, parent_child_schema);
+    itest_exec_ok(c, parent_child_schema);
     install(c, "", parent_child_register);
-    expect_sql(c, "SELECT has_function_privilege('pgshadow_daemon', 'pgshadow.apply_batch(text, integer, text)', "
+    itest_expect_sql(c, "SELECT has_function_privilege('pgshadow_daemon', 'pgshadow.apply_batch(text, integer, text)', "
                   "'EXECUTE') AND has_function_privilege('pgshadow_daemon', 'pgshadow.backfill_step(text, integer)', "
                   "'EXECUTE') AND has_function_privilege('pgshadow_operator', 'pgshadow.quarantine_retry(bigint)', "
                   "'EXECUTE') AND NOT has_function_privilege('public', 'pgshadow.apply_batch(text, integer, text)', "
                   "'EXECUTE') AND NOT has_function_privilege('pgshadow_viewer', "
                   "'pgshadow.backfill_step(text, integer)', 'EXECUTE')",
                "t");
-    exec_ok(c, "INSERT INTO parent VALUES (1, 'a', 1, NULL)");
-    exec_ok(c, "DROP ROLE IF EXISTS itest_apply_daemon; CREATE ROLE itest_apply_daemon; "
+    itest_exec_ok(c, "INSERT INTO parent VALUES (1, 'a', 1, NULL)");
+    itest_exec_ok(c, "DROP ROLE IF EXISTS itest_apply_daemon; CREATE ROLE itest_apply_daemon; "
                "GRANT pgshadow_daemon TO itest_apply_daemon");
-    exec_ok(c, "SET ROLE itest_apply_daemon");
+    itest_exec_ok(c, "SET ROLE itest_apply_daemon");
     batch b = apply1(c, 100, "quarantine");
     assert_int_equal(b.upserted, 1);
-    expect_sql(c, "SELECT count(*) FROM pgshadow.backfill_step('" MIG "', 100)", "1");
-    exec_ok(c, "RESET ROLE; DROP OWNED BY itest_apply_daemon; DROP ROLE itest_apply_daemon");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.backfill_step('" MIG "', 100)", "1");
+    itest_exec_ok(c, "RESET ROLE; DROP OWNED BY itest_apply_daemon; DROP ROLE itest_apply_daemon");
     expect_converged(c, "parent");
 }
 
@@ -826,7 +719,7 @@ static int notifies(PGconn *l)
  * sure the listener's socket has it. */
 static int notifies_after_commit(PGconn *l)
 {
-    exec_ok(l, "SELECT 1");
+    itest_exec_ok(l, "SELECT 1");
     return notifies(l);
 }
 
@@ -835,77 +728,77 @@ static int notifies_after_commit(PGconn *l)
  * wakeup_arm re-arms. Both capture modes; the per-table switch still wins. */
 static void wakeup_case(PGconn *c, const char *pre)
 {
-    exec_ok(c, parent_child_schema);
+    itest_exec_ok(c, parent_child_schema);
     install(c, pre, parent_child_register);
-    PGconn *l = connect_db(PQdb(c));
-    exec_ok(l, "LISTEN pgshadow_changes");
+    PGconn *l = itest_connect_db(PQdb(c));
+    itest_exec_ok(l, "LISTEN pgshadow_changes");
     /* installed armed: a fresh install must wake a running daemon */
-    expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "t");
+    itest_expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "t");
 
-    exec_ok(c, "INSERT INTO parent VALUES (1, 'a', 1, NULL)");
+    itest_exec_ok(c, "INSERT INTO parent VALUES (1, 'a', 1, NULL)");
     assert_int_equal(notifies_after_commit(l), 1);
     /* one NOTIFY per transaction however many rows (PostgreSQL folds
      * identical ones) */
-    exec_ok(c, "BEGIN; INSERT INTO parent VALUES (2, 'b', 1, NULL); "
+    itest_exec_ok(c, "BEGIN; INSERT INTO parent VALUES (2, 'b', 1, NULL); "
                "INSERT INTO child VALUES (1, 2, 'x'); UPDATE parent SET name = 'bb' WHERE id = 2; COMMIT");
     assert_int_equal(notifies_after_commit(l), 1);
 
     /* apply takes changes: disarmed, and writers stop notifying */
     batch b = apply1(c, 100, "quarantine");
     assert_true(b.taken > 0);
-    expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "f");
+    itest_expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "f");
     (void)notifies_after_commit(l);
-    exec_ok(c, "INSERT INTO parent VALUES (3, 'c', 1, NULL)");
-    exec_ok(c, "UPDATE parent SET id = 30 WHERE id = 3");
-    exec_ok(c, "DELETE FROM child");
+    itest_exec_ok(c, "INSERT INTO parent VALUES (3, 'c', 1, NULL)");
+    itest_exec_ok(c, "UPDATE parent SET id = 30 WHERE id = 3");
+    itest_exec_ok(c, "DELETE FROM child");
     assert_int_equal(notifies_after_commit(l), 0);
     /* ...but every change is still logged */
-    expect_sql(c, "SELECT count(*) >= 4 FROM pgshadow.change_log", "t");
+    itest_expect_sql(c, "SELECT count(*) >= 4 FROM pgshadow.change_log", "t");
 
     /* draining, then an empty round: the empty round does not arm */
     batch d = drain(c, 100, "quarantine");
     assert_true(d.taken >= 4);
     b = apply1(c, 100, "quarantine");
     assert_int_equal(b.taken, 0);
-    expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "f");
-    exec_ok(c, "INSERT INTO parent VALUES (4, 'd', 1, NULL)");
+    itest_expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "f");
+    itest_exec_ok(c, "INSERT INTO parent VALUES (4, 'd', 1, NULL)");
     assert_int_equal(notifies_after_commit(l), 0);
 
     /* armed again: the next write notifies; an apply that takes nothing
      * leaves it armed (the daemon's recheck round) */
-    exec_ok(c, "SELECT pgshadow.wakeup_arm('" MIG "')");
-    expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "t");
+    itest_exec_ok(c, "SELECT pgshadow.wakeup_arm('" MIG "')");
+    itest_expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "t");
     drain(c, 100, "quarantine");
-    expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "f");
-    exec_ok(c, "SELECT pgshadow.wakeup_arm('" MIG "')");
+    itest_expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "f");
+    itest_exec_ok(c, "SELECT pgshadow.wakeup_arm('" MIG "')");
     b = apply1(c, 100, "quarantine");
     assert_int_equal(b.taken, 0);
-    expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "t");
+    itest_expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "t");
     (void)notifies_after_commit(l);
-    exec_ok(c, "UPDATE parent SET name = 'aa' WHERE id = 1");
+    itest_exec_ok(c, "UPDATE parent SET name = 'aa' WHERE id = 1");
     assert_int_equal(notifies_after_commit(l), 1);
-    exec_ok(c, "TRUNCATE child");
+    itest_exec_ok(c, "TRUNCATE child");
     assert_int_equal(notifies_after_commit(l), 1);
 
     /* no wake-up row (deleted by hand): capture notifies, the safe side */
     drain(c, 100, "quarantine");
-    exec_ok(c, "DELETE FROM pgshadow.wakeup");
+    itest_exec_ok(c, "DELETE FROM pgshadow.wakeup");
     (void)notifies_after_commit(l);
-    exec_ok(c, "INSERT INTO parent VALUES (6, 'f', 1, NULL)");
+    itest_exec_ok(c, "INSERT INTO parent VALUES (6, 'f', 1, NULL)");
     assert_int_equal(notifies_after_commit(l), 1);
     /* the daemon's arm recreates it */
-    exec_ok(c, "SELECT pgshadow.wakeup_arm('" MIG "')");
-    expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "t");
+    itest_exec_ok(c, "SELECT pgshadow.wakeup_arm('" MIG "')");
+    itest_expect_sql(c, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = '" MIG "'", "t");
     drain(c, 100, "quarantine");
 
     /* capture switched off: nothing logged, no NOTIFY, armed or not */
     (void)notifies_after_commit(l);
-    exec_ok(c, "SELECT pgshadow.disable_writes()");
-    exec_ok(c, "INSERT INTO parent VALUES (5, 'e', 1, NULL)");
+    itest_exec_ok(c, "SELECT pgshadow.disable_writes()");
+    itest_exec_ok(c, "INSERT INTO parent VALUES (5, 'e', 1, NULL)");
     assert_int_equal(notifies_after_commit(l), 0);
-    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
     /* back on: a full resync is queued ('T'); apply it and copy again */
-    exec_ok(c, "SELECT pgshadow.enable_writes()");
+    itest_exec_ok(c, "SELECT pgshadow.enable_writes()");
     drain(c, 100, "quarantine");
     backfill_all(c, 100);
     drain(c, 100, "quarantine");
@@ -916,13 +809,13 @@ static void wakeup_case(PGconn *c, const char *pre)
 
 static void test_wakeup_row(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     wakeup_case(t->c, "");
 }
 
 static void test_wakeup_statement(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     wakeup_case(t->c, "UPDATE pgshadow.meta SET value = 'statement' WHERE key = 'capture_mode';");
 }
 
@@ -932,14 +825,14 @@ static void test_wakeup_statement(void **state)
  * DELETE NO ACTION), copied to the shadows by finish_install. */
 static void fk_cascade_setup(PGconn *c)
 {
-    exec_ok(c, "CREATE TABLE pa (id int PRIMARY KEY, v text);"
+    itest_exec_ok(c, "CREATE TABLE pa (id int PRIMARY KEY, v text);"
                "CREATE TABLE ch (id int PRIMARY KEY, pa_id int NOT NULL REFERENCES pa ON UPDATE CASCADE)");
     install(c, "",
             "SELECT pgshadow.register_table('public', 'ch', NULL, '_shadow', '" MIG "', '{}');"
             "SELECT pgshadow.register_table('public', 'pa', NULL, '_shadow', '" MIG "', '{}');");
-    expect_sql(c, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = 'ch_shadow'::regclass "
+    itest_expect_sql(c, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = 'ch_shadow'::regclass "
                   "AND confupdtype = 'c'", "1");
-    exec_ok(c, "INSERT INTO pa VALUES (1, 'one'), (2, 'two'); INSERT INTO ch SELECT g, 1 FROM generate_series(1, 3) g");
+    itest_exec_ok(c, "INSERT INTO pa VALUES (1, 'one'), (2, 'two'); INSERT INTO ch SELECT g, 1 FROM generate_series(1, 3) g");
     drain(c, 1000, "quarantine");
 }
 
@@ -950,26 +843,26 @@ static void fk_cascade_setup(PGconn *c)
 static void fk_cascade_case(PGconn *c, int limit)
 {
     fk_cascade_setup(c);
-    exec_ok(c, "UPDATE pa SET id = 100 WHERE id = 1");
+    itest_exec_ok(c, "UPDATE pa SET id = 100 WHERE id = 1");
     batch s = drain(c, limit, "quarantine");
     assert_string_equal(s.halted, "");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
-    expect_sql(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM pa_shadow", "2,100");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_expect_sql(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM pa_shadow", "2,100");
     expect_converged(c, "pa");
     expect_converged(c, "ch");
-    exec_ok(c, "BEGIN; UPDATE ch SET pa_id = 2 WHERE pa_id = 100; DELETE FROM pa WHERE id = 100; COMMIT");
+    itest_exec_ok(c, "BEGIN; UPDATE ch SET pa_id = 2 WHERE pa_id = 100; DELETE FROM pa WHERE id = 100; COMMIT");
     s = drain(c, limit, "quarantine");
     assert_string_equal(s.halted, "");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
-    expect_sql(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM pa_shadow", "2");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_expect_sql(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM pa_shadow", "2");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
     expect_converged(c, "pa");
     expect_converged(c, "ch");
 }
 
-static void test_fk_cascade_one_batch(void **state) { fk_cascade_case(((testdb *)*state)->c, 1000); }
-static void test_fk_cascade_limit1(void **state) { fk_cascade_case(((testdb *)*state)->c, 1); }
-static void test_fk_cascade_limit2(void **state) { fk_cascade_case(((testdb *)*state)->c, 2); }
+static void test_fk_cascade_one_batch(void **state) { fk_cascade_case(((itest_db *)*state)->c, 1000); }
+static void test_fk_cascade_limit1(void **state) { fk_cascade_case(((itest_db *)*state)->c, 1); }
+static void test_fk_cascade_limit2(void **state) { fk_cascade_case(((itest_db *)*state)->c, 2); }
 
 /* 1b: a DEFERRABLE INITIALLY DEFERRED foreign key, a transaction inserting
  * the child before the parent, applied one change per batch: apply_batch
@@ -977,32 +870,32 @@ static void test_fk_cascade_limit2(void **state) { fk_cascade_case(((testdb *)*s
  * itself when its parent arrives. */
 static void test_deferred_fk(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, "CREATE TABLE dp (id int PRIMARY KEY);"
+    itest_exec_ok(c, "CREATE TABLE dp (id int PRIMARY KEY);"
                "CREATE TABLE dc (id int PRIMARY KEY, dp_id int REFERENCES dp DEFERRABLE INITIALLY DEFERRED)");
     install(c, "",
             "SELECT pgshadow.register_table('public', 'dc', NULL, '_shadow', '" MIG "', '{}');"
             "SELECT pgshadow.register_table('public', 'dp', NULL, '_shadow', '" MIG "', '{}');");
-    expect_sql(c, "SELECT condeferred FROM pg_constraint WHERE contype = 'f' AND conrelid = 'dc_shadow'::regclass",
+    itest_expect_sql(c, "SELECT condeferred FROM pg_constraint WHERE contype = 'f' AND conrelid = 'dc_shadow'::regclass",
                "t");
-    exec_ok(c, "BEGIN; INSERT INTO dc VALUES (1, 1); INSERT INTO dp VALUES (1); COMMIT");
+    itest_exec_ok(c, "BEGIN; INSERT INTO dc VALUES (1, 1); INSERT INTO dp VALUES (1); COMMIT");
     batch b = apply1(c, 1, "quarantine"); /* the child alone: rejected, not a failed COMMIT */
     assert_int_equal(b.taken, 1);
     assert_int_equal(b.quarantined, 1);
-    expect_sql(c, "SELECT sqlstate FROM pgshadow.quarantine", "23503");
+    itest_expect_sql(c, "SELECT sqlstate FROM pgshadow.quarantine", "23503");
     drain(c, 1, "quarantine"); /* the parent, then the child re-queued by it */
-    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
-    expect_sql(c, "SELECT count(*) FROM dc_shadow", "1");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM dc_shadow", "1");
     expect_converged(c, "dp");
     expect_converged(c, "dc");
     /* backfill_step too checks at once (a rejected row is quarantined) */
-    exec_ok(c, "INSERT INTO dp VALUES (2); INSERT INTO dc VALUES (2, 2)");
-    exec_ok(c, "DELETE FROM pgshadow.change_log");
-    exec_ok(c, "SET session_replication_role = replica; DELETE FROM dp WHERE id = 2; "
+    itest_exec_ok(c, "INSERT INTO dp VALUES (2); INSERT INTO dc VALUES (2, 2)");
+    itest_exec_ok(c, "DELETE FROM pgshadow.change_log");
+    itest_exec_ok(c, "SET session_replication_role = replica; DELETE FROM dp WHERE id = 2; "
                "SET session_replication_role = origin");
     backfill_all(c, 1);
-    expect_sql(c, "SELECT string_agg(array_to_string(key, ','), ' ') || ' ' || min(sqlstate) FROM pgshadow.quarantine",
+    itest_expect_sql(c, "SELECT string_agg(array_to_string(key, ','), ' ') || ' ' || min(sqlstate) FROM pgshadow.quarantine",
                "2 23503");
 }
 
@@ -1011,45 +904,45 @@ static void test_deferred_fk(void **state)
  * per batch they are quarantined, and one quarantine_retry resolves both. */
 static void swap_setup(PGconn *c)
 {
-    exec_ok(c, "CREATE TABLE u (id int PRIMARY KEY, email text NOT NULL UNIQUE)");
+    itest_exec_ok(c, "CREATE TABLE u (id int PRIMARY KEY, email text NOT NULL UNIQUE)");
     install(c, "", "SELECT pgshadow.register_table('public', 'u', NULL, '_shadow', '" MIG "', '{}');");
-    expect_sql(c, "SELECT count(*) FROM pg_index WHERE indrelid = 'u_shadow'::regclass AND indisunique", "2");
-    exec_ok(c, "INSERT INTO u VALUES (1, 'a'), (2, 'b'), (3, 'c')");
+    itest_expect_sql(c, "SELECT count(*) FROM pg_index WHERE indrelid = 'u_shadow'::regclass AND indisunique", "2");
+    itest_exec_ok(c, "INSERT INTO u VALUES (1, 'a'), (2, 'b'), (3, 'c')");
     drain(c, 1000, "quarantine");
-    exec_ok(c, "BEGIN; UPDATE u SET email = 'tmp' WHERE id = 1; UPDATE u SET email = 'a' WHERE id = 2; "
+    itest_exec_ok(c, "BEGIN; UPDATE u SET email = 'tmp' WHERE id = 1; UPDATE u SET email = 'a' WHERE id = 2; "
                "UPDATE u SET email = 'b' WHERE id = 1; UPDATE u SET email = 'c2' WHERE id = 3; COMMIT");
 }
 
 static void test_unique_swap(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
     swap_setup(c);
     batch b = drain(c, 1000, "quarantine");
     assert_int_equal(b.quarantined, 0);
-    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
-    expect_sql(c, "SELECT string_agg(id || email, ',' ORDER BY id) FROM u_shadow", "1b,2a,3c2");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_expect_sql(c, "SELECT string_agg(id || email, ',' ORDER BY id) FROM u_shadow", "1b,2a,3c2");
     expect_converged(c, "u");
     /* the counts: the swap deleted and re-inserted rows, the count stays */
-    exec_ok(c, "SELECT count(*) FROM pgshadow.backfill_step('" MIG "', 100)");
-    exec_ok(c, "BEGIN; UPDATE u SET email = 'x' WHERE id = 1; UPDATE u SET email = 'b' WHERE id = 2; "
+    itest_exec_ok(c, "SELECT count(*) FROM pgshadow.backfill_step('" MIG "', 100)");
+    itest_exec_ok(c, "BEGIN; UPDATE u SET email = 'x' WHERE id = 1; UPDATE u SET email = 'b' WHERE id = 2; "
                "UPDATE u SET email = 'a' WHERE id = 1; COMMIT");
     drain(c, 1000, "quarantine");
-    expect_sql(c, "SELECT shadow_rows FROM pgshadow.tables", "3");
+    itest_expect_sql(c, "SELECT shadow_rows FROM pgshadow.tables", "3");
     expect_converged(c, "u");
 }
 
 static void test_unique_swap_retry(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
     swap_setup(c);
     drain(c, 1, "quarantine");
-    expect_sql(c, "SELECT string_agg(array_to_string(key, ',') || ' ' || sqlstate, '; ' ORDER BY key) "
+    itest_expect_sql(c, "SELECT string_agg(array_to_string(key, ',') || ' ' || sqlstate, '; ' ORDER BY key) "
                   "FROM pgshadow.quarantine", "1 23505; 2 23505");
-    expect_sql(c, "SELECT pgshadow.quarantine_retry()", "2");
+    itest_expect_sql(c, "SELECT pgshadow.quarantine_retry()", "2");
     drain(c, 1000, "quarantine");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
     expect_converged(c, "u");
 }
 
@@ -1060,22 +953,22 @@ static void test_unique_swap_retry(void **state)
  * quarantined (23503). */
 static void test_held_delete_frees_unique(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, "CREATE TABLE hu (id int PRIMARY KEY, email text NOT NULL); "
+    itest_exec_ok(c, "CREATE TABLE hu (id int PRIMARY KEY, email text NOT NULL); "
                "CREATE TABLE hk (id int PRIMARY KEY, hu_id int)");
     install(c, "",
             "SELECT pgshadow.register_table('public', 'hu', NULL, '_shadow', '" MIG "', '{}');"
             "SELECT pgshadow.register_table('public', 'hk', NULL, '_shadow', '" MIG "', '{}');");
-    exec_ok(c, "ALTER TABLE hu_shadow ADD UNIQUE (email); "
+    itest_exec_ok(c, "ALTER TABLE hu_shadow ADD UNIQUE (email); "
                "ALTER TABLE hk_shadow ADD FOREIGN KEY (hu_id) REFERENCES hu_shadow");
-    exec_ok(c, "INSERT INTO hu VALUES (1, 'a'), (2, 'b'), (3, 'c'); INSERT INTO hk VALUES (10, 2)");
+    itest_exec_ok(c, "INSERT INTO hu VALUES (1, 'a'), (2, 'b'), (3, 'c'); INSERT INTO hk VALUES (10, 2)");
     drain(c, 1000, "quarantine");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
-    exec_ok(c, "BEGIN; DELETE FROM hu WHERE id IN (1, 2); INSERT INTO hu VALUES (4, 'a'); COMMIT");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_exec_ok(c, "BEGIN; DELETE FROM hu WHERE id IN (1, 2); INSERT INTO hu VALUES (4, 'a'); COMMIT");
     drain(c, 1000, "quarantine");
-    expect_sql(c, "SELECT string_agg(id || email, ',' ORDER BY id) FROM hu_shadow", "2b,3c,4a");
-    expect_sql(c, "SELECT string_agg(array_to_string(key, ',') || ' ' || sqlstate, '; ') "
+    itest_expect_sql(c, "SELECT string_agg(id || email, ',' ORDER BY id) FROM hu_shadow", "2b,3c,4a");
+    itest_expect_sql(c, "SELECT string_agg(array_to_string(key, ',') || ' ' || sqlstate, '; ') "
                   "FROM pgshadow.quarantine", "2 23503");
 }
 
@@ -1084,56 +977,56 @@ static void test_held_delete_frees_unique(void **state)
  * re-queue it in every batch. */
 static void test_orphan_requeue_backs_off(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, "CREATE TABLE op (id int PRIMARY KEY); CREATE TABLE ok (id int PRIMARY KEY, op_id int)");
+    itest_exec_ok(c, "CREATE TABLE op (id int PRIMARY KEY); CREATE TABLE ok (id int PRIMARY KEY, op_id int)");
     install(c, "",
             "SELECT pgshadow.register_table('public', 'op', NULL, '_shadow', '" MIG "', '{}');"
             "SELECT pgshadow.register_table('public', 'ok', NULL, '_shadow', '" MIG "', '{}');");
-    exec_ok(c, "ALTER TABLE ok_shadow ADD FOREIGN KEY (op_id) REFERENCES op_shadow");
-    exec_ok(c, "INSERT INTO ok VALUES (1, 99)"); /* parent 99 never exists */
+    itest_exec_ok(c, "ALTER TABLE ok_shadow ADD FOREIGN KEY (op_id) REFERENCES op_shadow");
+    itest_exec_ok(c, "INSERT INTO ok VALUES (1, 99)"); /* parent 99 never exists */
     drain(c, 1000, "quarantine");
-    expect_sql(c, "SELECT attempts || ' ' || sqlstate FROM pgshadow.quarantine", "1 23503");
+    itest_expect_sql(c, "SELECT attempts || ' ' || sqlstate FROM pgshadow.quarantine", "1 23503");
     for (int i = 0; i < 12; i++) { /* a retry needs two batches: 6 retries without backoff */
         char sql[96];
         snprintf(sql, sizeof sql, "INSERT INTO op VALUES (%d)", i + 1);
-        exec_ok(c, sql);
+        itest_exec_ok(c, sql);
         drain(c, 1000, "quarantine");
     }
     /* three retries at once (attempts 4), then waiting 2 s: not 6 retries (7) */
-    expect_sql(c, "SELECT attempts FROM pgshadow.quarantine", "4");
-    expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    itest_expect_sql(c, "SELECT attempts FROM pgshadow.quarantine", "4");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
 }
 
 /* 1d: rows the shadow's own ON DELETE CASCADE removes are subtracted from
  * shadow_rows (here the cascade exists only between the shadows). */
 static void test_counts_cascade(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, "CREATE TABLE p (id int PRIMARY KEY); CREATE TABLE k (id int PRIMARY KEY, p_id int)");
+    itest_exec_ok(c, "CREATE TABLE p (id int PRIMARY KEY); CREATE TABLE k (id int PRIMARY KEY, p_id int)");
     install(c, "",
             "SELECT pgshadow.register_table('public', 'p', NULL, '_shadow', '" MIG "', '{}');"
             "SELECT pgshadow.register_table('public', 'k', NULL, '_shadow', '" MIG "', '{}');");
-    exec_ok(c, "ALTER TABLE k_shadow ADD FOREIGN KEY (p_id) REFERENCES p_shadow ON DELETE CASCADE");
-    exec_ok(c, "INSERT INTO p SELECT generate_series(1, 10); INSERT INTO k SELECT g, 1 + g % 10 FROM generate_series(1, 30) g");
+    itest_exec_ok(c, "ALTER TABLE k_shadow ADD FOREIGN KEY (p_id) REFERENCES p_shadow ON DELETE CASCADE");
+    itest_exec_ok(c, "INSERT INTO p SELECT generate_series(1, 10); INSERT INTO k SELECT g, 1 + g % 10 FROM generate_series(1, 30) g");
     drain(c, 1000, "quarantine");
     backfill_all(c, 100);
-    expect_sql(c, "SELECT string_agg(table_name || shadow_rows, ',' ORDER BY table_name) FROM pgshadow.tables",
+    itest_expect_sql(c, "SELECT string_agg(table_name || shadow_rows, ',' ORDER BY table_name) FROM pgshadow.tables",
                "k30,p10");
-    exec_ok(c, "DELETE FROM p WHERE id <= 4");
+    itest_exec_ok(c, "DELETE FROM p WHERE id <= 4");
     drain(c, 1000, "quarantine");
-    expect_sql(c, "SELECT count(*) FROM k_shadow", "18");
-    expect_sql(c, "SELECT string_agg(table_name || shadow_rows, ',' ORDER BY table_name) FROM pgshadow.tables",
+    itest_expect_sql(c, "SELECT count(*) FROM k_shadow", "18");
+    itest_expect_sql(c, "SELECT string_agg(table_name || shadow_rows, ',' ORDER BY table_name) FROM pgshadow.tables",
                "k18,p6");
 }
 
 /* 1e: floating-point key columns are refused at registration. */
 static void test_float_key(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, "CREATE TABLE fl (id int NOT NULL, x double precision NOT NULL, PRIMARY KEY (id, x));"
+    itest_exec_ok(c, "CREATE TABLE fl (id int NOT NULL, x double precision NOT NULL, PRIMARY KEY (id, x));"
                "CREATE TABLE fr (r real PRIMARY KEY);"
                "CREATE DOMAIN f1 AS double precision; CREATE DOMAIN f2 AS f1;"
                "CREATE TABLE fd (d f2 PRIMARY KEY); CREATE TABLE fa (a f2[] PRIMARY KEY)");
@@ -1147,17 +1040,17 @@ static void test_float_key(void **state)
                           "key column r of table public.fr is a floating-point type",
                           "key column d of table public.fd is a floating-point type",
                           "key column a of table public.fa is a floating-point type"};
-    char *schema = read_sql("pgshadow--1.sql");
+    char *schema = itest_read_sql("pgshadow--1.sql");
     for (int i = 0; i < 4; i++) {
-        exec_ok(c, "BEGIN");
-        exec_ok(c, schema);
+        itest_exec_ok(c, "BEGIN");
+        itest_exec_ok(c, schema);
         PGresult *r = PQexec(c, regs[i]);
         const char *msg = PQresultErrorMessage(r);
         if (!strstr(msg, want[i]))
             fprintf(stderr, "want an error containing '%s', got: %s\n", want[i], msg);
         assert_non_null(strstr(msg, want[i]));
         PQclear(r);
-        exec_ok(c, "ROLLBACK");
+        itest_exec_ok(c, "ROLLBACK");
     }
     free(schema);
 }
@@ -1165,26 +1058,26 @@ static void test_float_key(void **state)
 /* 3: poison rows among many are found exactly (bisection), the rest apply. */
 static void test_poison_bisect(void **state)
 {
-    testdb *t = *state;
+    itest_db *t = *state;
     PGconn *c = t->c;
-    exec_ok(c, "CREATE TABLE w (id int PRIMARY KEY, score int)");
+    itest_exec_ok(c, "CREATE TABLE w (id int PRIMARY KEY, score int)");
     install(c, "", "SELECT pgshadow.register_table('public', 'w', NULL, '_shadow', '" MIG "', '{}');");
-    exec_ok(c, "ALTER TABLE w_shadow ADD CONSTRAINT small CHECK (score < 100)");
+    itest_exec_ok(c, "ALTER TABLE w_shadow ADD CONSTRAINT small CHECK (score < 100)");
     /* a sequence is not rolled back with the sub-transactions: it counts
      * the statements the fallback ran */
-    exec_ok(c, "CREATE SEQUENCE tries; CREATE FUNCTION count_try() RETURNS trigger LANGUAGE plpgsql AS "
+    itest_exec_ok(c, "CREATE SEQUENCE tries; CREATE FUNCTION count_try() RETURNS trigger LANGUAGE plpgsql AS "
                "$$BEGIN PERFORM nextval('public.tries'); RETURN NULL; END$$; "
                "CREATE TRIGGER t BEFORE INSERT ON w_shadow FOR EACH STATEMENT EXECUTE FUNCTION public.count_try()");
-    exec_ok(c, "INSERT INTO w SELECT g, CASE WHEN g IN (1, 777, 778, 2999, 3000) THEN 100 ELSE 1 END "
+    itest_exec_ok(c, "INSERT INTO w SELECT g, CASE WHEN g IN (1, 777, 778, 2999, 3000) THEN 100 ELSE 1 END "
                "FROM generate_series(1, 3000) g");
     batch b = apply1(c, 5000, "quarantine");
     assert_int_equal(b.taken, 3000);
     assert_int_equal(b.quarantined, 5);
     assert_int_equal(b.upserted, 2995);
-    expect_sql(c, "SELECT string_agg(key[1], ',' ORDER BY key[1]::int) FROM pgshadow.quarantine",
+    itest_expect_sql(c, "SELECT string_agg(key[1], ',' ORDER BY key[1]::int) FROM pgshadow.quarantine",
                "1,777,778,2999,3000");
-    expect_sql(c, "SELECT count(*) FROM w_shadow", "2995");
-    expect_sql(c, "SELECT bool_and(attempts = 1) FROM pgshadow.quarantine", "t");
+    itest_expect_sql(c, "SELECT count(*) FROM w_shadow", "2995");
+    itest_expect_sql(c, "SELECT bool_and(attempts = 1) FROM pgshadow.quarantine", "t");
     /* one statement per key would be 3001; halves: about 2 x 5 x log2(3000) */
     long tries = qlong(c, "SELECT last_value FROM tries");
     fprintf(stderr, "poison bisect: %ld statements for 3000 keys, 5 bad\n", tries);
@@ -1207,7 +1100,8 @@ int main(void)
         T(test_replication_lag), T(test_grants),                T(test_wakeup_row),
         T(test_wakeup_statement),
         T(test_fk_cascade_one_batch), T(test_fk_cascade_limit1), T(test_fk_cascade_limit2),
-        T(test_deferred_fk),     T(test_unique_swap), T(test_held_delete_frees_unique), T(test_orphan_requeue_backs_off),           T(test_unique_swap_retry),
+        T(test_deferred_fk),     T(test_unique_swap),           T(test_unique_swap_retry),
+        T(test_held_delete_frees_unique), T(test_orphan_requeue_backs_off),
         T(test_counts_cascade),  T(test_float_key),             T(test_poison_bisect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
