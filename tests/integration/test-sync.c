@@ -58,6 +58,8 @@
 
 #include <libpq-fe.h>
 
+#include "itest.h"
+
 #define DB "pgshadow_itest_sync"
 #define DRAIN_MS 120000
 #define TABLES 4
@@ -83,20 +85,6 @@ typedef struct daemon_proc {
 static daemon_proc D = {.pid = -1, .sock_fd = -1};     /* tests 1-3b */
 static daemon_proc A = {.pid = -1, .sock_fd = -1}, B = {.pid = -1, .sock_fd = -1}; /* test 4 */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Database helpers (a fresh connection per call survives server restarts) */
 
@@ -117,15 +105,6 @@ static PGconn *connect_to(const char *ci, bool must)
     }
     PQsetNoticeProcessor(c, quiet, NULL);
     return c;
-}
-
-static void exec_ok(PGconn *c, const char *sql)
-{
-    PGresult *res = PQexec(c, sql);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        fail_msg("SQL failed: %s\n%s", PQerrorMessage(c), sql);
-    PQclear(res);
 }
 
 /* First column of the first row, malloc'd ("" for NULL / no row); NULL when
@@ -170,17 +149,17 @@ static long long db_int(const char *sql)
 static void db_exec(const char *sql)
 {
     PGconn *c = connect_to(T.db_conninfo, true);
-    exec_ok(c, sql);
+    itest_exec_ok(c, sql);
     PQfinish(c);
 }
 
 static bool wait_true(const char *sql, int64_t timeout_ms)
 {
-    int64_t end = now_ms() + timeout_ms;
-    while (now_ms() < end) {
+    int64_t end = itest_now_ms() + timeout_ms;
+    while (itest_now_ms() < end) {
         if (db_true(sql))
             return true;
-        sleep_ms(100);
+        itest_sleep_ms(100);
     }
     return db_true(sql);
 }
@@ -201,12 +180,6 @@ static char *slurp(const char *path)
     buf[got] = '\0';
     fclose(f);
     return buf;
-}
-
-static size_t file_size(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 ? (size_t)st.st_size : 0;
 }
 
 /* Occurrences of needle in the log from byte offset `from`. */
@@ -238,11 +211,11 @@ static void log_after(const char *path, size_t from, const char *needle, char *o
 
 static bool wait_log(const char *path, size_t from, const char *needle, int64_t timeout_ms)
 {
-    int64_t end = now_ms() + timeout_ms;
-    while (now_ms() < end) {
+    int64_t end = itest_now_ms() + timeout_ms;
+    while (itest_now_ms() < end) {
         if (log_count(path, from, needle) > 0)
             return true;
-        sleep_ms(50);
+        itest_sleep_ms(50);
     }
     return log_count(path, from, needle) > 0;
 }
@@ -292,7 +265,7 @@ static void notify_close(daemon_proc *p)
 
 static bool wait_status(daemon_proc *p, const char *needle, int64_t timeout_ms)
 {
-    int64_t end = now_ms() + timeout_ms;
+    int64_t end = itest_now_ms() + timeout_ms;
     do {
         char buf[4096];
         ssize_t n;
@@ -306,8 +279,8 @@ static bool wait_status(daemon_proc *p, const char *needle, int64_t timeout_ms)
         }
         if (strstr(p->msgs, needle))
             return true;
-        sleep_ms(50);
-    } while (now_ms() < end);
+        itest_sleep_ms(50);
+    } while (itest_now_ms() < end);
     fprintf(stderr, "test-sync: no '%s' in the notify messages:\n%s\n", needle, p->msgs);
     return false;
 }
@@ -356,14 +329,6 @@ static int run_ctl(const char *arg)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
-static void restart_postgres(void)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "'%s/tests/harness/pgcluster.sh' restart '%s' immediate >/dev/null 2>&1",
-             T.srcdir, T.cluster);
-    assert_int_equal(system(cmd), 0);
-}
-
 /* ------------------------------------------------------------------------ */
 /* Equality */
 
@@ -403,7 +368,7 @@ typedef struct diff {
 static diff table_diff(const char *table)
 {
     PGconn *c = connect_to(T.db_conninfo, true);
-    exec_ok(c, "SET TimeZone = 'UTC'"); /* the canonical hash is defined under UTC */
+    itest_exec_ok(c, "SET TimeZone = 'UTC'"); /* the canonical hash is defined under UTC */
     const char *params[1] = {table};
     PGresult *res = PQexecParams(c, "SELECT * FROM public.itest_diff($1)", 1, NULL, params, NULL,
                                  NULL, 0);
@@ -511,7 +476,7 @@ static void workload_main(void)
             PQfinish(c);
             c = PQconnectdb(T.db_conninfo);
             if (PQstatus(c) != CONNECTION_OK) {
-                sleep_ms(100);
+                itest_sleep_ms(100);
                 continue;
             }
             PQsetNoticeProcessor(c, quiet, NULL);
@@ -535,7 +500,7 @@ static void workload_main(void)
         if (ok && PQresultStatus(res) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(res), "COMMIT") == 0)
             commits++;
         PQclear(res);
-        sleep_ms(2);
+        itest_sleep_ms(2);
     }
     PQfinish(c);
     fprintf(stderr, "test-sync: workload: %ld commits\n", commits);
@@ -690,12 +655,12 @@ static void test_backfill(void **state)
     daemon_start(&D, "info");
     /* Kill it mid-backfill: the cursor is persisted with each chunk. */
     bool caught = false;
-    int64_t end = now_ms() + 60000;
-    while (now_ms() < end && !caught) {
+    int64_t end = itest_now_ms() + 60000;
+    while (itest_now_ms() < end && !caught) {
         caught = db_true("SELECT EXISTS (SELECT 1 FROM pgshadow.tables WHERE backfill_rows > 0) "
                          "AND EXISTS (SELECT 1 FROM pgshadow.tables WHERE backfill_state <> 'done')");
         if (!caught)
-            sleep_ms(10);
+            itest_sleep_ms(10);
     }
     assert_true(caught);
     daemon_assert_alive(&D);
@@ -703,7 +668,7 @@ static void test_backfill(void **state)
     daemon_kill(&D, SIGKILL);
     fprintf(stderr, "test-sync: killed pgshadowd mid-backfill at %lld rows copied\n", before);
 
-    size_t from = file_size(D.log);
+    size_t from = itest_file_size(D.log);
     daemon_start(&D, "info");
     wait_drained("backfill");
     daemon_assert_alive(&D);
@@ -733,29 +698,29 @@ static void test_chaos(void **state)
     int pg_restarts = 0;
     long long max_pending = 0;
     for (int i = 0; i < kills; i++) {
-        sleep_ms(300 + random() % 2200);
+        itest_sleep_ms(300 + random() % 2200);
         daemon_assert_alive(&D);
         if (i == 3 || i == 8) {
             /* the server goes away under the daemon and the workload */
-            restart_postgres();
+            itest_cluster_restart();
             pg_restarts++;
-            sleep_ms(300 + random() % 1000);
+            itest_sleep_ms(300 + random() % 1000);
             daemon_assert_alive(&D);
         }
         if (random() % 2) {
             /* a burst of a few thousand changes, so the kill tends to land in
              * the middle of a multi-batch drain */
             db_exec("UPDATE children SET qty = qty + 1 WHERE id % 5 = 0");
-            sleep_ms(random() % 300);
+            itest_sleep_ms(random() % 300);
         }
         long long pending = db_int("SELECT count(*) FROM pgshadow.change_log");
         if (pending > max_pending)
             max_pending = pending;
         daemon_kill(&D, SIGKILL);
-        sleep_ms(random() % 400);
+        itest_sleep_ms(random() % 400);
         daemon_start(&D, "info");
     }
-    sleep_ms(1000);
+    itest_sleep_ms(1000);
     kill(wl, SIGTERM);
     int st;
     assert_int_equal(waitpid(wl, &st, 0), wl);
@@ -797,7 +762,7 @@ static void test_quarantine(void **state)
     daemon_assert_alive(&D);
     /* the shadow is stricter than the primary */
     db_exec("ALTER TABLE parents_shadow ADD CONSTRAINT itest_no_negative CHECK (score >= 0)");
-    size_t from = file_size(D.log);
+    size_t from = itest_file_size(D.log);
     /* 5 poison rows mixed into transactions with good rows and children */
     db_exec("INSERT INTO parents (id, name, score) "
             "SELECT 9000000 + g, 'mixed ' || g, CASE WHEN g % 10 = 0 THEN -g ELSE g END "
@@ -847,7 +812,7 @@ static void test_wakeup(void **state)
     (void)state;
     daemon_assert_alive(&D);
     assert_int_equal(write_config_full(100, 200, "quarantine", "10s"), 0);
-    int64_t t0 = now_ms();
+    int64_t t0 = itest_now_ms();
     reload_daemon(&D);
     wait_drained("wakeup: before");
     /* drained and idle: armed again */
@@ -859,18 +824,18 @@ static void test_wakeup(void **state)
         db_exec(sql);
         snprintf(sql, sizeof sql, "SELECT EXISTS (SELECT 1 FROM parents_shadow WHERE id = %d)",
                  9500000 + i);
-        int64_t left = t0 + 9000 - now_ms();
+        int64_t left = t0 + 9000 - itest_now_ms();
         assert_true(left > 0);
         if (!wait_true(sql, left))
             fail_msg("write %d did not reach the shadow within %lld ms of the reload "
                      "(catchup_interval 10s): the NOTIFY did not wake the daemon",
-                     i, (long long)(now_ms() - t0));
+                     i, (long long)(itest_now_ms() - t0));
         /* and it re-armed after that drain */
         assert_true(wait_true("SELECT armed FROM pgshadow.wakeup WHERE migration_id = 'itest_sync'",
-                              t0 + 9000 - now_ms()));
+                              t0 + 9000 - itest_now_ms()));
     }
     fprintf(stderr, "test-sync: 3 single writes delivered by NOTIFY in %lld ms (catchup 10s)\n",
-            (long long)(now_ms() - t0));
+            (long long)(itest_now_ms() - t0));
     assert_int_equal(write_config(100), 0);
     reload_daemon(&D);
     assert_all_equal("after wake-ups");
@@ -881,7 +846,7 @@ static void test_wakeup(void **state)
 
 static void reload_daemon(daemon_proc *p)
 {
-    size_t from = file_size(p->log);
+    size_t from = itest_file_size(p->log);
     assert_int_equal(kill(p->pid, SIGHUP), 0);
     assert_true(wait_log(p->log, from, "in force", 20000));
 }
@@ -893,14 +858,14 @@ static void test_reload_and_halt(void **state)
     int st = daemon_kill(&D, SIGTERM);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     notify_open(&D, "notify-d.sock");
-    size_t from = file_size(D.log);
+    size_t from = itest_file_size(D.log);
     daemon_start(&D, "debug");
     assert_true(wait_log(D.log, from, "leader lock acquired", 20000));
 
     /* reload: smaller batches from now on */
     assert_int_equal(write_config_ex(100, 50, "halt"), 0);
     reload_daemon(&D);
-    from = file_size(D.log);
+    from = itest_file_size(D.log);
     db_exec("INSERT INTO parents (id, name, score) SELECT 9300000 + g, 'reload ' || g, g "
             "FROM generate_series(1, 300) g");
     wait_drained("reload");
@@ -910,7 +875,7 @@ static void test_reload_and_halt(void **state)
     /* halt: one bad row stops the table's apply and says why; nothing is
      * quarantined, the change log keeps the entries */
     db_exec("ALTER TABLE parents_shadow ADD CONSTRAINT itest_halt CHECK (score >= 0)");
-    from = file_size(D.log);
+    from = itest_file_size(D.log);
     db_exec("INSERT INTO parents (id, name, score) VALUES (9400001, 'good', 1), (9400002, 'bad', -1), "
             "(9400003, 'good', 3)");
     assert_true(wait_log(D.log, from, "HALTED (on_apply_error: halt): ", 20000));
@@ -929,7 +894,7 @@ static void test_reload_and_halt(void **state)
     /* the operator fixes the row and reloads: applying resumes */
     db_exec("UPDATE parents SET score = 2 WHERE id = 9400002");
     assert_int_equal(write_config(100), 0);
-    from = file_size(D.log);
+    from = itest_file_size(D.log);
     reload_daemon(&D);
     assert_true(wait_log(D.log, from, "clearing the halt", 5000));
     wait_drained("after halt");
@@ -959,7 +924,7 @@ static void test_config_drift(void **state)
     int st = daemon_kill(&D, SIGTERM);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     notify_open(&D, "notify-drift.sock");
-    size_t from = file_size(D.log);
+    size_t from = itest_file_size(D.log);
     daemon_start(&D, "debug");
     assert_true(wait_log(D.log, from, "leader lock acquired", 20000));
     assert_true(wait_status(&D, "STATUS=connected; leader; backfill done; lag ", 20000));
@@ -973,7 +938,7 @@ static void test_config_drift(void **state)
                     "    - name: children\n    - name: links\n    - name: notes\n"
                     "    - name: drift_extra\n";
     assert_int_equal(write_config(100), 0);
-    from = file_size(D.log);
+    from = itest_file_size(D.log);
     reload_daemon(&D);
     assert_true(wait_log(D.log, from,
                          "config differs from the installed registry for table parents: columns: "
@@ -993,7 +958,7 @@ static void test_config_drift(void **state)
     /* restored: the warnings stop and the marker goes away */
     config_tables = TABLES_INSTALLED;
     assert_int_equal(write_config(100), 0);
-    from = file_size(D.log);
+    from = itest_file_size(D.log);
     reload_daemon(&D);
     assert_true(wait_log(D.log, from, "match the installed registry again", 10000));
     drain_status(&D);
@@ -1058,13 +1023,13 @@ static void test_two_daemons(void **state)
     daemon_assert_alive(&B);
 
     /* the leader dies: B takes over within seconds and drains new changes */
-    size_t from_b = file_size(B.log);
+    size_t from_b = itest_file_size(B.log);
     daemon_kill(&A, SIGKILL);
-    int64_t t0 = now_ms();
+    int64_t t0 = itest_now_ms();
     db_exec("UPDATE parents SET score = score + 7 WHERE id BETWEEN 9200001 AND 9200500");
     db_exec("DELETE FROM parents WHERE id BETWEEN 9200001 AND 9200100");
     assert_true(wait_log(B.log, from_b, "leader lock acquired", 15000));
-    fprintf(stderr, "test-sync: standby took over after %lld ms\n", (long long)(now_ms() - t0));
+    fprintf(stderr, "test-sync: standby took over after %lld ms\n", (long long)(itest_now_ms() - t0));
     log_after(B.log, from_b, "leader lock acquired for migration itest_sync (backend pid ", pid_b,
               sizeof pid_b);
     pid_b[strcspn(pid_b, ")")] = '\0';
@@ -1216,14 +1181,14 @@ static void test_stale_own_session(void **state)
               sizeof pid_old);
     pid_old[strcspn(pid_old, ")")] = '\0';
 
-    size_t from = file_size(S.log);
-    int64_t t0 = now_ms();
+    size_t from = itest_file_size(S.log);
+    int64_t t0 = itest_now_ms();
     assert_int_equal(kill(proxy, SIGUSR1), 0);
     char want[128];
     snprintf(want, sizeof want, "still held by our own previous session (backend pid %s)", pid_old);
     bool seen = wait_log(S.log, from, want, 20000);
     bool led = seen && wait_log(S.log, from, "leader lock acquired", 20000);
-    int64_t took = now_ms() - t0;
+    int64_t took = itest_now_ms() - t0;
     char sql[160];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", pid_old);
     long long old_alive = db_int(sql);
