@@ -1071,14 +1071,14 @@ BEGIN
            OR EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_rel AND a.attname = s.attname
                       AND a.attnum > 0 AND NOT a.attisdropped));
 
-    -- Canonical row hash (docs/database.md): sha256 of the jsonb array of
-    -- the mapped values, in shadow column order, under TimeZone UTC.
-    SELECT 'encode(sha256(convert_to(jsonb_build_array('
+    -- Canonical row hash (docs/database.md): sha256 of the text of the row
+    -- of the mapped values, in shadow column order, under TimeZone UTC.
+    SELECT 'encode(sha256(convert_to((ROW('
            || string_agg(format('(%s)::%s', m ->> 'expr', m ->> 'type'), ', ' ORDER BY o)
-           || ')::text, ''UTF8'')), ''hex'')',
-           'encode(sha256(convert_to(jsonb_build_array('
+           || '))::text, ''UTF8'')), ''hex'')',
+           'encode(sha256(convert_to((ROW('
            || string_agg(format('s.%I', m ->> 'shadow'), ', ' ORDER BY o)
-           || ')::text, ''UTF8'')), ''hex'')'
+           || '))::text, ''UTF8'')), ''hex'')'
     INTO v_hash, v_shash
     FROM jsonb_array_elements(v_map) WITH ORDINALITY AS x(m, o);
 

@@ -55,6 +55,22 @@ AS $fn$
     SELECT d.table_id, max(d.depth)::integer FROM d GROUP BY d.table_id
 $fn$;
 
+-- The condition that picks a batch's entries of one table out of the
+-- change log ($1 table_id, $2 the batch's seqs), for an alias of
+-- pgshadow.change_log. The seq range (from the batch's own seqs) lets every
+-- statement read them from the (table_id, seq) index whatever the backlog:
+-- `seq = ANY ($2)` alone made the planner scan the whole log once per
+-- statement, which grew with the backlog (docs/sync.md, "What a batch costs").
+CREATE OR REPLACE FUNCTION pgshadow._sync_taken(p_alias text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT format('%1$I.table_id = $1 AND %1$I.seq = ANY ($2) '
+                  'AND %1$I.seq BETWEEN (SELECT min(x) FROM unnest($2) x) AND (SELECT max(x) FROM unnest($2) x)',
+                  p_alias)
+$fn$;
+
 -- The statement texts of one table. Parameters of the apply statements:
 -- $1 table_id, $2 bigint[] of change_log seqs (entries of other tables are
 -- ignored by the table_id condition). Key columns are read back from the
@@ -127,8 +143,8 @@ BEGIN
              '_shadow_validation_hash = EXCLUDED._shadow_validation_hash';
 
     -- (no ORDER BY: the statements append conditions to this text)
-    v_b := format('SELECT DISTINCT %s FROM pgshadow.change_log c '
-                  'WHERE c.table_id = $1 AND c.seq = ANY ($2) AND c.key IS NOT NULL', v_b);
+    v_b := format('SELECT DISTINCT %s FROM pgshadow.change_log c WHERE %s AND c.key IS NOT NULL',
+                  v_b, pgshadow._sync_taken('c'));
 
     -- Row capture logs a 'D' in the same transaction as every delete and
     -- key change, so only keys with a 'D' (or any other op than I/U) in the
@@ -145,11 +161,11 @@ BEGIN
                       'SELECT count(*)::integer, (count(*) FILTER (WHERE ins))::integer FROM u',
                       v_b, v_shadow, v_cols, v_sel, v_primary, v_join, v_kcols, v_set);
     groups_sql := format('SELECT %s AS nk, array_agg(c.seq) AS seqs FROM pgshadow.change_log c '
-                         'WHERE c.table_id = $1 AND c.seq = ANY ($2) AND c.key IS NOT NULL GROUP BY 1 ORDER BY min(c.seq)',
-                         v_norm);
+                         'WHERE %s AND c.key IS NOT NULL GROUP BY 1 ORDER BY min(c.seq)',
+                         v_norm, pgshadow._sync_taken('c'));
     qclear_sql := format('DELETE FROM pgshadow.quarantine q WHERE q.table_id = $1 AND q.key IN '
-                         '(SELECT %s FROM pgshadow.change_log c WHERE c.table_id = $1 AND c.seq = ANY ($2) '
-                         'AND c.key IS NOT NULL) AND NOT (q.key::text = ANY ($3))', v_norm);
+                         '(SELECT %s FROM pgshadow.change_log c WHERE %s '
+                         'AND c.key IS NOT NULL) AND NOT (q.key::text = ANY ($3))', v_norm, pgshadow._sync_taken('c'));
 
     bf_bound_sql := format('SELECT %s FROM %s AS p WHERE $1::text[] IS NULL OR (%s) > (%s) '
                            'ORDER BY %s OFFSET $2 - 1 LIMIT 1',
@@ -243,9 +259,9 @@ BEGIN
            string_agg(format('s.%I = b.k%s', k, o), ' AND ' ORDER BY o)
     INTO v_b, v_join
     FROM unnest(t.key_columns, t.key_types) WITH ORDINALITY AS u(k, ty, o);
-    RETURN format('WITH b AS (SELECT DISTINCT %s FROM pgshadow.change_log c WHERE c.table_id = $1 '
-                  'AND c.seq = ANY ($2) AND c.key IS NOT NULL) DELETE FROM %I.%I AS s USING b WHERE %s',
-                  v_b, t.schema_name, t.shadow_name, v_join);
+    RETURN format('WITH b AS (SELECT DISTINCT %s FROM pgshadow.change_log c WHERE %s '
+                  'AND c.key IS NOT NULL) DELETE FROM %I.%I AS s USING b WHERE %s',
+                  v_b, pgshadow._sync_taken('c'), t.schema_name, t.shadow_name, v_join);
 END
 $fn$;
 
@@ -738,9 +754,12 @@ BEGIN
     END IF;
 
     -- Done: exactly the taken entries go, except those of halted tables.
+    -- (seqs are unique across tables: one sequence; the range and the
+    -- table list let this read the (table_id, seq) index, see _sync_taken)
     DELETE FROM pgshadow.change_log c
-    USING unnest(v_tids, v_seqs) AS x(tid, s)
-    WHERE c.table_id = x.tid AND c.seq = x.s AND NOT x.tid = ANY (v_halted);
+    WHERE c.table_id = ANY (v_in) AND NOT c.table_id = ANY (v_halted)
+      AND c.seq BETWEEN (SELECT min(x) FROM unnest(v_seqs) x) AND (SELECT max(x) FROM unnest(v_seqs) x)
+      AND c.seq = ANY (v_seqs);
 
     halted := CASE WHEN cardinality(v_why) > 0 THEN array_to_string(v_why, '; ') END;
     RETURN QUERY SELECT taken, upserted, deleted, quarantined, truncated, halted;

@@ -5,7 +5,7 @@
 -- the quarantine (the shadow's new constraints reject them; kept aside, with
 -- their error) are counted apart, key by key, so no other difference can hide
 -- behind them.
-SET TimeZone = 'UTC';
+SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD';   -- the canonical hash's settings
 SELECT t.table_name,
        (SELECT count(*) FROM pgshadow.quarantine q WHERE q.table_id = t.table_id) AS quarantined_keys,
        r.differing, r.differing_quarantined

@@ -75,7 +75,7 @@ static void install(PGconn *c, const char *pre, const char *registers)
      * over s) are not all equal; plus rows on one side only. */
     itest_exec_ok(c,
             "CREATE FUNCTION public.test_diff(p_table text) RETURNS bigint LANGUAGE plpgsql "
-            "SET TimeZone = 'UTC' SET extra_float_digits = 1 SET IntervalStyle = 'postgres' "
+            "SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET extra_float_digits = 1 SET IntervalStyle = 'postgres' "
             "SET bytea_output = 'hex' AS $$\n"
             "DECLARE t pgshadow.tables; j text; n bigint;\n"
             "BEGIN\n"
@@ -642,7 +642,7 @@ static void test_hash_by_hand(void **state)
     /* exactly the query docs/sync.md gives, in a session with default settings */
     PGconn *h = itest_connect_db(t->name);
     char *by_hand = itest_query(h, "SET TimeZone = 'UTC';"
-                         "SELECT encode(sha256(convert_to(jsonb_build_array("
+                         "SELECT encode(sha256(convert_to(ROW("
                          "p.id, p.customer, p.total, p.placed_at, p.ratio, p.tags, p.meta, p.raw, p.during, p.note"
                          ")::text, 'UTF8')), 'hex') FROM public.orders p WHERE p.id = 42");
     char *stored = itest_query(h, "SELECT _shadow_validation_hash FROM public.orders_shadow WHERE id = 42");

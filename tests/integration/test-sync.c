@@ -368,7 +368,7 @@ typedef struct diff {
 static diff table_diff(const char *table)
 {
     PGconn *c = connect_to(T.db_conninfo, true);
-    itest_exec_ok(c, "SET TimeZone = 'UTC'"); /* the canonical hash is defined under UTC */
+    itest_exec_ok(c, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'"); /* the settings the canonical hash is defined under */
     const char *params[1] = {table};
     PGresult *res = PQexecParams(c, "SELECT * FROM public.itest_diff($1)", 1, NULL, params, NULL,
                                  NULL, 0);
