@@ -21,6 +21,11 @@
  *  3b. reload picks up a new batch_size; on_apply_error: halt stops applying
  *     with the reason in the log and STATUS, quarantines nothing, keeps the
  *     change log; a reload after the fix resumes;
+ *  3d. lock_timeout: an operator holds ACCESS EXCLUSIVE on a shadow for longer
+ *      than apply_batch's 5 s lock_timeout; the call fails with 55P03 and
+ *      rolls back (the change log keeps exactly its entries, the shadow has
+ *      none of them), the daemon warns, stays up and, once the lock is gone,
+ *      applies everything;
  *  4. two daemons: exactly one holds the advisory lock (pg_locks pid = the
  *     leader's backend) and applies; SIGKILL of the leader hands over within
  *     seconds and the standby drains new changes;
@@ -970,6 +975,95 @@ static void test_config_drift(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* 3d. lock_timeout: a lock on a shadow held longer than apply_batch's 5 s */
+
+/* Every pending change-log entry as "op:key", in an order that does not
+ * depend on seq (one UPDATE of two rows logs them in heap order). */
+static const char PENDING_SQL[] =
+    "SELECT coalesce(string_agg(op || ':' || array_to_string(key, ','), ' ' ORDER BY op, key), '') "
+    "FROM pgshadow.change_log";
+
+/* The test's rows as the shadow has them. */
+static const char LOCK_ROWS_SQL[] =
+    "SELECT string_agg(id || '=' || name, ',' ORDER BY id) FROM parents_shadow "
+    "WHERE id BETWEEN 9700001 AND 9700010";
+
+/* The locking session: the teardown ends it even when an assertion failed,
+ * so the tests after this one never run into the lock. */
+static PGconn *locker;
+
+static int lock_teardown(void **state)
+{
+    (void)state;
+    PQfinish(locker);
+    locker = NULL;
+    return 0;
+}
+
+static void test_lock_timeout(void **state)
+{
+    (void)state;
+    daemon_assert_alive(&D);
+    /* rows the shadow has before the lock, to update and delete under it */
+    db_exec("INSERT INTO parents (id, name, score) SELECT 9700000 + g, 'lock ' || g, g "
+            "FROM generate_series(1, 5) g");
+    wait_drained("lock timeout: before");
+
+    locker = connect_to(T.db_conninfo, true);
+    itest_exec_ok(locker, "SET lock_timeout = '10s'"); /* the daemon is idle: no wait expected */
+    itest_exec_ok(locker, "BEGIN; LOCK TABLE public.parents_shadow IN ACCESS EXCLUSIVE MODE");
+    size_t from = itest_file_size(D.log);
+
+    /* Writes to the primary only (no cascades, fewer than batch_size), so
+     * every batch the daemon takes needs parents_shadow. The writer's own
+     * lock_timeout turns a capture path that touched the shadow into an
+     * error instead of a hang. */
+    PGconn *w = connect_to(T.db_conninfo, true);
+    itest_exec_ok(w, "SET lock_timeout = '10s'");
+    itest_exec_ok(w, "INSERT INTO parents (id, name, score) SELECT 9700000 + g, 'lock ' || g, g "
+                     "FROM generate_series(6, 10) g");
+    itest_exec_ok(w, "UPDATE parents SET name = 'updated under lock', score = score + 100 "
+                     "WHERE id IN (9700001, 9700003)");
+    itest_exec_ok(w, "DELETE FROM parents WHERE id = 9700002");
+    PQfinish(w);
+    static const char want_pending[] = "D:9700002 I:9700006 I:9700007 I:9700008 I:9700009 "
+                                       "I:9700010 U:9700001 U:9700003";
+    itest_expect_sql(locker, PENDING_SQL, want_pending);
+
+    /* apply_batch waits 5 s on the lock, fails with 55P03, the daemon warns */
+    int64_t t0 = itest_now_ms();
+    static const char warning[] = "sync: apply_batch gave up waiting for a lock after lock_timeout "
+                                  "(5 s): ";
+    assert_true(wait_log(D.log, from, warning, 20000));
+    int64_t waited = itest_now_ms() - t0;
+    char why[512];
+    log_after(D.log, from, warning, why, sizeof why);
+    fprintf(stderr, "test-sync: lock timeout warned after %lld ms: %s\n", (long long)waited, why);
+    assert_non_null(strstr(why, "lock timeout"));
+    assert_non_null(strstr(why, "; retrying in "));
+    daemon_assert_alive(&D);
+    /* rolled back whole: every entry still pending, the shadow as before
+     * (read by the lock holder itself, the only session that can) */
+    itest_expect_sql(locker, PENDING_SQL, want_pending);
+    itest_expect_sql(locker, LOCK_ROWS_SQL,
+                     "9700001=lock 1,9700002=lock 2,9700003=lock 3,9700004=lock 4,9700005=lock 5");
+    assert_int_equal(log_count(D.log, from, "applied batch"), 0);
+
+    /* the lock goes away: the retry applies it all */
+    itest_exec_ok(locker, "COMMIT");
+    t0 = itest_now_ms();
+    wait_drained("lock timeout: after");
+    fprintf(stderr, "test-sync: drained %lld ms after the lock was released\n",
+            (long long)(itest_now_ms() - t0));
+    daemon_assert_alive(&D);
+    itest_expect_sql(locker, LOCK_ROWS_SQL,
+                     "9700001=updated under lock,9700003=updated under lock,9700004=lock 4,"
+                     "9700005=lock 5,9700006=lock 6,9700007=lock 7,9700008=lock 8,"
+                     "9700009=lock 9,9700010=lock 10");
+    assert_all_equal("after lock timeout");
+}
+
+/* ------------------------------------------------------------------------ */
 /* 4. two daemons */
 
 static const char LOCK_HOLDER_SQL[] =
@@ -1224,6 +1318,7 @@ int main(void)
         cmocka_unit_test(test_wakeup),
         cmocka_unit_test(test_reload_and_halt),
         cmocka_unit_test(test_config_drift),
+        cmocka_unit_test_teardown(test_lock_timeout, lock_teardown),
         cmocka_unit_test(test_two_daemons),
         cmocka_unit_test(test_stale_own_session),
     };
