@@ -87,10 +87,13 @@ start)
   as_pg "$pgbin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 1; }
   make_tls
-  # first match wins: the password role always needs its password; TCP is TLS only
+  # first match wins: the password role always needs its password; TCP is TLS only;
+  # replication ("all" never matches it) for postgres on the socket only, so a
+  # test can make a streaming standby with pg_basebackup (test-standby.c)
   {
     echo "local all pgshadow_pw scram-sha-256"
     echo "local all all trust"
+    echo "local replication postgres trust"
     echo "hostssl all all 127.0.0.1/32 scram-sha-256"
   } > "$dir/data/pg_hba.conf"
   # a free port number (TCP on 127.0.0.1 and the socket file name)
