@@ -32,6 +32,7 @@
 
 #include <libpq-fe.h>
 
+#include "pgshadow/duration.h"
 #include "pgshadow/log.h"
 
 /* ------------------------------------------------------------------------ */
@@ -157,6 +158,16 @@ size_t ps_sync_format_duration(int64_t ms, char *buf, size_t len)
     return (size_t)n < len ? (size_t)n : len - 1;
 }
 
+/* A replication lag: to the millisecond under a minute (a 3.97 s lag
+ * against a 4 s limit must not read "3s"), else as an ETA. */
+static void format_lag(int64_t ms, char *buf, size_t len)
+{
+    if (ms >= 0 && ms < 60000)
+        snprintf(buf, len, "%lld.%03llds", (long long)(ms / 1000), (long long)(ms % 1000));
+    else
+        ps_sync_format_duration(ms, buf, len);
+}
+
 /* snprintf that appends at *pos and never runs past len. */
 static void append(char *buf, size_t len, size_t *pos, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -199,7 +210,7 @@ size_t ps_sync_format_status(const ps_sync_view *v, char *buf, size_t len)
     }
     if (!v->backfill_done) {
         if (v->throttle != PS_SYNC_THROTTLE_NONE) {
-            ps_sync_format_duration(v->repl_lag_ms, d, sizeof d);
+            format_lag(v->repl_lag_ms, d, sizeof d);
             append(buf, len, &pos, "; backfill paused (replication lag %s)", d);
         } else if (v->bf_table) {
             append(buf, len, &pos, "; backfill %s %d%%", v->bf_table, v->bf_percent);
@@ -633,8 +644,8 @@ static void log_throttle_change(ps_sync *s, ps_sync_throttle t, int64_t lag, int
     if (t == s->throttle)
         return;
     char l[32], m[32];
-    ps_sync_format_duration(lag, l, sizeof l);
-    ps_sync_format_duration(max, m, sizeof m);
+    format_lag(lag, l, sizeof l);
+    ps_duration_format(max, m, sizeof m); /* as configured: "900ms", not "0s" */
     if (t == PS_SYNC_THROTTLE_APPLY)
         ps_log_warning("sync: replication lag %s is more than 3 x max_replication_lag (%s): "
                        "backfill paused, apply slowed to one batch per catchup_interval", l, m);

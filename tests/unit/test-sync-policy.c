@@ -310,7 +310,7 @@ static void test_status_texts(void **state)
     v = (ps_sync_view){.role = PS_SYNC_ROLE_LEADER, .throttle = PS_SYNC_THROTTLE_APPLY,
                        .repl_lag_ms = 45000, .bf_table = "t", .sync_lag_s = 2.0};
     ps_sync_format_status(&v, b, sizeof b);
-    assert_string_equal(b, "leader; backfill paused (replication lag 45s); apply slowed; lag 2.0s");
+    assert_string_equal(b, "leader; backfill paused (replication lag 45.000s); apply slowed; lag 2.0s");
 
     v = (ps_sync_view){.role = PS_SYNC_ROLE_LEADER,
                        .halted = "contexts: 23514 new row violates check constraint (key {1})",
