@@ -60,7 +60,7 @@ $fn$;
 -- pgshadow.change_log. The seq range (from the batch's own seqs) lets every
 -- statement read them from the (table_id, seq) index whatever the backlog:
 -- `seq = ANY ($2)` alone made the planner scan the whole log once per
--- statement, which grew with the backlog (docs/sync.md, "What a batch costs").
+-- statement, which grew with the backlog (docs/sync.md, "Apply").
 CREATE OR REPLACE FUNCTION pgshadow._sync_taken(p_alias text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
