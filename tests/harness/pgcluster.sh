@@ -147,6 +147,17 @@ startonly)
   pgctl -w -t 60 start >/dev/null
   ;;
 stop)
+  # standbys a test made of this cluster (test-standby.c lists each one in
+  # DIR/standbys): a test killed before its teardown leaves them running
+  if [ -f "$dir/standbys" ]; then
+    while read -r s; do
+      case "$s" in /tmp/itest-standby-*) ;; *) continue ;; esac
+      if [ -f "$s/data/postmaster.pid" ]; then
+        as_pg "$pgbin/pg_ctl" -D "$s/data" -m immediate stop >/dev/null 2>&1 || true
+      fi
+      rm -rf "$s"
+    done < "$dir/standbys"
+  fi
   if [ -d "$dir/data" ]; then pgctl -m fast stop >/dev/null 2>&1 || true; fi
   rm -rf "$dir"
   ;;

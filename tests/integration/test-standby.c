@@ -300,6 +300,18 @@ static int setup(void **state)
     snprintf(T.dir, sizeof T.dir, "/tmp/itest-standby-XXXXXX");
     if (!mkdtemp(T.dir))
         return -1;
+    /* listed for `pgcluster.sh stop`, which stops and removes it if this
+     * process is killed before its teardown (pg_ctl detaches the server) */
+    char list[4096];
+    snprintf(list, sizeof list, "%s/standbys", getenv("PGSHADOW_TEST_CLUSTER"));
+    FILE *lf = fopen(list, "a");
+    bool listed = lf && fprintf(lf, "%s\n", T.dir) >= 0;
+    if (lf && fclose(lf) != 0)
+        listed = false;
+    if (!listed) {
+        fprintf(stderr, "test-standby: cannot record the standby in %s\n", list);
+        return -1;
+    }
     snprintf(T.cfg, sizeof T.cfg, "%s/pgshadow.yaml", T.dir);
     snprintf(T.standby, sizeof T.standby, "%s/data", T.dir);
     snprintf(T.sock, sizeof T.sock, "%s/sock", T.dir);
