@@ -37,7 +37,9 @@
  * with a generous deadline; no assertion is about speed.
  *
  * Env: PGSHADOW_TEST_CONNINFO, PGSHADOW_TEST_CLUSTER, PGSHADOW_SRCDIR,
- * PGSHADOWD, PGSHADOWCTL.
+ * PGSHADOWD, PGSHADOWCTL; test 5 also PGSHADOW_TEST_PGHOST and
+ * PGSHADOW_TEST_PGPORT. The daemons run through itest.h's itest_daemon
+ * helpers; the few helpers kept here say why they are not itest.h's.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -77,18 +79,9 @@ static struct {
     char *db_conninfo;
 } T;
 
-/* One pgshadowd: pid and its log (appended over restarts). */
-typedef struct daemon_proc {
-    pid_t pid;
-    char log[128];
-    char sock[100]; /* NOTIFY_SOCKET when set (fits sun_path) */
-    int sock_fd;
-    char msgs[65536]; /* every sd_notify datagram received, concatenated */
-    size_t n_msgs;
-} daemon_proc;
-
-static daemon_proc D = {.pid = -1, .sock_fd = -1};     /* tests 1-3b */
-static daemon_proc A = {.pid = -1, .sock_fd = -1}, B = {.pid = -1, .sock_fd = -1}; /* test 4 */
+/* tests 1-3d use D, test 4 A and B; their logs are appended over restarts */
+static itest_daemon D = ITEST_DAEMON_INIT;
+static itest_daemon A = ITEST_DAEMON_INIT, B = ITEST_DAEMON_INIT;
 
 /* ------------------------------------------------------------------------ */
 /* Database helpers (a fresh connection per call survives server restarts) */
@@ -99,12 +92,11 @@ static void quiet(void *arg, const char *msg)
     (void)msg;
 }
 
-static PGconn *connect_to(const char *ci, bool must)
+/* For group_setup, which returns an error instead of failing a test. */
+static PGconn *connect_to(const char *ci)
 {
     PGconn *c = PQconnectdb(ci);
     if (PQstatus(c) != CONNECTION_OK) {
-        if (must)
-            fail_msg("connect: %s", PQerrorMessage(c));
         PQfinish(c);
         return NULL;
     }
@@ -112,39 +104,21 @@ static PGconn *connect_to(const char *ci, bool must)
     return c;
 }
 
-/* First column of the first row, malloc'd ("" for NULL / no row); NULL when
- * the query failed and must is false. */
-static char *query1(PGconn *c, const char *sql, bool must)
-{
-    PGresult *res = PQexec(c, sql);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        if (must)
-            fail_msg("query failed: %s\n%s", PQerrorMessage(c), sql);
-        PQclear(res);
-        return NULL;
-    }
-    char *v = strdup(PQntuples(res) && !PQgetisnull(res, 0, 0) ? PQgetvalue(res, 0, 0) : "");
-    PQclear(res);
-    return v;
-}
-
-/* Run sql on the test database; true when it returns 't' (false on any error). */
+/* Run sql on the test database; true when it returns 't' (false on any
+ * error: for polling). */
 static bool db_true(const char *sql)
 {
-    PGconn *c = connect_to(T.db_conninfo, false);
-    if (!c)
-        return false;
-    char *v = query1(c, sql, false);
+    char *v = itest_value_on(T.db_conninfo, sql);
     bool t = v && strcmp(v, "t") == 0;
     free(v);
-    PQfinish(c);
     return t;
 }
 
+/* The first value of sql (atoll: 0 for no row or NULL); must succeed. */
 static long long db_int(const char *sql)
 {
-    PGconn *c = connect_to(T.db_conninfo, true);
-    char *v = query1(c, sql, true);
+    PGconn *c = itest_connect(T.db_conninfo);
+    char *v = itest_query(c, sql);
     long long n = atoll(v);
     free(v);
     PQfinish(c);
@@ -153,11 +127,12 @@ static long long db_int(const char *sql)
 
 static void db_exec(const char *sql)
 {
-    PGconn *c = connect_to(T.db_conninfo, true);
-    itest_exec_ok(c, sql);
-    PQfinish(c);
+    itest_exec_on(T.db_conninfo, sql);
 }
 
+/* Kept rather than itest_wait_value: it polls every 100 ms and checks once
+ * more after the deadline, so a write that lands right at the deadline
+ * still counts (test_wakeup's deadlines are tight by design). */
 static bool wait_true(const char *sql, int64_t timeout_ms)
 {
     int64_t end = itest_now_ms() + timeout_ms;
@@ -172,25 +147,12 @@ static bool wait_true(const char *sql, int64_t timeout_ms)
 /* ------------------------------------------------------------------------ */
 /* Processes */
 
-static char *slurp(const char *path)
+/* Occurrences of needle in d's log from byte offset `from`. Not
+ * itest_daemon_log_count, which counts lines: the >= and == assertions below
+ * count occurrences. */
+static int log_count(const itest_daemon *d, size_t from, const char *needle)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return strdup("");
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    buf[got] = '\0';
-    fclose(f);
-    return buf;
-}
-
-/* Occurrences of needle in the log from byte offset `from`. */
-static int log_count(const char *path, size_t from, const char *needle)
-{
-    char *s = slurp(path);
+    char *s = itest_daemon_log(d);
     int n = 0;
     if (from <= strlen(s))
         for (const char *p = s + from; (p = strstr(p, needle)); p += strlen(needle))
@@ -201,9 +163,9 @@ static int log_count(const char *path, size_t from, const char *needle)
 
 /* The text after the first occurrence of needle (from `from`) up to the end of
  * its line, or "" if absent. */
-static void log_after(const char *path, size_t from, const char *needle, char *out, size_t len)
+static void log_after(const itest_daemon *d, size_t from, const char *needle, char *out, size_t len)
 {
-    char *s = slurp(path);
+    char *s = itest_daemon_log(d);
     out[0] = '\0';
     const char *p = from <= strlen(s) ? strstr(s + from, needle) : NULL;
     if (p) {
@@ -214,104 +176,71 @@ static void log_after(const char *path, size_t from, const char *needle, char *o
     free(s);
 }
 
-static bool wait_log(const char *path, size_t from, const char *needle, int64_t timeout_ms)
+static void daemon_start(itest_daemon *d, const char *level)
 {
-    int64_t end = itest_now_ms() + timeout_ms;
-    while (itest_now_ms() < end) {
-        if (log_count(path, from, needle) > 0)
+    d->log_level = level;
+    assert_int_equal(itest_daemon_start(d, T.cfg), 0);
+}
+
+/* Stop receiving notify messages; unlike itest_daemon_cleanup this leaves a
+ * running daemon running and keeps the messages. */
+static void notify_close(itest_daemon *d)
+{
+    if (d->sock_fd >= 0)
+        close(d->sock_fd);
+    d->sock_fd = -1;
+}
+
+/* A notify socket for d (before daemon_start, which binds it): its STATUS=
+ * lines. The messages received so far are kept. */
+static void notify_open(itest_daemon *d, const char *name)
+{
+    notify_close(d); /* a test that failed before its notify_close left one open */
+    assert_true((size_t)snprintf(d->sock, sizeof d->sock, "%s/%s", T.dir, name) < sizeof d->sock);
+}
+
+/* Some notify message received so far contains needle (without receiving
+ * more, unlike itest_daemon_msg_contains). */
+static bool notify_has(const itest_daemon *d, const char *needle)
+{
+    for (int i = 0; i < d->n_msgs; i++)
+        if (d->msgs[i] && strstr(d->msgs[i], needle))
             return true;
-        itest_sleep_ms(50);
-    }
-    return log_count(path, from, needle) > 0;
+    return false;
 }
 
-static void daemon_start(daemon_proc *p, const char *level)
-{
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd < 0)
-            _exit(126);
-        /* a test that dies (or fails an assertion) must not leave a daemon
-         * behind to hold the lock of the next run */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(fd, 2);
-        dup2(fd, 1);
-        if (p->sock[0])
-            setenv("NOTIFY_SOCKET", p->sock, 1);
-        else
-            unsetenv("NOTIFY_SOCKET");
-        unsetenv("JOURNAL_STREAM");
-        execl(T.pgshadowd, T.pgshadowd, "-c", T.cfg, "--log-level", level, (char *)NULL);
-        _exit(127);
-    }
-    p->pid = pid;
-}
-
-/* A notify socket for p (before daemon_start): its STATUS= lines. */
-static void notify_open(daemon_proc *p, const char *name)
-{
-    snprintf(p->sock, sizeof p->sock, "%s/%s", T.dir, name);
-    p->sock_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    assert_true(p->sock_fd >= 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", p->sock);
-    unlink(p->sock);
-    assert_int_equal(bind(p->sock_fd, (struct sockaddr *)&sa, sizeof sa), 0);
-}
-
-static void notify_close(daemon_proc *p)
-{
-    if (p->sock_fd >= 0)
-        close(p->sock_fd);
-    p->sock_fd = -1;
-}
-
-static bool wait_status(daemon_proc *p, const char *needle, int64_t timeout_ms)
+/* Wait until some notify message contains needle (anywhere, not only at a
+ * line start as itest_daemon_wait_msg requires). */
+static bool wait_status(itest_daemon *d, const char *needle, int64_t timeout_ms)
 {
     int64_t end = itest_now_ms() + timeout_ms;
     do {
-        char buf[4096];
-        ssize_t n;
-        while ((n = recv(p->sock_fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
-            if (p->n_msgs + (size_t)n + 2 < sizeof p->msgs) {
-                memcpy(p->msgs + p->n_msgs, buf, (size_t)n);
-                p->n_msgs += (size_t)n;
-                p->msgs[p->n_msgs++] = '\n';
-                p->msgs[p->n_msgs] = '\0';
-            }
-        }
-        if (strstr(p->msgs, needle))
+        itest_daemon_drain(d);
+        if (notify_has(d, needle))
             return true;
         itest_sleep_ms(50);
     } while (itest_now_ms() < end);
-    fprintf(stderr, "test-sync: no '%s' in the notify messages:\n%s\n", needle, p->msgs);
+    fprintf(stderr, "test-sync: no '%s' in the %d notify messages:\n", needle, d->n_msgs);
+    for (int i = 0; i < d->n_msgs; i++)
+        fprintf(stderr, "%s\n", d->msgs[i] ? d->msgs[i] : "");
     return false;
 }
 
 /* The daemon must still be alive (it never exits on its own). */
-static void daemon_assert_alive(daemon_proc *p)
+static void daemon_assert_alive(itest_daemon *d)
 {
     int st;
-    pid_t r = waitpid(p->pid, &st, WNOHANG);
+    pid_t r = waitpid(d->pid, &st, WNOHANG);
     if (r != 0) {
-        char *log = slurp(p->log);
+        if (r == d->pid) {
+            d->reaped = true;
+            d->exit_status = st;
+        }
+        char *log = itest_daemon_log(d);
         size_t n = strlen(log);
-        fail_msg("pgshadowd %d exited on its own (status %d); log tail:\n%s", (int)p->pid, st,
+        fail_msg("pgshadowd %d exited on its own (status %d); log tail:\n%s", (int)d->pid, st,
                  n > 3000 ? log + n - 3000 : log);
     }
-}
-
-static int daemon_kill(daemon_proc *p, int sig)
-{
-    if (p->pid <= 0)
-        return -1;
-    kill(p->pid, sig);
-    int st = 0;
-    waitpid(p->pid, &st, 0);
-    p->pid = -1;
-    return st;
 }
 
 static int run_ctl(const char *arg)
@@ -372,7 +301,7 @@ typedef struct diff {
 
 static diff table_diff(const char *table)
 {
-    PGconn *c = connect_to(T.db_conninfo, true);
+    PGconn *c = itest_connect(T.db_conninfo);
     itest_exec_ok(c, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'"); /* the settings the canonical hash is defined under */
     const char *params[1] = {table};
     PGresult *res = PQexecParams(c, "SELECT * FROM public.itest_diff($1)", 1, NULL, params, NULL,
@@ -409,7 +338,7 @@ static const char DRAINED_SQL[] =
 static void wait_drained(const char *when)
 {
     if (!wait_true(DRAINED_SQL, DRAIN_MS)) {
-        char *log = slurp(D.log);
+        char *log = itest_daemon_log(&D);
         size_t n = strlen(log);
         fail_msg("%s: change log not drained within %d ms (%lld pending); daemon log tail:\n%s",
                  when, DRAIN_MS, db_int("SELECT count(*) FROM pgshadow.change_log"),
@@ -607,7 +536,7 @@ static int group_setup(void **state)
     if (asprintf(&T.db_conninfo, "%s dbname=%s", T.conninfo, DB) < 0)
         return -1;
 
-    PGconn *admin = connect_to(T.conninfo, false);
+    PGconn *admin = connect_to(T.conninfo);
     if (!admin) {
         fprintf(stderr, "test-sync: cannot connect to %s\n", T.conninfo);
         return -1;
@@ -619,7 +548,7 @@ static int group_setup(void **state)
     PQfinish(admin);
     if (!ok)
         return -1;
-    PGconn *c = connect_to(T.db_conninfo, false);
+    PGconn *c = connect_to(T.db_conninfo);
     if (!c)
         return -1;
     res = PQexec(c, SCHEMA_SQL);
@@ -634,12 +563,9 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    daemon_proc *all[] = {&D, &A, &B};
-    for (int i = 0; i < 3; i++) {
-        if (all[i]->pid > 0)
-            daemon_kill(all[i], SIGKILL);
-        notify_close(all[i]);
-    }
+    itest_daemon_cleanup(&D);
+    itest_daemon_cleanup(&A);
+    itest_daemon_cleanup(&B);
     fprintf(stderr, "test-sync: logs kept in %s\n", T.dir);
     free(T.db_conninfo);
     return 0;
@@ -670,17 +596,17 @@ static void test_backfill(void **state)
     assert_true(caught);
     daemon_assert_alive(&D);
     long long before = db_int("SELECT sum(backfill_rows) FROM pgshadow.tables");
-    daemon_kill(&D, SIGKILL);
+    itest_daemon_kill(&D, SIGKILL);
     fprintf(stderr, "test-sync: killed pgshadowd mid-backfill at %lld rows copied\n", before);
 
-    size_t from = itest_file_size(D.log);
+    size_t from = itest_daemon_log_size(&D);
     daemon_start(&D, "info");
     wait_drained("backfill");
     daemon_assert_alive(&D);
     /* the restart resumed instead of starting over */
-    assert_true(log_count(D.log, from, "resuming after") + log_count(D.log, from, "started (") > 0);
-    assert_true(log_count(D.log, 0, "leader lock acquired") >= 2);
-    assert_true(log_count(D.log, 0, "done: ") >= TABLES);
+    assert_true(log_count(&D, from, "resuming after") + log_count(&D, from, "started (") > 0);
+    assert_true(log_count(&D, 0, "leader lock acquired") >= 2);
+    assert_true(log_count(&D, 0, "done: ") >= TABLES);
     assert_true(db_true("SELECT bool_and(primary_rows IS NOT NULL AND shadow_rows IS NOT NULL "
                         "AND backfill_done_at IS NOT NULL) FROM pgshadow.tables"));
     assert_all_equal("after backfill");
@@ -721,7 +647,7 @@ static void test_chaos(void **state)
         long long pending = db_int("SELECT count(*) FROM pgshadow.change_log");
         if (pending > max_pending)
             max_pending = pending;
-        daemon_kill(&D, SIGKILL);
+        itest_daemon_kill(&D, SIGKILL);
         itest_sleep_ms(random() % 400);
         daemon_start(&D, "info");
     }
@@ -736,7 +662,7 @@ static void test_chaos(void **state)
 
     wait_drained("chaos");
     daemon_assert_alive(&D);
-    assert_true(log_count(D.log, 0, "leader lock acquired") >= 2 + kills);
+    assert_true(log_count(&D, 0, "leader lock acquired") >= 2 + kills);
     assert_int_equal(db_int("SELECT count(*) FROM pgshadow.quarantine"), 0);
     assert_all_equal("after chaos");
     /* the registry's counts are exact once drained with nothing quarantined
@@ -767,7 +693,7 @@ static void test_quarantine(void **state)
     daemon_assert_alive(&D);
     /* the shadow is stricter than the primary */
     db_exec("ALTER TABLE parents_shadow ADD CONSTRAINT itest_no_negative CHECK (score >= 0)");
-    size_t from = itest_file_size(D.log);
+    size_t from = itest_daemon_log_size(&D);
     /* 5 poison rows mixed into transactions with good rows and children */
     db_exec("INSERT INTO parents (id, name, score) "
             "SELECT 9000000 + g, 'mixed ' || g, CASE WHEN g % 10 = 0 THEN -g ELSE g END "
@@ -790,7 +716,7 @@ static void test_quarantine(void **state)
     assert_int_equal(d.missing, 5);
     assert_int_equal(d.orphans, 0);
     assert_int_equal(d.differ, 0);
-    assert_true(wait_log(D.log, from, "quarantined", 5000));
+    assert_true(itest_daemon_wait_log(&D, from, "quarantined", 5000));
 
     /* a later change to a poisoned key retries it; success leaves the quarantine */
     db_exec("UPDATE parents SET score = 1 WHERE id IN (9000010, 9000020)");
@@ -810,7 +736,7 @@ static void test_quarantine(void **state)
  * is 10 s and every write is delivered well within 10 s of the reload that
  * set it (which restarts that timer), so only the NOTIFY can explain it. */
 
-static void reload_daemon(daemon_proc *p);
+static void reload_daemon(itest_daemon *p);
 
 static void test_wakeup(void **state)
 {
@@ -849,48 +775,48 @@ static void test_wakeup(void **state)
 /* ------------------------------------------------------------------------ */
 /* 3b. reload (batch_size) and on_apply_error: halt */
 
-static void reload_daemon(daemon_proc *p)
+static void reload_daemon(itest_daemon *p)
 {
-    size_t from = itest_file_size(p->log);
+    size_t from = itest_daemon_log_size(p);
     assert_int_equal(kill(p->pid, SIGHUP), 0);
-    assert_true(wait_log(p->log, from, "in force", 20000));
+    assert_true(itest_daemon_wait_log(p, from, "in force", 20000));
 }
 
 static void test_reload_and_halt(void **state)
 {
     (void)state;
     daemon_assert_alive(&D);
-    int st = daemon_kill(&D, SIGTERM);
+    int st = itest_daemon_kill(&D, SIGTERM);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     notify_open(&D, "notify-d.sock");
-    size_t from = itest_file_size(D.log);
+    size_t from = itest_daemon_log_size(&D);
     daemon_start(&D, "debug");
-    assert_true(wait_log(D.log, from, "leader lock acquired", 20000));
+    assert_true(itest_daemon_wait_log(&D, from, "leader lock acquired", 20000));
 
     /* reload: smaller batches from now on */
     assert_int_equal(write_config_ex(100, 50, "halt"), 0);
     reload_daemon(&D);
-    from = itest_file_size(D.log);
+    from = itest_daemon_log_size(&D);
     db_exec("INSERT INTO parents (id, name, score) SELECT 9300000 + g, 'reload ' || g, g "
             "FROM generate_series(1, 300) g");
     wait_drained("reload");
-    assert_true(log_count(D.log, from, "taken=50 ") >= 6);
-    assert_int_equal(log_count(D.log, from, "taken=200 "), 0);
+    assert_true(log_count(&D, from, "taken=50 ") >= 6);
+    assert_int_equal(log_count(&D, from, "taken=200 "), 0);
 
     /* halt: one bad row stops the table's apply and says why; nothing is
      * quarantined, the change log keeps the entries */
     db_exec("ALTER TABLE parents_shadow ADD CONSTRAINT itest_halt CHECK (score >= 0)");
-    from = itest_file_size(D.log);
+    from = itest_daemon_log_size(&D);
     db_exec("INSERT INTO parents (id, name, score) VALUES (9400001, 'good', 1), (9400002, 'bad', -1), "
             "(9400003, 'good', 3)");
-    assert_true(wait_log(D.log, from, "HALTED (on_apply_error: halt): ", 20000));
+    assert_true(itest_daemon_wait_log(&D, from, "HALTED (on_apply_error: halt): ", 20000));
     char why[512];
-    log_after(D.log, from, "HALTED (on_apply_error: halt): ", why, sizeof why);
+    log_after(&D, from, "HALTED (on_apply_error: halt): ", why, sizeof why);
     assert_non_null(strstr(why, "parents"));
     assert_non_null(strstr(why, "23514"));
     assert_non_null(strstr(why, "itest_halt"));
     assert_true(wait_status(&D, "STATUS=connected; leader; HALTED: ", 20000));
-    assert_non_null(strstr(D.msgs, "23514"));
+    assert_true(notify_has(&D, "23514"));
     assert_true(db_int("SELECT count(*) FROM pgshadow.change_log") > 0);
     assert_int_equal(db_int("SELECT count(*) FROM pgshadow.quarantine"), 0);
     assert_int_equal(db_int("SELECT count(*) FROM parents_shadow WHERE id = 9400002"), 0);
@@ -899,9 +825,9 @@ static void test_reload_and_halt(void **state)
     /* the operator fixes the row and reloads: applying resumes */
     db_exec("UPDATE parents SET score = 2 WHERE id = 9400002");
     assert_int_equal(write_config(100), 0);
-    from = itest_file_size(D.log);
+    from = itest_daemon_log_size(&D);
     reload_daemon(&D);
-    assert_true(wait_log(D.log, from, "clearing the halt", 5000));
+    assert_true(itest_daemon_wait_log(&D, from, "clearing the halt", 5000));
     wait_drained("after halt");
     assert_int_equal(db_int("SELECT count(*) FROM parents_shadow WHERE id BETWEEN 9400001 AND 9400003"),
                      3);
@@ -913,29 +839,29 @@ static void test_reload_and_halt(void **state)
 /* ------------------------------------------------------------------------ */
 /* 3c. a reload whose tables differ from the installed registry */
 
-static void drain_status(daemon_proc *p)
+/* Forget every notify message received or pending so far. */
+static void drain_status(itest_daemon *p)
 {
-    char buf[4096];
-    while (recv(p->sock_fd, buf, sizeof buf, MSG_DONTWAIT) > 0)
-        ;
+    itest_daemon_drain(p);
+    for (int i = 0; i < p->n_msgs; i++)
+        free(p->msgs[i]);
     p->n_msgs = 0;
-    p->msgs[0] = '\0';
 }
 
 static void test_config_drift(void **state)
 {
     (void)state;
     daemon_assert_alive(&D);
-    int st = daemon_kill(&D, SIGTERM);
+    int st = itest_daemon_kill(&D, SIGTERM);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     notify_open(&D, "notify-drift.sock");
-    size_t from = itest_file_size(D.log);
+    size_t from = itest_daemon_log_size(&D);
     daemon_start(&D, "debug");
-    assert_true(wait_log(D.log, from, "leader lock acquired", 20000));
+    assert_true(itest_daemon_wait_log(&D, from, "leader lock acquired", 20000));
     assert_true(wait_status(&D, "STATUS=connected; leader; backfill done; lag ", 20000));
     /* the installed config itself: no difference reported at start */
-    assert_int_equal(log_count(D.log, from, "config differs from the installed registry"), 0);
-    assert_null(strstr(D.msgs, "config != installed"));
+    assert_int_equal(log_count(&D, from, "config differs from the installed registry"), 0);
+    assert_false(notify_has(&D, "config != installed"));
 
     /* a changed expression and a table that was never installed */
     db_exec("CREATE TABLE IF NOT EXISTS drift_extra (id integer PRIMARY KEY)");
@@ -943,18 +869,18 @@ static void test_config_drift(void **state)
                     "    - name: children\n    - name: links\n    - name: notes\n"
                     "    - name: drift_extra\n";
     assert_int_equal(write_config(100), 0);
-    from = itest_file_size(D.log);
+    from = itest_daemon_log_size(&D);
     reload_daemon(&D);
-    assert_true(wait_log(D.log, from,
+    assert_true(itest_daemon_wait_log(&D, from,
                          "config differs from the installed registry for table parents: columns: "
                          "score changed (\"p.score\" -> \"p.score + 1\"); the daemon keeps applying "
                          "with the installed mapping; run pgshadowctl install to apply it",
                          10000));
-    assert_true(wait_log(D.log, from,
+    assert_true(itest_daemon_wait_log(&D, from,
                          "config differs from the installed registry for table drift_extra: in the "
                          "config but not installed",
                          10000));
-    assert_int_equal(log_count(D.log, from, "config differs from the installed registry"), 2);
+    assert_int_equal(log_count(&D, from, "config differs from the installed registry"), 2);
     assert_true(wait_status(&D, "; config != installed: run pgshadowctl install", 20000));
     /* still applying, with the installed mapping (score, not score + 1) */
     db_exec("INSERT INTO parents (id, name, score) VALUES (9600001, 'drift', 7)");
@@ -963,13 +889,13 @@ static void test_config_drift(void **state)
     /* restored: the warnings stop and the marker goes away */
     config_tables = TABLES_INSTALLED;
     assert_int_equal(write_config(100), 0);
-    from = itest_file_size(D.log);
+    from = itest_daemon_log_size(&D);
     reload_daemon(&D);
-    assert_true(wait_log(D.log, from, "match the installed registry again", 10000));
+    assert_true(itest_daemon_wait_log(&D, from, "match the installed registry again", 10000));
     drain_status(&D);
     assert_true(wait_status(&D, "STATUS=connected; leader; backfill done; lag ", 20000));
-    assert_null(strstr(D.msgs, "config != installed"));
-    assert_int_equal(log_count(D.log, from, "config differs from the installed registry"), 0);
+    assert_false(notify_has(&D, "config != installed"));
+    assert_int_equal(log_count(&D, from, "config differs from the installed registry"), 0);
     db_exec("DROP TABLE drift_extra");
     notify_close(&D);
 }
@@ -1009,16 +935,16 @@ static void test_lock_timeout(void **state)
             "FROM generate_series(1, 5) g");
     wait_drained("lock timeout: before");
 
-    locker = connect_to(T.db_conninfo, true);
+    locker = itest_connect(T.db_conninfo);
     itest_exec_ok(locker, "SET lock_timeout = '10s'"); /* the daemon is idle: no wait expected */
     itest_exec_ok(locker, "BEGIN; LOCK TABLE public.parents_shadow IN ACCESS EXCLUSIVE MODE");
-    size_t from = itest_file_size(D.log);
+    size_t from = itest_daemon_log_size(&D);
 
     /* Writes to the primary only (no cascades, fewer than batch_size), so
      * every batch the daemon takes needs parents_shadow. The writer's own
      * lock_timeout turns a capture path that touched the shadow into an
      * error instead of a hang. */
-    PGconn *w = connect_to(T.db_conninfo, true);
+    PGconn *w = itest_connect(T.db_conninfo);
     itest_exec_ok(w, "SET lock_timeout = '10s'");
     itest_exec_ok(w, "INSERT INTO parents (id, name, score) SELECT 9700000 + g, 'lock ' || g, g "
                      "FROM generate_series(6, 10) g");
@@ -1034,10 +960,10 @@ static void test_lock_timeout(void **state)
     int64_t t0 = itest_now_ms();
     static const char warning[] = "sync: apply_batch gave up waiting for a lock after lock_timeout "
                                   "(5 s): ";
-    assert_true(wait_log(D.log, from, warning, 20000));
+    assert_true(itest_daemon_wait_log(&D, from, warning, 20000));
     int64_t waited = itest_now_ms() - t0;
     char why[512];
-    log_after(D.log, from, warning, why, sizeof why);
+    log_after(&D, from, warning, why, sizeof why);
     fprintf(stderr, "test-sync: lock timeout warned after %lld ms: %s\n", (long long)waited, why);
     assert_non_null(strstr(why, "lock timeout"));
     assert_non_null(strstr(why, "; retrying in "));
@@ -1047,7 +973,7 @@ static void test_lock_timeout(void **state)
     itest_expect_sql(locker, PENDING_SQL, want_pending);
     itest_expect_sql(locker, LOCK_ROWS_SQL,
                      "9700001=lock 1,9700002=lock 2,9700003=lock 3,9700004=lock 4,9700005=lock 5");
-    assert_int_equal(log_count(D.log, from, "applied batch"), 0);
+    assert_int_equal(log_count(&D, from, "applied batch"), 0);
 
     /* the lock goes away: the retry applies it all */
     itest_exec_ok(locker, "COMMIT");
@@ -1067,15 +993,15 @@ static void test_lock_timeout(void **state)
 /* 4. two daemons */
 
 static const char LOCK_HOLDER_SQL[] =
-    "SELECT string_agg(pid::text, ',') FROM pg_locks "
+    "SELECT coalesce(string_agg(pid::text, ','), '') FROM pg_locks "
     "WHERE locktype = 'advisory' AND granted AND database = "
     "(SELECT oid FROM pg_database WHERE datname = current_database()) "
     "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended('pgshadow:itest_sync', 0)";
 
 static char *lock_holders(void)
 {
-    PGconn *c = connect_to(T.db_conninfo, true);
-    char *v = query1(c, LOCK_HOLDER_SQL, true);
+    PGconn *c = itest_connect(T.db_conninfo);
+    char *v = itest_query(c, LOCK_HOLDER_SQL);
     PQfinish(c);
     return v;
 }
@@ -1085,7 +1011,7 @@ static void test_two_daemons(void **state)
     (void)state;
     daemon_assert_alive(&D);
     /* graceful stop of the chaos daemon: exit 0 */
-    int st = daemon_kill(&D, SIGTERM);
+    int st = itest_daemon_kill(&D, SIGTERM);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 
     snprintf(A.log, sizeof A.log, "%s/leader-A.log", T.dir);
@@ -1093,14 +1019,14 @@ static void test_two_daemons(void **state)
     notify_open(&A, "notify-a.sock");
     notify_open(&B, "notify-b.sock");
     daemon_start(&A, "debug");
-    assert_true(wait_log(A.log, 0, "leader lock acquired", 20000));
+    assert_true(itest_daemon_wait_log(&A, 0, "leader lock acquired", 20000));
     assert_true(wait_status(&A, "STATUS=connected; leader; backfill done; lag ", 20000));
     daemon_start(&B, "debug");
-    assert_true(wait_log(B.log, 0, "standby: another pgshadowd holds the leader lock", 20000));
+    assert_true(itest_daemon_wait_log(&B, 0, "standby: another pgshadowd holds the leader lock", 20000));
     assert_true(wait_status(&B, "STATUS=connected; standby: another pgshadowd holds the lock", 20000));
 
     char pid_a[32], pid_b[32];
-    log_after(A.log, 0, "leader lock acquired for migration itest_sync (backend pid ", pid_a,
+    log_after(&A, 0, "leader lock acquired for migration itest_sync (backend pid ", pid_a,
               sizeof pid_a);
     pid_a[strcspn(pid_a, ")")] = '\0';
     char *h = lock_holders();
@@ -1111,31 +1037,31 @@ static void test_two_daemons(void **state)
     db_exec("INSERT INTO parents (id, name, score) SELECT 9200000 + g, 'two ' || g, g "
             "FROM generate_series(1, 500) g");
     wait_drained("two daemons");
-    assert_true(log_count(A.log, 0, "applied batch") > 0);
-    assert_int_equal(log_count(B.log, 0, "applied batch"), 0);
-    assert_int_equal(log_count(B.log, 0, "leader lock acquired"), 0);
+    assert_true(log_count(&A, 0, "applied batch") > 0);
+    assert_int_equal(log_count(&B, 0, "applied batch"), 0);
+    assert_int_equal(log_count(&B, 0, "leader lock acquired"), 0);
     daemon_assert_alive(&B);
 
     /* the leader dies: B takes over within seconds and drains new changes */
-    size_t from_b = itest_file_size(B.log);
-    daemon_kill(&A, SIGKILL);
+    size_t from_b = itest_daemon_log_size(&B);
+    itest_daemon_kill(&A, SIGKILL);
     int64_t t0 = itest_now_ms();
     db_exec("UPDATE parents SET score = score + 7 WHERE id BETWEEN 9200001 AND 9200500");
     db_exec("DELETE FROM parents WHERE id BETWEEN 9200001 AND 9200100");
-    assert_true(wait_log(B.log, from_b, "leader lock acquired", 15000));
+    assert_true(itest_daemon_wait_log(&B, from_b, "leader lock acquired", 15000));
     fprintf(stderr, "test-sync: standby took over after %lld ms\n", (long long)(itest_now_ms() - t0));
-    log_after(B.log, from_b, "leader lock acquired for migration itest_sync (backend pid ", pid_b,
+    log_after(&B, from_b, "leader lock acquired for migration itest_sync (backend pid ", pid_b,
               sizeof pid_b);
     pid_b[strcspn(pid_b, ")")] = '\0';
     h = lock_holders();
     assert_string_equal(h, pid_b);
     free(h);
     wait_drained("handover");
-    assert_true(log_count(B.log, from_b, "applied batch") > 0);
+    assert_true(log_count(&B, from_b, "applied batch") > 0);
     assert_true(wait_status(&B, "STATUS=connected; leader; backfill done; lag ", 20000));
     assert_all_equal("after handover");
     daemon_assert_alive(&B);
-    st = daemon_kill(&B, SIGTERM);
+    st = itest_daemon_kill(&B, SIGTERM);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     notify_close(&A);
     notify_close(&B);
@@ -1266,22 +1192,22 @@ static void test_stale_own_session(void **state)
     assert_int_equal(write_config(100), 0);
     T.db_conninfo = direct;
 
-    daemon_proc S = {.pid = -1, .sock_fd = -1};
+    itest_daemon S = ITEST_DAEMON_INIT;
     snprintf(S.log, sizeof S.log, "%s/stale.log", T.dir);
     daemon_start(&S, "info");
-    assert_true(wait_log(S.log, 0, "leader lock acquired", 20000));
+    assert_true(itest_daemon_wait_log(&S, 0, "leader lock acquired", 20000));
     char pid_old[32];
-    log_after(S.log, 0, "leader lock acquired for migration itest_sync (backend pid ", pid_old,
+    log_after(&S, 0, "leader lock acquired for migration itest_sync (backend pid ", pid_old,
               sizeof pid_old);
     pid_old[strcspn(pid_old, ")")] = '\0';
 
-    size_t from = itest_file_size(S.log);
+    size_t from = itest_daemon_log_size(&S);
     int64_t t0 = itest_now_ms();
     assert_int_equal(kill(proxy, SIGUSR1), 0);
     char want[128];
     snprintf(want, sizeof want, "still held by our own previous session (backend pid %s)", pid_old);
-    bool seen = wait_log(S.log, from, want, 20000);
-    bool led = seen && wait_log(S.log, from, "leader lock acquired", 20000);
+    bool seen = itest_daemon_wait_log(&S, from, want, 20000) != 0;
+    bool led = seen && itest_daemon_wait_log(&S, from, "leader lock acquired", 20000) != 0;
     int64_t took = itest_now_ms() - t0;
     char sql[160];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", pid_old);
@@ -1289,13 +1215,13 @@ static void test_stale_own_session(void **state)
     char *h = lock_holders();
     char pid_new[32] = "";
     if (led)
-        log_after(S.log, from, "leader lock acquired for migration itest_sync (backend pid ", pid_new,
+        log_after(&S, from, "leader lock acquired for migration itest_sync (backend pid ", pid_new,
                   sizeof pid_new);
     pid_new[strcspn(pid_new, ")")] = '\0';
     fprintf(stderr, "test-sync: stale session %s: terminated and led again after %lld ms "
                     "(holder now %s)\n", pid_old, (long long)took, h);
 
-    daemon_kill(&S, SIGTERM);
+    itest_daemon_kill(&S, SIGTERM);
     kill(proxy, SIGKILL);
     waitpid(proxy, NULL, 0);
     unlink(lpath);
