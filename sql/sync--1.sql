@@ -725,8 +725,12 @@ BEGIN
     -- other rows are being written. The first three retries are at once
     -- (the common case: the parent is in the next batches); a key that keeps
     -- failing (a true orphan) then waits 2, 4, 8 s ... (at most ~2 h) since
-    -- it last failed, so steady writes to a related table do not re-queue
-    -- every orphan in every batch.
+    -- it last failed, so a backlog drained in full batches does not re-queue
+    -- every orphan in every batch. A batch that took less than its limit
+    -- (the log is drained, as far as this batch could see) re-queues them
+    -- all, backoff or not: otherwise a key whose backoff was running when
+    -- the last related write was applied stayed quarantined after the
+    -- writes stopped, although it would now apply (seen in the chaos test).
     IF v_written IS NOT NULL THEN
         WITH w AS (
             SELECT to_regclass(format('%I.%I', t.schema_name, t.shadow_name)) AS rel
@@ -743,7 +747,7 @@ BEGIN
             WHERE t.table_id = q.table_id AND t.migration_id = p_migration_id
               AND q.sqlstate = '23503' AND NOT q.retry_requested
               AND q.last_seen < now()
-              AND (q.attempts <= 3
+              AND (q.attempts <= 3 OR taken < p_limit
                    OR q.last_seen < now() - interval '1 second' * power(2, least(q.attempts - 3, 13)))
               AND NOT t.table_id = ANY (v_halted)
               AND to_regclass(format('%I.%I', t.schema_name, t.shadow_name)) IN (SELECT rel.rel FROM rel)

@@ -987,15 +987,47 @@ static void test_orphan_requeue_backs_off(void **state)
     itest_exec_ok(c, "INSERT INTO ok VALUES (1, 99)"); /* parent 99 never exists */
     drain(c, 1000, "quarantine");
     itest_expect_sql(c, "SELECT attempts || ' ' || sqlstate FROM pgshadow.quarantine", "1 23503");
+    /* Full batches (limit 1), as while a backlog drains: the backoff
+     * applies. (A batch that takes less than its limit re-queues every
+     * related orphan: test_orphan_requeue_when_drained.) */
     for (int i = 0; i < 12; i++) { /* a retry needs two batches: 6 retries without backoff */
         char sql[96];
         snprintf(sql, sizeof sql, "INSERT INTO op VALUES (%d)", i + 1);
         itest_exec_ok(c, sql);
-        drain(c, 1000, "quarantine");
+        drain(c, 1, "quarantine");
     }
     /* three retries at once (attempts 4), then waiting 2 s: not 6 retries (7) */
     itest_expect_sql(c, "SELECT attempts FROM pgshadow.quarantine", "4");
     itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+}
+
+/* The backoff's blind spot: a key in backoff when the last related write is
+ * applied. A batch that takes less than its limit (the log drained) re-queues
+ * it anyway, so it applies once its parent exists, with no further writes. */
+static void test_orphan_requeue_when_drained(void **state)
+{
+    itest_db *t = *state;
+    PGconn *c = t->c;
+    itest_exec_ok(c, "CREATE TABLE op (id int PRIMARY KEY); CREATE TABLE ok (id int PRIMARY KEY, op_id int)");
+    install(c, "",
+            "SELECT pgshadow.register_table('public', 'op', NULL, '_shadow', '" MIG "', '{}');"
+            "SELECT pgshadow.register_table('public', 'ok', NULL, '_shadow', '" MIG "', '{}');");
+    itest_exec_ok(c, "ALTER TABLE ok_shadow ADD FOREIGN KEY (op_id) REFERENCES op_shadow");
+    itest_exec_ok(c, "INSERT INTO ok VALUES (1, 99)"); /* parent 99 not there yet */
+    drain(c, 1000, "quarantine");
+    /* put the key deep into its backoff (attempts 9: 64 s) */
+    itest_exec_ok(c, "UPDATE pgshadow.quarantine SET attempts = 9, last_seen = now() - interval '1 second'");
+    /* the parent arrives, in a batch that drains the log: the key applies */
+    itest_exec_ok(c, "INSERT INTO op VALUES (99)");
+    drain(c, 1000, "quarantine");
+    /* that batch re-queued the key ('D', backoff or not); the next applies it */
+    itest_expect_sql(c, "SELECT string_agg(op || ':' || array_to_string(key, ','), ' ') FROM pgshadow.change_log",
+                     "D:1");
+    drain(c, 1000, "quarantine");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM ok_shadow WHERE op_id = 99", "1");
+    expect_converged(c, "ok");
+    expect_converged(c, "op");
 }
 
 /* 1d: rows the shadow's own ON DELETE CASCADE removes are subtracted from
@@ -1102,6 +1134,7 @@ int main(void)
         T(test_fk_cascade_one_batch), T(test_fk_cascade_limit1), T(test_fk_cascade_limit2),
         T(test_deferred_fk),     T(test_unique_swap),           T(test_unique_swap_retry),
         T(test_held_delete_frees_unique), T(test_orphan_requeue_backs_off),
+        T(test_orphan_requeue_when_drained),
         T(test_counts_cascade),  T(test_float_key),             T(test_poison_bisect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
