@@ -234,6 +234,25 @@ bool itest_wait_value(const char *conninfo, const char *sql, const char *want,
     return false;
 }
 
+bool itest_true_on(const char *conninfo, const char *sql)
+{
+    char *v = itest_value_on(conninfo, sql);
+    bool t = v && strcmp(v, "t") == 0;
+    free(v);
+    return t;
+}
+
+bool itest_wait_true(const char *conninfo, const char *sql, int64_t timeout_ms)
+{
+    int64_t end = itest_now_ms() + timeout_ms;
+    while (itest_now_ms() < end) {
+        if (itest_true_on(conninfo, sql))
+            return true;
+        itest_sleep_ms(100);
+    }
+    return itest_true_on(conninfo, sql);
+}
+
 /* ---- fresh databases ------------------------------------------------ */
 
 void itest_db_drop(const char *name)

@@ -92,6 +92,15 @@ char *itest_value_on(const char *conninfo, const char *sql);
 bool itest_wait_value(const char *conninfo, const char *sql, const char *want,
                       int64_t timeout_ms);
 
+/* sql on a connection of its own gives 't'; false on any error (for
+ * polling). */
+bool itest_true_on(const char *conninfo, const char *sql);
+
+/* Poll itest_true_on every 100 ms until it is true, and once more after the
+ * deadline (a write that lands right at it still counts); false after
+ * timeout_ms. */
+bool itest_wait_true(const char *conninfo, const char *sql, int64_t timeout_ms);
+
 /* ---- fresh databases ------------------------------------------------ */
 
 /* DROP DATABASE IF EXISTS name WITH (FORCE), then CREATE DATABASE name. */

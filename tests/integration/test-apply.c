@@ -972,6 +972,20 @@ static void test_held_delete_frees_unique(void **state)
                   "FROM pgshadow.quarantine", "2 23503");
 }
 
+/* Tables op (parent) and ok (child; the foreign key only between the
+ * shadows), and child 1 pointing at parent 99, which does not exist: after a
+ * drain, key 1 of ok is quarantined with 23503. */
+static void orphan_setup(PGconn *c)
+{
+    itest_exec_ok(c, "CREATE TABLE op (id int PRIMARY KEY); CREATE TABLE ok (id int PRIMARY KEY, op_id int)");
+    install(c, "",
+            "SELECT pgshadow.register_table('public', 'op', NULL, '_shadow', '" MIG "', '{}');"
+            "SELECT pgshadow.register_table('public', 'ok', NULL, '_shadow', '" MIG "', '{}');");
+    itest_exec_ok(c, "ALTER TABLE ok_shadow ADD FOREIGN KEY (op_id) REFERENCES op_shadow");
+    itest_exec_ok(c, "INSERT INTO ok VALUES (1, 99)");
+    drain(c, 1000, "quarantine");
+}
+
 /* A true orphan (its parent never comes) is retried at once three times,
  * then backs off: steady writes to the parent table do not
  * re-queue it in every batch. */
@@ -979,13 +993,7 @@ static void test_orphan_requeue_backs_off(void **state)
 {
     itest_db *t = *state;
     PGconn *c = t->c;
-    itest_exec_ok(c, "CREATE TABLE op (id int PRIMARY KEY); CREATE TABLE ok (id int PRIMARY KEY, op_id int)");
-    install(c, "",
-            "SELECT pgshadow.register_table('public', 'op', NULL, '_shadow', '" MIG "', '{}');"
-            "SELECT pgshadow.register_table('public', 'ok', NULL, '_shadow', '" MIG "', '{}');");
-    itest_exec_ok(c, "ALTER TABLE ok_shadow ADD FOREIGN KEY (op_id) REFERENCES op_shadow");
-    itest_exec_ok(c, "INSERT INTO ok VALUES (1, 99)"); /* parent 99 never exists */
-    drain(c, 1000, "quarantine");
+    orphan_setup(c); /* parent 99 never comes */
     itest_expect_sql(c, "SELECT attempts || ' ' || sqlstate FROM pgshadow.quarantine", "1 23503");
     /* Full batches (limit 1), as while a backlog drains: the backoff
      * applies. (A batch that takes less than its limit re-queues every
@@ -1008,13 +1016,7 @@ static void test_orphan_requeue_when_drained(void **state)
 {
     itest_db *t = *state;
     PGconn *c = t->c;
-    itest_exec_ok(c, "CREATE TABLE op (id int PRIMARY KEY); CREATE TABLE ok (id int PRIMARY KEY, op_id int)");
-    install(c, "",
-            "SELECT pgshadow.register_table('public', 'op', NULL, '_shadow', '" MIG "', '{}');"
-            "SELECT pgshadow.register_table('public', 'ok', NULL, '_shadow', '" MIG "', '{}');");
-    itest_exec_ok(c, "ALTER TABLE ok_shadow ADD FOREIGN KEY (op_id) REFERENCES op_shadow");
-    itest_exec_ok(c, "INSERT INTO ok VALUES (1, 99)"); /* parent 99 not there yet */
-    drain(c, 1000, "quarantine");
+    orphan_setup(c); /* parent 99 not there yet */
     /* put the key deep into its backoff (attempts 9: 64 s) */
     itest_exec_ok(c, "UPDATE pgshadow.quarantine SET attempts = 9, last_seen = now() - interval '1 second'");
     /* the parent arrives, in a batch that drains the log: the key applies */

@@ -125,26 +125,6 @@ static long long value_ll(const char *ci, const char *sql)
     return n;
 }
 
-static bool db_true(const char *sql)
-{
-    char *v = itest_value_on(T.db_ci, sql);
-    bool t = v && strcmp(v, "t") == 0;
-    free(v);
-    return t;
-}
-
-/* Poll sql on the test database until it is true: false after timeout_ms. */
-static bool wait_true(const char *sql, int64_t timeout_ms)
-{
-    int64_t end = itest_now_ms() + timeout_ms;
-    do {
-        if (db_true(sql))
-            return true;
-        itest_sleep_ms(100);
-    } while (itest_now_ms() < end);
-    return db_true(sql);
-}
-
 /* The live rows (ids above the seed) come from this sequence. */
 static long long last_live_id(void)
 {
@@ -157,7 +137,7 @@ static bool wait_shadow_has(long long id, int64_t timeout_ms)
 {
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT EXISTS (SELECT 1 FROM items_shadow WHERE id = %lld)", id);
-    return wait_true(sql, timeout_ms);
+    return itest_wait_true(T.db_ci, sql, timeout_ms);
 }
 
 static const char BACKFILL_SQL[] =
@@ -513,15 +493,18 @@ static void test_throttle(void **state)
     fprintf(stderr, "test-standby: back under, replication_lag_ms() = %s\n", lag2 ? lag2 : "?");
     free(lag2);
     writer_stop();
-    bool done = wait_true("SELECT bool_and(backfill_state = 'done') FROM pgshadow.tables "
-                          "WHERE migration_id = 'itest_standby' "
-                          "AND NOT EXISTS (SELECT 1 FROM pgshadow.change_log)",
-                          WAIT_MS);
+    bool done = itest_wait_true(T.db_ci,
+                                "SELECT bool_and(backfill_state = 'done') FROM pgshadow.tables "
+                                "WHERE migration_id = 'itest_standby' "
+                                "AND NOT EXISTS (SELECT 1 FROM pgshadow.change_log)",
+                                WAIT_MS);
     if (!done)
         dump_log("the backfill did not complete after the lag went away");
     assert_true(done);
-    assert_true(db_true("SELECT NOT EXISTS (SELECT id, v FROM items EXCEPT SELECT id, v FROM items_shadow) "
-                        "AND NOT EXISTS (SELECT id, v FROM items_shadow EXCEPT SELECT id, v FROM items)"));
+    assert_true(itest_true_on(
+        T.db_ci,
+        "SELECT NOT EXISTS (SELECT id, v FROM items EXCEPT SELECT id, v FROM items_shadow) "
+        "AND NOT EXISTS (SELECT id, v FROM items_shadow EXCEPT SELECT id, v FROM items)"));
     assert_int_equal(value_ll(T.db_ci, SEED_IN_SHADOW_SQL), SEED_ROWS);
     assert_true(itest_daemon_wait_msg(&T.d, 0, "STATUS=connected; leader; backfill done", WAIT_MS) >= 0);
     fprintf(stderr, "test-standby: backfill done (%lld seed rows), %lld live rows; total %lld ms\n",

@@ -104,16 +104,6 @@ static PGconn *connect_to(const char *ci)
     return c;
 }
 
-/* Run sql on the test database; true when it returns 't' (false on any
- * error: for polling). */
-static bool db_true(const char *sql)
-{
-    char *v = itest_value_on(T.db_conninfo, sql);
-    bool t = v && strcmp(v, "t") == 0;
-    free(v);
-    return t;
-}
-
 /* The first value of sql (atoll: 0 for no row or NULL); must succeed. */
 static long long db_int(const char *sql)
 {
@@ -128,20 +118,6 @@ static long long db_int(const char *sql)
 static void db_exec(const char *sql)
 {
     itest_exec_on(T.db_conninfo, sql);
-}
-
-/* Kept rather than itest_wait_value: it polls every 100 ms and checks once
- * more after the deadline, so a write that lands right at the deadline
- * still counts (test_wakeup's deadlines are tight by design). */
-static bool wait_true(const char *sql, int64_t timeout_ms)
-{
-    int64_t end = itest_now_ms() + timeout_ms;
-    while (itest_now_ms() < end) {
-        if (db_true(sql))
-            return true;
-        itest_sleep_ms(100);
-    }
-    return db_true(sql);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -337,7 +313,7 @@ static const char DRAINED_SQL[] =
 
 static void wait_drained(const char *when)
 {
-    if (!wait_true(DRAINED_SQL, DRAIN_MS)) {
+    if (!itest_wait_true(T.db_conninfo, DRAINED_SQL, DRAIN_MS)) {
         char *log = itest_daemon_log(&D);
         size_t n = strlen(log);
         fail_msg("%s: change log not drained within %d ms (%lld pending); daemon log tail:\n%s",
@@ -579,8 +555,10 @@ static void test_backfill(void **state)
     (void)state;
     assert_int_equal(run_ctl("install"), 0);
     /* install brings the sync engine's database side along */
-    assert_true(db_true("SELECT to_regprocedure('pgshadow.apply_batch(text,integer,text)') IS NOT NULL "
-                        "AND to_regprocedure('pgshadow.backfill_step(text,integer)') IS NOT NULL"));
+    assert_true(itest_true_on(
+        T.db_conninfo,
+        "SELECT to_regprocedure('pgshadow.apply_batch(text,integer,text)') IS NOT NULL "
+        "AND to_regprocedure('pgshadow.backfill_step(text,integer)') IS NOT NULL"));
     db_exec(DIFF_FN);
 
     daemon_start(&D, "info");
@@ -588,8 +566,10 @@ static void test_backfill(void **state)
     bool caught = false;
     int64_t end = itest_now_ms() + 60000;
     while (itest_now_ms() < end && !caught) {
-        caught = db_true("SELECT EXISTS (SELECT 1 FROM pgshadow.tables WHERE backfill_rows > 0) "
-                         "AND EXISTS (SELECT 1 FROM pgshadow.tables WHERE backfill_state <> 'done')");
+        caught = itest_true_on(
+            T.db_conninfo,
+            "SELECT EXISTS (SELECT 1 FROM pgshadow.tables WHERE backfill_rows > 0) "
+            "AND EXISTS (SELECT 1 FROM pgshadow.tables WHERE backfill_state <> 'done')");
         if (!caught)
             itest_sleep_ms(10);
     }
@@ -607,8 +587,9 @@ static void test_backfill(void **state)
     assert_true(log_count(&D, from, "resuming after") + log_count(&D, from, "started (") > 0);
     assert_true(log_count(&D, 0, "leader lock acquired") >= 2);
     assert_true(log_count(&D, 0, "done: ") >= TABLES);
-    assert_true(db_true("SELECT bool_and(primary_rows IS NOT NULL AND shadow_rows IS NOT NULL "
-                        "AND backfill_done_at IS NOT NULL) FROM pgshadow.tables"));
+    assert_true(itest_true_on(
+        T.db_conninfo, "SELECT bool_and(primary_rows IS NOT NULL AND shadow_rows IS NOT NULL "
+                       "AND backfill_done_at IS NOT NULL) FROM pgshadow.tables"));
     assert_all_equal("after backfill");
 }
 
@@ -721,11 +702,13 @@ static void test_quarantine(void **state)
     /* a later change to a poisoned key retries it; success leaves the quarantine */
     db_exec("UPDATE parents SET score = 1 WHERE id IN (9000010, 9000020)");
     wait_drained("quarantine retry");
-    assert_true(wait_true("SELECT count(*) = 3 FROM pgshadow.quarantine", 10000));
+    assert_true(
+        itest_wait_true(T.db_conninfo, "SELECT count(*) = 3 FROM pgshadow.quarantine", 10000));
     /* the rest: fix the rows and retry */
     db_exec("UPDATE parents SET score = 2 WHERE id IN (9000030, 9000040, 9000050)");
     wait_drained("quarantine fixed");
-    assert_true(wait_true("SELECT NOT EXISTS (SELECT 1 FROM pgshadow.quarantine)", 10000));
+    assert_true(itest_wait_true(T.db_conninfo,
+                                "SELECT NOT EXISTS (SELECT 1 FROM pgshadow.quarantine)", 10000));
     assert_all_equal("after quarantine");
     db_exec("ALTER TABLE parents_shadow DROP CONSTRAINT itest_no_negative");
 }
@@ -747,7 +730,9 @@ static void test_wakeup(void **state)
     reload_daemon(&D);
     wait_drained("wakeup: before");
     /* drained and idle: armed again */
-    assert_true(wait_true("SELECT armed FROM pgshadow.wakeup WHERE migration_id = 'itest_sync'", 5000));
+    assert_true(itest_wait_true(
+        T.db_conninfo, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = 'itest_sync'",
+        5000));
     for (int i = 1; i <= 3; i++) {
         char sql[256];
         snprintf(sql, sizeof sql, "INSERT INTO parents (id, name, score) VALUES (%d, 'wake %d', 1)",
@@ -757,13 +742,14 @@ static void test_wakeup(void **state)
                  9500000 + i);
         int64_t left = t0 + 9000 - itest_now_ms();
         assert_true(left > 0);
-        if (!wait_true(sql, left))
+        if (!itest_wait_true(T.db_conninfo, sql, left))
             fail_msg("write %d did not reach the shadow within %lld ms of the reload "
                      "(catchup_interval 10s): the NOTIFY did not wake the daemon",
                      i, (long long)(itest_now_ms() - t0));
         /* and it re-armed after that drain */
-        assert_true(wait_true("SELECT armed FROM pgshadow.wakeup WHERE migration_id = 'itest_sync'",
-                              t0 + 9000 - itest_now_ms()));
+        assert_true(itest_wait_true(
+            T.db_conninfo, "SELECT armed FROM pgshadow.wakeup WHERE migration_id = 'itest_sync'",
+            t0 + 9000 - itest_now_ms()));
     }
     fprintf(stderr, "test-sync: 3 single writes delivered by NOTIFY in %lld ms (catchup 10s)\n",
             (long long)(itest_now_ms() - t0));
@@ -782,16 +768,24 @@ static void reload_daemon(itest_daemon *p)
     assert_true(itest_daemon_wait_log(p, from, "in force", 20000));
 }
 
-static void test_reload_and_halt(void **state)
+/* Stop D cleanly (exit 0) and start it again at debug level with the notify
+ * socket `name`; returns the log offset of the new start, once it leads. */
+static size_t restart_with_notify(const char *name)
 {
-    (void)state;
     daemon_assert_alive(&D);
     int st = itest_daemon_kill(&D, SIGTERM);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    notify_open(&D, "notify-d.sock");
+    notify_open(&D, name);
     size_t from = itest_daemon_log_size(&D);
     daemon_start(&D, "debug");
     assert_true(itest_daemon_wait_log(&D, from, "leader lock acquired", 20000));
+    return from;
+}
+
+static void test_reload_and_halt(void **state)
+{
+    (void)state;
+    size_t from = restart_with_notify("notify-d.sock");
 
     /* reload: smaller batches from now on */
     assert_int_equal(write_config_ex(100, 50, "halt"), 0);
@@ -851,13 +845,7 @@ static void drain_status(itest_daemon *p)
 static void test_config_drift(void **state)
 {
     (void)state;
-    daemon_assert_alive(&D);
-    int st = itest_daemon_kill(&D, SIGTERM);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    notify_open(&D, "notify-drift.sock");
-    size_t from = itest_daemon_log_size(&D);
-    daemon_start(&D, "debug");
-    assert_true(itest_daemon_wait_log(&D, from, "leader lock acquired", 20000));
+    size_t from = restart_with_notify("notify-drift.sock");
     assert_true(wait_status(&D, "STATUS=connected; leader; backfill done; lag ", 20000));
     /* the installed config itself: no difference reported at start */
     assert_int_equal(log_count(&D, from, "config differs from the installed registry"), 0);
@@ -884,7 +872,8 @@ static void test_config_drift(void **state)
     assert_true(wait_status(&D, "; config != installed: run pgshadowctl install", 20000));
     /* still applying, with the installed mapping (score, not score + 1) */
     db_exec("INSERT INTO parents (id, name, score) VALUES (9600001, 'drift', 7)");
-    assert_true(wait_true("SELECT score = 7 FROM parents_shadow WHERE id = 9600001", 20000));
+    assert_true(itest_wait_true(T.db_conninfo,
+                                "SELECT score = 7 FROM parents_shadow WHERE id = 9600001", 20000));
 
     /* restored: the warnings stop and the marker goes away */
     config_tables = TABLES_INSTALLED;
