@@ -105,6 +105,11 @@ CREATE TABLE IF NOT EXISTS pgshadow.tables (
     backfill_total    bigint,                   -- estimate at start, for progress/ETA
     backfill_started_at timestamptz,
     backfill_done_at  timestamptz,
+    -- a resync (and a backfill into a shadow that already holds rows) also
+    -- removes shadow rows whose key the primary no longer has; it starts
+    -- only once every transaction older than the resync has ended
+    backfill_reconcile boolean NOT NULL DEFAULT false,
+    backfill_wait_xid xid8,                     -- NULL: no wait
     -- maintained counts (daemon)
     primary_rows      bigint,
     shadow_rows       bigint,
@@ -222,8 +227,28 @@ CREATE TABLE IF NOT EXISTS pgshadow.quarantine (
     last_seen       timestamptz NOT NULL DEFAULT now(),
     attempts        integer NOT NULL DEFAULT 1,
     retry_requested boolean NOT NULL DEFAULT false,
+    -- where it was rejected: 'parse' (the change log entry's key text is not
+    -- a key of the table's key type: key holds the raw text), 'upsert' or
+    -- 'delete' (apply), 'backfill'
+    phase           text CHECK (phase IN ('parse', 'upsert', 'delete', 'backfill')),
     UNIQUE (table_id, key)
 );
+
+-- A refresh of an existing install gets the columns added since.
+DO $columns$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'pgshadow.tables'::regclass
+                   AND attname = 'backfill_reconcile') THEN
+        ALTER TABLE pgshadow.tables ADD COLUMN backfill_reconcile boolean NOT NULL DEFAULT false,
+                                    ADD COLUMN backfill_wait_xid xid8;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'pgshadow.quarantine'::regclass
+                   AND attname = 'phase') THEN
+        ALTER TABLE pgshadow.quarantine ADD COLUMN phase text
+            CHECK (phase IN ('parse', 'upsert', 'delete', 'backfill'));
+    END IF;
+END
+$columns$;
 
 -- Privileges pgshadow granted on objects outside its schema (the primary
 -- tables, their schemas, user-provided shadows), so uninstall revokes
@@ -552,6 +577,213 @@ AS $fn$
     SELECT pt.relid, pt.isleaf FROM pg_partition_tree(p_rel) pt
 $fn$;
 
+-- ---------------------------------------------------------------------------
+-- Keys: how privileged code may handle them (docs/database.md, "Trust").
+-- ---------------------------------------------------------------------------
+
+-- One row per key column of p_rel, in key order, saying how pgshadow's own
+-- (privileged) code parses, groups and compares that column's values:
+--   typ   the type to cast key text to: the column's type with every domain
+--         stripped (also an array's element domain), schema-qualified and
+--         without a type modifier, so a domain CHECK (user code) never runs
+--         and a widened varchar(5) -> varchar(20) key is never cut;
+--   coll  the column's collation as a COLLATE clause, so grouping and
+--         comparing follow it (a nondeterministic collation merges keys);
+--   eq, lt, le, gt  the operators of the type's default btree operator class,
+--         schema-qualified (OPERATOR(public.=) for citext): with search_path
+--         pinned to pg_catalog an unqualified = would pick text's
+--         case-sensitive = for a citext key through its implicit cast;
+--   ns    the operators' schema (one schema for all columns: row comparisons);
+--   datetime  the text form depends on DateStyle/IntervalStyle;
+--   problem   why this column cannot be a key, or NULL.
+-- Refused: floating-point and money (text form depends on the session),
+-- composite and range types, and any type owned by a role that is not a
+-- superuser (an enum's owner can CREATE CAST from text to it and would have
+-- its function run by every privileged parse).
+CREATE OR REPLACE FUNCTION pgshadow._key_spec(p_rel regclass, p_cols text[])
+RETURNS TABLE (o integer, col text, typ text, coll text, eq text, lt text, le text, gt text, ns text,
+               datetime boolean, problem text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_typ    oid;
+    v_coll   oid;
+    v_base   oid;
+    v_elem   oid;
+    v_t      oid;
+    v_fam    oid;
+    v_intype oid;
+    r        record;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(p_cols), 0) LOOP
+        o := i; col := p_cols[i]; typ := NULL; coll := ''; eq := NULL; lt := NULL; le := NULL; gt := NULL;
+        ns := NULL; datetime := false; problem := NULL;
+        SELECT a.atttypid, a.attcollation INTO v_typ, v_coll
+        FROM pg_attribute a WHERE a.attrelid = p_rel AND a.attname = p_cols[i] AND a.attnum > 0
+                                AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            problem := 'no such column';
+            RETURN NEXT; CONTINUE;
+        END IF;
+        v_base := v_typ;
+        LOOP
+            SELECT t.typtype, t.typbasetype INTO r FROM pg_type t WHERE t.oid = v_base;
+            EXIT WHEN r.typtype <> 'd';
+            v_base := r.typbasetype;
+        END LOOP;
+        v_elem := NULL;
+        SELECT t.typelem INTO v_t FROM pg_type t
+        WHERE t.oid = v_base AND t.typelem <> 0 AND t.typsubscript = 'array_subscript_handler'::regproc;
+        IF v_t IS NOT NULL THEN
+            v_elem := v_t;
+            LOOP
+                SELECT t.typtype, t.typbasetype INTO r FROM pg_type t WHERE t.oid = v_elem;
+                EXIT WHEN r.typtype <> 'd';
+                v_elem := r.typbasetype;
+            END LOOP;
+            IF v_elem <> v_t THEN
+                SELECT t.typarray INTO v_base FROM pg_type t WHERE t.oid = v_elem;
+            END IF;
+        END IF;
+        FOR r IN
+            SELECT t.oid, t.typtype, t.typcategory, format_type(t.oid, NULL) AS name,
+                   coalesce(ro.rolsuper, false) AS su, ro.rolname
+            FROM pg_type t LEFT JOIN pg_roles ro ON ro.oid = t.typowner
+            WHERE t.oid IN (v_base, v_elem)
+        LOOP
+            IF r.oid IN ('real'::regtype, 'double precision'::regtype) THEN
+                problem := format('is a floating-point type (%s): its text form depends on the writing session (extra_float_digits)', r.name);
+            ELSIF r.oid = 'money'::regtype THEN
+                problem := 'is of type money: its text form depends on the session (lc_monetary)';
+            ELSIF r.typtype = 'c' THEN
+                problem := format('is of composite type %s', r.name);
+            ELSIF r.typtype IN ('r', 'm') THEN
+                problem := format('is of range type %s', r.name);
+            ELSIF r.typtype = 'p' THEN
+                problem := format('is of pseudo-type %s', r.name);
+            ELSIF NOT r.su THEN
+                problem := format('is of type %s, owned by role %s, not a superuser: pgshadow parses keys with '
+                                  'more rights than that role, and the owner of a type can attach code to its casts',
+                                  r.name, coalesce(quote_ident(r.rolname), '?'));
+            END IF;
+            IF r.typcategory IN ('D', 'T') THEN
+                datetime := true;
+            END IF;
+        END LOOP;
+        SELECT format('%I.%I', n.nspname, t.typname) INTO typ
+        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = v_base;
+        IF v_coll <> 0 THEN
+            SELECT format(' COLLATE %I.%I', n.nspname, c.collname) INTO coll
+            FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace WHERE c.oid = v_coll;
+        END IF;
+        v_fam := NULL;
+        SELECT opc.opcfamily, opc.opcintype INTO v_fam, v_intype
+        FROM pg_opclass opc JOIN pg_am am ON am.oid = opc.opcmethod
+        WHERE am.amname = 'btree' AND opc.opcdefault
+          AND (opc.opcintype = v_base
+               OR opc.opcintype IN (SELECT c.casttarget FROM pg_cast c
+                                    WHERE c.castsource = v_base AND c.castmethod = 'b')
+               OR (opc.opcintype = 'anyarray'::regtype AND v_elem IS NOT NULL)
+               OR (opc.opcintype = 'anyenum'::regtype
+                   AND (SELECT t.typtype FROM pg_type t WHERE t.oid = v_base) = 'e'))
+        ORDER BY opc.opcintype = v_base DESC, opc.oid
+        LIMIT 1;
+        IF v_fam IS NULL THEN
+            problem := coalesce(problem, format('has no default btree operator class (type %s)', typ));
+        ELSE
+            SELECT max(format('OPERATOR(%I.%s)', n.nspname, op.oprname)) FILTER (WHERE a.amopstrategy = 3),
+                   max(format('OPERATOR(%I.%s)', n.nspname, op.oprname)) FILTER (WHERE a.amopstrategy = 1),
+                   max(format('OPERATOR(%I.%s)', n.nspname, op.oprname)) FILTER (WHERE a.amopstrategy = 2),
+                   max(format('OPERATOR(%I.%s)', n.nspname, op.oprname)) FILTER (WHERE a.amopstrategy = 5),
+                   max(n.nspname::text) FILTER (WHERE a.amopstrategy = 3)
+            INTO eq, lt, le, gt, ns
+            FROM pg_amop a JOIN pg_operator op ON op.oid = a.amopopr
+            JOIN pg_namespace n ON n.oid = op.oprnamespace
+            WHERE a.amopfamily = v_fam AND a.amoplefttype = v_intype AND a.amoprighttype = v_intype
+              AND a.amopstrategy IN (1, 2, 3, 5);
+            IF eq IS NULL OR lt IS NULL OR le IS NULL OR gt IS NULL THEN
+                problem := coalesce(problem, format('has no btree <, = and > operators (type %s)', typ));
+            END IF;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+
+-- User-controlled code (the shadow's CHECK constraints, triggers, index
+-- expressions, generated columns, domain checks, the columns: mapping's
+-- functions) must never run with more rights than its owner has. Every
+-- statement that reads or writes a primary or shadow table therefore runs
+-- inside pgshadow_apply.as_<owner oid>(sql, a, b): SECURITY DEFINER, owned
+-- by the table's owner, so what runs there runs as that owner (PostgreSQL
+-- 16's logical replication applies changes as the table owner for the same
+-- reason). The table owner has no USAGE on schema pgshadow_apply, so it can
+-- neither call, nor replace, nor ALTER ... SECURITY INVOKER its function;
+-- inside a SECURITY DEFINER function SET ROLE is refused, and the SET
+-- clauses below confine what the owner's code may SET LOCAL to this call
+-- (search_path above all: pgshadow's own code runs right after it).
+-- Statements starting with '!' return no rows (TRUNCATE).
+CREATE SCHEMA IF NOT EXISTS pgshadow_apply;
+COMMENT ON SCHEMA pgshadow_apply IS 'pgshadow: one function per table owner, running apply and backfill statements as that owner';
+REVOKE ALL ON SCHEMA pgshadow_apply FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION pgshadow._owner_fn(p_owner oid)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_name  text := 'as_' || p_owner;
+    v_role  text;
+    v_super boolean;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'pgshadow_apply'::regnamespace
+               AND p.proname = v_name AND p.prosecdef AND p.proowner = p_owner) THEN
+        RETURN v_name;
+    END IF;
+    SELECT rolname INTO v_role FROM pg_roles WHERE oid = p_owner;
+    IF v_role IS NULL THEN
+        RAISE EXCEPTION 'pgshadow: role % does not exist', p_owner USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT rolsuper INTO v_super FROM pg_roles WHERE rolname = current_user;
+    IF NOT v_super AND NOT pg_has_role(current_user, p_owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'pgshadow: role % cannot act for role %, the owner of a registered table', current_user, v_role
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Install as a superuser or as a member of the table owner''s role.';
+    END IF;
+    EXECUTE format('DROP FUNCTION IF EXISTS pgshadow_apply.%I(text, text[], text[])', v_name);
+    EXECUTE format($f$CREATE FUNCTION pgshadow_apply.%I(p_sql text, p_a text[], p_b text[])
+RETURNS SETOF text[]
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1 SET bytea_output = 'hex' SET lock_timeout = '5s'
+AS $b$
+BEGIN
+    IF left(p_sql, 1) = '!' THEN
+        EXECUTE substr(p_sql, 2);
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE p_sql USING p_a, p_b;
+END
+$b$$f$, v_name);
+    EXECUTE format('REVOKE ALL ON FUNCTION pgshadow_apply.%I(text, text[], text[]) FROM PUBLIC', v_name);
+    IF v_role <> current_user THEN
+        -- A non-superuser may give an object to a role only if that role
+        -- may create in its schema: for the length of this transaction.
+        IF NOT v_super THEN
+            EXECUTE format('GRANT CREATE ON SCHEMA pgshadow_apply TO %I', v_role);
+        END IF;
+        EXECUTE format('ALTER FUNCTION pgshadow_apply.%I(text, text[], text[]) OWNER TO %I', v_name, v_role);
+        IF NOT v_super THEN
+            EXECUTE format('REVOKE CREATE ON SCHEMA pgshadow_apply FROM %I', v_role);
+        END IF;
+    END IF;
+    RETURN v_name;
+END
+$fn$;
+
 -- The daemon's wake-up flag, one row per migration id. A capture trigger
 -- sends pg_notify('pgshadow_changes', '') only while its migration's row is
 -- armed (or missing): NOTIFY takes a database-wide lock at commit that is
@@ -592,22 +824,27 @@ BEGIN
     SELECT * INTO STRICT t FROM pgshadow.tables WHERE table_id = p_table_id;
     v_rel := format('%I.%I', t.schema_name, t.table_name)::regclass;
 
-    SELECT 'ARRAY[' || string_agg(format('NEW.%I::text', k), ', ' ORDER BY o) || ']',
-           'ARRAY[' || string_agg(format('OLD.%I::text', k), ', ' ORDER BY o) || ']'
+    -- Key text through the type's output function (format's %s), never a
+    -- cast to text: this function runs with pgshadow's rights in every
+    -- writer's session, and a type's owner can CREATE CAST (t AS text) WITH
+    -- FUNCTION of its own (an output function is always built-in C).
+    SELECT 'ARRAY[' || string_agg(format('pg_catalog.format(''%%s'', NEW.%I)', k), ', ' ORDER BY o) || ']',
+           'ARRAY[' || string_agg(format('pg_catalog.format(''%%s'', OLD.%I)', k), ', ' ORDER BY o) || ']'
     INTO v_new, v_old
     FROM unnest(t.key_columns) WITH ORDINALITY AS u(k, o);
     -- In SQL inside a trigger function NEW/OLD are the plpgsql row
     -- variables (NULL in a statement trigger): transition tables get
     -- other aliases.
-    SELECT 'ARRAY[' || string_agg(format('n.%I::text', k), ', ' ORDER BY o) || ']',
-           'ARRAY[' || string_agg(format('o.%I::text', k), ', ' ORDER BY o) || ']'
+    SELECT 'ARRAY[' || string_agg(format('pg_catalog.format(''%%s'', n.%I)', k), ', ' ORDER BY o) || ']',
+           'ARRAY[' || string_agg(format('pg_catalog.format(''%%s'', o.%I)', k), ', ' ORDER BY o) || ']'
     INTO v_snew, v_sold
     FROM unnest(t.key_columns) WITH ORDINALITY AS u(k, o);
 
-    -- Keys of date/time types print according to DateStyle/IntervalStyle:
-    -- pin them so the daemon can always read the key text back.
-    IF EXISTS (SELECT 1 FROM unnest(t.key_types) kt
-               WHERE kt ~ '^(date|time|timestamp|interval)') THEN
+    -- Keys of date/time types (also through domains and arrays) print
+    -- according to DateStyle/IntervalStyle: pin them so the daemon can
+    -- always read the key text back (a writer's DateStyle = German logged
+    -- '01.02.2024', which no ISO reader parses).
+    IF EXISTS (SELECT 1 FROM pgshadow._key_spec(v_rel, t.key_columns) ks WHERE ks.datetime) THEN
         v_set := ' SET DateStyle = ''ISO, YMD'' SET IntervalStyle = ''postgres''';
     END IF;
 
@@ -622,7 +859,9 @@ BEGIN
     SELECT cs.enabled, w.armed INTO v_on, v_armed
     FROM pgshadow.capture_switch cs LEFT JOIN pgshadow.wakeup w ON w.migration_id = %4$L
     WHERE cs.table_id = %1$s;
-    IF v_on IS NOT TRUE THEN
+    -- Skip only on a visible 'off': a transaction whose snapshot predates
+    -- the install does not see the switch row at all, and must log.
+    IF v_on IS FALSE THEN
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN
@@ -654,7 +893,9 @@ BEGIN
     SELECT cs.enabled, w.armed INTO v_on, v_armed
     FROM pgshadow.capture_switch cs LEFT JOIN pgshadow.wakeup w ON w.migration_id = %4$L
     WHERE cs.table_id = %1$s;
-    IF v_on IS NOT TRUE THEN
+    -- Skip only on a visible 'off': a transaction whose snapshot predates
+    -- the install does not see the switch row at all, and must log.
+    IF v_on IS FALSE THEN
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN
@@ -795,6 +1036,8 @@ DECLARE
                                           '_shadow_validation_hash'];
     r            record;
     v_k          text;
+    v_why        text;
+    v_owner      oid;
 BEGIN
     IF p_schema IS NULL OR p_table IS NULL OR p_table = '' THEN
         RAISE EXCEPTION 'pgshadow: register_table needs a schema and a table name'
@@ -891,31 +1134,55 @@ BEGIN
     SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY u.o) INTO v_key_types
     FROM unnest(v_key) WITH ORDINALITY u(k, o)
     JOIN pg_attribute a ON a.attrelid = v_rel AND a.attname = u.k;
-    -- The change log carries keys as text and apply reads them back: a key
-    -- type whose text output depends on the writer's session (float4/float8
-    -- under extra_float_digits <= 0 print 0.30000000000000004 as 0.3) would
-    -- log a key that matches no row, and that change would never apply.
-    -- (through any depth of domains and arrays: a domain over a domain over
-    -- float8, an array of such a domain)
-    SELECT u.k INTO v_k
-    FROM unnest(v_key) WITH ORDINALITY u(k, o)
-    JOIN pg_attribute a ON a.attrelid = v_rel AND a.attname = u.k
-    WHERE EXISTS (
-        WITH RECURSIVE b(t) AS (
-            SELECT a.atttypid
-            UNION
-            SELECT x.t
-            FROM b JOIN pg_type ty ON ty.oid = b.t,
-                 unnest(ARRAY[ty.typbasetype, CASE WHEN ty.typcategory = 'A' THEN ty.typelem END]) x(t)
-            WHERE x.t IS NOT NULL AND x.t <> 0
-        )
-        SELECT 1 FROM b WHERE b.t IN ('real'::regtype, 'double precision'::regtype))
-    ORDER BY u.o LIMIT 1;
+    -- The change log carries keys as text, which pgshadow's own code parses
+    -- back, groups and compares (pgshadow._key_spec says how, and what it
+    -- refuses: session-dependent text such as float (0.30000000000000004
+    -- prints as 0.3 under extra_float_digits <= 0, a key matching no row),
+    -- composite and range types, and types owned by non-superusers).
+    SELECT ks.col, ks.problem INTO v_k, v_why
+    FROM pgshadow._key_spec(v_rel, v_key) ks WHERE ks.problem IS NOT NULL ORDER BY ks.o LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'pgshadow: key column % of table % is a floating-point type (real/double precision)',
-            quote_ident(v_k), v_qual
+        RAISE EXCEPTION 'pgshadow: key column % of table % %', quote_ident(v_k), v_qual, v_why
             USING ERRCODE = 'invalid_table_definition',
-                  HINT = 'Its text form depends on the writing session (extra_float_digits), so changes could be logged under a key that matches no row: use a key of exact types (integer, numeric, text, uuid, ...).';
+                  HINT = 'Use a key of exact built-in or extension types (integer, bigint, numeric, text, uuid, citext, ...).';
+    END IF;
+    -- A key column is the row's identity in both tables: apply finds the
+    -- shadow row of a logged key by that very value, so the shadow's key
+    -- column must hold the primary's value, not an expression of it (with
+    -- id: "p.id + 3", a delete of id 4 removed the shadow row of id 1).
+    SELECT k INTO v_k FROM unnest(v_key) k WHERE v_cols ? k LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'pgshadow: table %: key column % cannot be mapped by columns:', v_qual, quote_ident(v_k)
+            USING ERRCODE = 'invalid_table_definition',
+                  HINT = 'The key is copied as it is; map the other columns only.';
+    END IF;
+    -- Row-level security the owner forces on itself would hide rows from
+    -- pgshadow, which reads and writes as the owner.
+    SELECT c.relname INTO v_k FROM pg_class c
+    WHERE c.oid IN (v_rel) AND c.relforcerowsecurity;
+    IF FOUND THEN
+        RAISE EXCEPTION 'pgshadow: table % has FORCE ROW LEVEL SECURITY', v_qual
+            USING ERRCODE = 'invalid_table_definition',
+                  DETAIL = 'pgshadow copies rows as the table owner; forced policies would hide rows from the copy.',
+                  HINT = 'ALTER TABLE ... NO FORCE ROW LEVEL SECURITY while the migration runs.';
+    END IF;
+    -- Whoever runs install must be able to act for the table's owner: the
+    -- statements that write the shadow run as that owner (_owner_fn).
+    SELECT c.relowner INTO v_owner FROM pg_class c WHERE c.oid = v_rel;
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       AND NOT pg_has_role(current_user, v_owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'pgshadow: table % is owned by %; % is neither a superuser nor a member of that role',
+            v_qual, (SELECT quote_ident(rolname) FROM pg_roles WHERE oid = v_owner), quote_ident(current_user)
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- One migration per table: another migration's registration is not
+    -- taken over silently (its capture and pending changes would go).
+    SELECT migration_id INTO v_k FROM pgshadow.tables
+    WHERE schema_name = p_schema AND table_name = p_table AND migration_id <> p_migration_id;
+    IF FOUND THEN
+        RAISE EXCEPTION 'pgshadow: table % is registered by migration %', v_qual, quote_literal(v_k)
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'A table belongs to one migration; remove it from the other migration''s configuration and install that one first.';
     END IF;
 
     IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_rel AND attnum > 0 AND NOT attisdropped
@@ -956,10 +1223,32 @@ BEGIN
         SELECT c.oid INTO STRICT v_shadow_rel
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = p_schema AND c.relname = v_shadow;
+        -- The shadow belongs to the primary's owner: it becomes the
+        -- primary at promote, and its constraints run as that owner.
+        IF v_owner <> (SELECT oid FROM pg_roles WHERE rolname = current_user) THEN
+            EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', p_schema, v_shadow,
+                           (SELECT rolname FROM pg_roles WHERE oid = v_owner));
+        END IF;
         v_created := true;
     ELSE
         v_created := coalesce(v_old.shadow_created, false);
+        -- A shadow owned by another role: its triggers and constraints
+        -- would run as the primary's owner, with rights its owner may lack.
+        IF (SELECT relowner FROM pg_class WHERE oid = v_shadow_rel) <> v_owner THEN
+            RAISE EXCEPTION 'pgshadow: shadow table %.% is owned by %, table % by %',
+                quote_ident(p_schema), quote_ident(v_shadow),
+                (SELECT quote_ident(rolname) FROM pg_roles ro JOIN pg_class c ON c.relowner = ro.oid WHERE c.oid = v_shadow_rel),
+                v_qual, (SELECT quote_ident(rolname) FROM pg_roles WHERE oid = v_owner)
+                USING ERRCODE = 'invalid_table_definition',
+                      HINT = 'ALTER TABLE ... OWNER TO the primary table''s owner.';
+        END IF;
+        IF (SELECT relforcerowsecurity FROM pg_class WHERE oid = v_shadow_rel) THEN
+            RAISE EXCEPTION 'pgshadow: shadow table %.% has FORCE ROW LEVEL SECURITY', quote_ident(p_schema), quote_ident(v_shadow)
+                USING ERRCODE = 'invalid_table_definition',
+                      HINT = 'ALTER TABLE ... NO FORCE ROW LEVEL SECURITY while the migration runs.';
+        END IF;
     END IF;
+    PERFORM pgshadow._owner_fn(v_owner);
 
     -- Check the shadow (also the one just created: the columns: mapping
     -- must name its columns). Collect every problem, report them at once.
@@ -1181,13 +1470,15 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- Tables registered by an earlier install but not by this one are no
-    -- longer in the configuration: stop capturing them (triggers and capture
+    -- Tables registered by an earlier install of this migration but not by
+    -- this one are no longer in its configuration (another migration's
+    -- tables are not this install's business): stop capturing them (triggers and capture
     -- function go, the shadow table stays), forget their state and pending
     -- changes, and say so.
     FOR r IN
         SELECT t.* FROM pgshadow.tables t
-        WHERE NOT (t.table_id::text = ANY (string_to_array(
+        WHERE t.migration_id = p_migration_id
+          AND NOT (t.table_id::text = ANY (string_to_array(
                   coalesce(current_setting('pgshadow.install_registered', true), ''), ',')))
         ORDER BY t.table_id
     LOOP

@@ -52,6 +52,15 @@ BEGIN
     IF v_list IS NOT NULL THEN
         EXECUTE 'DROP ROUTINE ' || v_list;
     END IF;
+    -- The functions that ran statements as each table owner.
+    IF to_regnamespace('pgshadow_apply') IS NOT NULL THEN
+        SELECT string_agg(p.oid::regprocedure::text, ', ' ORDER BY p.oid) INTO v_list
+        FROM pg_proc p WHERE p.pronamespace = 'pgshadow_apply'::regnamespace;
+        IF v_list IS NOT NULL THEN
+            EXECUTE 'DROP ROUTINE ' || v_list;
+        END IF;
+        DROP SCHEMA pgshadow_apply RESTRICT;
+    END IF;
 END
 $uninstall$;
 DROP SCHEMA pgshadow RESTRICT;

@@ -469,10 +469,20 @@ static void test_bad_input(void **state)
                        "AND NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'good'::regclass)", "t");
 
     /* a bad mapping expression is reported with the column */
+    itest_exec_ok(t->c, "CREATE TABLE bm (id int PRIMARY KEY, v int)");
     assert_false(install(t->c, "",
-                         "SELECT pgshadow.register_table('public', 'good', NULL, '_shadow', 'm1', '{\"id\": \"p.nosuch + 1\"}');",
+                         "SELECT pgshadow.register_table('public', 'bm', NULL, '_shadow', 'm1', '{\"v\": \"p.nosuch + 1\"}');",
                          err, sizeof err));
-    assert_non_null(strstr(err, "column id (columns: mapping): expression p.nosuch + 1"));
+    assert_non_null(strstr(err, "column v (columns: mapping): expression p.nosuch + 1"));
+    itest_expect_sql(t->c, "SELECT to_regnamespace('pgshadow') IS NULL", "t");
+
+    /* a key column is the row's identity on both sides: it cannot be
+     * mapped (with id: "p.id + 3", DELETE id = 4 removed primary row 1's
+     * shadow row) */
+    assert_false(install(t->c, "",
+                         "SELECT pgshadow.register_table('public', 'bm', NULL, '_shadow', 'm1', '{\"id\": \"p.id + 3\"}');",
+                         err, sizeof err));
+    assert_non_null(strstr(err, "key column id cannot be mapped by columns:"));
     itest_expect_sql(t->c, "SELECT to_regnamespace('pgshadow') IS NULL", "t");
 
     /* a mapping expression is ONE expression: a second statement smuggled
