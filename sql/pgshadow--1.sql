@@ -1413,11 +1413,19 @@ BEGIN
                        coalesce(nullif(current_setting('pgshadow.install_registered', true), ''), '') || v_id || ',',
                        true);
 
-    -- What the daemon's role needs on this table pair.
-    PERFORM pgshadow._grant_schema_usage(p_schema, 'pgshadow_daemon');
-    PERFORM pgshadow._grant_table(v_rel::regclass, ARRAY['SELECT'], 'pgshadow_daemon');
-    PERFORM pgshadow._grant_table(v_shadow_rel::regclass,
-                                  ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'], 'pgshadow_daemon');
+    -- The daemon's role needs nothing on the table pair: every statement
+    -- that touches it runs as its owner (_owner_fn). What an earlier
+    -- release granted it there is taken back (least privilege: a shadow
+    -- trigger must never run with the daemon's rights).
+    FOR r IN
+        SELECT g.* FROM pgshadow.grants_added g
+        WHERE g.grantee = 'pgshadow_daemon' AND g.object_kind = 'TABLE'
+          AND to_regclass(g.object_name) IN (v_rel::regclass, v_shadow_rel::regclass)
+    LOOP
+        EXECUTE format('REVOKE %s ON TABLE %s FROM %I', r.privilege, r.object_name, r.grantee);
+        DELETE FROM pgshadow.grants_added g
+        WHERE (g.object_kind, g.object_name, g.privilege, g.grantee) = (r.object_kind, r.object_name, r.privilege, r.grantee);
+    END LOOP;
 
     IF v_old.table_id IS NULL THEN
         INSERT INTO pgshadow.events (migration_id, table_name, what, why, after)

@@ -494,6 +494,13 @@ void itest_daemon_drain(itest_daemon *d)
         buf[n] = '\0';
         if (d->n_msgs < ITEST_MAX_MSGS)
             d->msgs[d->n_msgs++] = strdup(buf);
+        else {
+            static bool said; /* a wait for a later message would time out: say why, once */
+            if (!said)
+                fprintf(stderr, "itest: more than %d notify messages; later ones are not kept\n",
+                        ITEST_MAX_MSGS);
+            said = true;
+        }
     }
 }
 

@@ -162,7 +162,7 @@ char *itest_schema_dump(const char *dbname, bool no_owner);
 
 /* ---- pgshadowd ------------------------------------------------------- */
 
-#define ITEST_MAX_MSGS 512
+#define ITEST_MAX_MSGS 8192 /* a long backfill sends a STATUS= per housekeeping tick */
 #define ITEST_MAX_ENV 16
 
 /* One pgshadowd under test: its log file (appended to over restarts), an
