@@ -195,11 +195,18 @@ static const char *node_looks_like(const node *n)
 /* ------------------------------------------------------------------ */
 /* error collection                                                     */
 
+/*
+ * Past MAX_ERRORS an error is counted (found) but not kept, so the list
+ * stays readable. No validator may judge its part by how the kept list
+ * changed: after the cap it stops changing, and a part with errors would
+ * pass for valid. Each parser decides from what it parsed itself; `found`
+ * (never capped) decides whether the load as a whole failed.
+ */
 typedef struct ctx {
     const char *file;
     ps_errors *errs;
     size_t first; /* errs->count when this load began */
-    bool capped;
+    size_t found; /* every error found, kept or not */
 } ctx;
 
 static size_t ctx_errors(const ctx *c)
@@ -210,10 +217,9 @@ static size_t ctx_errors(const ctx *c)
 static void err_pos(ctx *c, int line, int col, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void err_pos(ctx *c, int line, int col, const char *fmt, ...)
 {
-    if (ctx_errors(c) >= MAX_ERRORS) {
-        c->capped = true;
+    c->found++;
+    if (ctx_errors(c) >= MAX_ERRORS)
         return;
-    }
     va_list ap;
     va_start(ap, fmt);
     char *msg = xvasprintf(fmt, ap);
@@ -250,7 +256,7 @@ static void sort_errors(ctx *c)
         }
         v[j] = t;
     }
-    if (c->capped)
+    if (c->found > n)
         ps_errors_add(c->errs, c->file, 0, 0, "too many errors; only the first %d are shown",
                       MAX_ERRORS);
 }
@@ -817,9 +823,11 @@ static int key_order(const void *a, const void *b)
 }
 
 /* Report repeated names among `names` (scalar nodes) with `what`; mark the
- * later ones dup. Sorting keeps this O(n log n) for hostile files. */
-static void mark_duplicates(ctx *c, node **names, size_t n, const char *path, const char *what)
+ * later ones dup. Sorting keeps this O(n log n) for hostile files. Returns
+ * how many were repeated. */
+static size_t mark_duplicates(ctx *c, node **names, size_t n, const char *path, const char *what)
 {
+    size_t dups = 0;
     node **v = xcalloc(n, sizeof *v);
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
@@ -830,6 +838,7 @@ static void mark_duplicates(ctx *c, node **names, size_t n, const char *path, co
         if (v[i]->len == v[first]->len && memcmp(v[i]->text, v[first]->text, v[i]->len) == 0) {
             char q[QBUF];
             v[i]->dup = true;
+            dups++;
             err_at(c, v[i], "%s%sduplicate %s %s (first at line %d, column %d)", PFX(path), what,
                    quoted(v[i]->text, v[i]->len, q, sizeof q), v[first]->line, v[first]->col);
         } else {
@@ -837,16 +846,18 @@ static void mark_duplicates(ctx *c, node **names, size_t n, const char *path, co
         }
     }
     free(v);
+    return dups;
 }
 
-static void mark_duplicate_keys(ctx *c, const node *map, const char *path)
+static size_t mark_duplicate_keys(ctx *c, const node *map, const char *path)
 {
     size_t n = map->n / 2;
     node **keys = xcalloc(n, sizeof *keys);
     for (size_t i = 0; i < n; i++)
         keys[i] = map->kids[2 * i];
-    mark_duplicates(c, keys, n, path, "key");
+    size_t dups = mark_duplicates(c, keys, n, path, "key");
     free(keys);
+    return dups;
 }
 
 static const key_spec *find_key(const section *sec, const node *key)
@@ -1120,10 +1131,11 @@ static void parse_tables(ctx *c, const node *v, const char *path, void *base)
         t->line = item->line;
         t->column_no = item->col;
         char *p = xasprintf("%s[%zu]", path, i);
-        size_t before = ctx_errors(c);
         walk_section(c, &table_section, item, p, t);
         const node *name = map_get(item, "name");
-        if (t->name && ctx_errors(c) == before) {
+        /* t->name is set only when the name itself is valid: it takes part
+         * in the checks across tables whatever else is wrong in the entry. */
+        if (t->name && name) {
             names[n_names++] = (node *)name;
             if (strlen(t->name) + suffix > PG_NAME_MAX)
                 err_at(c, name, "%s.name: with shadow_suffix the shadow table's name is longer "
@@ -1146,17 +1158,21 @@ static void parse_key_columns(ctx *c, const node *v, const char *path, void *bas
         err_at(c, v, "%s: must list at least one column (leave it out to use the primary key)", path);
         return;
     }
-    size_t before = ctx_errors(c);
+    bool ok = true;
     for (size_t i = 0; i < v->n; i++) {
         const node *col = v->kids[i];
         const char *why;
-        if (col->kind != N_SCALAR || is_null(col))
+        if (col->kind != N_SCALAR || is_null(col)) {
             err_at(c, col, "%s[%zu]: expected a string, got %s", path, i, node_looks_like(col));
-        else if ((why = check_identifier(col->text, col->len)) != NULL)
+            ok = false;
+        } else if ((why = check_identifier(col->text, col->len)) != NULL) {
             err_at(c, col, "%s[%zu]: column name %s", path, i, why);
+            ok = false;
+        }
     }
-    mark_duplicates(c, v->kids, v->n, path, "column");
-    if (ctx_errors(c) != before)
+    if (mark_duplicates(c, v->kids, v->n, path, "column") > 0)
+        ok = false;
+    if (!ok)
         return;
     t->key = xcalloc(v->n, sizeof *t->key);
     t->n_key = v->n;
@@ -1171,29 +1187,33 @@ static void parse_columns(ctx *c, const node *v, const char *path, void *base)
         type_error(c, v, path, "a mapping");
         return;
     }
-    size_t before = ctx_errors(c);
-    mark_duplicate_keys(c, v, path);
+    bool ok = mark_duplicate_keys(c, v, path) == 0;
     for (size_t i = 0; i + 1 < v->n; i += 2) {
         const node *col = v->kids[i], *expr = v->kids[i + 1];
         const char *why;
         char q[QBUF];
         if (col->kind != N_SCALAR || is_null(col)) {
             err_at(c, col, "%s: column names must be strings", path);
+            ok = false;
             continue;
         }
         if ((why = check_identifier(col->text, col->len)) != NULL) {
             err_at(c, col, "%s: column name %s %s", path, quoted(col->text, col->len, q, sizeof q), why);
+            ok = false;
             continue;
         }
         quoted(col->text, col->len, q, sizeof q);
-        if (expr->kind != N_SCALAR || is_null(expr))
+        if (expr->kind != N_SCALAR || is_null(expr)) {
             err_at(c, expr, "%s: column %s: expected an SQL expression string, got %s", path, q,
                    node_looks_like(expr));
-        else if (expr->len == 0 || memchr(expr->text, '\0', expr->len))
+            ok = false;
+        } else if (expr->len == 0 || memchr(expr->text, '\0', expr->len)) {
             err_at(c, expr, "%s: column %s: the expression must be non-empty and contain no NUL",
                    path, q);
+            ok = false;
+        }
     }
-    if (ctx_errors(c) != before)
+    if (!ok)
         return;
     t->columns = xcalloc(v->n / 2, sizeof *t->columns);
     t->n_columns = v->n / 2;
@@ -1264,7 +1284,7 @@ int ps_config_load_buffer(const char *name, const char *buf, size_t len, ps_conf
     apply_defaults(&root_section, cfg);
     walk_section(&c, &root_section, root ? root : &empty, "", cfg);
     node_free(root);
-    if (ctx_errors(&c) > 0) {
+    if (c.found > 0) {
         sort_errors(&c);
         ps_config_free(cfg);
         return -1;

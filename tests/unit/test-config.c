@@ -349,6 +349,12 @@ static void test_duplicate_table(void **state)
                   "    - name: a\n    - name: b\n    - name: a\n    - name: b\n    - name: A\n",
                   "t.yaml:8:13: migration.tables: duplicate table \"a\" (first at line 6, column 13)\n"
                   "t.yaml:9:13: migration.tables: duplicate table \"b\" (first at line 7, column 13)\n");
+    /* An entry with another error still takes part: a valid name is judged
+     * by itself, not by whether the error count moved in its entry. */
+    expect_errors("database:\n  conninfo: \"service=x\"\nmigration:\n  id: m\n  tables:\n"
+                  "    - name: a\n    - name: a\n      kee: 1\n",
+                  "t.yaml:7:13: migration.tables: duplicate table \"a\" (first at line 6, column 13)\n"
+                  "t.yaml:8:7: migration.tables[1]: unknown key \"kee\" (known keys: name, key, columns)\n");
 }
 
 static void test_duplicate_keys(void **state)
@@ -514,6 +520,45 @@ static void test_error_cap(void **state)
     assert_non_null(strstr(got, "t.yaml: too many errors; only the first 100 are shown\n"));
     free(got);
     free(yaml);
+}
+
+/* 100 errors fill the list; what is found after that is counted but not
+ * kept. The parsers after the cap must still judge their part by what they
+ * parsed: a key or columns entry that is a mapping was taken for valid (the
+ * error count no longer moved) and its NULL text copied (issue #9, 12). */
+static char *capped_yaml(const char *table_extra)
+{
+    size_t cap = 16384;
+    char *yaml = malloc(cap);
+    size_t o = (size_t)snprintf(yaml, cap, "database:\n  conninfo: \"service=x\"\n");
+    for (int i = 0; i < 100; i++)
+        o += (size_t)snprintf(yaml + o, cap - o, "  k%d: 1\n", i);
+    snprintf(yaml + o, cap - o, "migration:\n  id: m\n  tables:\n    - name: t\n%s", table_extra);
+    return yaml;
+}
+
+static void test_error_cap_custom_parsers(void **state)
+{
+    (void)state;
+    static const char *extra[] = {
+        "      key: [{a: 1}]\n",
+        "      key: [[1], a]\n",
+        "      columns: {c: [1]}\n",
+        "      columns: {[x]: p.x}\n",
+        "      key: [a, a]\n      columns: {c: {d: 1}}\n",
+    };
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+        char *yaml = capped_yaml(extra[i]);
+        char *got = load_fail_buf(yaml, strlen(yaml));
+        size_t lines = 0;
+        for (char *p = got; *p; p++)
+            lines += *p == '\n';
+        assert_int_equal(lines, 101);
+        assert_non_null(strstr(got, "t.yaml:3:3: database: unknown key \"k0\""));
+        assert_non_null(strstr(got, "t.yaml: too many errors; only the first 100 are shown\n"));
+        free(got);
+        free(yaml);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -771,6 +816,7 @@ int main(void)
         cmocka_unit_test(test_id_listen_level),
         cmocka_unit_test(test_many_errors_at_once),
         cmocka_unit_test(test_error_cap),
+        cmocka_unit_test(test_error_cap_custom_parsers),
         cmocka_unit_test(test_too_big),
         cmocka_unit_test(test_not_a_regular_file),
         cmocka_unit_test(test_load_file_ok),
