@@ -401,6 +401,11 @@ static void test_password_in_conninfo(void **state)
         "host=db password='hunter 2'",
         "postgresql://app:hunter2@db/prod",
         "postgresql://db/prod?password=hunter2",
+        /* Issue #9, 13: password-like text, whatever libpq makes of it (a
+         * userinfo libpq ends at '/', a password= its last empty one hides) */
+        "postgresql://app:hunter2/YmFy@db.example.com/prod",
+        "postgresql://app:hunter2@db/prod?password=",
+        "password=hunter2 password=",
     };
     for (size_t i = 0; i < sizeof conninfos / sizeof conninfos[0]; i++) {
         char yaml[512];
