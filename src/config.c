@@ -264,15 +264,29 @@ static void sort_errors(ctx *c)
 /* ------------------------------------------------------------------ */
 /* stage 1: bytes -> tree                                               */
 
-/* Position (1-based line and character column) of a byte offset. */
+/* Position (1-based line and character column) of a byte offset, counting
+ * lines as libyaml does for its own errors: CR LF, a lone CR or LF, NEL,
+ * LS and PS each end a line (a file saved on Windows or an old Mac must not
+ * get line numbers that disagree with the parser's). */
 static void offset_position(const unsigned char *buf, size_t off, int *line, int *col)
 {
     *line = 1;
     *col = 1;
     for (size_t i = 0; i < off; i++) {
-        if (buf[i] == '\n') {
+        size_t brk = 0;
+        if (buf[i] == '\r' && i + 1 < off && buf[i + 1] == '\n')
+            brk = 2;
+        else if (buf[i] == '\n' || buf[i] == '\r')
+            brk = 1;
+        else if (buf[i] == 0xc2 && i + 1 < off && buf[i + 1] == 0x85)
+            brk = 2;
+        else if (buf[i] == 0xe2 && i + 2 < off && buf[i + 1] == 0x80 &&
+                 (buf[i + 2] == 0xa8 || buf[i + 2] == 0xa9))
+            brk = 3;
+        if (brk) {
             (*line)++;
             *col = 1;
+            i += brk - 1;
         } else if ((buf[i] & 0xc0) != 0x80) {
             (*col)++;
         }
@@ -441,6 +455,13 @@ static void build_event(builder *b, const yaml_event_t *ev)
 /* Returns the tree (an empty document gives NULL) or sets *ok = false. */
 static node *build_tree(ctx *c, const unsigned char *buf, size_t len, bool *ok)
 {
+    /* A UTF-8 byte order mark (Windows editors write one) is no content.
+     * libyaml skips it only when it detects the encoding itself, which we
+     * do not let it do; dropped here, positions on line 1 do not count it. */
+    if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) {
+        buf += 3;
+        len -= 3;
+    }
     size_t bad = utf8_invalid_at(buf, len);
     if (bad < len) {
         int line, col;

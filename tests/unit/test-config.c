@@ -682,6 +682,34 @@ static void test_not_utf8(void **state)
     expect_errors("\xff\xfe" "a\0:\0", "t.yaml:1:1: the file is not valid UTF-8\n");    /* UTF-16 */
 }
 
+/* Issue #9, 14: Windows editors start a UTF-8 file with a byte order mark;
+ * it is no content: the file loads, and positions on line 1 do not count it. */
+static void test_utf8_bom(void **state)
+{
+    (void)state;
+    ps_config *cfg = load_ok("\xef\xbb\xbf" MINIMAL);
+    assert_string_equal(cfg->migration.tables[0].name, "projects");
+    assert_int_equal(cfg->migration.tables[0].line, 6);
+    ps_config_free(cfg);
+    expect_errors("\xef\xbb\xbf" "wibble: 1\n" MINIMAL,
+                  "t.yaml:1:1: unknown top-level key \"wibble\" (known keys: database, migration, "
+                  "sync, verify, monitor, cutover, log, metrics)\n");
+    expect_errors("\xef\xbb\xbf" "a: \"caf\xe9\"\n", "t.yaml:1:8: the file is not valid UTF-8\n");
+}
+
+/* Sibling of 14: line ends other than LF. The parser counts CR LF, a lone
+ * CR, NEL and LS as line ends; positions found before parsing must agree. */
+static void test_line_ends(void **state)
+{
+    (void)state;
+    expect_errors("a: 1\r\nb: 2\r\nc: \"caf\xe9\"\r\n",
+                  "t.yaml:3:8: the file is not valid UTF-8\n");
+    expect_errors("a: 1\rb: 2\rc: \"caf\xe9\"\r", "t.yaml:3:8: the file is not valid UTF-8\n");
+    expect_errors("a: 1\xc2\x85" "b: \"\xe2\x80\xa8\xe9\"\n", "t.yaml:3:1: the file is not valid UTF-8\n");
+    expect_errors("a: 1\r\nb: 2\r\nc: [\r\n", "t.yaml:4:1: syntax error: did not find expected node "
+                  "content (while parsing a flow node at line 4, column 1)\n");
+}
+
 static void test_nul_in_buffer(void **state)
 {
     (void)state;
@@ -830,6 +858,8 @@ int main(void)
         cmocka_unit_test(test_multiple_documents),
         cmocka_unit_test(test_not_utf8),
         cmocka_unit_test(test_nul_in_buffer),
+        cmocka_unit_test(test_utf8_bom),
+        cmocka_unit_test(test_line_ends),
         cmocka_unit_test(test_log_level_parse),
         cmocka_unit_test(test_diff),
         cmocka_unit_test(test_reference_config),
