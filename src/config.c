@@ -1419,6 +1419,38 @@ static void change(ps_errors *out, const char *fmt, ...)
     free(msg);
 }
 
+/* The shortest "%.*g" that reads back as exactly d: "%g" alone keeps six
+ * digits, and two values that differ further down would look the same. */
+static void number_text_exact(double d, char *buf, size_t len)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d)
+            return;
+    }
+}
+
+/* Whether a leaf differs between two configs: compared as values, never as
+ * their text (text is for showing, and may round). */
+static bool leaf_equal(const key_spec *k, const void *a, const void *b)
+{
+    const void *x = (const char *)a + k->off, *y = (const char *)b + k->off;
+    switch (k->kind) {
+    case K_INT:
+    case K_ENUM:
+        return *(const int *)x == *(const int *)y;
+    case K_INT64:
+    case K_DURATION:
+        return *(const int64_t *)x == *(const int64_t *)y;
+    case K_NUMBER:
+        return *(const double *)x == *(const double *)y;
+    case K_BOOL:
+        return *(const bool *)x == *(const bool *)y;
+    default:
+        return true;
+    }
+}
+
 /* A leaf value as the reload log shows it. */
 static void leaf_text(const key_spec *k, const void *base, char *buf, size_t len)
 {
@@ -1434,7 +1466,7 @@ static void leaf_text(const key_spec *k, const void *base, char *buf, size_t len
         ps_duration_format(*(const int64_t *)f, buf, len);
         break;
     case K_NUMBER:
-        snprintf(buf, len, "%g", *(const double *)f);
+        number_text_exact(*(const double *)f, buf, len);
         break;
     case K_BOOL:
         snprintf(buf, len, "%s", *(const bool *)f ? "true" : "false");
@@ -1473,17 +1505,15 @@ static size_t diff_section(const section *sec, const char *path, const void *a, 
                     change(out, "%s: \"%s\" -> \"%s\"", p, x ? x : "", y ? y : "");
                 n++;
             }
-        } else {
+        } else if (!leaf_equal(k, a, b)) {
             char x[128], y[128];
             leaf_text(k, a, x, sizeof x);
             leaf_text(k, b, y, sizeof y);
-            if (strcmp(x, y) != 0) {
-                if (k->flags & F_SECRET)
-                    change(out, "%s changed", p);
-                else
-                    change(out, "%s: %s -> %s", p, x, y);
-                n++;
-            }
+            if (k->flags & F_SECRET)
+                change(out, "%s changed", p);
+            else
+                change(out, "%s: %s -> %s", p, x, y);
+            n++;
         }
         free(p);
     }
@@ -1531,26 +1561,42 @@ static size_t diff_tables(const void *a, const void *b, ps_errors *out)
     return n;
 }
 
-static void stages_text(const ps_config *cfg, char *buf, size_t len)
+/* "1%/1h 5%/2h ...", whole: percents strictly increase from 1 to 100, so
+ * there are at most 100 stages (about 1 KiB of text). */
+static char *stages_text(const ps_config *cfg)
 {
-    size_t o = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < cfg->cutover.n_stages && o < len; i++) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        abort();
+    for (size_t i = 0; i < cfg->cutover.n_stages; i++) {
         char d[32];
         ps_duration_format(cfg->cutover.stages[i].hold_ms, d, sizeof d);
-        o += (size_t)snprintf(buf + o, len - o, "%s%d%%/%s", i ? " " : "",
-                              cfg->cutover.stages[i].percent, d);
+        fprintf(f, "%s%d%%/%s", i ? " " : "", cfg->cutover.stages[i].percent, d);
     }
+    if (fclose(f) != 0 || buf == NULL)
+        abort();
+    return buf;
 }
 
+/* Compared as values: the text is only for the log line. */
 static size_t diff_stages(const void *a, const void *b, ps_errors *out)
 {
-    char x[512], y[512];
-    stages_text(a, x, sizeof x);
-    stages_text(b, y, sizeof y);
-    if (strcmp(x, y) == 0)
-        return 0;
-    change(out, "cutover.stages: %s -> %s", x, y);
+    const ps_config *x = a, *y = b;
+    if (x->cutover.n_stages == y->cutover.n_stages) {
+        size_t i = 0;
+        while (i < x->cutover.n_stages &&
+               x->cutover.stages[i].percent == y->cutover.stages[i].percent &&
+               x->cutover.stages[i].hold_ms == y->cutover.stages[i].hold_ms)
+            i++;
+        if (i == x->cutover.n_stages)
+            return 0;
+    }
+    char *tx = stages_text(x), *ty = stages_text(y);
+    change(out, "cutover.stages: %s -> %s", tx, ty);
+    free(tx);
+    free(ty);
     return 1;
 }
 

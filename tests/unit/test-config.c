@@ -800,6 +800,57 @@ static void test_diff(void **state)
     ps_config_free(c);
 }
 
+/* Issue #9, 15: the stages were compared as text cut at 512 bytes, so a
+ * change past that said "no changes". Up to 100 stages (1..100 strictly
+ * increasing) are compared as values and shown in full. */
+static void test_diff_long_stages(void **state)
+{
+    (void)state;
+    char a[8192], b[8192];
+    size_t o = (size_t)snprintf(a, sizeof a, MINIMAL "cutover:\n  stages:\n");
+    for (int p = 1; p <= 100; p++)
+        o += (size_t)snprintf(a + o, sizeof a - o, "    - { percent: %d, hold: 365d }\n", p);
+    memcpy(b, a, o + 1);
+    /* the last hold: 365d -> 364d */
+    char *last = strstr(b, "percent: 100, hold: 365d");
+    assert_non_null(last);
+    memcpy(last + strlen("percent: 100, hold: 36"), "4", 1);
+    ps_config *x = load_ok(a), *y = load_ok(b);
+    size_t n;
+    char *d = diff_text(x, y, &n);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(d, "cutover.stages: 1%/365d 2%/365d "));
+    assert_non_null(strstr(d, " 100%/365d -> 1%/365d 2%/365d "));
+    assert_non_null(strstr(d, " 99%/365d 100%/364d\n"));
+    free(d);
+    d = diff_text(x, x, &n);
+    assert_int_equal(n, 0);
+    free(d);
+    ps_config_free(x);
+    ps_config_free(y);
+}
+
+/* Sibling of 15: a number was compared as its "%g" text (six digits), so
+ * 99.9999991 -> 99.9999992 said "no changes". Values are compared, and
+ * shown as the shortest text that reads back as the same number. */
+static void test_diff_numbers_exact(void **state)
+{
+    (void)state;
+    ps_config *x = load_ok(MINIMAL "cutover: {gates: {min_sync_percent: 99.9999991}}\n");
+    ps_config *y = load_ok(MINIMAL "cutover: {gates: {min_sync_percent: 99.9999992}}\n");
+    ps_config *z = load_ok(MINIMAL "cutover: {gates: {min_sync_percent: 99.9999992}}\n");
+    size_t n;
+    char *d = diff_text(x, y, &n);
+    assert_string_equal(d, "cutover.gates.min_sync_percent: 99.9999991 -> 99.9999992\n");
+    free(d);
+    d = diff_text(y, z, &n);
+    assert_int_equal(n, 0);
+    free(d);
+    ps_config_free(x);
+    ps_config_free(y);
+    ps_config_free(z);
+}
+
 static void test_reference_config(void **state)
 {
     (void)state;
@@ -862,6 +913,8 @@ int main(void)
         cmocka_unit_test(test_line_ends),
         cmocka_unit_test(test_log_level_parse),
         cmocka_unit_test(test_diff),
+        cmocka_unit_test(test_diff_long_stages),
+        cmocka_unit_test(test_diff_numbers_exact),
         cmocka_unit_test(test_reference_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
