@@ -43,31 +43,75 @@
 /* ------------------------------------------------------------------ */
 /* small helpers                                                        */
 
-/* A user-supplied string, quoted and escaped for a one-line message, cut at
- * 60 bytes so a hostile file cannot make messages huge. */
+/* Length of the valid UTF-8 character at s (1..4), or 0 when the bytes
+ * there are not one (overlongs, surrogates and code points past U+10FFFF
+ * included). */
+static size_t utf8_char_len(const unsigned char *s, size_t len)
+{
+    unsigned char b = s[0];
+    size_t n;
+    uint32_t cp, min;
+    if (b < 0x80)
+        return 1;
+    else if ((b & 0xe0) == 0xc0)
+        n = 2, cp = b & 0x1f, min = 0x80;
+    else if ((b & 0xf0) == 0xe0)
+        n = 3, cp = b & 0x0f, min = 0x800;
+    else if ((b & 0xf8) == 0xf0)
+        n = 4, cp = b & 0x07, min = 0x10000;
+    else
+        return 0;
+    if (n > len)
+        return 0;
+    for (size_t k = 1; k < n; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+#define QUOTE_MAX 60 /* bytes of a user-supplied string shown in a message */
+#define QBUF (2 + 4 * QUOTE_MAX + 3 + 1) /* quotes, every byte escaped, "...", NUL */
+
+/* A user-supplied string, quoted and escaped for a one-line message. At most
+ * the characters that start within its first QUOTE_MAX bytes are shown, so a
+ * hostile file cannot make messages huge, and the cut falls between
+ * characters, marked "...": a message is valid UTF-8 whatever it quotes
+ * (journald shows a field that is not as a blob). A byte that is not part of
+ * a valid character is escaped like a control character. size >= QBUF. */
 static const char *quoted(const char *s, size_t len, char *buf, size_t size)
 {
-    size_t o = 0;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t o = 0, i = 0;
     buf[o++] = '"';
-    for (size_t i = 0; i < len && o + 8 < size; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (i >= 60) {
-            o += (size_t)snprintf(buf + o, size - o, "...");
+    while (i < len) {
+        char piece[8];
+        size_t n = utf8_char_len(u + i, len - i), pn;
+        if (n == 0 || u[i] < 0x20 || u[i] == 0x7f) {
+            n = 1;
+            pn = (size_t)snprintf(piece, sizeof piece, "\\x%02x", u[i]);
+        } else if (u[i] == '"' || u[i] == '\\') {
+            pn = (size_t)snprintf(piece, sizeof piece, "\\%c", u[i]);
+        } else {
+            memcpy(piece, s + i, n);
+            pn = n;
+        }
+        if (i >= QUOTE_MAX || o + pn + 5 > size) { /* room for ...", NUL */
+            memcpy(buf + o, "...", 3);
+            o += 3;
             break;
         }
-        if (ch == '"' || ch == '\\')
-            o += (size_t)snprintf(buf + o, size - o, "\\%c", ch);
-        else if (ch < 0x20 || ch == 0x7f)
-            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", ch);
-        else
-            buf[o++] = (char)ch;
+        memcpy(buf + o, piece, pn);
+        o += pn;
+        i += n;
     }
     buf[o++] = '"';
     buf[o] = '\0';
     return buf;
 }
-
-#define QBUF 96
 
 /* ------------------------------------------------------------------ */
 /* the parse tree                                                       */
@@ -293,35 +337,14 @@ static void offset_position(const unsigned char *buf, size_t off, int *line, int
     }
 }
 
-/* Offset of the first byte that is not valid UTF-8 (overlongs, surrogates and
- * code points past U+10FFFF included), or len when it is all valid. */
+/* Offset of the first byte that is not valid UTF-8, or len when it is all
+ * valid. */
 static size_t utf8_invalid_at(const unsigned char *s, size_t len)
 {
     size_t i = 0;
     while (i < len) {
-        unsigned char b = s[i];
-        size_t n;
-        uint32_t cp, min;
-        if (b < 0x80) {
-            i++;
-            continue;
-        } else if ((b & 0xe0) == 0xc0) {
-            n = 2, cp = b & 0x1f, min = 0x80;
-        } else if ((b & 0xf0) == 0xe0) {
-            n = 3, cp = b & 0x0f, min = 0x800;
-        } else if ((b & 0xf8) == 0xf0) {
-            n = 4, cp = b & 0x07, min = 0x10000;
-        } else {
-            return i;
-        }
-        if (i + n > len)
-            return i;
-        for (size_t k = 1; k < n; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return i;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        size_t n = utf8_char_len(s + i, len - i);
+        if (n == 0)
             return i;
         i += n;
     }

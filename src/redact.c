@@ -25,24 +25,58 @@
 
 #define MASK "***"
 
-/* A bounded writer: keeps what fits, always NUL-terminates, counts secrets. */
+/* A bounded writer: keeps what fits, always NUL-terminates, counts secrets.
+ * Where the room ends, it cuts between UTF-8 characters and writes nothing
+ * more: a cut message stays valid UTF-8 (journald shows a field that is not
+ * as a blob) and never skips text in its middle. */
 typedef struct out {
     char *buf;
     size_t cap; /* 0: discard everything (detect mode) */
     size_t len;
+    bool full;  /* something did not fit: nothing more is written */
     int secrets;
 } out;
 
+static bool utf8_continuation(unsigned char b)
+{
+    return (b & 0xc0) == 0x80;
+}
+
 static void out_put(out *o, const char *s, size_t n)
 {
-    if (o->cap == 0)
+    if (o->cap == 0 || o->full)
         return;
     size_t room = o->cap - 1 - o->len;
-    if (n > room)
+    if (n > room) {
         n = room;
+        while (n > 0 && utf8_continuation((unsigned char)s[n]))
+            n--; /* s[n] is the first byte left out: not inside a character */
+        o->full = true;
+    }
     memcpy(o->buf + o->len, s, n);
     o->len += n;
     o->buf[o->len] = '\0';
+}
+
+/* Drop a character cut off at the end of the output (the input ended inside
+ * one: a message vsnprintf truncated upstream). */
+static void out_trim_partial(out *o)
+{
+    if (o->cap == 0)
+        return;
+    size_t i = o->len, back = 0;
+    while (i > 0 && back < 3 && utf8_continuation((unsigned char)o->buf[i - 1])) {
+        i--;
+        back++;
+    }
+    if (i == 0)
+        return;
+    unsigned char lead = (unsigned char)o->buf[i - 1];
+    size_t need = (lead & 0xe0) == 0xc0 ? 2 : (lead & 0xf0) == 0xe0 ? 3 : (lead & 0xf8) == 0xf0 ? 4 : 0;
+    if (need > back + 1) {
+        o->len = i - 1;
+        o->buf[o->len] = '\0';
+    }
 }
 
 static void out_mask(out *o)
@@ -358,6 +392,7 @@ void ps_redact_secrets(const char *in, char *buf, size_t len)
         return;
     out o = { .buf = buf, .cap = len };
     redact_text(in, &o);
+    out_trim_partial(&o);
 }
 
 bool ps_conninfo_has_password(const char *conninfo)

@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -566,6 +567,74 @@ static void test_error_cap_custom_parsers(void **state)
     }
 }
 
+/* True when s is valid UTF-8 (journald shows a field that is not as a blob). */
+static bool utf8_valid(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        size_t n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3
+                 : (*p & 0xf8) == 0xf0 ? 4 : 0;
+        if (n == 0)
+            return false;
+        for (size_t k = 1; k < n; k++)
+            if ((p[k] & 0xc0) != 0x80)
+                return false;
+        p += n;
+    }
+    return true;
+}
+
+/* Issue #9, 16: a quoted name was cut at 60 bytes, inside a character, so
+ * the message was not valid UTF-8; a name of escapes was cut where the
+ * buffer ended, silently. Cut between characters, always with "...". */
+static void test_quote_cut(void **state)
+{
+    (void)state;
+    char yaml[512], want[512];
+    char a59[60];
+    memset(a59, 'a', 59);
+    a59[59] = '\0';
+    snprintf(yaml, sizeof yaml, MINIMAL "sync:\n  %s\xc3\xa9\xc3\xa9: 1\n", a59);
+    char *got = load_fail_buf(yaml, strlen(yaml));
+    assert_true(utf8_valid(got));
+    snprintf(want, sizeof want, "t.yaml:8:3: sync: unknown key \"%s\xc3\xa9...\" (known keys: "
+             "batch_size, batch_delay, catchup_interval, backfill_chunk, max_replication_lag, "
+             "on_apply_error)\n", a59);
+    assert_string_equal(got, want);
+    free(got);
+    /* three-byte characters from byte 58: the one across byte 60 is kept whole */
+    char a58[59];
+    memset(a58, 'a', 58);
+    a58[58] = '\0';
+    snprintf(yaml, sizeof yaml, MINIMAL "sync:\n  %s\xe2\x82\xac\xe2\x82\xac: 1\n", a58);
+    got = load_fail_buf(yaml, strlen(yaml));
+    assert_true(utf8_valid(got));
+    assert_non_null(strstr(got, "aaaaaaaaaa\xe2\x82\xac...\""));
+    free(got);
+}
+
+/* Sibling of 16: a name of control characters, each shown as a four-byte
+ * escape, filled the buffer and was cut there without "...". */
+static void test_quote_cut_escapes(void **state)
+{
+    (void)state;
+    char yaml[512], want[512];
+    char *got;
+    /* 70 control characters: 60 shown as escapes, then "..." */
+    size_t o = (size_t)snprintf(yaml, sizeof yaml, MINIMAL "sync:\n  \"");
+    for (int i = 0; i < 70; i++)
+        o += (size_t)snprintf(yaml + o, sizeof yaml - o, "\\x01");
+    snprintf(yaml + o, sizeof yaml - o, "\": 1\n");
+    got = load_fail_buf(yaml, strlen(yaml));
+    o = (size_t)snprintf(want, sizeof want, "t.yaml:8:3: sync: unknown key \"");
+    for (int i = 0; i < 60; i++)
+        o += (size_t)snprintf(want + o, sizeof want - o, "\\x01");
+    snprintf(want + o, sizeof want - o, "...\" (known keys: batch_size, batch_delay, "
+             "catchup_interval, backfill_chunk, max_replication_lag, on_apply_error)\n");
+    assert_string_equal(got, want);
+    free(got);
+}
+
 /* ------------------------------------------------------------------ */
 /* limits                                                               */
 
@@ -901,6 +970,8 @@ int main(void)
         cmocka_unit_test(test_many_errors_at_once),
         cmocka_unit_test(test_error_cap),
         cmocka_unit_test(test_error_cap_custom_parsers),
+        cmocka_unit_test(test_quote_cut),
+        cmocka_unit_test(test_quote_cut_escapes),
         cmocka_unit_test(test_too_big),
         cmocka_unit_test(test_not_a_regular_file),
         cmocka_unit_test(test_load_file_ok),

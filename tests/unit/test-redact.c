@@ -184,6 +184,31 @@ static void test_secrets_truncation(void **state)
     ps_redact_secrets("x", NULL, 0); /* must not crash */
 }
 
+/* Sibling of issue #9, 16: output cut to the buffer ends between
+ * characters, and a character cut off at the end of the input (a message
+ * vsnprintf truncated) is dropped: what is logged is valid UTF-8. */
+static void test_secrets_truncation_utf8(void **state)
+{
+    (void)state;
+    char buf[6];
+    ps_redact_secrets("\xc3\xa9\xc3\xa9\xc3\xa9", buf, sizeof buf); /* three 2-byte characters */
+    assert_string_equal(buf, "\xc3\xa9\xc3\xa9");
+    char b4[4];
+    ps_redact_secrets("ab\xe2\x82\xac", b4, sizeof b4);
+    assert_string_equal(b4, "ab");
+    /* nothing written after the cut, even what would still fit */
+    char b5[5];
+    ps_redact_secrets("ab\xe2\x82\xac" "c", b5, sizeof b5);
+    assert_string_equal(b5, "ab");
+    char big[64];
+    ps_redact_secrets("message cut by vsnprintf \xe2\x82", big, sizeof big);
+    assert_string_equal(big, "message cut by vsnprintf ");
+    ps_redact_secrets("cut \xf0\x9f\x98", big, sizeof big);
+    assert_string_equal(big, "cut ");
+    ps_redact_secrets("whole \xf0\x9f\x98\x80", big, sizeof big);
+    assert_string_equal(big, "whole \xf0\x9f\x98\x80");
+}
+
 static void test_secrets_never_leak_long(void **state)
 {
     (void)state;
@@ -247,6 +272,7 @@ int main(void)
         cmocka_unit_test(test_conninfo_null),
         cmocka_unit_test(test_secrets_free_text),
         cmocka_unit_test(test_secrets_truncation),
+        cmocka_unit_test(test_secrets_truncation_utf8),
         cmocka_unit_test(test_secrets_never_leak_long),
         cmocka_unit_test(test_has_password),
         cmocka_unit_test(test_has_password_like),
