@@ -2,12 +2,14 @@
  * config.c - pgshadow.yaml into an immutable, validated ps_config.
  *
  * Two stages, each bounded:
- *   1. read: the file must be a regular file of at most PS_CONFIG_MAX_BYTES,
- *      valid UTF-8; libyaml's event API turns it into a small tree of
- *      scalars, mappings and sequences. Nesting is counted while parsing and
- *      refused past PS_CONFIG_MAX_DEPTH, so no deep tree is ever built;
- *      anchors, aliases and second documents are refused. Any problem here
- *      stops the load (the tree would be incomplete).
+ *   1. read: the file must be a regular file of at most PS_CONFIG_MAX_BYTES
+ *      that neither group nor others can write, or replace (its directory),
+ *      and valid UTF-8 (a leading byte order mark is dropped); libyaml's
+ *      event API turns it into a small tree of scalars, mappings and
+ *      sequences. Nesting is counted while parsing and refused past
+ *      PS_CONFIG_MAX_DEPTH, so no deep tree is ever built; anchors, aliases,
+ *      tags and second documents are refused. Any problem here stops the
+ *      load (the tree would be incomplete).
  *   2. validate: one table per section (the `*_keys` arrays below) gives each
  *      key its type, range, default and where it is stored; one walker
  *      applies the tables, collecting every problem with the position of the
@@ -371,6 +373,21 @@ static void syntax_error(ctx *c, const yaml_parser_t *p, const unsigned char *bu
         err_pos(c, line, col, "syntax error: %s", p->problem ? p->problem : "invalid YAML");
 }
 
+/* The explicit tag of a node event ("!!str", "!custom"), or NULL. */
+static const char *event_tag(const yaml_event_t *ev)
+{
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT:
+        return (const char *)ev->data.scalar.tag;
+    case YAML_SEQUENCE_START_EVENT:
+        return (const char *)ev->data.sequence_start.tag;
+    case YAML_MAPPING_START_EVENT:
+        return (const char *)ev->data.mapping_start.tag;
+    default:
+        return NULL;
+    }
+}
+
 static const char *event_anchor(const yaml_event_t *ev)
 {
     switch (ev->type) {
@@ -423,6 +440,28 @@ static void build_event(builder *b, const yaml_event_t *ev)
     int line = (int)ev->start_mark.line + 1, col = (int)ev->start_mark.column + 1;
     if (event_anchor(ev)) {
         err_pos(c, line, col, "anchors and aliases are not allowed");
+        b->failed = true;
+    }
+    /* A tag would change what a value means ("!!str 5000" is a string, not
+     * the number it looks like) or ask for an object: refused like anchors,
+     * never silently ignored. Shown as written for the standard ones. */
+    const char *tag = event_tag(ev);
+    if (tag) {
+        static const char std[] = "tag:yaml.org,2002:";
+        char q[QBUF];
+        const char *t = tag;
+        char shown[QBUF + 8];
+        if (strncmp(tag, std, sizeof std - 1) == 0)
+            t = tag + sizeof std - 1;
+        quoted(t, strlen(t), q, sizeof q);
+        q[strlen(q) - 1] = '\0'; /* the quotes off: the tag is shown as a tag */
+        if (t != tag)
+            snprintf(shown, sizeof shown, "!!%s", q + 1);
+        else if (tag[0] == '!')
+            snprintf(shown, sizeof shown, "%s", q + 1);
+        else
+            snprintf(shown, sizeof shown, "!<%s>", q + 1);
+        err_pos(c, line, col, "tags are not allowed (%s): write the value without one", shown);
         b->failed = true;
     }
     switch (ev->type) {
@@ -1337,6 +1376,45 @@ int ps_config_load_buffer(const char *name, const char *buf, size_t len, ps_conf
     return 0;
 }
 
+/* A directory in which others may replace the file: writable by group or
+ * others, and not sticky (in a sticky one such as /tmp, only the owner of a
+ * file may rename or remove it). */
+static bool dir_open_to_others(const struct stat *st)
+{
+    return S_ISDIR(st->st_mode) && (st->st_mode & (S_IWGRP | S_IWOTH)) &&
+           !(st->st_mode & S_ISVTX);
+}
+
+/* Refuse a directory of `path` in which others may replace it: the one it is
+ * named in, and the one it really is in when it is a symbolic link. */
+static int check_directories(const char *path, ps_errors *errs)
+{
+    char *dirs[2] = { xstrdup(path), realpath(path, NULL) };
+    int r = 0;
+    for (int i = 0; i < 2 && r == 0; i++) {
+        if (dirs[i] == NULL)
+            continue;
+        char *slash = strrchr(dirs[i], '/');
+        if (slash == NULL)
+            strcpy(dirs[i], ".");
+        else if (slash == dirs[i])
+            slash[1] = '\0'; /* "/x" is in "/" */
+        else
+            *slash = '\0';
+        struct stat st;
+        if (stat(dirs[i], &st) == 0 && dir_open_to_others(&st)) {
+            ps_errors_add(errs, path, 0, 0,
+                          "its directory %s is writable by group or others (mode 0%o) and not "
+                          "sticky; whoever can write it can replace the file (chmod go-w %s)",
+                          dirs[i], (unsigned)(st.st_mode & 07777), dirs[i]);
+            r = -1;
+        }
+    }
+    free(dirs[0]);
+    free(dirs[1]);
+    return r;
+}
+
 int ps_config_load(const char *path, ps_config **out, ps_errors *errs)
 {
     *out = NULL;
@@ -1349,6 +1427,23 @@ int ps_config_load(const char *path, ps_config **out, ps_errors *errs)
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         ps_errors_add(errs, path, 0, 0, "not a regular file");
+        close(fd);
+        return -1;
+    }
+    /* Whoever can write the file can point database.conninfo elsewhere and
+     * put SQL in columns: (pgshadowctl install runs it with its own role):
+     * refused, as sshd refuses such files, rather than warned about. No
+     * documented setup has it: the installed file is 0644 root's, and the
+     * unit runs with UMask=0077. */
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        ps_errors_add(errs, path, 0, 0,
+                      "the file is writable by group or others (mode 0%o); whoever can write it "
+                      "can change database.conninfo and the SQL of columns: (chmod go-w %s)",
+                      (unsigned)(st.st_mode & 07777), path);
+        close(fd);
+        return -1;
+    }
+    if (check_directories(path, errs) != 0) {
         close(fd);
         return -1;
     }

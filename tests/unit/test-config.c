@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "pgshadow/config.h"
@@ -700,6 +701,87 @@ static void test_load_file_ok(void **state)
     unlink(path);
 }
 
+/* Write MINIMAL to dir/name with mode (umask aside); returns the path. */
+static char *write_with_mode(const char *dir, const char *name, mode_t mode)
+{
+    char *path = NULL;
+    assert_true(asprintf(&path, "%s/%s", dir, name) > 0);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(MINIMAL, f);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, mode), 0);
+    return path;
+}
+
+static char *load_path_errors(const char *path, int want_rc)
+{
+    ps_errors errs;
+    ps_errors_init(&errs);
+    ps_config *cfg = NULL;
+    int r = ps_config_load(path, &cfg, &errs);
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    ps_errors_print(&errs, f);
+    fclose(f);
+    if (r != want_rc)
+        fail_msg("load %s: rc %d, errors:\n%s", path, r, buf);
+    ps_errors_clear(&errs);
+    ps_config_free(cfg);
+    return buf;
+}
+
+/* Issue #9, 19: whoever can write the file can change database.conninfo and
+ * the SQL of columns: (which pgshadowctl install runs with its own role). A
+ * file writable by group or others is refused, as sshd refuses such files;
+ * so is one in a directory they can write, where it can be replaced (a
+ * sticky directory such as /tmp excepted). */
+static void test_file_mode(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pgshadow-test-mode-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static const mode_t ok_modes[] = { 0600, 0644, 0640, 0400, 0755 };
+    for (size_t i = 0; i < sizeof ok_modes / sizeof ok_modes[0]; i++) {
+        char *p = write_with_mode(dir, "ok.yaml", ok_modes[i]);
+        free(load_path_errors(p, 0));
+        unlink(p);
+        free(p);
+    }
+    static const mode_t bad_modes[] = { 0664, 0646, 0666, 0620, 0602, 0777 };
+    for (size_t i = 0; i < sizeof bad_modes / sizeof bad_modes[0]; i++) {
+        char *p = write_with_mode(dir, "bad.yaml", bad_modes[i]);
+        char *got = load_path_errors(p, -1);
+        char want[512];
+        snprintf(want, sizeof want,
+                 "%s: the file is writable by group or others (mode 0%o); whoever can write it "
+                 "can change database.conninfo and the SQL of columns: (chmod go-w %s)\n",
+                 p, (unsigned)bad_modes[i], p);
+        assert_string_equal(got, want);
+        free(got);
+        unlink(p);
+        free(p);
+    }
+    /* the directory: writable by others, not sticky */
+    char *p = write_with_mode(dir, "in-open-dir.yaml", 0644);
+    assert_int_equal(chmod(dir, 0777), 0);
+    char *got = load_path_errors(p, -1);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s: its directory %s is writable by group or others (mode 0777) and not sticky; "
+             "whoever can write it can replace the file (chmod go-w %s)\n", p, dir, dir);
+    assert_string_equal(got, want);
+    free(got);
+    assert_int_equal(chmod(dir, 01777), 0); /* sticky, as /tmp: others cannot replace it */
+    free(load_path_errors(p, 0));
+    assert_int_equal(chmod(dir, 0700), 0);
+    free(load_path_errors(p, 0));
+    unlink(p);
+    free(p);
+    rmdir(dir);
+}
+
 static void test_too_deep(void **state)
 {
     (void)state;
@@ -734,6 +816,30 @@ static void test_aliases_refused(void **state)
                   "t.yaml:1:7: anchors and aliases are not allowed\n"
                   "t.yaml:2:7: aliases are not allowed\n");
     expect_errors(MINIMAL "sync:\n  <<: *x\n", "t.yaml:8:7: aliases are not allowed\n");
+}
+
+/* Issue #9, 19: a tag changes what a value means ("!!str 5000") or asks
+ * for an object ("!!python/object"); it was silently ignored while anchors
+ * were refused. Refused the same way, where it is written. */
+static void test_tags_refused(void **state)
+{
+    (void)state;
+    expect_errors(MINIMAL "sync:\n  batch_size: !!str 5000\n  on_apply_error: !custom halt\n"
+                          "x: !!python/object:os.system {a: 1}\n"
+                          "y: !<tag:example.com,2000:foo> [1]\n",
+                  "t.yaml:8:15: tags are not allowed (!!str): write the value without one\n"
+                  "t.yaml:9:19: tags are not allowed (!custom): write the value without one\n"
+                  "t.yaml:10:4: tags are not allowed (!!python/object:os.system): write the value "
+                  "without one\n"
+                  "t.yaml:11:4: tags are not allowed (!<tag:example.com,2000:foo>): write the value "
+                  "without one\n");
+    /* "!" alone is a tag too; a quoted "!!str" is a plain string */
+    expect_errors(MINIMAL "log: {level: ! info}\n",
+                  "t.yaml:7:14: tags are not allowed (!): write the value without one\n");
+    ps_config *cfg = load_ok("database: {conninfo: \"application_name='!!str'\"}\n"
+                             "migration: {id: m, tables: [{name: \"!!str\"}]}\n");
+    assert_string_equal(cfg->migration.tables[0].name, "!!str");
+    ps_config_free(cfg);
 }
 
 static void test_multiple_documents(void **state)
@@ -926,10 +1032,18 @@ static void test_reference_config(void **state)
     const char *src = getenv("PGSHADOW_SRCDIR");
     char path[4096];
     snprintf(path, sizeof path, "%s/conf/pgshadow.yaml", src ? src : ".");
+    /* Its text, not the checkout's file: a checkout made under umask 002
+     * leaves it group-writable, which the loader refuses (test_file_mode). */
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    static char text[65536];
+    size_t len = fread(text, 1, sizeof text, f);
+    fclose(f);
+    assert_true(len > 0 && len < sizeof text);
     ps_errors errs;
     ps_errors_init(&errs);
     ps_config *cfg = NULL;
-    if (ps_config_load(path, &cfg, &errs) != 0) {
+    if (ps_config_load_buffer(path, text, len, &cfg, &errs) != 0) {
         ps_errors_print(&errs, stderr);
         fail_msg("the reference config %s does not load", path);
     }
@@ -975,8 +1089,10 @@ int main(void)
         cmocka_unit_test(test_too_big),
         cmocka_unit_test(test_not_a_regular_file),
         cmocka_unit_test(test_load_file_ok),
+        cmocka_unit_test(test_file_mode),
         cmocka_unit_test(test_too_deep),
         cmocka_unit_test(test_aliases_refused),
+        cmocka_unit_test(test_tags_refused),
         cmocka_unit_test(test_multiple_documents),
         cmocka_unit_test(test_not_utf8),
         cmocka_unit_test(test_nul_in_buffer),
