@@ -2,12 +2,14 @@
  * config.c - pgshadow.yaml into an immutable, validated ps_config.
  *
  * Two stages, each bounded:
- *   1. read: the file must be a regular file of at most PS_CONFIG_MAX_BYTES,
- *      valid UTF-8; libyaml's event API turns it into a small tree of
- *      scalars, mappings and sequences. Nesting is counted while parsing and
- *      refused past PS_CONFIG_MAX_DEPTH, so no deep tree is ever built;
- *      anchors, aliases and second documents are refused. Any problem here
- *      stops the load (the tree would be incomplete).
+ *   1. read: the file must be a regular file of at most PS_CONFIG_MAX_BYTES
+ *      that neither group nor others can write, or replace (its directory),
+ *      and valid UTF-8 (a leading byte order mark is dropped); libyaml's
+ *      event API turns it into a small tree of scalars, mappings and
+ *      sequences. Nesting is counted while parsing and refused past
+ *      PS_CONFIG_MAX_DEPTH, so no deep tree is ever built; anchors, aliases,
+ *      tags and second documents are refused. Any problem here stops the
+ *      load (the tree would be incomplete).
  *   2. validate: one table per section (the `*_keys` arrays below) gives each
  *      key its type, range, default and where it is stored; one walker
  *      applies the tables, collecting every problem with the position of the
@@ -43,31 +45,75 @@
 /* ------------------------------------------------------------------ */
 /* small helpers                                                        */
 
-/* A user-supplied string, quoted and escaped for a one-line message, cut at
- * 60 bytes so a hostile file cannot make messages huge. */
+/* Length of the valid UTF-8 character at s (1..4), or 0 when the bytes
+ * there are not one (overlongs, surrogates and code points past U+10FFFF
+ * included). */
+static size_t utf8_char_len(const unsigned char *s, size_t len)
+{
+    unsigned char b = s[0];
+    size_t n;
+    uint32_t cp, min;
+    if (b < 0x80)
+        return 1;
+    else if ((b & 0xe0) == 0xc0)
+        n = 2, cp = b & 0x1f, min = 0x80;
+    else if ((b & 0xf0) == 0xe0)
+        n = 3, cp = b & 0x0f, min = 0x800;
+    else if ((b & 0xf8) == 0xf0)
+        n = 4, cp = b & 0x07, min = 0x10000;
+    else
+        return 0;
+    if (n > len)
+        return 0;
+    for (size_t k = 1; k < n; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+#define QUOTE_MAX 60 /* bytes of a user-supplied string shown in a message */
+#define QBUF (2 + 4 * QUOTE_MAX + 3 + 1) /* quotes, every byte escaped, "...", NUL */
+
+/* A user-supplied string, quoted and escaped for a one-line message. At most
+ * the characters that start within its first QUOTE_MAX bytes are shown, so a
+ * hostile file cannot make messages huge, and the cut falls between
+ * characters, marked "...": a message is valid UTF-8 whatever it quotes
+ * (journald shows a field that is not as a blob). A byte that is not part of
+ * a valid character is escaped like a control character. size >= QBUF. */
 static const char *quoted(const char *s, size_t len, char *buf, size_t size)
 {
-    size_t o = 0;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t o = 0, i = 0;
     buf[o++] = '"';
-    for (size_t i = 0; i < len && o + 8 < size; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (i >= 60) {
-            o += (size_t)snprintf(buf + o, size - o, "...");
+    while (i < len) {
+        char piece[8];
+        size_t n = utf8_char_len(u + i, len - i), pn;
+        if (n == 0 || u[i] < 0x20 || u[i] == 0x7f) {
+            n = 1;
+            pn = (size_t)snprintf(piece, sizeof piece, "\\x%02x", u[i]);
+        } else if (u[i] == '"' || u[i] == '\\') {
+            pn = (size_t)snprintf(piece, sizeof piece, "\\%c", u[i]);
+        } else {
+            memcpy(piece, s + i, n);
+            pn = n;
+        }
+        if (i >= QUOTE_MAX || o + pn + 5 > size) { /* room for ...", NUL */
+            memcpy(buf + o, "...", 3);
+            o += 3;
             break;
         }
-        if (ch == '"' || ch == '\\')
-            o += (size_t)snprintf(buf + o, size - o, "\\%c", ch);
-        else if (ch < 0x20 || ch == 0x7f)
-            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", ch);
-        else
-            buf[o++] = (char)ch;
+        memcpy(buf + o, piece, pn);
+        o += pn;
+        i += n;
     }
     buf[o++] = '"';
     buf[o] = '\0';
     return buf;
 }
-
-#define QBUF 96
 
 /* ------------------------------------------------------------------ */
 /* the parse tree                                                       */
@@ -195,11 +241,18 @@ static const char *node_looks_like(const node *n)
 /* ------------------------------------------------------------------ */
 /* error collection                                                     */
 
+/*
+ * Past MAX_ERRORS an error is counted (found) but not kept, so the list
+ * stays readable. No validator may judge its part by how the kept list
+ * changed: after the cap it stops changing, and a part with errors would
+ * pass for valid. Each parser decides from what it parsed itself; `found`
+ * (never capped) decides whether the load as a whole failed.
+ */
 typedef struct ctx {
     const char *file;
     ps_errors *errs;
     size_t first; /* errs->count when this load began */
-    bool capped;
+    size_t found; /* every error found, kept or not */
 } ctx;
 
 static size_t ctx_errors(const ctx *c)
@@ -210,10 +263,9 @@ static size_t ctx_errors(const ctx *c)
 static void err_pos(ctx *c, int line, int col, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void err_pos(ctx *c, int line, int col, const char *fmt, ...)
 {
-    if (ctx_errors(c) >= MAX_ERRORS) {
-        c->capped = true;
+    c->found++;
+    if (ctx_errors(c) >= MAX_ERRORS)
         return;
-    }
     va_list ap;
     va_start(ap, fmt);
     char *msg = xvasprintf(fmt, ap);
@@ -250,7 +302,7 @@ static void sort_errors(ctx *c)
         }
         v[j] = t;
     }
-    if (c->capped)
+    if (c->found > n)
         ps_errors_add(c->errs, c->file, 0, 0, "too many errors; only the first %d are shown",
                       MAX_ERRORS);
 }
@@ -258,50 +310,43 @@ static void sort_errors(ctx *c)
 /* ------------------------------------------------------------------ */
 /* stage 1: bytes -> tree                                               */
 
-/* Position (1-based line and character column) of a byte offset. */
+/* Position (1-based line and character column) of a byte offset, counting
+ * lines as libyaml does for its own errors: CR LF, a lone CR or LF, NEL,
+ * LS and PS each end a line (a file saved on Windows or an old Mac must not
+ * get line numbers that disagree with the parser's). */
 static void offset_position(const unsigned char *buf, size_t off, int *line, int *col)
 {
     *line = 1;
     *col = 1;
     for (size_t i = 0; i < off; i++) {
-        if (buf[i] == '\n') {
+        size_t brk = 0;
+        if (buf[i] == '\r' && i + 1 < off && buf[i + 1] == '\n')
+            brk = 2;
+        else if (buf[i] == '\n' || buf[i] == '\r')
+            brk = 1;
+        else if (buf[i] == 0xc2 && i + 1 < off && buf[i + 1] == 0x85)
+            brk = 2;
+        else if (buf[i] == 0xe2 && i + 2 < off && buf[i + 1] == 0x80 &&
+                 (buf[i + 2] == 0xa8 || buf[i + 2] == 0xa9))
+            brk = 3;
+        if (brk) {
             (*line)++;
             *col = 1;
+            i += brk - 1;
         } else if ((buf[i] & 0xc0) != 0x80) {
             (*col)++;
         }
     }
 }
 
-/* Offset of the first byte that is not valid UTF-8 (overlongs, surrogates and
- * code points past U+10FFFF included), or len when it is all valid. */
+/* Offset of the first byte that is not valid UTF-8, or len when it is all
+ * valid. */
 static size_t utf8_invalid_at(const unsigned char *s, size_t len)
 {
     size_t i = 0;
     while (i < len) {
-        unsigned char b = s[i];
-        size_t n;
-        uint32_t cp, min;
-        if (b < 0x80) {
-            i++;
-            continue;
-        } else if ((b & 0xe0) == 0xc0) {
-            n = 2, cp = b & 0x1f, min = 0x80;
-        } else if ((b & 0xf0) == 0xe0) {
-            n = 3, cp = b & 0x0f, min = 0x800;
-        } else if ((b & 0xf8) == 0xf0) {
-            n = 4, cp = b & 0x07, min = 0x10000;
-        } else {
-            return i;
-        }
-        if (i + n > len)
-            return i;
-        for (size_t k = 1; k < n; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return i;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        size_t n = utf8_char_len(s + i, len - i);
+        if (n == 0)
             return i;
         i += n;
     }
@@ -326,6 +371,21 @@ static void syntax_error(ctx *c, const yaml_parser_t *p, const unsigned char *bu
                 (int)p->context_mark.line + 1, (int)p->context_mark.column + 1);
     else
         err_pos(c, line, col, "syntax error: %s", p->problem ? p->problem : "invalid YAML");
+}
+
+/* The explicit tag of a node event ("!!str", "!custom"), or NULL. */
+static const char *event_tag(const yaml_event_t *ev)
+{
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT:
+        return (const char *)ev->data.scalar.tag;
+    case YAML_SEQUENCE_START_EVENT:
+        return (const char *)ev->data.sequence_start.tag;
+    case YAML_MAPPING_START_EVENT:
+        return (const char *)ev->data.mapping_start.tag;
+    default:
+        return NULL;
+    }
 }
 
 static const char *event_anchor(const yaml_event_t *ev)
@@ -382,6 +442,28 @@ static void build_event(builder *b, const yaml_event_t *ev)
         err_pos(c, line, col, "anchors and aliases are not allowed");
         b->failed = true;
     }
+    /* A tag would change what a value means ("!!str 5000" is a string, not
+     * the number it looks like) or ask for an object: refused like anchors,
+     * never silently ignored. Shown as written for the standard ones. */
+    const char *tag = event_tag(ev);
+    if (tag) {
+        static const char std[] = "tag:yaml.org,2002:";
+        char q[QBUF];
+        const char *t = tag;
+        char shown[QBUF + 8];
+        if (strncmp(tag, std, sizeof std - 1) == 0)
+            t = tag + sizeof std - 1;
+        quoted(t, strlen(t), q, sizeof q);
+        q[strlen(q) - 1] = '\0'; /* the quotes off: the tag is shown as a tag */
+        if (t != tag)
+            snprintf(shown, sizeof shown, "!!%s", q + 1);
+        else if (tag[0] == '!')
+            snprintf(shown, sizeof shown, "%s", q + 1);
+        else
+            snprintf(shown, sizeof shown, "!<%s>", q + 1);
+        err_pos(c, line, col, "tags are not allowed (%s): write the value without one", shown);
+        b->failed = true;
+    }
     switch (ev->type) {
     case YAML_STREAM_END_EVENT:
         b->done = true;
@@ -435,6 +517,13 @@ static void build_event(builder *b, const yaml_event_t *ev)
 /* Returns the tree (an empty document gives NULL) or sets *ok = false. */
 static node *build_tree(ctx *c, const unsigned char *buf, size_t len, bool *ok)
 {
+    /* A UTF-8 byte order mark (Windows editors write one) is no content.
+     * libyaml skips it only when it detects the encoding itself, which we
+     * do not let it do; dropped here, positions on line 1 do not count it. */
+    if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) {
+        buf += 3;
+        len -= 3;
+    }
     size_t bad = utf8_invalid_at(buf, len);
     if (bad < len) {
         int line, col;
@@ -817,9 +906,11 @@ static int key_order(const void *a, const void *b)
 }
 
 /* Report repeated names among `names` (scalar nodes) with `what`; mark the
- * later ones dup. Sorting keeps this O(n log n) for hostile files. */
-static void mark_duplicates(ctx *c, node **names, size_t n, const char *path, const char *what)
+ * later ones dup. Sorting keeps this O(n log n) for hostile files. Returns
+ * how many were repeated. */
+static size_t mark_duplicates(ctx *c, node **names, size_t n, const char *path, const char *what)
 {
+    size_t dups = 0;
     node **v = xcalloc(n, sizeof *v);
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
@@ -830,6 +921,7 @@ static void mark_duplicates(ctx *c, node **names, size_t n, const char *path, co
         if (v[i]->len == v[first]->len && memcmp(v[i]->text, v[first]->text, v[i]->len) == 0) {
             char q[QBUF];
             v[i]->dup = true;
+            dups++;
             err_at(c, v[i], "%s%sduplicate %s %s (first at line %d, column %d)", PFX(path), what,
                    quoted(v[i]->text, v[i]->len, q, sizeof q), v[first]->line, v[first]->col);
         } else {
@@ -837,16 +929,18 @@ static void mark_duplicates(ctx *c, node **names, size_t n, const char *path, co
         }
     }
     free(v);
+    return dups;
 }
 
-static void mark_duplicate_keys(ctx *c, const node *map, const char *path)
+static size_t mark_duplicate_keys(ctx *c, const node *map, const char *path)
 {
     size_t n = map->n / 2;
     node **keys = xcalloc(n, sizeof *keys);
     for (size_t i = 0; i < n; i++)
         keys[i] = map->kids[2 * i];
-    mark_duplicates(c, keys, n, path, "key");
+    size_t dups = mark_duplicates(c, keys, n, path, "key");
     free(keys);
+    return dups;
 }
 
 static const key_spec *find_key(const section *sec, const node *key)
@@ -1120,10 +1214,11 @@ static void parse_tables(ctx *c, const node *v, const char *path, void *base)
         t->line = item->line;
         t->column_no = item->col;
         char *p = xasprintf("%s[%zu]", path, i);
-        size_t before = ctx_errors(c);
         walk_section(c, &table_section, item, p, t);
         const node *name = map_get(item, "name");
-        if (t->name && ctx_errors(c) == before) {
+        /* t->name is set only when the name itself is valid: it takes part
+         * in the checks across tables whatever else is wrong in the entry. */
+        if (t->name && name) {
             names[n_names++] = (node *)name;
             if (strlen(t->name) + suffix > PG_NAME_MAX)
                 err_at(c, name, "%s.name: with shadow_suffix the shadow table's name is longer "
@@ -1146,17 +1241,21 @@ static void parse_key_columns(ctx *c, const node *v, const char *path, void *bas
         err_at(c, v, "%s: must list at least one column (leave it out to use the primary key)", path);
         return;
     }
-    size_t before = ctx_errors(c);
+    bool ok = true;
     for (size_t i = 0; i < v->n; i++) {
         const node *col = v->kids[i];
         const char *why;
-        if (col->kind != N_SCALAR || is_null(col))
+        if (col->kind != N_SCALAR || is_null(col)) {
             err_at(c, col, "%s[%zu]: expected a string, got %s", path, i, node_looks_like(col));
-        else if ((why = check_identifier(col->text, col->len)) != NULL)
+            ok = false;
+        } else if ((why = check_identifier(col->text, col->len)) != NULL) {
             err_at(c, col, "%s[%zu]: column name %s", path, i, why);
+            ok = false;
+        }
     }
-    mark_duplicates(c, v->kids, v->n, path, "column");
-    if (ctx_errors(c) != before)
+    if (mark_duplicates(c, v->kids, v->n, path, "column") > 0)
+        ok = false;
+    if (!ok)
         return;
     t->key = xcalloc(v->n, sizeof *t->key);
     t->n_key = v->n;
@@ -1171,29 +1270,33 @@ static void parse_columns(ctx *c, const node *v, const char *path, void *base)
         type_error(c, v, path, "a mapping");
         return;
     }
-    size_t before = ctx_errors(c);
-    mark_duplicate_keys(c, v, path);
+    bool ok = mark_duplicate_keys(c, v, path) == 0;
     for (size_t i = 0; i + 1 < v->n; i += 2) {
         const node *col = v->kids[i], *expr = v->kids[i + 1];
         const char *why;
         char q[QBUF];
         if (col->kind != N_SCALAR || is_null(col)) {
             err_at(c, col, "%s: column names must be strings", path);
+            ok = false;
             continue;
         }
         if ((why = check_identifier(col->text, col->len)) != NULL) {
             err_at(c, col, "%s: column name %s %s", path, quoted(col->text, col->len, q, sizeof q), why);
+            ok = false;
             continue;
         }
         quoted(col->text, col->len, q, sizeof q);
-        if (expr->kind != N_SCALAR || is_null(expr))
+        if (expr->kind != N_SCALAR || is_null(expr)) {
             err_at(c, expr, "%s: column %s: expected an SQL expression string, got %s", path, q,
                    node_looks_like(expr));
-        else if (expr->len == 0 || memchr(expr->text, '\0', expr->len))
+            ok = false;
+        } else if (expr->len == 0 || memchr(expr->text, '\0', expr->len)) {
             err_at(c, expr, "%s: column %s: the expression must be non-empty and contain no NUL",
                    path, q);
+            ok = false;
+        }
     }
-    if (ctx_errors(c) != before)
+    if (!ok)
         return;
     t->columns = xcalloc(v->n / 2, sizeof *t->columns);
     t->n_columns = v->n / 2;
@@ -1264,13 +1367,52 @@ int ps_config_load_buffer(const char *name, const char *buf, size_t len, ps_conf
     apply_defaults(&root_section, cfg);
     walk_section(&c, &root_section, root ? root : &empty, "", cfg);
     node_free(root);
-    if (ctx_errors(&c) > 0) {
+    if (c.found > 0) {
         sort_errors(&c);
         ps_config_free(cfg);
         return -1;
     }
     *out = cfg;
     return 0;
+}
+
+/* A directory in which others may replace the file: writable by group or
+ * others, and not sticky (in a sticky one such as /tmp, only the owner of a
+ * file may rename or remove it). */
+static bool dir_open_to_others(const struct stat *st)
+{
+    return S_ISDIR(st->st_mode) && (st->st_mode & (S_IWGRP | S_IWOTH)) &&
+           !(st->st_mode & S_ISVTX);
+}
+
+/* Refuse a directory of `path` in which others may replace it: the one it is
+ * named in, and the one it really is in when it is a symbolic link. */
+static int check_directories(const char *path, ps_errors *errs)
+{
+    char *dirs[2] = { xstrdup(path), realpath(path, NULL) };
+    int r = 0;
+    for (int i = 0; i < 2 && r == 0; i++) {
+        if (dirs[i] == NULL)
+            continue;
+        char *slash = strrchr(dirs[i], '/');
+        if (slash == NULL)
+            strcpy(dirs[i], ".");
+        else if (slash == dirs[i])
+            slash[1] = '\0'; /* "/x" is in "/" */
+        else
+            *slash = '\0';
+        struct stat st;
+        if (stat(dirs[i], &st) == 0 && dir_open_to_others(&st)) {
+            ps_errors_add(errs, path, 0, 0,
+                          "its directory %s is writable by group or others (mode 0%o) and not "
+                          "sticky; whoever can write it can replace the file (chmod go-w %s)",
+                          dirs[i], (unsigned)(st.st_mode & 07777), dirs[i]);
+            r = -1;
+        }
+    }
+    free(dirs[0]);
+    free(dirs[1]);
+    return r;
 }
 
 int ps_config_load(const char *path, ps_config **out, ps_errors *errs)
@@ -1285,6 +1427,23 @@ int ps_config_load(const char *path, ps_config **out, ps_errors *errs)
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         ps_errors_add(errs, path, 0, 0, "not a regular file");
+        close(fd);
+        return -1;
+    }
+    /* Whoever can write the file can point database.conninfo elsewhere and
+     * put SQL in columns: (pgshadowctl install runs it with its own role):
+     * refused, as sshd refuses such files, rather than warned about. No
+     * documented setup has it: the installed file is 0644 root's, and the
+     * unit runs with UMask=0077. */
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        ps_errors_add(errs, path, 0, 0,
+                      "the file is writable by group or others (mode 0%o); whoever can write it "
+                      "can change database.conninfo and the SQL of columns: (chmod go-w %s)",
+                      (unsigned)(st.st_mode & 07777), path);
+        close(fd);
+        return -1;
+    }
+    if (check_directories(path, errs) != 0) {
         close(fd);
         return -1;
     }
@@ -1378,6 +1537,38 @@ static void change(ps_errors *out, const char *fmt, ...)
     free(msg);
 }
 
+/* The shortest "%.*g" that reads back as exactly d: "%g" alone keeps six
+ * digits, and two values that differ further down would look the same. */
+static void number_text_exact(double d, char *buf, size_t len)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d)
+            return;
+    }
+}
+
+/* Whether a leaf differs between two configs: compared as values, never as
+ * their text (text is for showing, and may round). */
+static bool leaf_equal(const key_spec *k, const void *a, const void *b)
+{
+    const void *x = (const char *)a + k->off, *y = (const char *)b + k->off;
+    switch (k->kind) {
+    case K_INT:
+    case K_ENUM:
+        return *(const int *)x == *(const int *)y;
+    case K_INT64:
+    case K_DURATION:
+        return *(const int64_t *)x == *(const int64_t *)y;
+    case K_NUMBER:
+        return *(const double *)x == *(const double *)y;
+    case K_BOOL:
+        return *(const bool *)x == *(const bool *)y;
+    default:
+        return true;
+    }
+}
+
 /* A leaf value as the reload log shows it. */
 static void leaf_text(const key_spec *k, const void *base, char *buf, size_t len)
 {
@@ -1393,7 +1584,7 @@ static void leaf_text(const key_spec *k, const void *base, char *buf, size_t len
         ps_duration_format(*(const int64_t *)f, buf, len);
         break;
     case K_NUMBER:
-        snprintf(buf, len, "%g", *(const double *)f);
+        number_text_exact(*(const double *)f, buf, len);
         break;
     case K_BOOL:
         snprintf(buf, len, "%s", *(const bool *)f ? "true" : "false");
@@ -1432,17 +1623,15 @@ static size_t diff_section(const section *sec, const char *path, const void *a, 
                     change(out, "%s: \"%s\" -> \"%s\"", p, x ? x : "", y ? y : "");
                 n++;
             }
-        } else {
+        } else if (!leaf_equal(k, a, b)) {
             char x[128], y[128];
             leaf_text(k, a, x, sizeof x);
             leaf_text(k, b, y, sizeof y);
-            if (strcmp(x, y) != 0) {
-                if (k->flags & F_SECRET)
-                    change(out, "%s changed", p);
-                else
-                    change(out, "%s: %s -> %s", p, x, y);
-                n++;
-            }
+            if (k->flags & F_SECRET)
+                change(out, "%s changed", p);
+            else
+                change(out, "%s: %s -> %s", p, x, y);
+            n++;
         }
         free(p);
     }
@@ -1490,26 +1679,42 @@ static size_t diff_tables(const void *a, const void *b, ps_errors *out)
     return n;
 }
 
-static void stages_text(const ps_config *cfg, char *buf, size_t len)
+/* "1%/1h 5%/2h ...", whole: percents strictly increase from 1 to 100, so
+ * there are at most 100 stages (about 1 KiB of text). */
+static char *stages_text(const ps_config *cfg)
 {
-    size_t o = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < cfg->cutover.n_stages && o < len; i++) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        abort();
+    for (size_t i = 0; i < cfg->cutover.n_stages; i++) {
         char d[32];
         ps_duration_format(cfg->cutover.stages[i].hold_ms, d, sizeof d);
-        o += (size_t)snprintf(buf + o, len - o, "%s%d%%/%s", i ? " " : "",
-                              cfg->cutover.stages[i].percent, d);
+        fprintf(f, "%s%d%%/%s", i ? " " : "", cfg->cutover.stages[i].percent, d);
     }
+    if (fclose(f) != 0 || buf == NULL)
+        abort();
+    return buf;
 }
 
+/* Compared as values: the text is only for the log line. */
 static size_t diff_stages(const void *a, const void *b, ps_errors *out)
 {
-    char x[512], y[512];
-    stages_text(a, x, sizeof x);
-    stages_text(b, y, sizeof y);
-    if (strcmp(x, y) == 0)
-        return 0;
-    change(out, "cutover.stages: %s -> %s", x, y);
+    const ps_config *x = a, *y = b;
+    if (x->cutover.n_stages == y->cutover.n_stages) {
+        size_t i = 0;
+        while (i < x->cutover.n_stages &&
+               x->cutover.stages[i].percent == y->cutover.stages[i].percent &&
+               x->cutover.stages[i].hold_ms == y->cutover.stages[i].hold_ms)
+            i++;
+        if (i == x->cutover.n_stages)
+            return 0;
+    }
+    char *tx = stages_text(x), *ty = stages_text(y);
+    change(out, "cutover.stages: %s -> %s", tx, ty);
+    free(tx);
+    free(ty);
     return 1;
 }
 

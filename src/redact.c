@@ -1,11 +1,19 @@
 /*
  * redact.c - keep passwords out of every string that leaves the process.
  *
- * Owns the one scanner that finds secrets in conninfo strings and free text.
+ * Owns the one scanner that finds secrets in conninfo strings and free text,
+ * and with it the one rule for what counts as a password: the text that
+ * reads as one (a password keyword assigned a value, or the part between
+ * "user:" and the last '@' of a postgres URI), whatever libpq would make of
+ * it. The config loader refuses a conninfo by this rule
+ * (ps_conninfo_has_password) and every message is redacted by it, so what
+ * is refused and what is hidden cannot drift apart.
+ *
  * Invariants: redaction only ever removes characters (a secret value becomes
  * "***"), it never fails open (an unparseable conninfo is redacted as free
- * text, which errs on the side of hiding too much), and it never allocates
- * in ps_redact_secrets(), so logging can call it anywhere.
+ * text, which errs on the side of hiding too much; a conninfo in which libpq
+ * finds a password the text rule did not hide is hidden whole), and it never
+ * allocates in ps_redact_secrets(), so logging can call it anywhere.
  */
 #include "pgshadow/redact.h"
 
@@ -17,24 +25,58 @@
 
 #define MASK "***"
 
-/* A bounded writer: keeps what fits, always NUL-terminates, counts secrets. */
+/* A bounded writer: keeps what fits, always NUL-terminates, counts secrets.
+ * Where the room ends, it cuts between UTF-8 characters and writes nothing
+ * more: a cut message stays valid UTF-8 (journald shows a field that is not
+ * as a blob) and never skips text in its middle. */
 typedef struct out {
     char *buf;
     size_t cap; /* 0: discard everything (detect mode) */
     size_t len;
+    bool full;  /* something did not fit: nothing more is written */
     int secrets;
 } out;
 
+static bool utf8_continuation(unsigned char b)
+{
+    return (b & 0xc0) == 0x80;
+}
+
 static void out_put(out *o, const char *s, size_t n)
 {
-    if (o->cap == 0)
+    if (o->cap == 0 || o->full)
         return;
     size_t room = o->cap - 1 - o->len;
-    if (n > room)
+    if (n > room) {
         n = room;
+        while (n > 0 && utf8_continuation((unsigned char)s[n]))
+            n--; /* s[n] is the first byte left out: not inside a character */
+        o->full = true;
+    }
     memcpy(o->buf + o->len, s, n);
     o->len += n;
     o->buf[o->len] = '\0';
+}
+
+/* Drop a character cut off at the end of the output (the input ended inside
+ * one: a message vsnprintf truncated upstream). */
+static void out_trim_partial(out *o)
+{
+    if (o->cap == 0)
+        return;
+    size_t i = o->len, back = 0;
+    while (i > 0 && back < 3 && utf8_continuation((unsigned char)o->buf[i - 1])) {
+        i--;
+        back++;
+    }
+    if (i == 0)
+        return;
+    unsigned char lead = (unsigned char)o->buf[i - 1];
+    size_t need = (lead & 0xe0) == 0xc0 ? 2 : (lead & 0xf0) == 0xe0 ? 3 : (lead & 0xf8) == 0xf0 ? 4 : 0;
+    if (need > back + 1) {
+        o->len = i - 1;
+        o->buf[o->len] = '\0';
+    }
 }
 
 static void out_mask(out *o)
@@ -75,8 +117,18 @@ static size_t keyword_len(const char *s)
  * matching quote or the end) or bare (to whitespace or '&', the separators
  * of conninfo and URI query strings). Writes the masked value and returns
  * the number of input bytes it consumed. An empty bare value is no secret
- * and is left alone.
+ * and is left alone; an empty quoted one, or one that is already the mask
+ * (the second pass over a key=value conninfo), is shown masked but not
+ * counted as a secret found.
  */
+static void mask_span(const char *v, size_t n, out *o)
+{
+    if (n == 0 || (n == strlen(MASK) && memcmp(v, MASK, n) == 0))
+        out_put(o, MASK, strlen(MASK));
+    else
+        out_mask(o);
+}
+
 static size_t mask_value(const char *s, out *o)
 {
     if (*s == '\'' || *s == '"') {
@@ -88,7 +140,7 @@ static size_t mask_value(const char *s, out *o)
             i++;
         }
         out_put(o, &q, 1);
-        out_mask(o);
+        mask_span(s + 1, i - 1, o);
         if (s[i] == q) {
             out_put(o, &q, 1);
             i++;
@@ -102,32 +154,40 @@ static size_t mask_value(const char *s, out *o)
         i++;
     }
     if (i > 0)
-        out_mask(o);
+        mask_span(s, i, o);
     return i;
 }
 
 /*
- * At a URI scheme: copy the scheme and user, mask the password in the
- * userinfo. The authority ends at whitespace, '/', '?' or '#'; its LAST '@'
- * ends the userinfo (libpq takes the first, but a stray '@' in a password
- * must not leak the rest of it). Returns the bytes consumed.
+ * At a URI scheme: copy the scheme and user, mask what reads as a password.
+ * That is judged by the text, not by libpq's parse: libpq ends the userinfo
+ * at the first '/' ("app:Zm9v/YmFy@db" is host "app", port "Zm9v" to it)
+ * but takes '?', '#' and spaces into a password, and a base64 password often
+ * holds a '/'. So: a user part up to the first ':' (no '/', '?' or '#' in
+ * it), and from there to the LAST '@' of the URI, however many '/', '?' or
+ * '@' come between, is the password. The URI ends at whitespace in free
+ * text, and at the end of the string when the string is the conninfo
+ * (to_end). An '@' later in a URI (a user name in a query parameter) thus
+ * hides the text before it too: hiding too much is the safe side.
+ * Returns the bytes consumed.
  */
-static size_t redact_uri_userinfo(const char *s, size_t scheme, out *o)
+static size_t redact_uri_userinfo(const char *s, size_t scheme, bool to_end, out *o)
 {
-    size_t end = scheme;
-    size_t at = 0;
-    while (s[end] && !isspace((unsigned char)s[end]) && !strchr("/?#", s[end])) {
-        if (s[end] == '@')
-            at = end;
-        end++;
+    size_t i = scheme;
+    while (s[i] && s[i] != ':' && !strchr("/?#", s[i]) && (to_end || !isspace((unsigned char)s[i])))
+        i++;
+    size_t colon = i, at = 0;
+    if (s[colon] == ':') {
+        for (i = colon + 1; s[i] && (to_end || !isspace((unsigned char)s[i])); i++)
+            if (s[i] == '@')
+                at = i;
     }
-    const char *colon = at ? memchr(s + scheme, ':', at - scheme) : NULL;
-    if (colon == NULL || colon + 1 == s + at) {
+    if (at <= colon + 1) {
         /* No password here; what follows is scanned like any other text. */
         out_put(o, s, scheme);
         return scheme;
     }
-    out_put(o, s, (size_t)(colon - s) + 1);
+    out_put(o, s, colon + 1);
     out_mask(o);
     out_put(o, "@", 1);
     return at + 1;
@@ -161,7 +221,7 @@ static void redact_text(const char *s, out *o)
     while (s[i]) {
         size_t n = uri_scheme_len(s + i);
         if (n > 0) {
-            i += redact_uri_userinfo(s + i, n, o);
+            i += redact_uri_userinfo(s + i, n, false, o);
             continue;
         }
         n = keyword_len(s + i);
@@ -251,16 +311,19 @@ static size_t redact_cap(const char *s)
 }
 
 /*
- * URIs are free text (userinfo and ?password= are both found there). A
- * key=value string gets the structured pass, then the free-text pass over its
- * result: a value that libpq would not call a password may still read like
- * one in a log ("application_name='password=x'"), and hiding it is cheap.
+ * A URI conninfo is one URI to its end (libpq takes everything after the
+ * scheme, spaces too); the rest of it is scanned as free text (?password=).
+ * A key=value string gets the structured pass, then the free-text pass over
+ * its result: a value that libpq would not call a password may still read
+ * like one ("application_name='password=x'"), and hiding it is cheap.
+ * *secrets counts what was masked.
  */
 static char *redact_conninfo_alloc(const char *conninfo, int *secrets)
 {
-    const char *s = conninfo + strspn(conninfo, " \t\n\r");
+    size_t lead = strspn(conninfo, " \t\n\r");
+    size_t scheme = uri_scheme_len(conninfo + lead);
     out kv = { 0 };
-    if (uri_scheme_len(s) == 0) {
+    if (scheme == 0) {
         kv.cap = redact_cap(conninfo);
         kv.buf = malloc(kv.cap);
         if (kv.buf == NULL)
@@ -273,17 +336,51 @@ static char *redact_conninfo_alloc(const char *conninfo, int *secrets)
     o.buf = malloc(o.cap);
     if (o.buf != NULL) {
         o.buf[0] = '\0';
-        redact_text(conninfo, &o);
+        size_t i = 0;
+        if (scheme > 0) {
+            out_put(&o, conninfo, lead);
+            i = lead + redact_uri_userinfo(conninfo + lead, scheme, true, &o);
+        }
+        redact_text(conninfo + i, &o);
     }
     free(kv.buf);
     *secrets = kv.secrets + o.secrets;
     return o.buf;
 }
 
+/* The non-empty password values libpq finds in conninfo (password,
+ * sslpassword), or -1 when libpq cannot parse it. */
+static int libpq_secrets(const char *conninfo)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+    if (opts == NULL) {
+        PQfreemem(err); /* it may quote the string: never shown */
+        return -1;
+    }
+    int n = 0;
+    for (PQconninfoOption *opt = opts; opt->keyword; opt++)
+        if (secret_keyword(opt->keyword, strlen(opt->keyword)) && opt->val && opt->val[0])
+            n++;
+    PQconninfoFree(opts);
+    return n;
+}
+
 char *ps_redact_conninfo(const char *conninfo)
 {
     int secrets;
-    return redact_conninfo_alloc(conninfo ? conninfo : "", &secrets);
+    if (conninfo == NULL)
+        conninfo = "";
+    char *shown = redact_conninfo_alloc(conninfo, &secrets);
+    if (shown == NULL)
+        return NULL;
+    /* libpq would use a password where the text rule found none (a
+     * percent-encoded ?pass%77ord=, say): hide the whole string. */
+    if (secrets == 0 && libpq_secrets(conninfo) > 0) {
+        free(shown);
+        return strdup(MASK);
+    }
+    return shown;
 }
 
 void ps_redact_secrets(const char *in, char *buf, size_t len)
@@ -295,25 +392,18 @@ void ps_redact_secrets(const char *in, char *buf, size_t len)
         return;
     out o = { .buf = buf, .cap = len };
     redact_text(in, &o);
+    out_trim_partial(&o);
 }
 
 bool ps_conninfo_has_password(const char *conninfo)
 {
     if (conninfo == NULL)
         return false;
-    char *err = NULL;
-    PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
-    if (opts == NULL) {
-        PQfreemem(err);
-        int secrets = 0;
-        free(redact_conninfo_alloc(conninfo, &secrets));
-        return secrets > 0; /* on allocation failure: nothing found, libpq refuses it anyway */
-    }
-    bool found = false;
-    for (PQconninfoOption *opt = opts; opt->keyword; opt++) {
-        if (secret_keyword(opt->keyword, strlen(opt->keyword)) && opt->val && opt->val[0])
-            found = true;
-    }
-    PQconninfoFree(opts);
-    return found;
+    /* Whatever the redaction would hide, or libpq would use, is one. */
+    int secrets = 0;
+    char *shown = redact_conninfo_alloc(conninfo, &secrets);
+    if (shown == NULL)
+        return true; /* out of memory: cannot tell, so refuse */
+    free(shown);
+    return secrets > 0 || libpq_secrets(conninfo) > 0;
 }

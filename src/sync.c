@@ -15,9 +15,12 @@
  *    nothing (the change log rows are deleted in the same transaction that
  *    applied them; the backfill cursor moves with the copied chunk);
  *  - we act only while we hold the leader lock on the very session the query
- *    runs on: leadership is tied to (connection object, reconnect count) and
- *    dropped on any NULL result (connection lost), so after a reconnect the
- *    lock is taken again before anything else;
+ *    runs on: leadership, like the session settings, is tied to the
+ *    connection's session id (ps_pgconn_session_id: never reused, unlike a
+ *    connection's address and reconnect count, which a connection created
+ *    after a conninfo reload can repeat) and dropped on any NULL result
+ *    (connection lost), so after a reconnect or a new connection the lock is
+ *    taken again, and the settings set again, before anything else;
  *  - a result of NULL is never fatal: the round ends, the next on_db_up (or
  *    the connection poll) starts a new one.
  */
@@ -435,11 +438,9 @@ struct ps_sync {
 
     ps_sync_state st;
     ps_sync_role role;
-    ps_pgconn *lock_conn; /* leadership is valid on this connection... */
-    unsigned lock_gen;    /* ...while its reconnect count is this */
-    int lock_holder_pid;  /* standby: who holds it (for the log), 0 unknown */
-    ps_pgconn *session_conn; /* SQL_SESSION ran on this connection... */
-    unsigned session_gen;    /* ...in this session */
+    uint64_t lock_session;     /* leadership is valid in this session (0: none) */
+    int lock_holder_pid;       /* standby: who holds it (for the log), 0 unknown */
+    uint64_t settings_session; /* SQL_SESSION ran in this session (0: none) */
     int leader_pid;          /* backend pid and start time (epoch text) of the */
     char leader_start[40];   /* session that last took the lock; 0 = none */
     bool terminate_wanted;   /* that session holds the lock while we are not on it */
@@ -527,8 +528,8 @@ static void conn_lost(ps_sync *s, const char *what)
 
 static bool still_leader(ps_sync *s, ps_pgconn *c)
 {
-    return s->st.leader && c == s->lock_conn && ps_pgconn_is_up(c) &&
-           ps_pgconn_reconnects(c) == s->lock_gen;
+    return s->st.leader && ps_pgconn_is_up(c) && s->lock_session != 0 &&
+           ps_pgconn_session_id(c) == s->lock_session;
 }
 
 /* ---- lock ---- */
@@ -548,8 +549,7 @@ static void on_lock(ps_pgconn *c, const PGresult *res, void *arg)
     } else if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
         s->st.leader = true;
         s->role = PS_SYNC_ROLE_LEADER;
-        s->lock_conn = c;
-        s->lock_gen = ps_pgconn_reconnects(c);
+        s->lock_session = ps_pgconn_session_id(c);
         s->stats.lock_acquired++;
         s->leader_pid = atoi(PQgetvalue(res, 0, 1));
         snprintf(s->leader_start, sizeof s->leader_start, "%s",
@@ -605,8 +605,7 @@ static void on_session(ps_pgconn *c, const PGresult *res, void *arg)
                            "going on without them",
                            errfield(res, PG_DIAG_SQLSTATE, "?"),
                            errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error"));
-        s->session_conn = c;
-        s->session_gen = ps_pgconn_reconnects(c);
+        s->settings_session = ps_pgconn_session_id(c);
     }
     step(s);
 }
@@ -1018,7 +1017,7 @@ static void step(ps_sync *s)
         return;
     }
     case PS_SYNC_LOCK:
-        if (s->session_conn != c || s->session_gen != ps_pgconn_reconnects(c)) {
+        if (s->settings_session == 0 || s->settings_session != ps_pgconn_session_id(c)) {
             /* idle_session_timeout: well above every interval at which we
              * query this connection (probe 1 s, lock retry 1 s, catchup) */
             int64_t idle = 60000;

@@ -4,8 +4,11 @@
 # Runs `PGSHADOWD --check-config -c FILE` from DATA_DIR on every fixture:
 #   bad-*.yaml   exit 2, stderr byte for byte equal to bad-*.expected
 #   good-*.yaml  exit 0, stdout exactly "configuration OK"
-# plus the repository's conf/pgshadow.yaml (must be OK), and two refusals made
-# here rather than committed: a 10 MB file and a directory.
+# plus the repository's conf/pgshadow.yaml (must be OK), and refusals made
+# here rather than committed: a 10 MB file, a directory, files writable by
+# group or others and a directory others can write (git keeps no such mode).
+# The fixtures are checked from a copy made under umask 022: a checkout made
+# under umask 002 has group-writable files, which the loader refuses.
 # Prints "N passed, N failed"; exits 1 on any failure.
 set -u
 
@@ -56,8 +59,12 @@ check_good() {
     fi
 }
 
+umask 022
+mkdir "$tmp/data" "$tmp/conf" || exit 1
+cp "$data"/*.yaml "$data"/*.expected "$tmp/data/" || exit 1
+cp "$srcdir/conf/pgshadow.yaml" "$tmp/conf/" || exit 1
+data=$tmp/data
 cd "$data" || exit 1
-data=$(pwd)
 
 for f in bad-*.yaml; do
     [ -e "$f" ] || continue
@@ -73,7 +80,7 @@ for f in good-*.yaml; do
     check_good "$data" "$f"
 done
 
-check_good "$srcdir/conf" pgshadow.yaml
+check_good "$tmp/conf" pgshadow.yaml
 
 # Too big: refused on its size before it is read.
 head -c 10485760 /dev/zero | tr '\0' '#' >"$tmp/bad-too-big.yaml"
@@ -85,6 +92,28 @@ check_bad "$tmp" bad-too-big.yaml "$tmp/bad-too-big.expected"
 mkdir "$tmp/bad-dir.yaml"
 printf 'bad-dir.yaml: not a regular file\n' >"$tmp/bad-dir.expected"
 check_bad "$tmp" bad-dir.yaml "$tmp/bad-dir.expected"
+
+# Writable by group or others: whoever can write it can change the conninfo
+# and the SQL of columns:. Refused, naming the file and its mode.
+for mode in 0664 0646 0620; do
+    f=bad-writable-$mode.yaml
+    cp "$data/good-minimal.yaml" "$tmp/$f" && chmod "$mode" "$tmp/$f"
+    printf '%s: the file is writable by group or others (mode %s); whoever can write it can change database.conninfo and the SQL of columns: (chmod go-w %s)\n' \
+        "$f" "$mode" "$f" >"$tmp/${f%.yaml}.expected"
+    check_bad "$tmp" "$f" "$tmp/${f%.yaml}.expected"
+done
+
+# In a directory others can write, where the file can be replaced: refused;
+# the same directory sticky (as /tmp) is fine.
+mkdir "$tmp/open"
+cp "$data/good-minimal.yaml" "$tmp/open/in-open-dir.yaml"
+chmod 0777 "$tmp/open"
+printf 'in-open-dir.yaml: its directory . is writable by group or others (mode 0777) and not sticky; whoever can write it can replace the file (chmod go-w .)\n' \
+    >"$tmp/in-open-dir.expected"
+check_bad "$tmp/open" in-open-dir.yaml "$tmp/in-open-dir.expected"
+chmod 1777 "$tmp/open"
+check_good "$tmp/open" in-open-dir.yaml
+chmod 0700 "$tmp/open"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

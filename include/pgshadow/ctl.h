@@ -123,6 +123,7 @@ typedef struct ps_check_report {
 
 void ps_check_report_init(ps_check_report *r);
 void ps_check_report_free(ps_check_report *r); /* NULL is a no-op */
+/* The detail is stored redacted (ps_redact_secrets): no secret in a report. */
 void ps_check_add(ps_check_report *r, ps_check_status s, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* "PASS  name: detail\n" per line, only lines at least min_status. */

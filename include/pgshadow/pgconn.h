@@ -98,6 +98,12 @@ int ps_pgconn_listen(ps_pgconn *c, const char *channel);
 bool ps_pgconn_is_up(const ps_pgconn *c);
 bool ps_pgconn_is_idle(const ps_pgconn *c); /* up, nothing queued or in flight */
 unsigned ps_pgconn_reconnects(const ps_pgconn *c); /* successful connects after the first */
+/* The id of the server session up now, 0 when not up. Every successful
+ * connect of any connection in the process gets a new, larger id, so an id
+ * never repeats: tie state that lives in a session (its SET settings, a
+ * session advisory lock) to it. A connection's address and reconnect count
+ * do repeat: a new connection may be allocated where a freed one was. */
+uint64_t ps_pgconn_session_id(const ps_pgconn *c);
 const char *ps_pgconn_name(const ps_pgconn *c);
 PGconn *ps_pgconn_raw(ps_pgconn *c); /* for PQescape*; NULL when down */
 

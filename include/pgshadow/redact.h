@@ -14,7 +14,9 @@ char *ps_redact_conninfo(const char *conninfo);
 
 /* Redact in free text: password=VALUE (quoted or not), "password": "..."
  * and userinfo passwords inside postgres URIs. Writes into out (size len),
- * always NUL-terminated. */
+ * always NUL-terminated; what does not fit is cut between UTF-8 characters,
+ * and a character cut off at the end of `in` is dropped, so valid UTF-8 in
+ * gives valid UTF-8 out. */
 void ps_redact_secrets(const char *in, char *out, size_t len);
 
 /* True when a conninfo string carries a password (key=value or URI userinfo

@@ -19,6 +19,7 @@
 #include <sys/statvfs.h>
 
 #include "pgshadow/ctl.h"
+#include "pgshadow/redact.h"
 
 /* ---- the SQL, in one place ---- */
 
@@ -209,10 +210,19 @@ void ps_check_add(ps_check_report *r, ps_check_status s, const char *name, const
     }
     va_list ap;
     va_start(ap, fmt);
-    char *detail = NULL;
-    if (vasprintf(&detail, fmt, ap) < 0)
+    char *raw = NULL;
+    if (vasprintf(&raw, fmt, ap) < 0)
         abort();
     va_end(ap);
+    /* A detail may carry libpq's own words (a failed query's connection
+     * error): redacted like every other message, so the report holds no
+     * secret. Masking can lengthen a one-byte secret to three. */
+    size_t cap = strlen(raw) * 4 + 4;
+    char *detail = malloc(cap);
+    if (!detail)
+        abort();
+    ps_redact_secrets(raw, detail, cap);
+    free(raw);
     ps_check_line *l = &r->lines[r->count++];
     l->status = s;
     l->name = strdup(name);

@@ -5,7 +5,9 @@
  * Invariants: exit codes are the contract's (0 done, 1 failed, 2 bad usage or
  * config, 3 refused); a conninfo is never printed unredacted; commands the
  * release does not have yet are recognised and refused honestly (exit 2),
- * never faked.
+ * never faked. An argument that starts with '-' before "--" is an option,
+ * and an unknown one is a usage error naming it (its name, never its value:
+ * a mistyped --conninfo=... may hold a password), never an operand.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -46,6 +48,80 @@ static int usage_error(const char *fmt, const char *arg)
     fprintf(stderr, fmt, arg);
     fputs("\nTry 'pgshadowctl --help'.\n", stderr);
     return PS_CTL_EXIT_USAGE;
+}
+
+/* "--name" of a "--name=value" argument, or the argument: an error names
+ * the option, never its value. A long name is cut between UTF-8 characters. */
+static const char *option_name(const char *arg, char *buf, size_t len)
+{
+    size_t n = strcspn(arg, "=");
+    if (n >= len) {
+        n = len - 1;
+        while (n > 0 && ((unsigned char)arg[n] & 0xc0) == 0x80)
+            n--;
+    }
+    memcpy(buf, arg, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* The options a command takes: each a flag (set to true) or, with value,
+ * one that takes an argument ("--name V" or "--name=V"). */
+typedef struct cmd_option {
+    const char *name;
+    bool *flag;
+    const char **value; /* NULL when it takes no argument */
+} cmd_option;
+
+/*
+ * A command's own arguments (argv[0] is the command): options, in any order
+ * among the operands, up to a "--"; operands, at most max_pos, into pos. An
+ * unknown option is an error, never an operand: "route --json t" must not
+ * route table "--json". Returns PS_CTL_EXIT_OK or the usage error printed.
+ */
+static int command_args(int argc, char **argv, const cmd_option *opts, const char **pos,
+                        int max_pos, int *npos)
+{
+    const char *cmd = argv[0];
+    char name[64], msg[160];
+    bool options = true;
+    *npos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (options && strcmp(a, "--") == 0) {
+            options = false;
+            continue;
+        }
+        if (!options || a[0] != '-' || a[1] == '\0') {
+            if (*npos == max_pos) {
+                snprintf(msg, sizeof msg, "%s: unexpected argument '%%s'", cmd);
+                return usage_error(msg, a);
+            }
+            pos[(*npos)++] = a;
+            continue;
+        }
+        option_name(a, name, sizeof name);
+        const cmd_option *o = opts;
+        while (o && o->name && strcmp(o->name, name) != 0)
+            o++;
+        if (!o || !o->name) {
+            snprintf(msg, sizeof msg, "%s: unknown option '%%s'", cmd);
+            return usage_error(msg, name);
+        }
+        const char *eq = strchr(a, '=');
+        if (!o->value) {
+            if (eq) {
+                snprintf(msg, sizeof msg, "%s: option '%%s' takes no argument", cmd);
+                return usage_error(msg, name);
+            }
+            *o->flag = true;
+        } else if (eq) {
+            *o->value = eq + 1;
+        } else {
+            *o->value = i + 1 < argc ? argv[++i] : "";
+        }
+    }
+    return PS_CTL_EXIT_OK;
 }
 
 int ps_ctl_load_config(ps_ctl *ctl)
@@ -119,31 +195,20 @@ static int parse_percent(const char *s, int *out)
 static int cmd_route(ps_ctl *ctl, int argc, char **argv)
 {
     int percent = -1;
+    const char *percent_text = NULL;
     const char *pos[2];
     int npos = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--percent") == 0 || strncmp(argv[i], "--percent=", 10) == 0) {
-            const char *v = argv[i][9] == '=' ? argv[i] + 10 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!v || parse_percent(v, &percent) != 0)
-                return usage_error("route: --percent needs an integer 0..100, got '%s'",
-                                   v ? v : "");
-        } else if (strcmp(argv[i], "--") == 0) {
-            for (i++; i < argc; i++) {
-                if (npos == 2)
-                    return usage_error("route: unexpected argument '%s'", argv[i]);
-                pos[npos++] = argv[i];
-            }
-        } else {
-            if (npos == 2)
-                return usage_error("route: unexpected argument '%s'", argv[i]);
-            pos[npos++] = argv[i];
-        }
-    }
+    const cmd_option opts[] = {{"--percent", NULL, &percent_text}, {NULL, NULL, NULL}};
+    int rc = command_args(argc, argv, opts, pos, 2, &npos);
+    if (rc != PS_CTL_EXIT_OK)
+        return rc;
+    if (percent_text && parse_percent(percent_text, &percent) != 0)
+        return usage_error("route: --percent needs an integer 0..100, got '%s'", percent_text);
     if (npos != 2)
         return usage_error("%s", "route: usage: route [--percent N] TABLE KEY");
 
     if (percent < 0) {
-        int rc = ps_ctl_connect(ctl);
+        rc = ps_ctl_connect(ctl);
         if (rc != PS_CTL_EXIT_OK)
             return rc;
         const char *params[1] = {pos[0]};
@@ -163,12 +228,13 @@ static int cmd_route(ps_ctl *ctl, int argc, char **argv)
 
 static int cmd_writes(ps_ctl *ctl, int argc, char **argv, bool enable)
 {
-    if (argc > 2)
-        return usage_error("%s: takes at most one TABLE", argv[0]);
-    if (argc == 2 && argv[1][0] == '-')
-        return usage_error("unknown option '%s'", argv[1]);
-    const char *table = argc == 2 ? argv[1] : NULL;
-    int rc = ps_ctl_connect(ctl);
+    const char *pos[1] = {NULL};
+    int npos;
+    int rc = command_args(argc, argv, NULL, pos, 1, &npos);
+    if (rc != PS_CTL_EXIT_OK)
+        return rc;
+    const char *table = pos[0];
+    rc = ps_ctl_connect(ctl);
     if (rc != PS_CTL_EXIT_OK)
         return rc;
     const char *params[1] = {table};
@@ -216,8 +282,19 @@ int ps_ctl_main(int argc, char **argv)
     };
     int c;
     opterr = 0;
-    /* "+": stop at the command; its own options are parsed by the command */
-    while ((c = getopt_long(argc, argv, "+c:hV", opts, NULL)) != -1) {
+    optind = 0; /* a fresh scan: the CLI may run more than once in a process (tests) */
+    for (;;) {
+        /* The element getopt reads from: in a bundle ("-xV") it has not
+         * moved past it when it reports an error, so argv[optind - 1] would
+         * name the one before (argv[0] for the first). */
+        const char *at = argv[optind > 0 ? optind : 1];
+        /* "+": stop at the command; its own options are parsed by the
+         * command. ":": a missing argument is told from an unknown option. */
+        c = getopt_long(argc, argv, "+:c:hV", opts, NULL);
+        if (c == -1)
+            break;
+        bool is_long = at && strncmp(at, "--", 2) == 0;
+        char name[64];
         switch (c) {
         case 'c':
             ctl.config_path = optarg;
@@ -228,10 +305,21 @@ int ps_ctl_main(int argc, char **argv)
         case 'V':
             puts("pgshadowctl " PGSHADOW_VERSION);
             return PS_CTL_EXIT_OK;
+        case ':':
+            if (is_long)
+                return usage_error("option '%s' needs a FILE", option_name(at, name, sizeof name));
+            return usage_error("%s", "option '-c' needs a FILE");
         default:
-            if (optopt == 'c')
-                return usage_error("%s", "option -c needs a FILE");
-            return usage_error("unknown option '%s'", argv[optind - 1]);
+            if (is_long && optopt != 0) /* a known option given "=value" it does not take */
+                return usage_error("option '%s' takes no argument",
+                                   option_name(at, name, sizeof name));
+            if (is_long)
+                return usage_error("unknown option '%s'", option_name(at, name, sizeof name));
+            if (optopt > 0x20 && optopt < 0x7f)
+                snprintf(name, sizeof name, "-%c", optopt);
+            else
+                snprintf(name, sizeof name, "-\\x%02x", (unsigned)(unsigned char)optopt);
+            return usage_error("unknown option '%s'", name);
         }
     }
     if (optind >= argc)
@@ -242,29 +330,22 @@ int ps_ctl_main(int argc, char **argv)
     const char *cmd = cargv[0];
     int rc;
 
+    bool dry = false, drop = false;
+    const cmd_option install_opts[] = {{"--dry-run", &dry, NULL}, {NULL, NULL, NULL}};
+    const cmd_option uninstall_opts[] = {
+        {"--dry-run", &dry, NULL}, {"--drop-shadow", &drop, NULL}, {NULL, NULL, NULL}};
+    int npos;
     if (strcmp(cmd, "check") == 0) {
-        if (cargc > 1)
-            return usage_error("check: unexpected argument '%s'", cargv[1]);
+        if ((rc = command_args(cargc, cargv, NULL, NULL, 0, &npos)) != PS_CTL_EXIT_OK)
+            return rc;
         rc = ps_ctl_cmd_check(&ctl);
     } else if (strcmp(cmd, "install") == 0) {
-        bool dry = false;
-        for (int i = 1; i < cargc; i++) {
-            if (strcmp(cargv[i], "--dry-run") == 0)
-                dry = true;
-            else
-                return usage_error("install: unexpected argument '%s'", cargv[i]);
-        }
+        if ((rc = command_args(cargc, cargv, install_opts, NULL, 0, &npos)) != PS_CTL_EXIT_OK)
+            return rc;
         rc = ps_ctl_cmd_install(&ctl, dry);
     } else if (strcmp(cmd, "uninstall") == 0) {
-        bool dry = false, drop = false;
-        for (int i = 1; i < cargc; i++) {
-            if (strcmp(cargv[i], "--dry-run") == 0)
-                dry = true;
-            else if (strcmp(cargv[i], "--drop-shadow") == 0)
-                drop = true;
-            else
-                return usage_error("uninstall: unexpected argument '%s'", cargv[i]);
-        }
+        if ((rc = command_args(cargc, cargv, uninstall_opts, NULL, 0, &npos)) != PS_CTL_EXIT_OK)
+            return rc;
         rc = ps_ctl_cmd_uninstall(&ctl, drop, dry);
     } else if (strcmp(cmd, "disable-writes") == 0) {
         rc = cmd_writes(&ctl, cargc, cargv, false);

@@ -18,6 +18,11 @@
  *    can even get the same fd number;
  *  - c->gen changes whenever the PGconn is torn down, so a handler that ran a
  *    callback can tell that the world changed under it and stop;
+ *  - every successful connect, of any connection in the process, gets a new
+ *    session id from one counter that only grows: callers that tie state to
+ *    a server session (its settings, a session lock) compare ids, never the
+ *    connection's address and reconnect count, which repeat when a freed
+ *    connection's memory is reused;
  *  - the struct is freed only by the outermost entry (c->busy == 0), so a
  *    callback may call ps_pgconn_free() on its own connection;
  *  - a DNS host name is resolved with our own evdns_base before libpq sees it
@@ -118,11 +123,15 @@ struct ps_pgconn {
     size_t nchannels;
 
     unsigned connects;
+    uint64_t session_id; /* of the session up now; see ps_pgconn_session_id */
     int busy;
     bool free_pending;
 };
 
 /* ---------------------------------------------------------------- helpers */
+
+/* The last session id handed out, process-wide; 0 is never one. */
+static uint64_t last_session_id;
 
 static void conn_down(ps_pgconn *c, const char *reason);
 static void start_next(ps_pgconn *c);
@@ -580,6 +589,7 @@ static void connected(ps_pgconn *c)
     }
     c->state = ST_UP;
     c->connects++;
+    c->session_id = __atomic_add_fetch(&last_session_id, 1, __ATOMIC_RELAXED);
     ps_backoff_reset(&c->backoff);
     ps_log_fields(LOG_INFO, (const ps_log_field[]){{"CONN", c->name}, {NULL, NULL}},
                   "pg %s: connected (server %d, backend pid %d)%s", c->name,
@@ -1088,6 +1098,11 @@ bool ps_pgconn_is_idle(const ps_pgconn *c)
 unsigned ps_pgconn_reconnects(const ps_pgconn *c)
 {
     return c && c->connects > 1 ? c->connects - 1 : 0;
+}
+
+uint64_t ps_pgconn_session_id(const ps_pgconn *c)
+{
+    return c && c->state == ST_UP ? c->session_id : 0;
 }
 
 const char *ps_pgconn_name(const ps_pgconn *c)

@@ -6,8 +6,9 @@
  *  - READY/STATUS, connecting as the scram-only role pgshadow_pw with its
  *    password from the harness passfile (PGPASSFILE), receiving a NOTIFY,
  *    surviving an immediate server restart (reconnect, re-LISTEN, resync),
- *    SIGPIPE ignored, reloads, the watchdog, SIGTERM with exit 0, and that the
- *    password never reached the debug-level log nor a notify message;
+ *    SIGPIPE ignored, reloads (an invalid one past the 100-error cap too), the
+ *    watchdog, SIGTERM with exit 0, and that the password never reached the
+ *    debug-level log nor a notify message;
  *  - a wrong password from a service file: the authentication failure is
  *    logged and retried, and the secret appears in no log line or STATUS=;
  *  - TLS: over TCP with sslmode=verify-full every daemon backend uses TLS
@@ -414,6 +415,48 @@ static void test_reload_invalid_keeps_config(void **state)
                 0);
 }
 
+/* Issue #9, 12: past 100 errors the loader stopped keeping them, and the
+ * key/columns parsers, judging by the error count, copied a mapping's NULL
+ * text: SIGHUP with this file killed the daemon. It must stay up, log the
+ * located errors and keep the running configuration (shown by a reload of
+ * the previous file that finds no changes). */
+static void test_reload_past_error_cap_keeps_config(void **state)
+{
+    (void)state;
+    char text[4096], tmp[160];
+    size_t o = (size_t)snprintf(text, sizeof text, "database:\n  conninfo: \"%s\"\n",
+                                T.pw_conninfo);
+    for (int i = 0; i < 100; i++)
+        o += (size_t)snprintf(text + o, sizeof text - o, "  unknown_%d: 1\n", i);
+    snprintf(text + o, sizeof text - o,
+             "migration:\n  id: itest_daemon\n  tables:\n"
+             "    - name: table_that_does_not_exist_yet\n      key: [{a: 1}]\n"
+             "    - name: other\n      columns: {c: [1]}\n"
+             "sync:\n  batch_size: 7\n");
+    snprintf(tmp, sizeof tmp, "%s.tmp", T.cfg);
+    assert_int_equal(itest_write_file(tmp, text), 0);
+    assert_int_equal(rename(tmp, T.cfg), 0);
+
+    size_t from = log_size();
+    assert_int_equal(kill(P.pid, SIGHUP), 0);
+    assert_true(wait_log(from, "keeping the running configuration") > 0);
+    assert_true(wait_log(from, "error: reload: ") > 0);
+    assert_true(wait_log(from, "pgshadow.yaml:3:3: database: unknown key \"unknown_0\"") > 0);
+    assert_true(wait_log(from, "pgshadow.yaml: too many errors; only the first 100 are shown") > 0);
+    assert_false(reap(0));
+    assert_int_equal(kill(P.pid, 0), 0);
+    assert_int_equal(send_notify("pgshadow_changes", "itest-after-capped-reload"), 0);
+    assert_true(wait_log(from, "notify channel=pgshadow_changes payload=itest-after-capped-reload") >
+                0);
+
+    /* the file as it was before the bad one: nothing to change */
+    from = log_size();
+    assert_int_equal(write_config("  batch_size: 500"), 0);
+    assert_int_equal(kill(P.pid, SIGHUP), 0);
+    assert_true(wait_log(from, "in force") > 0);
+    assert_true(wait_log(from, "reload: no changes") > 0);
+}
+
 /* A changed conninfo makes the daemon reconnect both connections, with the
  * resync hook run for the new listen connection. */
 static void test_reload_conninfo_reconnects(void **state)
@@ -780,6 +823,7 @@ int main(void)
         cmocka_unit_test(test_survives_restart),
         cmocka_unit_test(test_reload_valid),
         cmocka_unit_test(test_reload_invalid_keeps_config),
+        cmocka_unit_test(test_reload_past_error_cap_keeps_config),
         cmocka_unit_test(test_reload_conninfo_reconnects),
         cmocka_unit_test(test_watchdog),
         cmocka_unit_test(test_sigterm),

@@ -266,6 +266,21 @@ static void test_report(void **state)
     ps_check_report_free(NULL);
 }
 
+/* A detail can carry libpq's words (a failed query's connection error):
+ * the report never holds a secret, in the same rule as every message. */
+static void test_report_redacted(void **state)
+{
+    (void)state;
+    ps_check_report r;
+    ps_check_report_init(&r);
+    ps_check_add(&r, PS_CHECK_FAIL, "free disk", "query failed: %s",
+                 "no connection to postgresql://app:Zm9v/YmFy@db.example.com/prod password=x");
+    assert_string_equal(r.lines[0].detail,
+                        "query failed: no connection to postgresql://app:***@db.example.com/prod "
+                        "password=***");
+    ps_check_report_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -275,7 +290,7 @@ int main(void)
         cmocka_unit_test(test_decide_long_xacts), cmocka_unit_test(test_decide_replication),
         cmocka_unit_test(test_replay_lag_null),
         cmocka_unit_test(test_decide_disk),       cmocka_unit_test(test_decide_settings),
-        cmocka_unit_test(test_report),
+        cmocka_unit_test(test_report),            cmocka_unit_test(test_report_redacted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

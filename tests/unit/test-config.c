@@ -8,10 +8,12 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "pgshadow/config.h"
@@ -349,6 +351,12 @@ static void test_duplicate_table(void **state)
                   "    - name: a\n    - name: b\n    - name: a\n    - name: b\n    - name: A\n",
                   "t.yaml:8:13: migration.tables: duplicate table \"a\" (first at line 6, column 13)\n"
                   "t.yaml:9:13: migration.tables: duplicate table \"b\" (first at line 7, column 13)\n");
+    /* An entry with another error still takes part: a valid name is judged
+     * by itself, not by whether the error count moved in its entry. */
+    expect_errors("database:\n  conninfo: \"service=x\"\nmigration:\n  id: m\n  tables:\n"
+                  "    - name: a\n    - name: a\n      kee: 1\n",
+                  "t.yaml:7:13: migration.tables: duplicate table \"a\" (first at line 6, column 13)\n"
+                  "t.yaml:8:7: migration.tables[1]: unknown key \"kee\" (known keys: name, key, columns)\n");
 }
 
 static void test_duplicate_keys(void **state)
@@ -395,6 +403,11 @@ static void test_password_in_conninfo(void **state)
         "host=db password='hunter 2'",
         "postgresql://app:hunter2@db/prod",
         "postgresql://db/prod?password=hunter2",
+        /* Issue #9, 13: password-like text, whatever libpq makes of it (a
+         * userinfo libpq ends at '/', a password= its last empty one hides) */
+        "postgresql://app:hunter2/YmFy@db.example.com/prod",
+        "postgresql://app:hunter2@db/prod?password=",
+        "password=hunter2 password=",
     };
     for (size_t i = 0; i < sizeof conninfos / sizeof conninfos[0]; i++) {
         char yaml[512];
@@ -516,6 +529,113 @@ static void test_error_cap(void **state)
     free(yaml);
 }
 
+/* 100 errors fill the list; what is found after that is counted but not
+ * kept. The parsers after the cap must still judge their part by what they
+ * parsed: a key or columns entry that is a mapping was taken for valid (the
+ * error count no longer moved) and its NULL text copied (issue #9, 12). */
+static char *capped_yaml(const char *table_extra)
+{
+    size_t cap = 16384;
+    char *yaml = malloc(cap);
+    size_t o = (size_t)snprintf(yaml, cap, "database:\n  conninfo: \"service=x\"\n");
+    for (int i = 0; i < 100; i++)
+        o += (size_t)snprintf(yaml + o, cap - o, "  k%d: 1\n", i);
+    snprintf(yaml + o, cap - o, "migration:\n  id: m\n  tables:\n    - name: t\n%s", table_extra);
+    return yaml;
+}
+
+static void test_error_cap_custom_parsers(void **state)
+{
+    (void)state;
+    static const char *extra[] = {
+        "      key: [{a: 1}]\n",
+        "      key: [[1], a]\n",
+        "      columns: {c: [1]}\n",
+        "      columns: {[x]: p.x}\n",
+        "      key: [a, a]\n      columns: {c: {d: 1}}\n",
+    };
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+        char *yaml = capped_yaml(extra[i]);
+        char *got = load_fail_buf(yaml, strlen(yaml));
+        size_t lines = 0;
+        for (char *p = got; *p; p++)
+            lines += *p == '\n';
+        assert_int_equal(lines, 101);
+        assert_non_null(strstr(got, "t.yaml:3:3: database: unknown key \"k0\""));
+        assert_non_null(strstr(got, "t.yaml: too many errors; only the first 100 are shown\n"));
+        free(got);
+        free(yaml);
+    }
+}
+
+/* True when s is valid UTF-8 (journald shows a field that is not as a blob). */
+static bool utf8_valid(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        size_t n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3
+                 : (*p & 0xf8) == 0xf0 ? 4 : 0;
+        if (n == 0)
+            return false;
+        for (size_t k = 1; k < n; k++)
+            if ((p[k] & 0xc0) != 0x80)
+                return false;
+        p += n;
+    }
+    return true;
+}
+
+/* Issue #9, 16: a quoted name was cut at 60 bytes, inside a character, so
+ * the message was not valid UTF-8; a name of escapes was cut where the
+ * buffer ended, silently. Cut between characters, always with "...". */
+static void test_quote_cut(void **state)
+{
+    (void)state;
+    char yaml[512], want[512];
+    char a59[60];
+    memset(a59, 'a', 59);
+    a59[59] = '\0';
+    snprintf(yaml, sizeof yaml, MINIMAL "sync:\n  %s\xc3\xa9\xc3\xa9: 1\n", a59);
+    char *got = load_fail_buf(yaml, strlen(yaml));
+    assert_true(utf8_valid(got));
+    snprintf(want, sizeof want, "t.yaml:8:3: sync: unknown key \"%s\xc3\xa9...\" (known keys: "
+             "batch_size, batch_delay, catchup_interval, backfill_chunk, max_replication_lag, "
+             "on_apply_error)\n", a59);
+    assert_string_equal(got, want);
+    free(got);
+    /* three-byte characters from byte 58: the one across byte 60 is kept whole */
+    char a58[59];
+    memset(a58, 'a', 58);
+    a58[58] = '\0';
+    snprintf(yaml, sizeof yaml, MINIMAL "sync:\n  %s\xe2\x82\xac\xe2\x82\xac: 1\n", a58);
+    got = load_fail_buf(yaml, strlen(yaml));
+    assert_true(utf8_valid(got));
+    assert_non_null(strstr(got, "aaaaaaaaaa\xe2\x82\xac...\""));
+    free(got);
+}
+
+/* Sibling of 16: a name of control characters, each shown as a four-byte
+ * escape, filled the buffer and was cut there without "...". */
+static void test_quote_cut_escapes(void **state)
+{
+    (void)state;
+    char yaml[512], want[512];
+    char *got;
+    /* 70 control characters: 60 shown as escapes, then "..." */
+    size_t o = (size_t)snprintf(yaml, sizeof yaml, MINIMAL "sync:\n  \"");
+    for (int i = 0; i < 70; i++)
+        o += (size_t)snprintf(yaml + o, sizeof yaml - o, "\\x01");
+    snprintf(yaml + o, sizeof yaml - o, "\": 1\n");
+    got = load_fail_buf(yaml, strlen(yaml));
+    o = (size_t)snprintf(want, sizeof want, "t.yaml:8:3: sync: unknown key \"");
+    for (int i = 0; i < 60; i++)
+        o += (size_t)snprintf(want + o, sizeof want - o, "\\x01");
+    snprintf(want + o, sizeof want - o, "...\" (known keys: batch_size, batch_delay, "
+             "catchup_interval, backfill_chunk, max_replication_lag, on_apply_error)\n");
+    assert_string_equal(got, want);
+    free(got);
+}
+
 /* ------------------------------------------------------------------ */
 /* limits                                                               */
 
@@ -581,6 +701,87 @@ static void test_load_file_ok(void **state)
     unlink(path);
 }
 
+/* Write MINIMAL to dir/name with mode (umask aside); returns the path. */
+static char *write_with_mode(const char *dir, const char *name, mode_t mode)
+{
+    char *path = NULL;
+    assert_true(asprintf(&path, "%s/%s", dir, name) > 0);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(MINIMAL, f);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, mode), 0);
+    return path;
+}
+
+static char *load_path_errors(const char *path, int want_rc)
+{
+    ps_errors errs;
+    ps_errors_init(&errs);
+    ps_config *cfg = NULL;
+    int r = ps_config_load(path, &cfg, &errs);
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    ps_errors_print(&errs, f);
+    fclose(f);
+    if (r != want_rc)
+        fail_msg("load %s: rc %d, errors:\n%s", path, r, buf);
+    ps_errors_clear(&errs);
+    ps_config_free(cfg);
+    return buf;
+}
+
+/* Issue #9, 19: whoever can write the file can change database.conninfo and
+ * the SQL of columns: (which pgshadowctl install runs with its own role). A
+ * file writable by group or others is refused, as sshd refuses such files;
+ * so is one in a directory they can write, where it can be replaced (a
+ * sticky directory such as /tmp excepted). */
+static void test_file_mode(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pgshadow-test-mode-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static const mode_t ok_modes[] = { 0600, 0644, 0640, 0400, 0755 };
+    for (size_t i = 0; i < sizeof ok_modes / sizeof ok_modes[0]; i++) {
+        char *p = write_with_mode(dir, "ok.yaml", ok_modes[i]);
+        free(load_path_errors(p, 0));
+        unlink(p);
+        free(p);
+    }
+    static const mode_t bad_modes[] = { 0664, 0646, 0666, 0620, 0602, 0777 };
+    for (size_t i = 0; i < sizeof bad_modes / sizeof bad_modes[0]; i++) {
+        char *p = write_with_mode(dir, "bad.yaml", bad_modes[i]);
+        char *got = load_path_errors(p, -1);
+        char want[512];
+        snprintf(want, sizeof want,
+                 "%s: the file is writable by group or others (mode 0%o); whoever can write it "
+                 "can change database.conninfo and the SQL of columns: (chmod go-w %s)\n",
+                 p, (unsigned)bad_modes[i], p);
+        assert_string_equal(got, want);
+        free(got);
+        unlink(p);
+        free(p);
+    }
+    /* the directory: writable by others, not sticky */
+    char *p = write_with_mode(dir, "in-open-dir.yaml", 0644);
+    assert_int_equal(chmod(dir, 0777), 0);
+    char *got = load_path_errors(p, -1);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s: its directory %s is writable by group or others (mode 0777) and not sticky; "
+             "whoever can write it can replace the file (chmod go-w %s)\n", p, dir, dir);
+    assert_string_equal(got, want);
+    free(got);
+    assert_int_equal(chmod(dir, 01777), 0); /* sticky, as /tmp: others cannot replace it */
+    free(load_path_errors(p, 0));
+    assert_int_equal(chmod(dir, 0700), 0);
+    free(load_path_errors(p, 0));
+    unlink(p);
+    free(p);
+    rmdir(dir);
+}
+
 static void test_too_deep(void **state)
 {
     (void)state;
@@ -617,6 +818,30 @@ static void test_aliases_refused(void **state)
     expect_errors(MINIMAL "sync:\n  <<: *x\n", "t.yaml:8:7: aliases are not allowed\n");
 }
 
+/* Issue #9, 19: a tag changes what a value means ("!!str 5000") or asks
+ * for an object ("!!python/object"); it was silently ignored while anchors
+ * were refused. Refused the same way, where it is written. */
+static void test_tags_refused(void **state)
+{
+    (void)state;
+    expect_errors(MINIMAL "sync:\n  batch_size: !!str 5000\n  on_apply_error: !custom halt\n"
+                          "x: !!python/object:os.system {a: 1}\n"
+                          "y: !<tag:example.com,2000:foo> [1]\n",
+                  "t.yaml:8:15: tags are not allowed (!!str): write the value without one\n"
+                  "t.yaml:9:19: tags are not allowed (!custom): write the value without one\n"
+                  "t.yaml:10:4: tags are not allowed (!!python/object:os.system): write the value "
+                  "without one\n"
+                  "t.yaml:11:4: tags are not allowed (!<tag:example.com,2000:foo>): write the value "
+                  "without one\n");
+    /* "!" alone is a tag too; a quoted "!!str" is a plain string */
+    expect_errors(MINIMAL "log: {level: ! info}\n",
+                  "t.yaml:7:14: tags are not allowed (!): write the value without one\n");
+    ps_config *cfg = load_ok("database: {conninfo: \"application_name='!!str'\"}\n"
+                             "migration: {id: m, tables: [{name: \"!!str\"}]}\n");
+    assert_string_equal(cfg->migration.tables[0].name, "!!str");
+    ps_config_free(cfg);
+}
+
 static void test_multiple_documents(void **state)
 {
     (void)state;
@@ -630,6 +855,34 @@ static void test_not_utf8(void **state)
     expect_errors("a: \xc0\xaf\n", "t.yaml:1:4: the file is not valid UTF-8\n");      /* overlong */
     expect_errors("a: \xed\xa0\x80\n", "t.yaml:1:4: the file is not valid UTF-8\n"); /* surrogate */
     expect_errors("\xff\xfe" "a\0:\0", "t.yaml:1:1: the file is not valid UTF-8\n");    /* UTF-16 */
+}
+
+/* Issue #9, 14: Windows editors start a UTF-8 file with a byte order mark;
+ * it is no content: the file loads, and positions on line 1 do not count it. */
+static void test_utf8_bom(void **state)
+{
+    (void)state;
+    ps_config *cfg = load_ok("\xef\xbb\xbf" MINIMAL);
+    assert_string_equal(cfg->migration.tables[0].name, "projects");
+    assert_int_equal(cfg->migration.tables[0].line, 6);
+    ps_config_free(cfg);
+    expect_errors("\xef\xbb\xbf" "wibble: 1\n" MINIMAL,
+                  "t.yaml:1:1: unknown top-level key \"wibble\" (known keys: database, migration, "
+                  "sync, verify, monitor, cutover, log, metrics)\n");
+    expect_errors("\xef\xbb\xbf" "a: \"caf\xe9\"\n", "t.yaml:1:8: the file is not valid UTF-8\n");
+}
+
+/* Sibling of 14: line ends other than LF. The parser counts CR LF, a lone
+ * CR, NEL and LS as line ends; positions found before parsing must agree. */
+static void test_line_ends(void **state)
+{
+    (void)state;
+    expect_errors("a: 1\r\nb: 2\r\nc: \"caf\xe9\"\r\n",
+                  "t.yaml:3:8: the file is not valid UTF-8\n");
+    expect_errors("a: 1\rb: 2\rc: \"caf\xe9\"\r", "t.yaml:3:8: the file is not valid UTF-8\n");
+    expect_errors("a: 1\xc2\x85" "b: \"\xe2\x80\xa8\xe9\"\n", "t.yaml:3:1: the file is not valid UTF-8\n");
+    expect_errors("a: 1\r\nb: 2\r\nc: [\r\n", "t.yaml:4:1: syntax error: did not find expected node "
+                  "content (while parsing a flow node at line 4, column 1)\n");
 }
 
 static void test_nul_in_buffer(void **state)
@@ -722,16 +975,75 @@ static void test_diff(void **state)
     ps_config_free(c);
 }
 
+/* Issue #9, 15: the stages were compared as text cut at 512 bytes, so a
+ * change past that said "no changes". Up to 100 stages (1..100 strictly
+ * increasing) are compared as values and shown in full. */
+static void test_diff_long_stages(void **state)
+{
+    (void)state;
+    char a[8192], b[8192];
+    size_t o = (size_t)snprintf(a, sizeof a, MINIMAL "cutover:\n  stages:\n");
+    for (int p = 1; p <= 100; p++)
+        o += (size_t)snprintf(a + o, sizeof a - o, "    - { percent: %d, hold: 365d }\n", p);
+    memcpy(b, a, o + 1);
+    /* the last hold: 365d -> 364d */
+    char *last = strstr(b, "percent: 100, hold: 365d");
+    assert_non_null(last);
+    memcpy(last + strlen("percent: 100, hold: 36"), "4", 1);
+    ps_config *x = load_ok(a), *y = load_ok(b);
+    size_t n;
+    char *d = diff_text(x, y, &n);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(d, "cutover.stages: 1%/365d 2%/365d "));
+    assert_non_null(strstr(d, " 100%/365d -> 1%/365d 2%/365d "));
+    assert_non_null(strstr(d, " 99%/365d 100%/364d\n"));
+    free(d);
+    d = diff_text(x, x, &n);
+    assert_int_equal(n, 0);
+    free(d);
+    ps_config_free(x);
+    ps_config_free(y);
+}
+
+/* Sibling of 15: a number was compared as its "%g" text (six digits), so
+ * 99.9999991 -> 99.9999992 said "no changes". Values are compared, and
+ * shown as the shortest text that reads back as the same number. */
+static void test_diff_numbers_exact(void **state)
+{
+    (void)state;
+    ps_config *x = load_ok(MINIMAL "cutover: {gates: {min_sync_percent: 99.9999991}}\n");
+    ps_config *y = load_ok(MINIMAL "cutover: {gates: {min_sync_percent: 99.9999992}}\n");
+    ps_config *z = load_ok(MINIMAL "cutover: {gates: {min_sync_percent: 99.9999992}}\n");
+    size_t n;
+    char *d = diff_text(x, y, &n);
+    assert_string_equal(d, "cutover.gates.min_sync_percent: 99.9999991 -> 99.9999992\n");
+    free(d);
+    d = diff_text(y, z, &n);
+    assert_int_equal(n, 0);
+    free(d);
+    ps_config_free(x);
+    ps_config_free(y);
+    ps_config_free(z);
+}
+
 static void test_reference_config(void **state)
 {
     (void)state;
     const char *src = getenv("PGSHADOW_SRCDIR");
     char path[4096];
     snprintf(path, sizeof path, "%s/conf/pgshadow.yaml", src ? src : ".");
+    /* Its text, not the checkout's file: a checkout made under umask 002
+     * leaves it group-writable, which the loader refuses (test_file_mode). */
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    static char text[65536];
+    size_t len = fread(text, 1, sizeof text, f);
+    fclose(f);
+    assert_true(len > 0 && len < sizeof text);
     ps_errors errs;
     ps_errors_init(&errs);
     ps_config *cfg = NULL;
-    if (ps_config_load(path, &cfg, &errs) != 0) {
+    if (ps_config_load_buffer(path, text, len, &cfg, &errs) != 0) {
         ps_errors_print(&errs, stderr);
         fail_msg("the reference config %s does not load", path);
     }
@@ -771,16 +1083,25 @@ int main(void)
         cmocka_unit_test(test_id_listen_level),
         cmocka_unit_test(test_many_errors_at_once),
         cmocka_unit_test(test_error_cap),
+        cmocka_unit_test(test_error_cap_custom_parsers),
+        cmocka_unit_test(test_quote_cut),
+        cmocka_unit_test(test_quote_cut_escapes),
         cmocka_unit_test(test_too_big),
         cmocka_unit_test(test_not_a_regular_file),
         cmocka_unit_test(test_load_file_ok),
+        cmocka_unit_test(test_file_mode),
         cmocka_unit_test(test_too_deep),
         cmocka_unit_test(test_aliases_refused),
+        cmocka_unit_test(test_tags_refused),
         cmocka_unit_test(test_multiple_documents),
         cmocka_unit_test(test_not_utf8),
         cmocka_unit_test(test_nul_in_buffer),
+        cmocka_unit_test(test_utf8_bom),
+        cmocka_unit_test(test_line_ends),
         cmocka_unit_test(test_log_level_parse),
         cmocka_unit_test(test_diff),
+        cmocka_unit_test(test_diff_long_stages),
+        cmocka_unit_test(test_diff_numbers_exact),
         cmocka_unit_test(test_reference_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,56 @@ static void test_no_password_at_debug(void **state)
     /* still useful: the rest of the message survives */
     assert_non_null(strstr(cap.line[0], "host=db"));
     assert_non_null(strstr(cap.line[4], "db.example"));
+}
+
+static char *whole_line; /* the last line, whole (cap.line keeps 1 KiB) */
+
+static void whole_sink(int prio, const char *line, void *arg)
+{
+    (void)prio;
+    (void)arg;
+    free(whole_line);
+    whole_line = strdup(line);
+}
+
+static bool utf8_valid(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        size_t n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3
+                 : (*p & 0xf8) == 0xf0 ? 4 : 0;
+        if (n == 0)
+            return false;
+        for (size_t k = 1; k < n; k++)
+            if ((p[k] & 0xc0) != 0x80)
+                return false;
+        p += n;
+    }
+    return true;
+}
+
+/* Issue #9, 16 (sibling): a message longer than the log's limit, or a field
+ * value longer than its own, is cut between characters: every line is valid
+ * UTF-8 (journald shows a field that is not as a blob). */
+static void test_truncation_keeps_utf8(void **state)
+{
+    (void)state;
+    ps_log_set_sink(whole_sink, NULL);
+    size_t n = 3 * 4096 + 1; /* three-byte characters: some cut falls inside one */
+    char *text = malloc(n);
+    for (size_t i = 0; i + 3 < n; i += 3)
+        memcpy(text + i, "\xe2\x82\xac", 3);
+    text[n - 1 - (n - 1) % 3] = '\0';
+    for (int shift = 0; shift < 3; shift++) {
+        ps_log_field f[] = {{"TABLE", text}, {NULL, NULL}}; /* 511 bytes kept: inside one */
+        ps_log_fields(LOG_INFO, f, "%.*s%s", shift, "ab", text);
+        assert_non_null(whole_line);
+        if (!utf8_valid(whole_line))
+            fail_msg("the logged line is not valid UTF-8 (shift %d)", shift);
+    }
+    free(text);
+    free(whole_line);
+    whole_line = NULL;
 }
 
 static void test_ratelimit(void **state)
@@ -335,6 +386,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_line_shape_and_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stderr_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_password_at_debug, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncation_keeps_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ratelimit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ratelimit_flush_on_next_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ratelimit_distinguishes_prio, setup, teardown),

@@ -1,6 +1,7 @@
 /*
  * test-pgconn-params.c - connection parameters and lifecycle of ps_pgconn
- * without a server.
+ * without a server (or with a fake one that only answers the startup, for
+ * the session ids).
  *
  * The precedence tests hand the arrays to libpq itself (PQconnectStartParams
  * against a socket directory that does not exist, which fails at once without
@@ -15,8 +16,14 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "pgshadow/pgconn.h"
 
@@ -258,6 +265,180 @@ static void test_free_from_inside_callback(void **state)
     event_base_free(base);
 }
 
+/* ---- session ids, against a fake server ---- */
+
+/* Answers every connection's startup packet with AuthenticationOk,
+ * BackendKeyData and ReadyForQuery, and keeps it open: all libpq needs to
+ * call a connection up. */
+struct fake_server {
+    char dir[40], path[80];
+    int lfd;
+    int fds[16];
+    int nfds;
+    pthread_t thread;
+};
+
+static bool read_full(int fd, void *buf, size_t n)
+{
+    for (size_t got = 0; got < n;) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r <= 0)
+            return false;
+        got += (size_t)r;
+    }
+    return true;
+}
+
+static void *fake_server_run(void *arg)
+{
+    struct fake_server *f = arg;
+    for (;;) {
+        int fd = accept(f->lfd, NULL, NULL);
+        if (fd < 0)
+            return NULL; /* the listening socket was shut down */
+        unsigned char len_be[4], body[1024];
+        uint32_t len;
+        if (!read_full(fd, len_be, 4) ||
+            (len = (uint32_t)len_be[0] << 24 | len_be[1] << 16 | len_be[2] << 8 | len_be[3]) < 8 ||
+            len - 4 > sizeof body || !read_full(fd, body, len - 4)) {
+            close(fd);
+            continue;
+        }
+        static const unsigned char reply[] = {
+            'R', 0, 0, 0, 8, 0, 0, 0, 0,              /* AuthenticationOk */
+            'K', 0, 0, 0, 12, 0, 0, 0, 42, 0, 0, 0, 7, /* BackendKeyData */
+            'Z', 0, 0, 0, 5, 'I',                      /* ReadyForQuery, idle */
+        };
+        if (write(fd, reply, sizeof reply) != (ssize_t)sizeof reply || f->nfds == 16) {
+            close(fd);
+            continue;
+        }
+        f->fds[f->nfds++] = fd;
+    }
+}
+
+static void fake_server_start(struct fake_server *f)
+{
+    memset(f, 0, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/pgshadow-fake-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof f->path, "%s/.s.PGSQL.5432", f->dir);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", f->path);
+    f->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(f->lfd >= 0);
+    assert_int_equal(bind(f->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(f->lfd, 8), 0);
+    assert_int_equal(pthread_create(&f->thread, NULL, fake_server_run, f), 0);
+}
+
+static void fake_server_stop(struct fake_server *f)
+{
+    shutdown(f->lfd, SHUT_RDWR);
+    pthread_join(f->thread, NULL);
+    close(f->lfd);
+    for (int i = 0; i < f->nfds; i++)
+        close(f->fds[i]);
+    unlink(f->path);
+    rmdir(f->dir);
+}
+
+struct ups {
+    struct event_base *base;
+    uint64_t ids[8];
+    int n;
+};
+
+static void record_up(ps_pgconn *c, void *arg)
+{
+    struct ups *u = arg;
+    if (u->n < 8)
+        u->ids[u->n++] = ps_pgconn_session_id(c);
+    event_base_loopbreak(u->base);
+}
+
+/* Run the loop until the next on_up (or 10 s). */
+static void wait_up(struct ups *u)
+{
+    int before = u->n;
+    struct timeval tv = {10, 0};
+    event_base_loopexit(u->base, &tv);
+    event_base_dispatch(u->base);
+    assert_int_equal(u->n, before + 1);
+}
+
+/*
+ * Issue #9, 18: the sync engine told sessions apart by (connection object,
+ * reconnect count), and a new connection object (a conninfo reload) at the
+ * freed one's address with count 0 looked like the old session: its session
+ * settings (statement_timeout, keepalives) and the leader lock were taken
+ * for granted. A session id is unique in the process: every successful
+ * connect, of any connection, gets a new, larger one; 0 while not up.
+ */
+static void test_session_ids_never_repeat(void **state)
+{
+    (void)state;
+    struct fake_server f;
+    fake_server_start(&f);
+    struct ups u = {.base = event_base_new()};
+    assert_non_null(u.base);
+    static const ps_pgconn_callbacks cbs = {.on_up = record_up};
+    char ci[200];
+    snprintf(ci, sizeof ci, "host=%s port=5432 user=u dbname=d sslmode=disable gssencmode=disable",
+             f.dir);
+    ps_pgconn_options o;
+    ps_pgconn_options_init(&o);
+    o.conninfo = ci;
+    o.liveness_interval_ms = 0;
+    o.backoff_base_ms = 10;
+
+    ps_pgconn *a = ps_pgconn_new(u.base, &o, &cbs, &u);
+    assert_non_null(a);
+    assert_int_equal(ps_pgconn_session_id(a), 0); /* not up yet */
+    assert_int_equal(ps_pgconn_start(a), 0);
+    wait_up(&u);
+    assert_true(u.ids[0] > 0);
+    assert_int_equal(ps_pgconn_session_id(a), u.ids[0]);
+
+    ps_pgconn_reset(a, "test");
+    assert_int_equal(ps_pgconn_session_id(a), 0); /* down */
+    wait_up(&u);
+    assert_true(u.ids[1] > u.ids[0]); /* a reconnect is a new session */
+    assert_int_equal(ps_pgconn_reconnects(a), 1);
+
+    /* A new object, as a conninfo reload makes: often at the same address,
+     * with reconnect count 0 like the first session above. */
+    uintptr_t old_addr = (uintptr_t)a;
+    ps_pgconn_free(a);
+    ps_pgconn *b = ps_pgconn_new(u.base, &o, &cbs, &u);
+    assert_non_null(b);
+    assert_int_equal(ps_pgconn_start(b), 0);
+    wait_up(&u);
+    assert_true(u.ids[2] != u.ids[0]); /* what (address, reconnects) could get wrong */
+    assert_true(u.ids[2] > u.ids[1]);
+    assert_int_equal(ps_pgconn_session_id(b), u.ids[2]);
+    assert_int_equal(ps_pgconn_reconnects(b), 0);
+    if ((uintptr_t)b == old_addr)
+        fprintf(stderr, "note: the new connection reused the freed one's address\n");
+
+    ps_pgconn_free(b);
+
+    /* More objects, one after another, as repeated reloads make: every
+     * session id is new. */
+    for (int i = 3; i < 8; i++) {
+        ps_pgconn *n = ps_pgconn_new(u.base, &o, &cbs, &u);
+        assert_non_null(n);
+        assert_int_equal(ps_pgconn_start(n), 0);
+        wait_up(&u);
+        for (int k = 0; k < i; k++)
+            assert_true(u.ids[i] != u.ids[k]);
+        ps_pgconn_free(n);
+    }
+    event_base_loop(u.base, EVLOOP_NONBLOCK);
+    event_base_free(u.base);
+    fake_server_stop(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -269,6 +450,7 @@ int main(void)
         cmocka_unit_test(test_options_init_defaults),
         cmocka_unit_test(test_close_fails_pending_in_order),
         cmocka_unit_test(test_free_from_inside_callback),
+        cmocka_unit_test(test_session_ids_never_repeat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -89,6 +89,39 @@ static void test_conninfo_uri(void **state)
     check_conninfo(cases, sizeof cases / sizeof cases[0]);
 }
 
+/* Issue #9, 13: what reads as a password is masked whatever libpq makes of
+ * it. libpq ends the userinfo at the first '/', so it parses
+ * "app:Zm9v/YmFy@db" as host "app", port "Zm9v"; it takes '?', '#' and
+ * spaces into a password. A whole conninfo URI ends at the end of the
+ * string, a URI in free text at whitespace. */
+static void test_conninfo_uri_password_like(void **state)
+{
+    static const pair cases[] = {
+        { "postgresql://app:Zm9v/YmFy@db.example.com/prod", "postgresql://app:***@db.example.com/prod" },
+        { "postgresql://app:a/b/c=@db", "postgresql://app:***@db" },
+        { "postgresql://app:pa?ss@db/prod", "postgresql://app:***@db/prod" },
+        { "postgresql://app:pa#ss@db/prod", "postgresql://app:***@db/prod" },
+        { "postgresql://app:pa ss@db/prod", "postgresql://app:***@db/prod" },
+        { "postgresql://us@er:pass@db/prod", "postgresql://us@er:***@db/prod" },
+        { "postgresql://app:s@db/prod?password=", "postgresql://app:***@db/prod?password=" },
+        /* an '@' later in the URI reads as the end of a password: hidden */
+        { "postgresql://db:5432/prod?user=me@srv", "postgresql://db:***@srv" },
+        { "postgresql://db/prod?user=me@srv", "postgresql://db/prod?user=me@srv" },
+        { "postgresql://app@db:5432/prod", "postgresql://app@db:5432/prod" },
+        /* libpq sees a password the text does not show: all of it hidden */
+        { "postgresql://db/prod?pass%77ord=hunter2", "***" },
+    };
+    (void)state;
+    check_conninfo(cases, sizeof cases / sizeof cases[0]);
+    static const pair text[] = {
+        { "cannot connect to \"postgresql://app:Zm9v/YmFy@db.example.com/prod\": no",
+          "cannot connect to \"postgresql://app:***@db.example.com/prod\": no" },
+        { "postgresql://app:pa?ss@db failed", "postgresql://app:***@db failed" },
+        { "postgresql://app:p/q@db and user@example.org", "postgresql://app:***@db and user@example.org" },
+    };
+    check_text(text, sizeof text / sizeof text[0]);
+}
+
 static void test_conninfo_null(void **state)
 {
     (void)state;
@@ -151,6 +184,31 @@ static void test_secrets_truncation(void **state)
     ps_redact_secrets("x", NULL, 0); /* must not crash */
 }
 
+/* Sibling of issue #9, 16: output cut to the buffer ends between
+ * characters, and a character cut off at the end of the input (a message
+ * vsnprintf truncated) is dropped: what is logged is valid UTF-8. */
+static void test_secrets_truncation_utf8(void **state)
+{
+    (void)state;
+    char buf[6];
+    ps_redact_secrets("\xc3\xa9\xc3\xa9\xc3\xa9", buf, sizeof buf); /* three 2-byte characters */
+    assert_string_equal(buf, "\xc3\xa9\xc3\xa9");
+    char b4[4];
+    ps_redact_secrets("ab\xe2\x82\xac", b4, sizeof b4);
+    assert_string_equal(b4, "ab");
+    /* nothing written after the cut, even what would still fit */
+    char b5[5];
+    ps_redact_secrets("ab\xe2\x82\xac" "c", b5, sizeof b5);
+    assert_string_equal(b5, "ab");
+    char big[64];
+    ps_redact_secrets("message cut by vsnprintf \xe2\x82", big, sizeof big);
+    assert_string_equal(big, "message cut by vsnprintf ");
+    ps_redact_secrets("cut \xf0\x9f\x98", big, sizeof big);
+    assert_string_equal(big, "cut ");
+    ps_redact_secrets("whole \xf0\x9f\x98\x80", big, sizeof big);
+    assert_string_equal(big, "whole \xf0\x9f\x98\x80");
+}
+
 static void test_secrets_never_leak_long(void **state)
 {
     (void)state;
@@ -173,7 +231,10 @@ static void test_has_password(void **state)
     assert_false(ps_conninfo_has_password("host=db password=''"));
     assert_false(ps_conninfo_has_password("postgresql://app@db/prod"));
     assert_false(ps_conninfo_has_password("postgresql://app:@db/prod"));
-    assert_false(ps_conninfo_has_password("application_name='password=x'"));
+    assert_false(ps_conninfo_has_password("host=db password="));
+    assert_false(ps_conninfo_has_password("postgresql://db/prod?user=me@srv"));
+    assert_false(ps_conninfo_has_password("postgresql://app@db:5432/prod?sslmode=require"));
+    assert_false(ps_conninfo_has_password("host=db user=password dbname=passwd"));
     assert_true(ps_conninfo_has_password("host=db password=x"));
     assert_true(ps_conninfo_has_password("host=db password='a b'"));
     assert_true(ps_conninfo_has_password("host=db sslpassword=k"));
@@ -186,16 +247,35 @@ static void test_has_password(void **state)
     assert_false(ps_conninfo_has_password("nosuchkey=1 host=db"));
 }
 
+/* Issue #9, 13: refused by the same rule that redacts, whatever libpq
+ * makes of the string (its last password= wins, its userinfo ends at '/'). */
+static void test_has_password_like(void **state)
+{
+    (void)state;
+    assert_true(ps_conninfo_has_password("postgresql://app:Zm9v/YmFy@db.example.com/prod"));
+    assert_true(ps_conninfo_has_password("postgresql://app:Zm9v/YmFy@db/prod?sslmode=require"));
+    assert_true(ps_conninfo_has_password("postgresql://app:x@db/prod?password="));
+    assert_true(ps_conninfo_has_password("password=x password="));
+    assert_true(ps_conninfo_has_password("host=db password=x password=''"));
+    assert_true(ps_conninfo_has_password("postgresql://db:5432/prod?user=me@srv"));
+    assert_true(ps_conninfo_has_password("application_name='password=x'"));
+    assert_true(ps_conninfo_has_password("dbname='postgresql://app:x@db/prod'"));
+    assert_true(ps_conninfo_has_password("postgresql://db/prod?pass%77ord=x"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conninfo_keyvalue),
         cmocka_unit_test(test_conninfo_uri),
+        cmocka_unit_test(test_conninfo_uri_password_like),
         cmocka_unit_test(test_conninfo_null),
         cmocka_unit_test(test_secrets_free_text),
         cmocka_unit_test(test_secrets_truncation),
+        cmocka_unit_test(test_secrets_truncation_utf8),
         cmocka_unit_test(test_secrets_never_leak_long),
         cmocka_unit_test(test_has_password),
+        cmocka_unit_test(test_has_password_like),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
