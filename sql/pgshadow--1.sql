@@ -6,12 +6,17 @@
 -- plpgsql only (no C extension, no pgcrypto).
 --
 -- Owns: the pgshadow schema (change log, registry/state, flags, cutover
--- state, command queue, events, quarantine), the generated capture triggers
+-- state, command queue, events, quarantine), the pgshadow_apply schema (one
+-- function per table owner), the generated capture triggers
 -- on the registered primary tables, the shadow tables install creates, the
 -- NOLOGIN roles pgshadow_operator / pgshadow_viewer / pgshadow_daemon, and
 -- the two dashboard views in public.
 --
 -- Invariants:
+--  * no code a table owner controls runs with more rights than that owner:
+--    capture runs none (key text through output functions), and every
+--    statement touching a primary or shadow runs as its owner
+--    (pgshadow_apply.as_<owner>, see _owner_fn; docs/database.md "Trust");
 --  * every identifier reaches dynamic SQL through format('%I') / %L or a
 --    regclass, never by concatenation;
 --  * every function runs with search_path = pg_catalog, pg_temp (or is a
@@ -1628,6 +1633,67 @@ BEGIN
         -- One statement, so foreign keys among the shadows do not matter.
         EXECUTE 'DROP TABLE ' || array_to_string(v_drop, ', ');
     END IF;
+END
+$fn$;
+
+-- Uninstall one migration: pgshadowctl uninstall calls this. When no other
+-- migration has tables here it is pgshadow.uninstall (the whole of
+-- pgshadow goes, with sql/uninstall.sql). Otherwise only this migration's
+-- tables are let go, as finish_install unregisters a table (triggers and
+-- capture functions dropped, the grants install made on them revoked, their
+-- registry rows, flags, quarantine, pending changes, cutover and wake-up
+-- rows deleted; with p_drop_shadow their shadows dropped), the schema stays
+-- for the others, and sql/uninstall.sql, run next, does nothing (the
+-- transaction-local setting pgshadow.uninstall_partial says so). Installing
+-- a second migration never touched the first; removing it must not either.
+CREATE OR REPLACE FUNCTION pgshadow.uninstall_migration(p_drop_shadow boolean, p_migration_id text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    t      record;
+    g      record;
+    v_drop text[] := '{}';
+    v_rels regclass[];
+    v_rest text;
+BEGIN
+    SELECT string_agg(DISTINCT quote_literal(migration_id), ', ') INTO v_rest
+    FROM pgshadow.tables WHERE migration_id IS DISTINCT FROM p_migration_id;
+    IF v_rest IS NULL THEN
+        PERFORM pgshadow.uninstall(p_drop_shadow);
+        RETURN;
+    END IF;
+    FOR t IN SELECT * FROM pgshadow.tables WHERE migration_id = p_migration_id ORDER BY table_id LOOP
+        v_rels := ARRAY[to_regclass(format('%I.%I', t.schema_name, t.table_name)),
+                        to_regclass(format('%I.%I', t.schema_name, t.shadow_name))];
+        IF v_rels[1] IS NOT NULL THEN
+            PERFORM pgshadow._drop_triggers(v_rels[1]);
+        END IF;
+        EXECUTE format('DROP FUNCTION IF EXISTS pgshadow.%I()', 'capture_' || t.table_id);
+        FOR g IN SELECT * FROM pgshadow.grants_added WHERE object_kind = 'TABLE'
+                 AND to_regclass(object_name) = ANY (v_rels) LOOP
+            EXECUTE format('REVOKE %s ON TABLE %s FROM %I', g.privilege, g.object_name, g.grantee);
+            DELETE FROM pgshadow.grants_added a
+            WHERE (a.object_kind, a.object_name, a.privilege, a.grantee) = (g.object_kind, g.object_name, g.privilege, g.grantee);
+        END LOOP;
+        IF p_drop_shadow AND v_rels[2] IS NOT NULL THEN
+            v_drop := v_drop || v_rels[2]::text;
+        END IF;
+        DELETE FROM pgshadow.change_log WHERE table_id = t.table_id;
+        DELETE FROM pgshadow.flags WHERE table_id = t.table_id;
+        DELETE FROM pgshadow.tables WHERE table_id = t.table_id;
+    END LOOP;
+    DELETE FROM pgshadow.cutover WHERE migration_id = p_migration_id;
+    DELETE FROM pgshadow.wakeup WHERE migration_id = p_migration_id;
+    INSERT INTO pgshadow.events (migration_id, what, why)
+    VALUES (p_migration_id, 'uninstall', 'pgshadowctl uninstall (other migrations stay installed)');
+    IF cardinality(v_drop) > 0 THEN
+        EXECUTE 'DROP TABLE ' || array_to_string(v_drop, ', ');
+    END IF;
+    PERFORM set_config('pgshadow.uninstall_partial', 'on', true);
+    RAISE NOTICE 'pgshadow: migration % uninstalled; migration(s) % stay installed, and the pgshadow schema with them',
+        quote_literal(p_migration_id), v_rest;
 END
 $fn$;
 

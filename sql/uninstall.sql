@@ -1,5 +1,7 @@
 -- uninstall.sql: the last step of `pgshadowctl uninstall`, run right after
--- `SELECT pgshadow.uninstall(<drop shadow>);` in the same transaction.
+-- `SELECT pgshadow.uninstall_migration(<drop shadow>, <migration id>);` (or
+-- `pgshadow.uninstall(<drop shadow>)`) in the same transaction. When other
+-- migrations stay installed it does nothing.
 --
 -- pgshadow.uninstall() has already refused if any object outside pgshadow
 -- depends on pgshadow's (a user view calling read_from_shadow(), a column
@@ -20,6 +22,10 @@ DO $uninstall$
 DECLARE
     v_list text;
 BEGIN
+    -- pgshadow.uninstall_migration let one migration go and kept the rest.
+    IF current_setting('pgshadow.uninstall_partial', true) = 'on' THEN
+        RETURN;
+    END IF;
     -- Only the views install created (recorded in pgshadow.meta); a view of
     -- the same name that was there before pgshadow is not pgshadow's.
     IF EXISTS (SELECT 1 FROM pgshadow.meta WHERE key = 'created_view:public.migration_success_metrics') THEN
@@ -61,6 +67,6 @@ BEGIN
         END IF;
         DROP SCHEMA pgshadow_apply RESTRICT;
     END IF;
+    DROP SCHEMA pgshadow RESTRICT;
 END
 $uninstall$;
-DROP SCHEMA pgshadow RESTRICT;

@@ -726,7 +726,8 @@ static void on_apply(ps_pgconn *c, const PGresult *res, void *arg)
                        "were applied (pgshadowctl quarantine list)",
                        quarantined);
     if (truncated > 0) {
-        ps_log_notice("sync: %d truncate(s) applied: shadow emptied, backfill starts over",
+        ps_log_notice("sync: resync of %d table(s) (TRUNCATE, capture re-enabled or partitions "
+                      "moved): copied again and reconciled, the shadow is not emptied",
                       truncated);
         s->st.backfill_done = false;
     }

@@ -87,9 +87,11 @@ int ps_ctl_install_script(const ps_config *cfg, const char *install_sql, char **
  * attempt; the whole transaction is then retried with backoff. */
 #define PS_CTL_LOCK_TIMEOUT "200ms"
 
-/* The uninstall script (BEGIN; SET LOCAL lock_timeout; SELECT
- * pgshadow.uninstall(bool); uninstall_sql; COMMIT;). */
-int ps_ctl_uninstall_script(bool drop_shadow, const char *uninstall_sql, char **out);
+/* The uninstall script: BEGIN; SET LOCAL lock_timeout;
+ * SELECT pgshadow.uninstall_migration(bool, '<migration id>') (or, with a
+ * NULL migration_id, pgshadow.uninstall(bool)); uninstall_sql; COMMIT. */
+int ps_ctl_uninstall_script(bool drop_shadow, const char *migration_id, const char *uninstall_sql,
+                            char **out);
 
 /* True for the SQLSTATEs after which the whole install transaction is retried
  * (55P03 lock_not_available, 40P01 deadlock_detected, 40001 serialization). */

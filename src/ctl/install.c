@@ -17,6 +17,7 @@
 
 #include "pgshadow/backoff.h"
 #include "pgshadow/ctl.h"
+#include "pgshadow/redact.h"
 #include "pgshadow/sqlfiles.h"
 
 #define RETRY_BASE_MS 200
@@ -35,7 +36,10 @@ void ps_ctl_print_pg_error(const char *what, const PGconn *conn, const PGresult 
 {
     const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     if (!msg) {
-        fprintf(stderr, "pgshadowctl: %s failed: %s", what, PQerrorMessage(conn));
+        /* libpq's own text may quote the connection string it was given */
+        char safe[2048];
+        ps_redact_secrets(PQerrorMessage(conn), safe, sizeof safe);
+        fprintf(stderr, "pgshadowctl: %s failed: %s", what, safe);
         return;
     }
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -202,16 +206,17 @@ int ps_ctl_cmd_uninstall(ps_ctl *ctl, bool drop_shadow, bool dry_run)
         fprintf(stderr, "pgshadowctl: uninstall: uninstall.sql is not embedded in this build\n");
         return PS_CTL_EXIT_FAILED;
     }
+    int rc = ps_ctl_load_config(ctl);
+    if (rc != PS_CTL_EXIT_OK)
+        return rc;
     char *script = NULL;
-    ps_ctl_uninstall_script(drop_shadow, sql, &script);
+    ps_ctl_uninstall_script(drop_shadow, ctl->cfg->migration.id, sql, &script);
     if (dry_run) {
         fputs(script, stdout);
         free(script);
         return fflush(stdout) == 0 ? PS_CTL_EXIT_OK : PS_CTL_EXIT_FAILED;
     }
-    int rc = ps_ctl_load_config(ctl);
-    if (rc == PS_CTL_EXIT_OK)
-        rc = ps_ctl_connect(ctl);
+    rc = ps_ctl_connect(ctl);
     if (rc != PS_CTL_EXIT_OK) {
         free(script);
         return rc;

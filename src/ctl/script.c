@@ -120,11 +120,19 @@ int ps_ctl_install_script(const ps_config *cfg, const char *install_sql, char **
     return 0;
 }
 
-int ps_ctl_uninstall_script(bool drop_shadow, const char *uninstall_sql, char **out)
+int ps_ctl_uninstall_script(bool drop_shadow, const char *migration_id, const char *uninstall_sql,
+                            char **out)
 {
     ps_ctl_buf b = {0};
-    ps_ctl_buf_printf(&b, "BEGIN;\nSET LOCAL lock_timeout = '" PS_CTL_LOCK_TIMEOUT "';\nSELECT pgshadow.uninstall(%s);\n",
-                      drop_shadow ? "true" : "false");
+    ps_ctl_buf_printf(&b, "BEGIN;\nSET LOCAL lock_timeout = '" PS_CTL_LOCK_TIMEOUT "';\n");
+    if (migration_id) {
+        /* other migrations in the database stay installed */
+        ps_ctl_buf_printf(&b, "SELECT pgshadow.uninstall_migration(%s, ", drop_shadow ? "true" : "false");
+        ps_ctl_quote_literal(&b, migration_id, strlen(migration_id));
+        ps_ctl_buf_puts(&b, ");\n");
+    } else {
+        ps_ctl_buf_printf(&b, "SELECT pgshadow.uninstall(%s);\n", drop_shadow ? "true" : "false");
+    }
     ps_ctl_buf_puts(&b, uninstall_sql);
     if (b.len && b.data[b.len - 1] != '\n')
         ps_ctl_buf_puts(&b, "\n");

@@ -111,6 +111,12 @@ int itest_write_file(const char *path, const char *text)
     if (!f)
         return -1;
     fputs(text, f);
+    /* pgshadowd refuses a config that group or others can write, whatever
+     * the umask this test runs under */
+    if (fchmod(fileno(f), 0644) != 0) {
+        fclose(f);
+        return -1;
+    }
     return fclose(f);
 }
 

@@ -569,6 +569,29 @@ static void test_two_migrations(void **state)
     assert_int_equal(differing(c, "a"), 0);
     assert_int_equal(differing(c, "b"), 0);
     itest_expect_sql(c, "SELECT count(*) FROM a_shadow", "3");
+
+    /* uninstalling m2 (as pgshadowctl does) lets only m2 go */
+    char *un = itest_read_sql("uninstall.sql");
+    char *script = NULL;
+    assert_true(asprintf(&script, "BEGIN; SELECT pgshadow.uninstall_migration(true, 'm2');\n%s\nCOMMIT;", un) > 0);
+    itest_exec_ok(c, script);
+    free(script);
+    itest_expect_sql(c, "SELECT to_regclass('b_shadow') IS NULL AND to_regclass('a_shadow') IS NOT NULL "
+                        "AND to_regnamespace('pgshadow') IS NOT NULL", "t");
+    itest_expect_sql(c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'b'::regclass AND tgname LIKE 'pgshadow%'", "0");
+    itest_expect_sql(c, "SELECT string_agg(table_name, ',') FROM pgshadow.tables", "a");
+    itest_exec_ok(c, "INSERT INTO a VALUES (4); INSERT INTO b VALUES (4);");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "1");
+    sync_all(h, "m1");
+    assert_int_equal(differing(c, "a"), 0);
+    /* and the last one takes pgshadow with it */
+    assert_true(asprintf(&script, "BEGIN; SELECT pgshadow.uninstall_migration(false, 'm1');\n%s\nCOMMIT;", un) > 0);
+    itest_exec_ok(c, script);
+    free(script);
+    free(un);
+    itest_expect_sql(c, "SELECT to_regnamespace('pgshadow') IS NULL AND to_regnamespace('pgshadow_apply') IS NULL "
+                        "AND to_regclass('a_shadow') IS NOT NULL", "t");
+    itest_expect_sql(c, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'a'::regclass AND tgname LIKE 'pgshadow%'", "0");
 }
 
 /* ---- 6: key types widened after install -------------------------------- */

@@ -236,7 +236,7 @@ static void test_dry_run(void **state)
     itest_run_free(&r);
     itest_run_ctl(&r, cfg, "uninstall", "--drop-shadow", "--dry-run", NULL);
     assert_int_equal(r.rc, 0);
-    assert_non_null(strstr(r.out, "SELECT pgshadow.uninstall(true);\n"));
+    assert_non_null(strstr(r.out, "SELECT pgshadow.uninstall_migration(true, 'itest_migration');\n"));
     itest_run_free(&r);
     char *after = itest_schema_dump("itest_dry", true);
     assert_string_equal(before, after);

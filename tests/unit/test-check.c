@@ -117,13 +117,17 @@ static void test_uninstall_script(void **state)
 {
     (void)state;
     char *s = NULL;
-    assert_int_equal(ps_ctl_uninstall_script(true, "DROP SCHEMA pgshadow CASCADE;\n", &s), 0);
+    assert_int_equal(ps_ctl_uninstall_script(true, NULL, "DROP SCHEMA pgshadow CASCADE;\n", &s), 0);
     assert_string_equal(s, "BEGIN;\nSET LOCAL lock_timeout = '200ms';\n"
                            "SELECT pgshadow.uninstall(true);\n"
                            "DROP SCHEMA pgshadow CASCADE;\nCOMMIT;\n");
     free(s);
-    assert_int_equal(ps_ctl_uninstall_script(false, "X;", &s), 0);
+    assert_int_equal(ps_ctl_uninstall_script(false, NULL, "X;", &s), 0);
     assert_non_null(strstr(s, "SELECT pgshadow.uninstall(false);\nX;\nCOMMIT;\n"));
+    free(s);
+    /* with the migration id (quoted): other migrations stay installed */
+    assert_int_equal(ps_ctl_uninstall_script(true, "m'1", "X;", &s), 0);
+    assert_non_null(strstr(s, "SELECT pgshadow.uninstall_migration(true, 'm''1');\nX;\nCOMMIT;\n"));
     free(s);
 }
 
