@@ -789,6 +789,23 @@ $b$$f$, v_name);
 END
 $fn$;
 
+-- Run one statement (sync--1.sql's _sync_statements, register_table's
+-- expression checks) as the table's owner through _owner_fn: rows of text[]. Whatever the
+-- owner's code did to the constraint mode is undone: apply checks
+-- constraints at once, inside its own error handlers.
+CREATE OR REPLACE FUNCTION pgshadow._sync_run(p_owner oid, p_sql text, p_a text[] DEFAULT NULL,
+                                              p_b text[] DEFAULT NULL)
+RETURNS SETOF text[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN QUERY EXECUTE format('SELECT * FROM pgshadow_apply.%I($1, $2, $3)', pgshadow._owner_fn(p_owner))
+        USING p_sql, p_a, p_b;
+    SET CONSTRAINTS ALL IMMEDIATE;
+END
+$fn$;
+
 -- The daemon's wake-up flag, one row per migration id. A capture trigger
 -- sends pg_notify('pgshadow_changes', '') only while its migration's row is
 -- armed (or missing): NOTIFY takes a database-wide lock at commit that is
@@ -1301,7 +1318,10 @@ BEGIN
                                            quote_ident(r.col), r.expr);
         ELSE
             BEGIN
-                EXECUTE format('SELECT CAST((%s) AS %s) FROM %s AS p WHERE false', r.expr, r.styp, v_qual);
+                -- Planned as the table's owner: planning folds immutable
+                -- calls with constant arguments, i.e. runs them.
+                PERFORM pgshadow._sync_run(v_owner, format(
+                    'SELECT ARRAY[CAST((%s) AS %s)::text] FROM %s AS p WHERE false', r.expr, r.styp, v_qual));
                 -- ... and ONE expression: RETURN takes an expression, never
                 -- a query, so "x) FROM t p UNION SELECT (y" fails here.
                 EXECUTE format('CREATE FUNCTION pg_temp.pgshadow_expr_check(p %s) RETURNS %s LANGUAGE sql RETURN (%s)',

@@ -344,22 +344,6 @@ BEGIN
 END
 $fn$;
 
--- Run one statement of _sync_statements as the table's owner (see
--- pgshadow._owner_fn in pgshadow--1.sql): rows of text[]. Whatever the
--- owner's code did to the constraint mode is undone: apply checks
--- constraints at once, inside its own error handlers.
-CREATE OR REPLACE FUNCTION pgshadow._sync_run(p_owner oid, p_sql text, p_a text[] DEFAULT NULL,
-                                              p_b text[] DEFAULT NULL)
-RETURNS SETOF text[]
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    RETURN QUERY EXECUTE format('SELECT * FROM pgshadow_apply.%I($1, $2, $3)', pgshadow._owner_fn(p_owner))
-        USING p_sql, p_a, p_b;
-    SET CONSTRAINTS ALL IMMEDIATE;
-END
-$fn$;
 
 -- Errors that say nothing about a row: a lost connection, a cancel or
 -- timeout, a lock not granted in time, a deadlock or serialization failure,
@@ -1490,7 +1474,7 @@ $fn$;
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION pgshadow._sync_lock(text), pgshadow._sync_fk_depth(text), pgshadow._sync_statements(integer),
                        pgshadow._sync_cmp(text[], text[], text[], text[], text[], text[]),
-                       pgshadow._sync_run(oid, text, text[], text[]), pgshadow._sync_transient(text),
+                       pgshadow._sync_transient(text),
                        pgshadow._sync_refresh(integer, text, jsonb, text[]),
                        pgshadow._sync_quarantine(integer, text[], text, text, text, text),
                        pgshadow._sync_bad_entries(integer, text, bigint[]),
