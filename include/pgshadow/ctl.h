@@ -26,7 +26,8 @@ enum {
     PS_CTL_EXIT_REFUSED = 3, /* refused; the reason is printed */
 };
 
-/* The whole CLI: parses argv, dispatches, returns the exit code. */
+/* The whole CLI: parses argv, dispatches by ps_ctl_commands, returns the
+ * exit code (ctl/commands.c). */
 int ps_ctl_main(int argc, char **argv);
 
 /* The state one pgshadowctl run passes around explicitly. */
@@ -36,18 +37,76 @@ typedef struct ps_ctl {
     PGconn *conn;     /* connected on demand */
 } ps_ctl;
 
+typedef struct ps_ctl_command ps_ctl_command;
+
+/* A command's handler: argv[0] is the command's name; returns an exit code. */
+typedef int (*ps_ctl_handler)(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
+
+/* One row of the command table (ctl/commands.c). */
+struct ps_ctl_command {
+    const char *name;         /* "install" */
+    const char *args;         /* usage after the name: "[--dry-run]" ("" for none) */
+    const char *summary;      /* the --help line */
+    ps_ctl_handler run;       /* NULL: a later release brings it */
+    const char *arrives_with; /* when run is NULL: what brings it */
+    bool needs_connection;    /* talks to the database (route --percent does not) */
+    int min_args, max_args;   /* operands, options not counted */
+};
+
+/* The table, ended by a row whose name is NULL; lookup; --help from it. */
+extern const ps_ctl_command ps_ctl_commands[];
+const ps_ctl_command *ps_ctl_command_find(const char *name);
+void ps_ctl_print_usage(FILE *out);
+
+/* ---- what every command shares (ctl/session.c) ---- */
+
 /* Load the config (errors printed as FILE:LINE:COLUMN) / connect with its
  * conninfo. Return PS_CTL_EXIT_OK or the exit code to stop with. */
 int ps_ctl_load_config(ps_ctl *ctl);
 int ps_ctl_connect(ps_ctl *ctl);
+/* Close the connection and free the config; the ps_ctl can be used again. */
+void ps_ctl_finish(ps_ctl *ctl);
 
-/* Commands (each returns an exit code). */
-int ps_ctl_cmd_check(ps_ctl *ctl);
-int ps_ctl_cmd_install(ps_ctl *ctl, bool dry_run);
-int ps_ctl_cmd_uninstall(ps_ctl *ctl, bool drop_shadow, bool dry_run);
+/* "pgshadowctl: <fmt with arg>
+Try 'pgshadowctl --help'." on stderr;
+ * returns PS_CTL_EXIT_USAGE. */
+int ps_ctl_usage_error(const char *fmt, const char *arg);
+/* "--name" of a "--name=value" argument (never the value), cut between
+ * UTF-8 characters to fit buf. */
+const char *ps_ctl_option_name(const char *arg, char *buf, size_t len);
 
-/* Print the server's message, DETAIL and HINT of a failed result on stderr. */
+/* A command's option: a flag (set to true) or, with value, one that takes an
+ * argument ("--name V" or "--name=V"). Tables end with a NULL name. */
+typedef struct ps_ctl_option {
+    const char *name;
+    bool *flag;
+    const char **value; /* NULL when it takes no argument */
+} ps_ctl_option;
+
+/* A command's own arguments (argv[0] is the command): options, in any order
+ * among the operands, up to a "--"; operands, at most cmd->max_args, into
+ * pos. An unknown option is an error, never an operand ("route --json t"
+ * must not route table "--json"). Returns PS_CTL_EXIT_OK or the usage error
+ * printed. The lower bound is checked by ps_ctl_arity, when the command has
+ * judged its options (a bad --percent is named before a missing operand). */
+int ps_ctl_args(const ps_ctl_command *cmd, int argc, char **argv, const ps_ctl_option *opts,
+                const char **pos, int *npos);
+int ps_ctl_arity(const ps_ctl_command *cmd, int npos);
+
+/* Print the server's message, DETAIL and HINT of a failed result on stderr
+ * (libpq's own message, redacted, when there is no result). */
 void ps_ctl_print_pg_error(const char *what, const PGconn *conn, const PGresult *res);
+
+/* ---- the commands, one file per family ---- */
+
+/* ctl/cmd_setup.c */
+int ps_ctl_cmd_check(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
+int ps_ctl_cmd_install(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
+int ps_ctl_cmd_uninstall(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
+/* ctl/cmd_capture.c */
+int ps_ctl_cmd_disable_writes(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
+int ps_ctl_cmd_enable_writes(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
+int ps_ctl_cmd_route(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
 
 /* ---- a growable string (ctl/buf.c) ---- */
 
@@ -93,7 +152,7 @@ int ps_ctl_install_script(const ps_config *cfg, const char *install_sql, char **
 int ps_ctl_uninstall_script(bool drop_shadow, const char *migration_id, const char *uninstall_sql,
                             char **out);
 
-/* True for the SQLSTATEs after which the whole install transaction is retried
+/* ctl/session.c: true for the SQLSTATEs after which the whole install transaction is retried
  * (55P03 lock_not_available, 40P01 deadlock_detected, 40001 serialization). */
 bool ps_ctl_sqlstate_retryable(const char *sqlstate);
 

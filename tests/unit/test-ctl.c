@@ -155,6 +155,123 @@ static void test_command_options(void **state)
     assert_int_equal(r.rc, PS_CTL_EXIT_USAGE);
 }
 
+
+/* The command table is the one list: --help shows every command of it,
+ * man/pgshadowctl.1 documents every command of it (a command that a later
+ * release brings with the part it arrives with), and documents no other. */
+static char *man_commands(void)
+{
+    const char *src = getenv("PGSHADOW_SRCDIR");
+    assert_non_null(src);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/man/pgshadowctl.1", src);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    static char sect[65536];
+    size_t n = 0;
+    char line[1024];
+    bool in = false, head = false;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, ".SH ", 4) == 0)
+            in = strncmp(line, ".SH COMMANDS", 12) == 0;
+        if (!in)
+            continue;
+        /* the line after .TP is a head (its words), the next the body */
+        bool tp = strncmp(line, ".TP", 3) == 0;
+        for (const char *p = line; *p && n + 2 < sizeof sect; p++) {
+            if (p[0] == '\\' && p[1] == '-') /* \- is a dash */
+                continue;
+            if (p[0] == '\\' && p[1] == 'f') { /* font change */
+                p += 2;
+                continue;
+            }
+            sect[n++] = (*p == '"' || *p == ',') ? ' ' : *p;
+        }
+        if (head && !tp) {
+            head = false;
+        }
+        if (tp)
+            head = true;
+    }
+    sect[n] = '\0';
+    fclose(f);
+    return sect;
+}
+
+static bool has_word(const char *text, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = strstr(text, word); p; p = strstr(p + 1, word)) {
+        bool start = p == text || p[-1] == ' ' || p[-1] == '\n';
+        bool end = p[n] == ' ' || p[n] == '\n' || p[n] == '\0';
+        if (start && end)
+            return true;
+    }
+    return false;
+}
+
+static void test_command_table_docs(void **state)
+{
+    (void)state;
+    ctl_run help, r;
+    run(&help, "--help", NULL);
+    assert_int_equal(help.rc, PS_CTL_EXIT_OK);
+    const char *man = man_commands();
+    size_t count = 0;
+    for (const ps_ctl_command *c = ps_ctl_commands; c->name; c++, count++) {
+        if (!has_word(help.out, c->name))
+            fail_msg("--help lacks %s", c->name);
+        if (!has_word(man, c->name))
+            fail_msg("man/pgshadowctl.1 COMMANDS lacks %s", c->name);
+        if (!c->run) {
+            char want[160];
+            snprintf(want, sizeof want, "with %s.", c->arrives_with);
+            if (!strstr(man, want))
+                fail_msg("man/pgshadowctl.1 does not say %s arrives %s", c->name, want);
+            run(&r, c->name, NULL);
+            assert_int_equal(r.rc, PS_CTL_EXIT_USAGE);
+            assert_non_null(strstr(r.err, c->arrives_with));
+        }
+        assert_true(c->min_args <= c->max_args);
+        assert_ptr_equal(ps_ctl_command_find(c->name), c);
+    }
+    assert_true(count >= 6);
+    /* every .TP head of the man page's COMMANDS starts with a command of the table */
+    const char *src = getenv("PGSHADOW_SRCDIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/man/pgshadowctl.1", src);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[1024], prev[1024] = "";
+    bool in = false;
+    int heads = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, ".SH ", 4) == 0)
+            in = strncmp(line, ".SH COMMANDS", 12) == 0;
+        if (in && strncmp(prev, ".TP", 3) == 0) {
+            char word[128] = "";
+            const char *p = line;
+            if (strncmp(p, ".BR ", 4) == 0)
+                p += 4;
+            else if (strncmp(p, ".B ", 3) == 0)
+                p += 3;
+            size_t k = 0;
+            for (; *p && *p != ' ' && *p != '\n' && k + 1 < sizeof word; p++) {
+                if (p[0] == '\\' && p[1] == '-')
+                    continue;
+                word[k++] = *p;
+            }
+            word[k] = '\0';
+            if (!ps_ctl_command_find(word))
+                fail_msg("man/pgshadowctl.1 documents '%s', which the command table lacks", word);
+            heads++;
+        }
+        snprintf(prev, sizeof prev, "%s", line);
+    }
+    fclose(f);
+    assert_true(heads >= 6);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -162,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_route_unknown_option),
         cmocka_unit_test(test_long_option_errors),
         cmocka_unit_test(test_command_options),
+        cmocka_unit_test(test_command_table_docs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

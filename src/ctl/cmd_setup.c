@@ -1,109 +1,41 @@
 /*
- * install.c - `pgshadowctl install` and `uninstall`: the one-transaction
- * scripts of the SQL interface (briefs/sql-interface.md) and running them.
+ * cmd_setup.c - the setup commands: `pgshadowctl check` (the preflight of
+ * check.c, printed), `install` and `uninstall` (the one-transaction scripts
+ * of script.c, run with retries).
  *
- * Invariants: the text printed by --dry-run is byte for byte the text run;
- * every config value reaches SQL only as a literal built by
- * ps_ctl_quote_literal (identifiers are quoted by the SQL functions with
- * format('%I')); the script is one transaction, so a failure leaves nothing
- * half-installed, and a lock or serialization failure retries the whole of it.
+ * Invariants: the text printed by --dry-run is byte for byte the text run,
+ * and --dry-run connects to nothing; every config value reaches SQL only as a
+ * literal built by ps_ctl_quote_literal (identifiers are quoted by the SQL
+ * functions with format('%I')); the script is one transaction, so a failure
+ * leaves nothing half-installed, and a lock or serialization failure retries
+ * the whole of it.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "pgshadow/backoff.h"
 #include "pgshadow/ctl.h"
-#include "pgshadow/redact.h"
 #include "pgshadow/sqlfiles.h"
 
-#define RETRY_BASE_MS 200
-#define RETRY_CAP_MS 5000
 #define RETRY_ATTEMPTS 30
 
-bool ps_ctl_sqlstate_retryable(const char *sqlstate)
+int ps_ctl_cmd_check(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
 {
-    if (!sqlstate)
-        return false;
-    return strcmp(sqlstate, "55P03") == 0 || strcmp(sqlstate, "40P01") == 0 ||
-           strcmp(sqlstate, "40001") == 0;
-}
-
-void ps_ctl_print_pg_error(const char *what, const PGconn *conn, const PGresult *res)
-{
-    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    if (!msg) {
-        /* libpq's own text may quote the connection string it was given */
-        char safe[2048];
-        ps_redact_secrets(PQerrorMessage(conn), safe, sizeof safe);
-        fprintf(stderr, "pgshadowctl: %s failed: %s", what, safe);
-        return;
-    }
-    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
-    const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
-    fprintf(stderr, "pgshadowctl: %s failed: %s (SQLSTATE %s)\n", what, msg, state ? state : "?");
-    if (detail)
-        fprintf(stderr, "DETAIL: %s\n", detail);
-    if (hint)
-        fprintf(stderr, "HINT: %s\n", hint);
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-int ps_ctl_run_script(PGconn *conn, const char *what, const char *script, int max_attempts)
-{
-    ps_backoff bo;
-    ps_backoff_init(&bo, RETRY_BASE_MS, RETRY_CAP_MS);
-    srandom((unsigned)time(NULL) ^ (unsigned)getpid());
-
-    for (int attempt = 1;; attempt++) {
-        PGresult *res = PQexec(conn, script);
-        ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-            PQclear(res);
-            return 0;
-        }
-        /* a failed multi-statement text leaves the session in the aborted
-         * transaction it opened; close it before anything else */
-        if (PQtransactionStatus(conn) == PQTRANS_INERROR ||
-            PQtransactionStatus(conn) == PQTRANS_INTRANS)
-            PQclear(PQexec(conn, "ROLLBACK"));
-
-        /* The script went out as one text ending in COMMIT: with the
-         * connection gone, the server may or may not have committed it. */
-        if (PQstatus(conn) == CONNECTION_BAD) {
-            ps_ctl_print_pg_error(what, conn, res);
-            PQclear(res);
-            return -EPIPE;
-        }
-        const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-        if (ps_ctl_sqlstate_retryable(state) && attempt < max_attempts) {
-            int64_t delay = ps_backoff_next(&bo, (uint32_t)random());
-            const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-            fprintf(stderr,
-                    "pgshadowctl: %s: %s (SQLSTATE %s), attempt %d of %d; "
-                    "retrying the whole transaction in %lld ms\n",
-                    what, msg ? msg : "transient failure", state, attempt, max_attempts,
-                    (long long)delay);
-            PQclear(res);
-            sleep_ms(delay);
-            continue;
-        }
-        if (ps_ctl_sqlstate_retryable(state))
-            fprintf(stderr, "pgshadowctl: %s: giving up after %d attempts\n", what, attempt);
-        ps_ctl_print_pg_error(what, conn, res);
-        PQclear(res);
-        return -1;
-    }
+    int npos;
+    int rc = ps_ctl_args(cmd, argc, argv, NULL, NULL, &npos);
+    if (rc != PS_CTL_EXIT_OK)
+        return rc;
+    rc = ps_ctl_connect(ctl);
+    if (rc != PS_CTL_EXIT_OK)
+        return rc;
+    ps_check_report r;
+    ps_check_report_init(&r);
+    ps_check_run(ctl->conn, ctl->cfg, &r);
+    ps_check_report_print(&r, PS_CHECK_PASS, stdout);
+    rc = r.worst == PS_CHECK_FAIL ? PS_CTL_EXIT_FAILED : PS_CTL_EXIT_OK;
+    ps_check_report_free(&r);
+    return rc;
 }
 
 /* Hide the server's "already exists, skipping" notices (class 42) that every
@@ -134,9 +66,15 @@ static const char *embedded(const char *name)
     return f ? f->text : NULL;
 }
 
-int ps_ctl_cmd_install(ps_ctl *ctl, bool dry_run)
+int ps_ctl_cmd_install(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
 {
-    int rc = ps_ctl_load_config(ctl);
+    bool dry_run = false;
+    const ps_ctl_option opts[] = {{"--dry-run", &dry_run, NULL}, {NULL, NULL, NULL}};
+    int npos;
+    int rc = ps_ctl_args(cmd, argc, argv, opts, NULL, &npos);
+    if (rc != PS_CTL_EXIT_OK)
+        return rc;
+    rc = ps_ctl_load_config(ctl);
     if (rc != PS_CTL_EXIT_OK)
         return rc;
     /* the schema, then the sync engine's functions (they use its tables),
@@ -199,14 +137,21 @@ int ps_ctl_cmd_install(ps_ctl *ctl, bool dry_run)
     return PS_CTL_EXIT_OK;
 }
 
-int ps_ctl_cmd_uninstall(ps_ctl *ctl, bool drop_shadow, bool dry_run)
+int ps_ctl_cmd_uninstall(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
 {
+    bool dry_run = false, drop_shadow = false;
+    const ps_ctl_option opts[] = {
+        {"--dry-run", &dry_run, NULL}, {"--drop-shadow", &drop_shadow, NULL}, {NULL, NULL, NULL}};
+    int npos;
+    int rc = ps_ctl_args(cmd, argc, argv, opts, NULL, &npos);
+    if (rc != PS_CTL_EXIT_OK)
+        return rc;
     const char *sql = embedded("uninstall.sql");
     if (!sql) {
         fprintf(stderr, "pgshadowctl: uninstall: uninstall.sql is not embedded in this build\n");
         return PS_CTL_EXIT_FAILED;
     }
-    int rc = ps_ctl_load_config(ctl);
+    rc = ps_ctl_load_config(ctl);
     if (rc != PS_CTL_EXIT_OK)
         return rc;
     char *script = NULL;
