@@ -7,12 +7,16 @@
 #include <stddef.h>
 
 typedef struct ps_sqlfile {
-    const char *name; /* basename, e.g. "pgshadow--1.sql" */
+    const char *name; /* basename, e.g. "00-schema.sql" */
     const char *text; /* NUL-terminated */
     size_t len;
 } ps_sqlfile;
 
 extern const ps_sqlfile ps_sqlfiles[]; /* terminated by {NULL, NULL, 0} */
+
+/* The install files, in the order of sql/install.list, NULL-terminated:
+ * pgshadowctl install runs them in this order in one transaction. */
+extern const char *const ps_sql_install[];
 
 /* The embedded file with this basename, or NULL. */
 const ps_sqlfile *ps_sqlfile_find(const char *name);

@@ -77,21 +77,21 @@ int ps_ctl_cmd_install(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **
     rc = ps_ctl_load_config(ctl);
     if (rc != PS_CTL_EXIT_OK)
         return rc;
-    /* the schema, then the sync engine's functions (they use its tables),
-     * as one text: the script stays one transaction */
-    const char *schema_sql = embedded("pgshadow--1.sql");
-    const char *sync_sql = embedded("sync--1.sql");
-    if (!schema_sql || !sync_sql) {
-        fprintf(stderr, "pgshadowctl: install: %s is not embedded in this build\n",
-                schema_sql ? "sync--1.sql" : "pgshadow--1.sql");
-        return PS_CTL_EXIT_FAILED;
+    /* the install files in the manifest's order, as one text: the script
+     * stays one transaction */
+    ps_ctl_buf all = {0};
+    for (const char *const *n = ps_sql_install; *n; n++) {
+        const char *text = embedded(*n);
+        if (!text) {
+            fprintf(stderr, "pgshadowctl: install: %s is not embedded in this build\n", *n);
+            ps_ctl_buf_free(&all);
+            return PS_CTL_EXIT_FAILED;
+        }
+        ps_ctl_buf_puts(&all, text);
+        if (*text && text[strlen(text) - 1] != '\n')
+            ps_ctl_buf_puts(&all, "\n");
     }
-    char *sql = NULL;
-    if (asprintf(&sql, "%s%s%s", schema_sql,
-                 *schema_sql && schema_sql[strlen(schema_sql) - 1] != '\n' ? "\n" : "", sync_sql) < 0) {
-        fprintf(stderr, "pgshadowctl: install: out of memory\n");
-        return PS_CTL_EXIT_FAILED;
-    }
+    char *sql = ps_ctl_buf_steal(&all);
     char *script = NULL;
     rc = ps_ctl_install_script(ctl->cfg, sql, &script);
     free(sql);

@@ -99,6 +99,35 @@ char *itest_read_sql(const char *name)
     return s;
 }
 
+char *itest_install_sql(void)
+{
+    char *list = itest_read_sql("install.list");
+    size_t cap = 1 << 16, len = 0;
+    char *all = malloc(cap);
+    assert_non_null(all);
+    all[0] = '\0';
+    for (char *save = NULL, *line = strtok_r(list, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        while (*line == ' ' || *line == '\t')
+            line++;
+        if (!*line || *line == '#')
+            continue;
+        char *text = itest_read_sql(line);
+        size_t n = strlen(text);
+        while (len + n + 2 > cap) {
+            cap *= 2;
+            all = realloc(all, cap);
+            assert_non_null(all);
+        }
+        memcpy(all + len, text, n);
+        len += n;
+        all[len++] = '\n';
+        all[len] = '\0';
+        free(text);
+    }
+    free(list);
+    return all;
+}
+
 size_t itest_file_size(const char *path)
 {
     struct stat st;

@@ -46,6 +46,10 @@ char *itest_read_file(const char *path);
 /* $PGSHADOW_SRCDIR/sql/<name>, malloc'd; fails when it cannot be read. */
 char *itest_read_sql(const char *name);
 
+/* The install's SQL: every file of sql/install.list, in its order, as one
+ * text (what pgshadowctl install runs before register_table), malloc'd. */
+char *itest_install_sql(void);
+
 /* The file's size, 0 when it does not exist. */
 size_t itest_file_size(const char *path);
 

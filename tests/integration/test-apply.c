@@ -1,5 +1,5 @@
 /*
- * test-apply.c - the sync engine's database half (sql/sync--1.sql) against a
+ * test-apply.c - the sync engine's database half (sql/8*-sync-*.sql) against a
  * real PostgreSQL: apply_batch over every kind of write in both capture
  * modes, hot rows written once, foreign-key order, batch limits, the
  * quarantine (check, unique, foreign key; fix, retry), halt mode, TRUNCATE,
@@ -9,7 +9,7 @@
  * wake-up flag (capture NOTIFYs only while armed).
  *
  * Each test works in its own fresh database, installed as pgshadowctl does:
- * one transaction of sql/pgshadow--1.sql, sql/sync--1.sql, register_table
+ * one transaction of the files of sql/install.list, register_table
  * per table and finish_install.
  *
  * Env: PGSHADOW_TEST_CONNINFO (the harness cluster), PGSHADOW_SRCDIR.
@@ -57,17 +57,15 @@ static int db_teardown(void **state)
  * `pre` run before the register_table calls (e.g. a capture_mode change). */
 static void install(PGconn *c, const char *pre, const char *registers)
 {
-    char *schema = itest_read_sql("pgshadow--1.sql");
-    char *sync = itest_read_sql("sync--1.sql");
-    size_t len = strlen(schema) + strlen(sync) + strlen(pre) + strlen(registers) + 512;
+    char *schema = itest_install_sql();
+    size_t len = strlen(schema) + strlen(pre) + strlen(registers) + 512;
     char *script = malloc(len);
     snprintf(script, len,
-             "BEGIN;\nSET LOCAL lock_timeout = '2s';\n%s\n%s\n%s\n%s\n"
+             "BEGIN;\nSET LOCAL lock_timeout = '2s';\n%s\n%s\n%s\n"
              "SELECT pgshadow.finish_install('" MIG "');\nCOMMIT;\n",
-             schema, sync, pre, registers);
+             schema, pre, registers);
     itest_exec_ok(c, script);
     free(script);
-    free(sync);
     free(schema);
     /* The test's own comparison: a primary row and its shadow row differ
      * when the primary's canonical hash (hash_expr over p), the shadow's
@@ -1087,7 +1085,7 @@ static void test_float_key(void **state)
                           "key column r of table public.fr is a floating-point type",
                           "key column d of table public.fd is a floating-point type",
                           "key column a of table public.fa is a floating-point type"};
-    char *schema = itest_read_sql("pgshadow--1.sql");
+    char *schema = itest_install_sql();
     for (int i = 0; i < 4; i++) {
         itest_exec_ok(c, "BEGIN");
         itest_exec_ok(c, schema);

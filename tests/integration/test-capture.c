@@ -69,7 +69,7 @@ static int db_teardown(void **state)
  * calls, finish_install, COMMIT. Returns the PGresult status. */
 static bool install(PGconn *c, const char *pre, const char *registers, char *err, size_t errlen)
 {
-    char *schema = itest_read_sql("pgshadow--1.sql");
+    char *schema = itest_install_sql();
     size_t len = strlen(schema) + strlen(pre) + strlen(registers) + 512;
     char *script = malloc(len);
     snprintf(script, len,

@@ -115,33 +115,29 @@ static int db_teardown(void **state)
 /* The install transaction as pgshadowctl builds it, as the superuser. */
 static void install_mig(PGconn *c, const char *mig, const char *registers)
 {
-    char *schema = itest_read_sql("pgshadow--1.sql");
-    char *sync = itest_read_sql("sync--1.sql");
+    char *schema = itest_install_sql();
     char *script = NULL;
-    assert_true(asprintf(&script, "BEGIN;\nSET LOCAL lock_timeout = '2s';\n%s\n%s\n%s\n"
+    assert_true(asprintf(&script, "BEGIN;\nSET LOCAL lock_timeout = '2s';\n%s\n%s\n"
                                   "SELECT pgshadow.finish_install('%s');\nCOMMIT;\n",
-                         schema, sync, registers, mig) > 0);
+                         schema, registers, mig) > 0);
     itest_exec_ok(c, script);
     free(script);
-    free(sync);
     free(schema);
 }
 
 /* The install, expected to fail: the server's message. */
 static char *install_fails(PGconn *c, const char *registers)
 {
-    char *schema = itest_read_sql("pgshadow--1.sql");
-    char *sync = itest_read_sql("sync--1.sql");
+    char *schema = itest_install_sql();
     char *script = NULL;
-    assert_true(asprintf(&script, "BEGIN;\n%s\n%s\n%s\nSELECT pgshadow.finish_install('m1');\nCOMMIT;\n",
-                         schema, sync, registers) > 0);
+    assert_true(asprintf(&script, "BEGIN;\n%s\n%s\nSELECT pgshadow.finish_install('m1');\nCOMMIT;\n",
+                         schema, registers) > 0);
     PGresult *r = PQexec(c, script);
     assert_int_not_equal(PQresultStatus(r), PGRES_COMMAND_OK);
     char *msg = strdup(PQresultErrorMessage(r));
     PQclear(r);
     PQclear(PQexec(c, "ROLLBACK"));
     free(script);
-    free(sync);
     free(schema);
     return msg;
 }

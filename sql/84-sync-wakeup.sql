@@ -1,0 +1,96 @@
+-- 84-sync-wakeup.sql: the wake-up flag, quarantine retry, replication lag
+--
+-- Owns: pgshadow.wakeup_arm, quarantine_retry, replication_lag_ms.
+--
+-- Part of the install, run in ONE transaction in the order of
+-- sql/install.list (pgshadowctl install; docs/database.md). Idempotent:
+-- objects are created when missing or replaced in place, so running it
+-- again is a refresh. Plain SQL and PL/pgSQL only.
+
+-- ---------------------------------------------------------------------------
+-- wakeup_arm
+-- ---------------------------------------------------------------------------
+
+-- Arm the migration's wake-up flag: from this commit on, capture triggers
+-- NOTIFY pgshadow_changes again (pgshadow--1.sql, pgshadow.wakeup). The
+-- daemon calls it when an apply round found the change log empty, and then
+-- runs one more apply round: a writer that read "disarmed" before this
+-- commit and committed since is caught by that round; one that commits
+-- after it is caught by the next NOTIFY of any later write, or at the latest
+-- by catchup_interval (docs/sync.md).
+CREATE OR REPLACE FUNCTION pgshadow.wakeup_arm(p_migration_id text)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    INSERT INTO pgshadow.wakeup AS w (migration_id, armed) VALUES (p_migration_id, true)
+    ON CONFLICT (migration_id) DO UPDATE SET armed = true WHERE NOT w.armed
+$fn$;
+
+-- ---------------------------------------------------------------------------
+-- quarantine_retry, replication_lag_ms
+-- ---------------------------------------------------------------------------
+
+-- Re-queue quarantined keys (all when NULL) as 'D' entries ('D' means
+-- "check both ways": upsert when the primary row exists, delete when it is
+-- gone; an 'I'/'U' entry is never a reason to delete); the next
+-- apply_batch re-reads them and removes them from the quarantine when they
+-- apply. Returns how many keys were queued.
+CREATE OR REPLACE FUNCTION pgshadow.quarantine_retry(p_quarantine_id bigint DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n integer;
+BEGIN
+    WITH q AS (
+        UPDATE pgshadow.quarantine q SET retry_requested = true
+        WHERE p_quarantine_id IS NULL OR q.quarantine_id = p_quarantine_id
+        RETURNING q.quarantine_id, q.table_id, q.key
+    ), ins AS (
+        INSERT INTO pgshadow.change_log (table_id, op, key)
+        SELECT q.table_id, 'D', q.key FROM q ORDER BY q.quarantine_id
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM ins;
+    IF n > 0 THEN
+        INSERT INTO pgshadow.events (what, why, after)
+        VALUES ('quarantine_retry', CASE WHEN p_quarantine_id IS NULL THEN 'all' ELSE p_quarantine_id::text END,
+                jsonb_build_object('queued', n));
+        PERFORM pg_notify('pgshadow_changes', '');
+    END IF;
+    RETURN n;
+END
+$fn$;
+
+-- Replay lag of the physical standbys in ms (the largest), 0 without one;
+-- NULL when pg_stat_replication hides the lag from this function's owner.
+-- Logical walsenders (active on a logical slot) are not standbys.
+CREATE OR REPLACE FUNCTION pgshadow.replication_lag_ms()
+RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT CASE
+             WHEN count(*) = 0 THEN 0::bigint
+             WHEN bool_and(r.state IS NULL) THEN NULL::bigint
+             ELSE coalesce(max(floor(extract(epoch FROM r.replay_lag) * 1000))::bigint, 0)
+           END
+    FROM pg_stat_replication r
+    WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots s
+                      WHERE s.active_pid = r.pid AND s.slot_type = 'logical')
+$fn$;
+
+
+
+-- Privileges
+REVOKE ALL ON FUNCTION pgshadow.wakeup_arm(text),
+                       pgshadow.quarantine_retry(bigint),
+                       pgshadow.replication_lag_ms()
+       FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgshadow.quarantine_retry(bigint), pgshadow.replication_lag_ms(),
+                          pgshadow.wakeup_arm(text)
+      TO pgshadow_daemon;
+GRANT EXECUTE ON FUNCTION pgshadow.quarantine_retry(bigint) TO pgshadow_operator;
+GRANT EXECUTE ON FUNCTION pgshadow.replication_lag_ms() TO pgshadow_viewer;
