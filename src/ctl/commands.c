@@ -19,7 +19,8 @@
 
 /* One row per command, in --help order. Handlers live in one file per
  * family: cmd_setup.c (check, install, uninstall), cmd_capture.c (the
- * capture switch and routing). */
+ * capture switch and routing), cmd_control.c (what goes through the command
+ * queue to the leading daemon). */
 const ps_ctl_command ps_ctl_commands[] = {
     {"check", "", "preflight: PASS/WARN/FAIL per check", ps_ctl_cmd_check, NULL, true, 0, 0},
     {"install", "[--dry-run]", "schema, capture triggers, missing shadow tables", ps_ctl_cmd_install,
@@ -31,6 +32,8 @@ const ps_ctl_command ps_ctl_commands[] = {
     {"enable-writes", "[TABLE]", "resume capture (a full resync follows)", ps_ctl_cmd_enable_writes, NULL,
      true, 0, 1},
     {"route", "[--percent N] TABLE KEY", "print primary or shadow", ps_ctl_cmd_route, NULL, false, 2, 2},
+    {"quarantine", "retry ID|all [--reason TEXT] [--timeout D] [--queue]",
+     "re-queue quarantined keys, through the daemon", ps_ctl_cmd_quarantine, NULL, true, 2, 2},
     /* the contract's commands that later releases bring */
     {"status", "", NULL, NULL, "the cutover controller", true, 0, 0},
     {"events", "", NULL, NULL, "the cutover controller", true, 0, 0},
@@ -45,7 +48,6 @@ const ps_ctl_command ps_ctl_commands[] = {
     {"revert", "", NULL, NULL, "promote", true, 0, 0},
     {"finalize", "", NULL, NULL, "promote", true, 0, 0},
     {"verify", "", NULL, NULL, "verification", true, 0, 0},
-    {"quarantine", "", NULL, NULL, "the command queue", true, 0, 0},
     {NULL, NULL, NULL, NULL, NULL, false, 0, 0},
 };
 

@@ -1,0 +1,186 @@
+/*
+ * cmd_control.c - commands carried out by the leading pgshadowd through the
+ * command queue (sql/30-commands.sql; docs/database.md "Commands"), and the
+ * one that exists today: `pgshadowctl quarantine retry ID|all`.
+ *
+ * ps_ctl_send_command is the path every such command takes (the cutover's
+ * start, pause, ... come through it): queue the command as the operator's
+ * own role, wait for the daemon's outcome, print it. Exit codes: 0 done, 1
+ * failed (or no daemon took it in time), 3 refused (by the daemon, with its
+ * reason, or by the database: a role that may not queue commands).
+ *
+ * Invariants: a command no daemon took within the timeout is withdrawn
+ * unless the operator asked for --queue, so nothing runs long after the
+ * operator was told it did not; arguments reach SQL only as parameters.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pgshadow/ctl.h"
+#include "pgshadow/duration.h"
+
+#define POLL_MS 100
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* The command's state and result now ("" result when NULL); -1 on error. */
+static int poll_state(PGconn *conn, const char *id, char *state, size_t slen, char **result)
+{
+    const char *params[1] = {id};
+    PGresult *res = PQexecParams(conn, "SELECT state, result FROM pgshadow.commands WHERE command_id = $1",
+                                 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        ps_ctl_print_pg_error("command", conn, res);
+        PQclear(res);
+        return -1;
+    }
+    snprintf(state, slen, "%s", PQgetvalue(res, 0, 0));
+    free(*result);
+    *result = strdup(PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
+    PQclear(res);
+    return 0;
+}
+
+int ps_ctl_send_command(ps_ctl *ctl, const char *what, const char *command, const char *args_json,
+                        int64_t timeout_ms, bool queue)
+{
+    int rc = ps_ctl_connect(ctl);
+    if (rc != PS_CTL_EXIT_OK)
+        return rc;
+    const char *params[3] = {command, args_json, ctl->cfg->migration.id};
+    PGresult *res = PQexecParams(ctl->conn, "SELECT pgshadow.enqueue_command($1, $2::jsonb, $3)", 3, NULL,
+                                 params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        ps_ctl_print_pg_error(what, ctl->conn, res);
+        bool denied = state && strcmp(state, "42501") == 0;
+        if (denied)
+            fprintf(stderr, "pgshadowctl: %s: refused: commands are queued by members of pgshadow_operator\n",
+                    what);
+        PQclear(res);
+        return denied ? PS_CTL_EXIT_REFUSED : PS_CTL_EXIT_FAILED;
+    }
+    char id[32];
+    snprintf(id, sizeof id, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+
+    char state[16] = "pending";
+    char *result = NULL;
+    int64_t deadline = now_ms() + timeout_ms;
+    for (;;) {
+        if (poll_state(ctl->conn, id, state, sizeof state, &result) != 0) {
+            free(result);
+            return PS_CTL_EXIT_FAILED;
+        }
+        if (strcmp(state, "pending") != 0 && strcmp(state, "running") != 0)
+            break;
+        if (now_ms() >= deadline && strcmp(state, "pending") == 0) {
+            char t[32];
+            ps_duration_format(timeout_ms, t, sizeof t);
+            if (queue) {
+                printf("command %s (%s) queued; no pgshadowd has taken it within %s; it stays queued\n", id,
+                       command, t);
+                free(result);
+                return PS_CTL_EXIT_OK;
+            }
+            const char *p[1] = {id};
+            res = PQexecParams(ctl->conn, "SELECT pgshadow.command_cancel($1)", 1, NULL, p, NULL, NULL, 0);
+            bool withdrawn = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+                             strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+            PQclear(res);
+            if (withdrawn) {
+                fprintf(stderr,
+                        "pgshadowctl: %s: no pgshadowd took command %s within %s: is a daemon running "
+                        "and leading migration %s? (withdrawn; --queue leaves a command queued)\n",
+                        what, id, t, ctl->cfg->migration.id);
+                free(result);
+                return PS_CTL_EXIT_FAILED;
+            }
+            /* taken just now: wait for its outcome */
+            deadline = now_ms() + timeout_ms;
+        }
+        sleep_ms(POLL_MS);
+    }
+    int out;
+    if (strcmp(state, "done") == 0) {
+        printf("%s: %s\n", what, result);
+        out = PS_CTL_EXIT_OK;
+    } else if (strcmp(state, "refused") == 0) {
+        fprintf(stderr, "pgshadowctl: %s: refused: %s\n", what, result);
+        out = PS_CTL_EXIT_REFUSED;
+    } else {
+        fprintf(stderr, "pgshadowctl: %s: failed: %s\n", what, result);
+        out = PS_CTL_EXIT_FAILED;
+    }
+    free(result);
+    return out;
+}
+
+/* Append s as a JSON string value. */
+static void json_field(ps_ctl_buf *b, const char *key, const char *value)
+{
+    ps_ctl_buf_printf(b, "%s", b->len > 1 ? ", " : "");
+    ps_ctl_json_string(b, key);
+    ps_ctl_buf_puts(b, ": ");
+    ps_ctl_json_string(b, value);
+}
+
+int ps_ctl_cmd_quarantine(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
+{
+    const char *reason = NULL, *timeout_text = NULL;
+    bool queue = false;
+    const char *pos[2];
+    int npos;
+    const ps_ctl_option opts[] = {{"--reason", NULL, &reason},
+                                  {"--timeout", NULL, &timeout_text},
+                                  {"--queue", &queue, NULL},
+                                  {NULL, NULL, NULL}};
+    int rc = ps_ctl_args(cmd, argc, argv, opts, pos, &npos);
+    if (rc != PS_CTL_EXIT_OK)
+        return rc;
+    int64_t timeout_ms = 10000;
+    const char *why = NULL;
+    if (timeout_text && ps_duration_parse(timeout_text, &timeout_ms, &why) != 0)
+        return ps_ctl_usage_error("quarantine: --timeout needs a duration such as 10s, got '%s'", timeout_text);
+    if ((rc = ps_ctl_arity(cmd, npos)) != PS_CTL_EXIT_OK)
+        return rc;
+    if (strcmp(pos[0], "retry") != 0)
+        return ps_ctl_usage_error("quarantine: '%s': this release has 'quarantine retry ID|all' only", pos[0]);
+    ps_ctl_buf args = {0};
+    ps_ctl_buf_puts(&args, "{");
+    if (strcmp(pos[1], "all") == 0) {
+        ps_ctl_buf_puts(&args, "\"all\": true");
+    } else {
+        char *end;
+        errno = 0;
+        long long n = strtoll(pos[1], &end, 10);
+        if (errno || end == pos[1] || *end || n < 1) {
+            ps_ctl_buf_free(&args);
+            return ps_ctl_usage_error("quarantine retry: ID is a quarantine_id (a positive integer) or 'all', got '%s'",
+                                      pos[1]);
+        }
+        ps_ctl_buf_printf(&args, "\"id\": %lld", n);
+    }
+    if (reason)
+        json_field(&args, "reason", reason);
+    ps_ctl_buf_puts(&args, "}");
+    char *json = ps_ctl_buf_steal(&args);
+    rc = ps_ctl_send_command(ctl, "quarantine retry", "quarantine-retry", json, timeout_ms, queue);
+    free(json);
+    return rc;
+}
