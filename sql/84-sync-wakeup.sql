@@ -35,7 +35,8 @@ $fn$;
 -- "check both ways": upsert when the primary row exists, delete when it is
 -- gone; an 'I'/'U' entry is never a reason to delete); the next
 -- apply_batch re-reads them and removes them from the quarantine when they
--- apply. Returns how many keys were queued.
+-- apply. Returns how many keys were queued; an id that is not quarantined
+-- is an error (P0002), so a mistyped id is said, not silently ignored.
 CREATE OR REPLACE FUNCTION pgshadow.quarantine_retry(p_quarantine_id bigint DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
@@ -54,6 +55,10 @@ BEGIN
         RETURNING 1
     )
     SELECT count(*) INTO n FROM ins;
+    IF n = 0 AND p_quarantine_id IS NOT NULL THEN
+        RAISE EXCEPTION 'pgshadow: no quarantined key %', p_quarantine_id
+            USING ERRCODE = 'no_data_found', HINT = 'pgshadowctl quarantine list shows the quarantine ids.';
+    END IF;
     IF n > 0 THEN
         INSERT INTO pgshadow.events (what, why, after)
         VALUES ('quarantine_retry', CASE WHEN p_quarantine_id IS NULL THEN 'all' ELSE p_quarantine_id::text END,

@@ -91,6 +91,15 @@ int ps_pgconn_start(ps_pgconn *c);
 int ps_pgconn_query(ps_pgconn *c, const char *sql, int nparams, const char *const *params,
                     ps_pg_result_cb cb, void *arg);
 
+/* Like ps_pgconn_query, but ahead of everything already queued. Called from
+ * the result callback of a query, it is the very next query sent: a
+ * sequence of statements (one transaction: BEGIN, ..., COMMIT) issued this
+ * way, each from the previous one's callback, has nothing of other modules
+ * in between. If the connection is lost meanwhile, the server rolls the
+ * open transaction back and the callback gets res == NULL. */
+int ps_pgconn_query_next(ps_pgconn *c, const char *sql, int nparams, const char *const *params,
+                         ps_pg_result_cb cb, void *arg);
+
 /* Add a channel to the LISTEN registry (issued now if connected, and after every
  * reconnect). The name is quoted with PQescapeIdentifier. */
 int ps_pgconn_listen(ps_pgconn *c, const char *channel);

@@ -1020,8 +1020,8 @@ int ps_pgconn_start(ps_pgconn *c)
     return 0;
 }
 
-int ps_pgconn_query(ps_pgconn *c, const char *sql, int nparams, const char *const *params,
-                    ps_pg_result_cb cb, void *arg)
+static int enqueue(ps_pgconn *c, const char *sql, int nparams, const char *const *params,
+                   ps_pg_result_cb cb, void *arg, bool front)
 {
     if (!c || !sql || nparams < 0 || (nparams > 0 && !params))
         return -EINVAL;
@@ -1048,12 +1048,30 @@ int ps_pgconn_query(ps_pgconn *c, const char *sql, int nparams, const char *cons
                 goto nomem;
         }
     }
-    queue_push(c, q);
+    if (front)
+        queue_push_front(c, q);
+    else
+        queue_push(c, q);
     kick(c);
     return 0;
 nomem:
     query_free(q);
     return -ENOMEM;
+}
+
+int ps_pgconn_query(ps_pgconn *c, const char *sql, int nparams, const char *const *params,
+                    ps_pg_result_cb cb, void *arg)
+{
+    return enqueue(c, sql, nparams, params, cb, arg, false);
+}
+
+/* A result callback runs before the next queued query is sent (see
+ * up_io: finish_inflight, then start_next), so a query put at the head from
+ * there is the very next one on the wire. */
+int ps_pgconn_query_next(ps_pgconn *c, const char *sql, int nparams, const char *const *params,
+                         ps_pg_result_cb cb, void *arg)
+{
+    return enqueue(c, sql, nparams, params, cb, arg, true);
 }
 
 int ps_pgconn_listen(ps_pgconn *c, const char *channel)
