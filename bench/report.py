@@ -1,86 +1,206 @@
 #!/usr/bin/env python3
-"""bench/report.py - the arithmetic and the final table for bench/run.
+"""bench/report.py - the arithmetic, the verdicts and the final table for bench/run.
 
 Kept in Python (standard library only) because bash has no floating point.
+Values travel between bench/run and here as exact decimal or "p/q" strings:
+nothing is rounded until it is displayed, and every verdict is taken on the
+unrounded value (0.8951 is shown as 0.90 but misses ">= 0.90").
 
-  report.py median V...               median of the values ("-" when none)
-  report.py median-col FILE COL       median of one whitespace column of a file
-  report.py pct FILE P                P-th percentile (nearest rank) of a file of numbers
-  report.py ratio A B [DIGITS]        A/B, "-" when either is missing or B is 0
-  report.py cmp A OP B                exit 0 when A OP B holds (OP: lt le gt ge)
+  report.py median V...               median of the values ("-" when none), 1 decimal
+  report.py median-col FILE COL       median of one whitespace column of a file, exact
+  report.py pct FILE P [TIMEOUT_MS]   P-th percentile (nearest rank) of a file of numbers, exact;
+                                      "timeout" lines count as TIMEOUT_MS (default 30000)
+  report.py div A B                   A/B exactly, as "p/q" ("-" when either is missing or B is 0)
+  report.py ratio A B [DIGITS]        A/B for display, rounded ("-" when missing)
+  report.py cmp A OP B                exit 0 when A OP B holds (OP: lt le gt ge), unrounded
+  report.py summary FMT OP TARGET HEADLINE V...
+                                      one row's figures, tab-separated: headline, spread
+                                      (min-max of the per-round values V), rounds, verdict.
+                                      HEADLINE "median" = the median of V. FMT: a format
+                                      such as "{:.2f}" or "x{:.2f}". OP "-" = no target.
+  report.py verdicts V...             combine the verdicts of a row's parts
   report.py table TSV HEADER_FILE     print the aligned table
+
+Verdicts: "pass" / "miss" by the headline against the target; "within noise"
+when the headline and the per-round values do not all fall on the same side
+of the target (a verdict that another round could flip).
 """
+import math
 import statistics
 import sys
+from fractions import Fraction
+
+OPS = {
+    "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "ge": lambda a, b: a >= b,
+}
+PASS, MISS, NOISE = "pass", "miss", "within noise"
 
 
-def num(s):
+def exact(s):
+    """An exact value from "1.25", "5/4", "1e3", or a number; None when not one."""
+    if s is None:
+        return None
+    if isinstance(s, Fraction):
+        return s
     try:
-        return float(s)
-    except (TypeError, ValueError):
+        return Fraction(s) if isinstance(s, (int, str)) else Fraction(str(s))
+    except (TypeError, ValueError, ZeroDivisionError):
         return None
 
 
+def num(s):
+    v = exact(s)
+    return None if v is None else float(v)
+
+
 def median(vals):
-    vals = [v for v in (num(x) for x in vals) if v is not None]
+    vals = [v for v in (exact(x) for x in vals) if v is not None]
     return statistics.median(vals) if vals else None
 
 
 def fmt(v, digits=1):
-    return "-" if v is None else f"{v:.{digits}f}"
+    return "-" if v is None else f"{float(v):.{digits}f}"
+
+
+def decimal(v):
+    """An exact value as text: a decimal when it has one, else "p/q"."""
+    if v is None:
+        return "-"
+    d = v.denominator
+    twos = fives = 0
+    while d % 2 == 0:
+        d //= 2
+        twos += 1
+    while d % 5 == 0:
+        d //= 5
+        fives += 1
+    if d != 1:
+        return f"{v.numerator}/{v.denominator}"
+    places = max(twos, fives)
+    scaled = v * 10 ** places
+    sign = "-" if scaled < 0 else ""
+    digits = str(abs(scaled.numerator)).rjust(places + 1, "0")
+    return sign + (digits[:-places] + "." + digits[-places:] if places else digits)
+
+
+def div(a, b):
+    a, b = exact(a), exact(b)
+    if a is None or not b:
+        return None
+    return a / b
+
+
+def verdict(headline, op, target, rounds=()):
+    """pass / miss of HEADLINE OP TARGET, on the exact values; "within noise"
+    when the per-round values and the headline do not all agree."""
+    h, t = exact(headline), exact(target)
+    if h is None or t is None:
+        return "-"
+    check = OPS[op]
+    sides = {check(h, t)}
+    for r in rounds:
+        r = exact(r)
+        if r is not None:
+            sides.add(check(r, t))
+    if len(sides) > 1:
+        return NOISE
+    return PASS if check(h, t) else MISS
+
+
+def combine(verdicts):
+    """A row with several targets: any miss misses, else any noise is noise."""
+    vs = [v for v in verdicts if v and v != "-"]
+    if not vs:
+        return "-"
+    if MISS in vs:
+        return MISS
+    if NOISE in vs:
+        return NOISE
+    return PASS
+
+
+def summary(form, op, target, headline, vals):
+    """(headline text, spread text, rounds, verdict) for one row."""
+    xs = [v for v in (exact(x) for x in vals) if v is not None]
+    h = median(xs) if headline == "median" else exact(headline)
+    show = lambda v: "-" if v is None else form.format(float(v))
+    spread = f"{show(min(xs))}-{show(max(xs))}" if len(xs) > 1 else "-"
+    if op == "-":
+        ver = "-"
+    else:
+        ver = verdict(h, op, target, xs)
+    return show(h), spread, str(len(xs)), ver
+
+
+def percentile(vals, p):
+    """Nearest rank."""
+    vals = sorted(vals)
+    if not vals:
+        return None
+    rank = max(1, math.ceil(float(p) / 100.0 * len(vals)))
+    return vals[rank - 1]
+
+
+COLS = ["benchmark", "pgshadow", "baseline", "ratio", "spread (min-max)", "rounds", "target", "verdict"]
 
 
 def table(tsv, header_file):
+    n = len(COLS)
     rows = []
     with open(tsv, encoding="utf-8") as f:
         for line in f:
             line = line.rstrip("\n")
             if line:
                 cells = line.split("\t")
-                rows.append((cells + [""] * 6)[:6])
-    head = ["benchmark", "pgshadow", "baseline", "ratio", "target", "pass/miss"]
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(6)]
+                rows.append((cells + [""] * n)[:n])
+    widths = [max(len(r[i]) for r in rows + [COLS]) for i in range(n)]
     out = []
     with open(header_file, encoding="utf-8") as f:
         out.extend(l.rstrip("\n") for l in f)
     out.append("")
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-    out.append(line(head))
+    out.append(line(COLS))
     out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     out.extend(line(r) for r in rows)
     print("\n".join(out))
 
 
 def main(argv):
-    cmd = argv[1]
+    cmd = argv[1] if len(argv) > 1 else ""
     if cmd == "median":
         print(fmt(median(argv[2:]), 1))
     elif cmd == "median-col":
         col = int(argv[3])
         with open(argv[2], encoding="utf-8") as f:
             vals = [l.split()[col] for l in f if len(l.split()) > col]
-        print(fmt(median(vals), 3))
+        print(decimal(median(vals)))
     elif cmd == "pct":
-        # pct FILE P: the P-th percentile (nearest rank) of one number a line;
-        # "timeout" lines count as 30000 ms
+        timeout = exact(argv[4] if len(argv) > 4 else "30000")
         with open(argv[2], encoding="utf-8") as f:
-            vals = sorted(30000.0 if l.strip() == "timeout" else float(l) for l in f if l.strip())
-        if not vals:
-            print("-")
-            return 1
-        import math
-        rank = max(1, math.ceil(float(argv[3]) / 100.0 * len(vals)))
-        print(fmt(vals[rank - 1], 1))
+            vals = [timeout if l.strip() == "timeout" else exact(l.strip()) for l in f if l.strip()]
+        v = percentile(vals, argv[3])
+        print(decimal(v))
+        return 0 if v is not None else 1
+    elif cmd == "div":
+        v = div(argv[2], argv[3])
+        print("-" if v is None else f"{v.numerator}/{v.denominator}")
     elif cmd == "ratio":
-        a, b = num(argv[2]), num(argv[3])
         digits = int(argv[4]) if len(argv) > 4 else 2
-        print(fmt(a / b, digits) if a is not None and b else "-")
+        v = div(argv[2], argv[3])
+        print("-" if v is None else fmt(v, digits))
     elif cmd == "cmp":
-        a, op, b = num(argv[2]), argv[3], num(argv[4])
+        a, op, b = exact(argv[2]), argv[3], exact(argv[4])
         if a is None or b is None:
             return 2
-        ok = {"lt": a < b, "le": a <= b, "gt": a > b, "ge": a >= b}[op]
-        return 0 if ok else 1
+        return 0 if OPS[op](a, b) else 1
+    elif cmd == "summary":
+        form, op, target, headline = argv[2:6]
+        print("\t".join(summary(form, op, target, headline, argv[6:])))
+    elif cmd == "verdicts":
+        print(combine(argv[2:]))
     elif cmd == "table":
         table(argv[2], argv[3])
     else:

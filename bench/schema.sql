@@ -2,8 +2,6 @@
 -- shadow as the seed designs it (primary columns + the seven tracking columns).
 -- Tables only: bench/indexes.sql adds keys and indexes after the bulk load,
 -- which is how anyone loads a large table and keeps generation fast.
-CREATE EXTENSION IF NOT EXISTS pg_repack;   -- present in the template so every clone has it
-
 CREATE TABLE public.contexts (
     id                      uuid NOT NULL,
     project_id              uuid,

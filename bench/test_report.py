@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Unit tests of bench/report.py's verdicts (meson test bench-verdict, suite unit).
+
+The verdict is taken on unrounded values; a spread of per-round values that
+straddles the target gives "within noise". Also: docs/benchmarks.md quotes
+`bench/run --method` for both run sizes verbatim.
+"""
+import io
+import os
+import subprocess
+import sys
+import unittest
+from contextlib import redirect_stdout
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import report  # noqa: E402
+
+
+def run(*argv):
+    out = io.StringIO()
+    with redirect_stdout(out):
+        rc = report.main(["report.py", *argv])
+    return rc, out.getvalue().strip()
+
+
+class Verdict(unittest.TestCase):
+    def test_rounded_display_does_not_pass(self):
+        # shown as 0.90, still below 0.90
+        self.assertEqual(report.verdict("0.8951", "ge", "0.90"), "miss")
+        self.assertEqual(report.summary("{:.2f}", "ge", "0.90", "median", ["0.8951"])[0], "0.90")
+        self.assertEqual(report.summary("{:.2f}", "ge", "0.90", "median", ["0.8951"])[3], "miss")
+        # shown as x1.30, still above 1.3
+        self.assertEqual(report.verdict("1.3049", "le", "1.3"), "miss")
+        self.assertEqual(report.summary("x{:.2f}", "le", "1.3", "median", ["1.3049"])[:2], ("x1.30", "-"))
+        self.assertEqual(report.summary("x{:.2f}", "le", "1.3", "median", ["1.3049"])[3], "miss")
+
+    def test_exact_boundary_passes(self):
+        self.assertEqual(report.verdict("0.90", "ge", "0.90"), "pass")
+        self.assertEqual(report.verdict("0.9", "ge", "0.90"), "pass")
+        self.assertEqual(report.verdict("1.3", "le", "1.3"), "pass")
+        # a ratio that is exactly the boundary, computed from its parts
+        # (16.51 / 12.7 in binary floating point is 1.3000000000000003)
+        self.assertGreater(16.51 / 12.7, 1.3)
+        r = report.div("16.51", "12.7")
+        self.assertEqual(report.verdict(r, "le", "1.3"), "pass")
+        self.assertEqual(report.verdict(report.div("2700", "3000"), "ge", "0.90"), "pass")
+        rc, out = run("div", "26.0", "20.0")
+        self.assertEqual((rc, out), (0, "13/10"))
+        self.assertEqual(run("cmp", "13/10", "le", "1.3")[0], 0)
+        # strict targets: the boundary itself misses
+        self.assertEqual(report.verdict("20", "lt", "20"), "miss")
+        self.assertEqual(report.verdict("19.999", "lt", "20"), "pass")
+
+    def test_just_past_the_boundary(self):
+        self.assertEqual(report.verdict("0.8999999", "ge", "0.90"), "miss")
+        self.assertEqual(report.verdict("1.3000001", "le", "1.3"), "miss")
+        self.assertEqual(run("cmp", "0.8951", "ge", "0.90")[0], 1)
+        self.assertEqual(run("cmp", "1.3049", "le", "1.3")[0], 1)
+
+    def test_spread_straddling_the_target_is_within_noise(self):
+        self.assertEqual(report.summary("{:.2f}", "ge", "0.90", "median", ["0.85", "0.95"]),
+                         ("0.90", "0.85-0.95", "2", "within noise"))
+        self.assertEqual(report.summary("{:.2f}", "ge", "0.90", "median", ["0.86", "0.88", "0.93"])[3],
+                         "within noise")
+        self.assertEqual(report.summary("x{:.2f}", "le", "1.3", "median", ["1.25", "1.36"])[3],
+                         "within noise")
+        # a headline that is not the median (a pooled percentile) disagreeing
+        # with rounds that all pass
+        self.assertEqual(report.verdict("101", "lt", "100", ["95", "99"]), "within noise")
+
+    def test_spread_on_one_side(self):
+        self.assertEqual(report.summary("{:.2f}", "ge", "0.90", "median", ["0.91", "0.99"])[3], "pass")
+        self.assertEqual(report.summary("{:.2f}", "ge", "0.90", "median", ["0.50", "0.8999"])[3], "miss")
+        # the boundary itself is on the passing side
+        self.assertEqual(report.summary("{:.2f}", "ge", "0.90", "median", ["0.90", "0.97"])[3], "pass")
+        self.assertEqual(report.summary("{:.2f}", "ge", "0.90", "median", ["0.8999", "0.90"])[3],
+                         "within noise")
+
+    def test_one_round_has_no_spread(self):
+        self.assertEqual(report.summary("{:.2f}", "ge", "0.7", "median", ["0.71"]), ("0.71", "-", "1", "pass"))
+
+    def test_no_target_and_missing_values(self):
+        self.assertEqual(report.summary("{:.2f}", "-", "-", "median", ["0.5", "0.6"])[3], "-")
+        self.assertEqual(report.verdict(None, "ge", "0.9"), "-")
+        self.assertEqual(report.div("1", "0"), None)
+        self.assertEqual(run("div", "-", "3")[1], "-")
+        self.assertEqual(run("cmp", "-", "ge", "1")[0], 2)
+
+    def test_combined_verdicts(self):
+        self.assertEqual(report.combine(["pass", "pass"]), "pass")
+        self.assertEqual(report.combine(["pass", "within noise"]), "within noise")
+        self.assertEqual(report.combine(["within noise", "miss"]), "miss")
+        self.assertEqual(report.combine(["-", "pass"]), "pass")
+        self.assertEqual(report.combine(["-"]), "-")
+
+    def test_median_is_exact(self):
+        self.assertEqual(report.median(["0.89", "0.91"]), report.exact("0.90"))
+        self.assertEqual(report.verdict(report.median(["0.89", "0.91"]), "ge", "0.9", []), "pass")
+
+    def test_exact_text(self):
+        self.assertEqual(report.decimal(report.exact("1.0005")), "1.0005")
+        self.assertEqual(report.decimal(report.median(["19.995", "19.996"])), "19.9955")
+        self.assertEqual(report.decimal(report.exact("20")), "20")
+        self.assertEqual(report.decimal(report.exact("0.05")), "0.05")
+        self.assertEqual(report.decimal(report.exact("-1.5")), "-1.5")
+        self.assertEqual(report.decimal(report.div("1", "3")), "1/3")
+        # 19.9955 is shown as 20.00 but passes "< 20"
+        self.assertEqual(report.summary("{:.2f}", "lt", "20", "median", ["19.995", "19.996"]),
+                         ("20.00", "20.00-20.00", "2", "pass"))
+
+    def test_percentile_nearest_rank(self):
+        vals = list(range(1, 101))
+        self.assertEqual(report.percentile(vals, 50), 50)
+        self.assertEqual(report.percentile(vals, 99), 99)
+        self.assertEqual(report.percentile(vals, 100), 100)
+        self.assertEqual(report.percentile([7], 99), 7)
+
+
+class DocsQuoteTheMethod(unittest.TestCase):
+    """docs/benchmarks.md quotes `bench/run --method` (full and quick) verbatim."""
+
+    def test_method_block(self):
+        root = os.path.dirname(HERE)
+        doc = open(os.path.join(root, "docs", "benchmarks.md"), encoding="utf-8").read()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}
+        for args, mark in (([], "METHOD-FULL"), (["--quick"], "METHOD-QUICK")):
+            out = subprocess.run(["bash", os.path.join(HERE, "run"), "--method", *args], env=env,
+                                 check=True, capture_output=True, text=True).stdout
+            begin, end = f"<!-- {mark}:BEGIN -->\n```\n", f"```\n<!-- {mark}:END -->"
+            self.assertIn(begin, doc)
+            quoted = doc.split(begin, 1)[1].split(end, 1)[0]
+            self.assertEqual(quoted, out, f"docs/benchmarks.md {mark} differs from bench/run --method {' '.join(args)}")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
