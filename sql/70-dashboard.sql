@@ -11,7 +11,7 @@
 -- Dashboard (public). One poll costs O(registered tables), never O(rows):
 -- counts come from the registry (maintained by the daemon) or pg_class
 -- estimates; lag from the oldest change_log entry via its primary key;
--- pending and quarantined counts are capped at 100001.
+-- pending and quarantined counts are capped at 10001.
 -- ---------------------------------------------------------------------------
 -- SECURITY DEFINER: called from the dashboard view by roles that have no
 -- USAGE on the primary tables' schema (functions in a view run as the caller).
@@ -24,6 +24,29 @@ AS $fn$
     FROM pgshadow._rel_tree(to_regclass(format('%I.%I', p_schema, p_name))) pt
     JOIN pg_class c ON c.oid = pt.relid
     WHERE pt.isleaf
+$fn$;
+
+-- Capped counts of a table's pending changes and quarantined keys: exact up
+-- to 10000, 10001 meaning "more". Functions, not subqueries of the view,
+-- with JIT off: inlined, a backlog's row estimates pushed the whole poll's
+-- cost over jit_above_cost and JIT compilation took ~210 ms of a ~230 ms
+-- poll (docs/benchmarks.md); 10001 index entries each keep a poll with a
+-- backlog well under 10 ms. SECURITY DEFINER: viewers have no access to the
+-- change log itself.
+CREATE OR REPLACE FUNCTION pgshadow._pending_changes(p_table_id integer)
+RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET jit = off
+AS $fn$
+    SELECT count(*) FROM (SELECT 1 FROM pgshadow.change_log l WHERE l.table_id = p_table_id LIMIT 10001) x
+$fn$;
+
+CREATE OR REPLACE FUNCTION pgshadow._quarantined_count(p_table_id integer)
+RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET jit = off
+AS $fn$
+    SELECT count(*) FROM (SELECT 1 FROM pgshadow.quarantine q WHERE q.table_id = p_table_id LIMIT 10001) x
 $fn$;
 
 -- The two views live in public, where a database may already have views of
@@ -106,10 +129,8 @@ FROM (
                                      THEN pg_xact_commit_timestamp(l.xmin) END, l.logged_at)
                 FROM pgshadow.change_log l
                 WHERE l.table_id = t.table_id ORDER BY l.seq LIMIT 1)))::numeric, 3), 0) AS sync_lag_seconds,
-           (SELECT count(*) FROM (SELECT 1 FROM pgshadow.change_log l
-                                  WHERE l.table_id = t.table_id LIMIT 100001) x) AS pending_changes,
-           (SELECT count(*) FROM (SELECT 1 FROM pgshadow.quarantine q
-                                  WHERE q.table_id = t.table_id LIMIT 100001) x) AS quarantined_count,
+pgshadow._pending_changes(t.table_id) AS pending_changes,
+           pgshadow._quarantined_count(t.table_id) AS quarantined_count,
            coalesce((SELECT cs.enabled FROM pgshadow.capture_switch cs WHERE cs.table_id = t.table_id), false)
                AS capture_enabled,
            pgshadow.read_percent(t.table_name) AS read_percent
@@ -146,8 +167,12 @@ FROM public.shadow_migration_dashboard;
 
 
 -- Privileges
-REVOKE ALL ON FUNCTION pgshadow._estimate_rows(text, text)
+REVOKE ALL ON FUNCTION pgshadow._estimate_rows(text, text),
+                       pgshadow._pending_changes(integer),
+                       pgshadow._quarantined_count(integer)
        FROM PUBLIC;
 GRANT SELECT ON public.shadow_migration_dashboard, public.migration_success_metrics
       TO pgshadow_viewer, pgshadow_daemon;
-GRANT EXECUTE ON FUNCTION pgshadow._estimate_rows(text, text) TO pgshadow_viewer, pgshadow_daemon;
+GRANT EXECUTE ON FUNCTION pgshadow._estimate_rows(text, text), pgshadow._pending_changes(integer),
+                          pgshadow._quarantined_count(integer)
+      TO pgshadow_viewer, pgshadow_daemon;
