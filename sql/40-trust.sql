@@ -154,7 +154,10 @@ $fn$;
 -- inside a SECURITY DEFINER function SET ROLE is refused, and the SET
 -- clauses below confine what the owner's code may SET LOCAL to this call
 -- (search_path above all: pgshadow's own code runs right after it).
--- Statements starting with '!' return no rows (TRUNCATE).
+-- Statements starting with '!' return no rows (TRUNCATE); with '#' the
+-- function returns {the statement's row count} (an INSERT or DELETE without
+-- RETURNING: cheaper than counting returned rows); any other returns its
+-- rows (text[]).
 CREATE SCHEMA IF NOT EXISTS pgshadow_apply;
 COMMENT ON SCHEMA pgshadow_apply IS 'pgshadow: one function per table owner, running apply and backfill statements as that owner';
 REVOKE ALL ON SCHEMA pgshadow_apply FROM PUBLIC;
@@ -170,7 +173,8 @@ DECLARE
     v_super boolean;
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'pgshadow_apply'::regnamespace
-               AND p.proname = v_name AND p.prosecdef AND p.proowner = p_owner) THEN
+               AND p.proname = v_name AND p.prosecdef AND p.proowner = p_owner
+               AND p.prosrc LIKE '%pgshadow_apply body 2%') THEN
         RETURN v_name;
     END IF;
     SELECT rolname INTO v_role FROM pg_roles WHERE oid = p_owner;
@@ -191,9 +195,17 @@ SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
 SET extra_float_digits = 1 SET bytea_output = 'hex' SET lock_timeout = '5s'
 AS $b$
+DECLARE
+    n bigint;
 BEGIN
+    -- pgshadow_apply body 2 ('!': no result; '#': {row count})
     IF left(p_sql, 1) = '!' THEN
         EXECUTE substr(p_sql, 2);
+        RETURN;
+    ELSIF left(p_sql, 1) = '#' THEN
+        EXECUTE substr(p_sql, 2) USING p_a, p_b;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        RETURN NEXT ARRAY[n::text];
         RETURN;
     END IF;
     RETURN QUERY EXECUTE p_sql USING p_a, p_b;

@@ -144,15 +144,16 @@ $fn$;
 -- Run as the table owner through _sync_run ($1, $2 text[]; each returns
 -- text[] rows):
 --   del_sql     ($1 keys) delete shadow rows whose primary row is gone -> {n}
+--               (a leading '#': the owner function returns the row count)
 --   ups_sql     ($1 keys) upsert shadow rows from the primary -> {rows, inserted}
 --   unstick_sql ($1 keys) delete their shadow rows (unique-swap repair);
 --               NULL when a foreign key cascades from the shadow
 --   qcount_sql  ($1 keys) {in primary only, in shadow only}
 --   exists_sql, truncate_sql, count_primary_sql, count_shadow_sql
 --   bf_bound_sql ($1 cursor, $2 {chunk}) key of the chunk-th row after the cursor
---   bf_copy_sql  ($1 cursor, $2 bound) upsert (cursor, bound] -> {rows, inserted}
+--   bf_copy_sql  ($1 cursor, $2 bound) upsert (cursor, bound] -> {rows}
 --   bf_keys_sql  ($1 cursor, $2 bound) keys of (cursor, bound], one per row
---   bf_row_sql   ($1 key) upsert one row -> {rows, inserted}
+--   bf_row_sql   ($1 key) upsert one row -> {rows}
 --   bf_extra_sql ($1 cursor, $2 bound) shadow keys in (cursor, bound] the
 --                primary does not have
 -- A cursor or bound is a text[] of column values (NULL: open end).
@@ -299,9 +300,8 @@ BEGIN
                          'AND q.phase IS DISTINCT FROM ''parse'' AND cardinality(q.key) = %s AND %s',
                          replace(v_b, '$1', '$2'), v_n, v_qeq);
 
-    del_sql := format('WITH b AS (%s), d AS (DELETE FROM %s AS s USING b WHERE %s '
-                      'AND NOT EXISTS (SELECT 1 FROM %s AS p WHERE %s) RETURNING 1) '
-                      'SELECT ARRAY[count(*)::text] FROM d',
+    del_sql := format('#WITH b AS (%s) DELETE FROM %s AS s USING b WHERE %s '
+                      'AND NOT EXISTS (SELECT 1 FROM %s AS p WHERE %s)',
                       v_b, v_shadow, v_sjoin, v_primary, v_join);
     -- xmax = 0 in RETURNING tells an inserted row from an updated one.
     ups_sql := format('WITH b AS (%s), u AS (INSERT INTO %s AS s (%s) SELECT %s FROM %s AS p JOIN b ON %s '
@@ -310,8 +310,7 @@ BEGIN
                       v_b, v_shadow, v_cols, v_sel, v_primary, v_join, v_kcols, v_set);
     IF NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.contype = 'f' AND con.confrelid = v_srel
                    AND con.confdeltype IN ('c', 'n', 'd')) THEN
-        unstick_sql := format('WITH b AS (%s), d AS (DELETE FROM %s AS s USING b WHERE %s RETURNING 1) '
-                              'SELECT ARRAY[count(*)::text] FROM d', v_b, v_shadow, v_sjoin);
+        unstick_sql := format('#WITH b AS (%s) DELETE FROM %s AS s USING b WHERE %s', v_b, v_shadow, v_sjoin);
     END IF;
     qcount_sql := format('WITH b AS (%s) SELECT ARRAY[(count(*) FILTER (WHERE ip AND NOT iss))::text, '
                          '(count(*) FILTER (WHERE iss AND NOT ip))::text] FROM (SELECT '
@@ -324,18 +323,14 @@ BEGIN
 
     bf_bound_sql := format('SELECT %s FROM %s AS p WHERE $1 IS NULL OR %s ORDER BY %s OFFSET ($2[1])::bigint - 1 LIMIT 1',
                            v_pkey, v_primary, v_gtp, v_pcols);
-    bf_copy_sql := format('WITH u AS (INSERT INTO %s AS s (%s) SELECT %s FROM %s AS p '
+    bf_copy_sql := format('#INSERT INTO %s AS s (%s) SELECT %s FROM %s AS p '
                           'WHERE ($1 IS NULL OR %s) AND ($2 IS NULL OR %s) '
-                          'ON CONFLICT (%s) DO UPDATE SET %s WHERE %s IS DISTINCT FROM EXCLUDED._shadow_validation_hash '
-                          'RETURNING (s.xmax = 0) AS ins) '
-                          'SELECT ARRAY[count(*)::text, (count(*) FILTER (WHERE ins))::text] FROM u',
+                          'ON CONFLICT (%s) DO UPDATE SET %s WHERE %s IS DISTINCT FROM EXCLUDED._shadow_validation_hash',
                           v_shadow, v_cols, v_sel, v_primary, v_gtp, v_lep, v_kcols, v_set, t.shadow_hash_expr);
     bf_keys_sql := format('SELECT %s FROM %s AS p WHERE ($1 IS NULL OR %s) AND ($2 IS NULL OR %s) ORDER BY %s',
                           v_pkey, v_primary, v_gtp, v_lep, v_pcols);
-    bf_row_sql := format('WITH u AS (INSERT INTO %s AS s (%s) SELECT %s FROM %s AS p WHERE %s '
-                         'ON CONFLICT (%s) DO UPDATE SET %s WHERE %s IS DISTINCT FROM EXCLUDED._shadow_validation_hash '
-                         'RETURNING (s.xmax = 0) AS ins) '
-                         'SELECT ARRAY[count(*)::text, (count(*) FILTER (WHERE ins))::text] FROM u',
+    bf_row_sql := format('#INSERT INTO %s AS s (%s) SELECT %s FROM %s AS p WHERE %s '
+                         'ON CONFLICT (%s) DO UPDATE SET %s WHERE %s IS DISTINCT FROM EXCLUDED._shadow_validation_hash',
                          v_shadow, v_cols, v_sel, v_primary, v_eqcur, v_kcols, v_set, t.shadow_hash_expr);
     bf_extra_sql := format('SELECT %s FROM %s AS s WHERE ($1 IS NULL OR %s) AND ($2 IS NULL OR %s) '
                            'AND NOT EXISTS (SELECT 1 FROM %s AS p WHERE %s)',
