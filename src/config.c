@@ -37,6 +37,7 @@
 
 #include "pgshadow/duration.h"
 #include "pgshadow/redact.h"
+#include "pgshadow/util.h"
 #include "pgshadow/xalloc.h"
 
 #define MAX_ERRORS 100
@@ -1638,19 +1639,11 @@ static size_t diff_section(const section *sec, const char *path, const void *a, 
     return n;
 }
 
-static bool strs_equal(char *const *x, size_t nx, char *const *y, size_t ny)
-{
-    if (nx != ny)
-        return false;
-    for (size_t i = 0; i < nx; i++)
-        if (strcmp(x[i], y[i]) != 0)
-            return false;
-    return true;
-}
-
 static bool table_equal(const ps_table_config *x, const ps_table_config *y)
 {
-    if (!strs_equal(x->key, x->n_key, y->key, y->n_key) || x->n_columns != y->n_columns)
+    if (!ps_strv_equal((const char *const *)x->key, x->n_key, (const char *const *)y->key,
+                       y->n_key) ||
+        x->n_columns != y->n_columns)
         return false;
     for (size_t i = 0; i < x->n_columns; i++)
         if (strcmp(x->columns[i].column, y->columns[i].column) != 0 ||

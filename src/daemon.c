@@ -32,6 +32,7 @@
 #include "pgshadow/log.h"
 #include "pgshadow/notify.h"
 #include "pgshadow/redact.h"
+#include "pgshadow/util.h"
 
 #define STOP_POLL_MS 50
 
@@ -62,19 +63,6 @@ struct ps_daemon {
     int exit_code;
     char status[256];
 };
-
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static struct timeval ms_tv(int64_t ms)
-{
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    return tv;
-}
 
 /* ------------------------------------------------------------------------ */
 /* STATUS= */
@@ -329,7 +317,7 @@ static void stop_poll_cb(evutil_socket_t fd, short what, void *arg)
         event_base_loopbreak(d->base);
         return;
     }
-    if (monotonic_ms() >= d->stop_deadline_ms) {
+    if (ps_clock_ms() >= d->stop_deadline_ms) {
         ps_log_warning("stop: work in flight did not finish within %d ms; exiting anyway "
                        "(its transaction is rolled back and redone at the next start)",
                        PS_DAEMON_STOP_TIMEOUT_MS);
@@ -355,8 +343,8 @@ void ps_daemon_stop(ps_daemon *d)
     /* No new wake-ups: new work would only be cut short. */
     if (d->listen)
         ps_pgconn_close(d->listen);
-    d->stop_deadline_ms = monotonic_ms() + PS_DAEMON_STOP_TIMEOUT_MS;
-    struct timeval tv = ms_tv(STOP_POLL_MS);
+    d->stop_deadline_ms = ps_clock_ms() + PS_DAEMON_STOP_TIMEOUT_MS;
+    struct timeval tv = ps_clock_tv(STOP_POLL_MS);
     if (d->ev_stop_poll)
         evtimer_add(d->ev_stop_poll, &tv);
     stop_poll_cb(-1, 0, d); /* nothing in flight: stop without waiting a tick */
@@ -437,7 +425,7 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 
 static int housekeeping_setup(ps_daemon *d)
 {
-    struct timeval tv = ms_tv(PS_DAEMON_HOUSEKEEPING_MS);
+    struct timeval tv = ps_clock_tv(PS_DAEMON_HOUSEKEEPING_MS);
     d->ev_housekeeping = event_new(d->base, -1, EV_PERSIST, housekeeping_cb, d);
     d->ev_stop_poll = event_new(d->base, -1, EV_PERSIST, stop_poll_cb, d);
     if (!d->ev_housekeeping || !d->ev_stop_poll || evtimer_add(d->ev_housekeeping, &tv) < 0)

@@ -31,12 +31,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <libpq-fe.h>
 
 #include "pgshadow/duration.h"
 #include "pgshadow/log.h"
+#include "pgshadow/util.h"
 
 /* ------------------------------------------------------------------------ */
 /* Policy */
@@ -140,55 +140,6 @@ int64_t ps_sync_eta_ms(int64_t base_rows, int64_t base_ms, int64_t done, int64_t
     return (int64_t)eta;
 }
 
-size_t ps_sync_format_duration(int64_t ms, char *buf, size_t len)
-{
-    if (len == 0)
-        return 0;
-    long long s = ms < 0 ? 0 : (long long)(ms / 1000);
-    int n;
-    if (s < 60)
-        n = snprintf(buf, len, "%llds", s);
-    else if (s < 600)
-        n = snprintf(buf, len, "%lldm%02llds", s / 60, s % 60);
-    else if (s < 3600)
-        n = snprintf(buf, len, "%lldm", s / 60);
-    else if (s < 86400)
-        n = snprintf(buf, len, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
-    else
-        n = snprintf(buf, len, "%lldd%02lldh", s / 86400, (s % 86400) / 3600);
-    if (n < 0)
-        return 0;
-    return (size_t)n < len ? (size_t)n : len - 1;
-}
-
-/* A replication lag: to the millisecond under a minute (a 3.97 s lag
- * against a 4 s limit must not read "3s"), else as an ETA. */
-static void format_lag(int64_t ms, char *buf, size_t len)
-{
-    if (ms >= 0 && ms < 60000)
-        snprintf(buf, len, "%lld.%03llds", (long long)(ms / 1000), (long long)(ms % 1000));
-    else
-        ps_sync_format_duration(ms, buf, len);
-}
-
-/* snprintf that appends at *pos and never runs past len. */
-static void append(char *buf, size_t len, size_t *pos, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void append(char *buf, size_t len, size_t *pos, const char *fmt, ...)
-{
-    if (*pos + 1 >= len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf + *pos, len - *pos, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    *pos += (size_t)n;
-    if (*pos >= len)
-        *pos = len - 1;
-}
-
 size_t ps_sync_format_status(const ps_sync_view *v, char *buf, size_t len)
 {
     size_t pos = 0;
@@ -197,64 +148,45 @@ size_t ps_sync_format_status(const ps_sync_view *v, char *buf, size_t len)
     buf[0] = '\0';
     switch (v->role) {
     case PS_SYNC_ROLE_UNKNOWN:
-        append(buf, len, &pos, "sync: acquiring leader lock");
+        ps_appendf(buf, len, &pos, "sync: acquiring leader lock");
         return pos;
     case PS_SYNC_ROLE_STANDBY:
-        append(buf, len, &pos, "standby: another pgshadowd holds the lock");
+        ps_appendf(buf, len, &pos, "standby: another pgshadowd holds the lock");
         return pos;
     case PS_SYNC_ROLE_LEADER:
         break;
     }
-    append(buf, len, &pos, "leader");
+    ps_appendf(buf, len, &pos, "leader");
     char d[32];
     if (v->halted) {
-        append(buf, len, &pos, "; HALTED: %s", v->halted);
+        ps_appendf(buf, len, &pos, "; HALTED: %s", v->halted);
         return pos; /* the reason is what matters; it may be long */
     }
     if (!v->backfill_done) {
         if (v->throttle != PS_SYNC_THROTTLE_NONE) {
-            format_lag(v->repl_lag_ms, d, sizeof d);
-            append(buf, len, &pos, "; backfill paused (replication lag %s)", d);
+            ps_human_lag(v->repl_lag_ms, d, sizeof d);
+            ps_appendf(buf, len, &pos, "; backfill paused (replication lag %s)", d);
         } else if (v->bf_table) {
-            append(buf, len, &pos, "; backfill %s %d%%", v->bf_table, v->bf_percent);
+            ps_appendf(buf, len, &pos, "; backfill %s %d%%", v->bf_table, v->bf_percent);
             if (v->bf_eta_ms >= 0) {
-                ps_sync_format_duration(v->bf_eta_ms, d, sizeof d);
-                append(buf, len, &pos, " ETA %s", d);
+                ps_human_duration(v->bf_eta_ms, d, sizeof d);
+                ps_appendf(buf, len, &pos, " ETA %s", d);
             }
         } else {
-            append(buf, len, &pos, "; backfill starting");
+            ps_appendf(buf, len, &pos, "; backfill starting");
         }
     } else {
-        append(buf, len, &pos, "; backfill done");
+        ps_appendf(buf, len, &pos, "; backfill done");
     }
     if (v->throttle == PS_SYNC_THROTTLE_APPLY)
-        append(buf, len, &pos, "; apply slowed");
+        ps_appendf(buf, len, &pos, "; apply slowed");
     if (v->sync_lag_s >= 0)
-        append(buf, len, &pos, "; lag %.1fs", v->sync_lag_s);
+        ps_appendf(buf, len, &pos, "; lag %.1fs", v->sync_lag_s);
     else
-        append(buf, len, &pos, "; lag -");
+        ps_appendf(buf, len, &pos, "; lag -");
     if (v->config_differs)
-        append(buf, len, &pos, "; config != installed: run pgshadowctl install");
+        ps_appendf(buf, len, &pos, "; config != installed: run pgshadowctl install");
     return pos;
-}
-
-/* "a, b" into buf (truncated). */
-static void join_names(const char *const *v, size_t n, char *buf, size_t len)
-{
-    size_t pos = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < n; i++)
-        append(buf, len, &pos, "%s%s", i ? ", " : "", v[i]);
-}
-
-static bool names_equal(const char *const *a, size_t na, const char *const *b, size_t nb)
-{
-    if (na != nb)
-        return false;
-    for (size_t i = 0; i < na; i++)
-        if (strcmp(a[i], b[i]) != 0)
-            return false;
-    return true;
 }
 
 static int diff_report(ps_sync_diff_cb cb, void *arg, const char *table, const char *fmt, ...)
@@ -282,9 +214,9 @@ static int diff_table(const ps_table_config *t, const ps_sync_installed *in, ps_
     char a[512], b[512];
     const char *const *want = t->n_key ? (const char *const *)t->key : in->pk;
     size_t n_want = t->n_key ? t->n_key : in->n_pk;
-    if (!names_equal(in->key, in->n_key, want, n_want)) {
-        join_names(in->key, in->n_key, a, sizeof a);
-        join_names(want, n_want, b, sizeof b);
+    if (!ps_strv_equal(in->key, in->n_key, want, n_want)) {
+        ps_strv_join(in->key, in->n_key, a, sizeof a);
+        ps_strv_join(want, n_want, b, sizeof b);
         n += diff_report(cb, arg, t->name, "key changed (%s -> %s%s)", a, t->n_key ? "" : "primary key ",
                          n_want ? b : "none");
     }
@@ -468,21 +400,6 @@ struct ps_sync {
     ps_sync_stats stats;
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static struct timeval ms_tv(int64_t ms)
-{
-    if (ms < 0)
-        ms = 0;
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    return tv;
-}
-
 static void step(ps_sync *s);
 
 static const char *errfield(const PGresult *res, int field, const char *dflt)
@@ -512,7 +429,7 @@ static void query_failed(ps_sync *s, const char *what, const PGresult *res)
     else
         ps_log_error("sync: %s failed: %s %s; retrying in %lld ms", what, state, msg,
                      (long long)backoff);
-    s->st.retry_after_ms = mono_ms() + backoff;
+    s->st.retry_after_ms = ps_clock_ms() + backoff;
 }
 
 /* The connection went away under a query: the session lock went with it. */
@@ -538,7 +455,7 @@ static void on_lock(ps_pgconn *c, const PGresult *res, void *arg)
 {
     ps_sync *s = arg;
     s->busy = false;
-    int64_t now = mono_ms();
+    int64_t now = ps_clock_ms();
     s->st.lock_retry_at_ms = now + PS_SYNC_LOCK_RETRY_MS;
     if (!res) {
         conn_lost(s, "the leader lock attempt");
@@ -643,7 +560,7 @@ static void log_throttle_change(ps_sync *s, ps_sync_throttle t, int64_t lag, int
     if (t == s->throttle)
         return;
     char l[32], m[32];
-    format_lag(lag, l, sizeof l);
+    ps_human_lag(lag, l, sizeof l);
     ps_duration_format(max, m, sizeof m); /* as configured: "900ms", not "0s" */
     if (t == PS_SYNC_THROTTLE_APPLY)
         ps_log_warning("sync: replication lag %s is more than 3 x max_replication_lag (%s): "
@@ -662,7 +579,7 @@ static void on_probe(ps_pgconn *c, const PGresult *res, void *arg)
     ps_sync *s = arg;
     (void)c;
     s->busy = false;
-    s->st.probe_at_ms = mono_ms() + PS_SYNC_PROBE_MS;
+    s->st.probe_at_ms = ps_clock_ms() + PS_SYNC_PROBE_MS;
     if (!res) {
         conn_lost(s, "the lag probe");
     } else if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
@@ -754,13 +671,13 @@ static void on_apply(ps_pgconn *c, const PGresult *res, void *arg)
         s->armed = false;
     ps_sync_after_apply(&s->st, taken, s->inflight_limit);
     if (taken > 0 && taken < s->inflight_limit && !evtimer_pending(s->ev_delay, NULL)) {
-        struct timeval tv = ms_tv(ps_daemon_config(s->d)->sync.batch_delay_ms);
+        struct timeval tv = ps_clock_tv(ps_daemon_config(s->d)->sync.batch_delay_ms);
         evtimer_add(s->ev_delay, &tv);
     }
     s->st.arm_needed = taken == 0 && !s->armed;
     if (ps_sync_throttle_for(s->st.repl_lag_ms, ps_daemon_config(s->d)->sync.max_replication_lag_ms) ==
         PS_SYNC_THROTTLE_APPLY)
-        s->st.apply_not_before_ms = mono_ms() + s->catchup_ms;
+        s->st.apply_not_before_ms = ps_clock_ms() + s->catchup_ms;
     step(s);
 }
 
@@ -790,7 +707,7 @@ static void log_progress(ps_sync *s, int64_t now)
     char eta[32] = "unknown";
     int64_t e = ps_sync_eta_ms(s->bf_base_rows, s->bf_base_ms, s->bf_done, s->bf_total, now);
     if (e >= 0)
-        ps_sync_format_duration(e, eta, sizeof eta);
+        ps_human_duration(e, eta, sizeof eta);
     int64_t rate = ps_sync_rate(s->bf_base_rows, s->bf_base_ms, s->bf_done, now);
     char done[24], total[24], r[24];
     snprintf(done, sizeof done, "%lld", (long long)s->bf_done);
@@ -809,7 +726,7 @@ static void on_backfill(ps_pgconn *c, const PGresult *res, void *arg)
     ps_sync *s = arg;
     (void)c;
     s->busy = false;
-    int64_t now = mono_ms();
+    int64_t now = ps_clock_ms();
     if (!res) {
         conn_lost(s, "backfill_step");
         step(s);
@@ -863,7 +780,7 @@ static void on_backfill(ps_pgconn *c, const PGresult *res, void *arg)
     s->stats.backfill_rows += (uint64_t)(copied > 0 ? copied : 0);
     if (done) {
         char el[32];
-        ps_sync_format_duration(now - s->bf_base_ms, el, sizeof el);
+        ps_human_duration(now - s->bf_base_ms, el, sizeof el);
         ps_log_fields(LOG_NOTICE, f, "sync: backfill %s done: %lld rows (%s in this run)", table,
                       (long long)rows_done, el);
         s->bf_table[0] = '\0';
@@ -967,15 +884,15 @@ static void send_query(ps_sync *s, ps_pgconn *c, ps_sync_action a, const char *s
 {
     s->busy = true;
     s->inflight = a;
-    s->inflight_started_ms = mono_ms();
+    s->inflight_started_ms = ps_clock_ms();
     int r = ps_pgconn_query(c, sql, n, params, cb, s);
     if (r < 0) {
         s->busy = false;
         s->stats.errors++;
         ps_log_error("sync: cannot queue a query: %s", strerror(-r));
-        s->st.retry_after_ms = mono_ms() + PS_SYNC_ERROR_RETRY_MS;
+        s->st.retry_after_ms = ps_clock_ms() + PS_SYNC_ERROR_RETRY_MS;
         s->st.lock_retry_at_ms = s->st.retry_after_ms;
-        struct timeval tv = ms_tv(PS_SYNC_ERROR_RETRY_MS);
+        struct timeval tv = ps_clock_tv(PS_SYNC_ERROR_RETRY_MS);
         evtimer_add(s->ev_wake, &tv);
     }
 }
@@ -986,7 +903,7 @@ static void step(ps_sync *s)
         return;
     const ps_config *cfg = ps_daemon_config(s->d);
     ps_pgconn *c = ps_daemon_main_conn(s->d);
-    s->st.now_ms = mono_ms();
+    s->st.now_ms = ps_clock_ms();
     s->st.conn_up = c && ps_pgconn_is_up(c);
     s->st.max_repl_lag_ms = cfg->sync.max_replication_lag_ms;
     if (s->st.leader && !still_leader(s, c)) {
@@ -1013,7 +930,7 @@ static void step(ps_sync *s)
     case PS_SYNC_IDLE:
         return;
     case PS_SYNC_WAIT: {
-        struct timeval tv = ms_tv(wait);
+        struct timeval tv = ps_clock_tv(wait);
         evtimer_add(s->ev_wake, &tv);
         return;
     }
@@ -1085,7 +1002,7 @@ static void apply_wakeup(evutil_socket_t fd, short what, void *arg)
 static void arm_catchup(ps_sync *s, int64_t ms)
 {
     s->catchup_ms = ms > 0 ? ms : 1000;
-    struct timeval tv = ms_tv(s->catchup_ms);
+    struct timeval tv = ps_clock_tv(s->catchup_ms);
     evtimer_del(s->ev_catchup);
     evtimer_add(s->ev_catchup, &tv);
 }
@@ -1123,7 +1040,7 @@ static void sync_on_notify(ps_daemon *d, const char *channel, const char *payloa
      * it ride along. */
     if (evtimer_pending(s->ev_delay, NULL))
         return;
-    struct timeval tv = ms_tv(ps_daemon_config(s->d)->sync.batch_delay_ms);
+    struct timeval tv = ps_clock_tv(ps_daemon_config(s->d)->sync.batch_delay_ms);
     evtimer_add(s->ev_delay, &tv);
 }
 
@@ -1174,7 +1091,7 @@ static size_t sync_status(ps_daemon *d, char *buf, size_t len, void *arg)
         .bf_table = s->bf_table[0] ? s->bf_table : NULL,
         .bf_percent = ps_sync_percent(s->bf_done, s->bf_total, false),
         .bf_eta_ms = ps_sync_eta_ms(s->bf_base_rows, s->bf_base_ms, s->bf_done, s->bf_total,
-                                    mono_ms()),
+                                    ps_clock_ms()),
         .throttle = ps_sync_throttle_for(s->st.repl_lag_ms,
                                          ps_daemon_config(s->d)->sync.max_replication_lag_ms),
         .repl_lag_ms = s->st.repl_lag_ms,

@@ -110,10 +110,6 @@ int64_t ps_sync_rate(int64_t base_rows, int64_t base_ms, int64_t done, int64_t n
 int64_t ps_sync_eta_ms(int64_t base_rows, int64_t base_ms, int64_t done, int64_t total,
                        int64_t now_ms);
 
-/* A short human duration: "0s", "45s", "4m05s", "12m", "3h07m", "2d04h".
- * Returns the length written (snprintf semantics, truncated to len). */
-size_t ps_sync_format_duration(int64_t ms, char *buf, size_t len);
-
 typedef enum {
     PS_SYNC_ROLE_UNKNOWN = 0, /* lock not tried yet */
     PS_SYNC_ROLE_LEADER,

@@ -50,6 +50,7 @@
 #include "pgshadow/backoff.h"
 #include "pgshadow/log.h"
 #include "pgshadow/redact.h"
+#include "pgshadow/util.h"
 
 enum conn_state {
     ST_NEW,        /* created, ps_pgconn_start not called yet */
@@ -154,19 +155,9 @@ static bool leave(ps_pgconn *c)
     return false;
 }
 
-static struct timeval ms_tv(int64_t ms)
-{
-    struct timeval tv;
-    if (ms < 0)
-        ms = 0;
-    tv.tv_sec = (time_t)(ms / 1000);
-    tv.tv_usec = (suseconds_t)((ms % 1000) * 1000);
-    return tv;
-}
-
 static void arm_timer(struct event *ev, int64_t ms)
 {
-    struct timeval tv = ms_tv(ms);
+    struct timeval tv = ps_clock_tv(ms);
     event_add(ev, &tv);
 }
 

@@ -1,7 +1,7 @@
 /*
  * test-sync-policy.c - the sync engine's pure decisions (no database): what
- * to do next given the state, throttling, backfill percent/rate/ETA, the
- * duration format and the STATUS= text.
+ * to do next given the state, throttling, backfill percent/rate/ETA and the
+ * STATUS= text (the duration format is util's: tests/unit/test-util.c).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -255,30 +255,6 @@ static void test_rate_and_eta(void **state)
     assert_true(ps_sync_eta_ms(0, 0, 1, INT64_MAX, INT64_MAX / 4) > 0);
 }
 
-static void test_format_duration(void **state)
-{
-    (void)state;
-    char b[32];
-    struct {
-        int64_t ms;
-        const char *s;
-    } cases[] = {
-        {-5, "0s"},         {0, "0s"},           {999, "0s"},         {45000, "45s"},
-        {60000, "1m00s"},   {245000, "4m05s"},   {599999, "9m59s"},   {600000, "10m"},
-        {720000, "12m"},    {3600000, "1h00m"},  {11220000, "3h07m"}, {86400000, "1d00h"},
-        {187200000, "2d04h"},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        size_t n = ps_sync_format_duration(cases[i].ms, b, sizeof b);
-        assert_string_equal(b, cases[i].s);
-        assert_int_equal(n, strlen(cases[i].s));
-    }
-    /* truncation is safe and says how much was written */
-    assert_int_equal(ps_sync_format_duration(245000, b, 3), 2);
-    assert_string_equal(b, "4m");
-    assert_int_equal(ps_sync_format_duration(245000, b, 0), 0);
-}
-
 static void test_status_texts(void **state)
 {
     (void)state;
@@ -521,7 +497,6 @@ int main(void)
         cmocka_unit_test(test_arm_after_empty_round),
         cmocka_unit_test(test_percent),
         cmocka_unit_test(test_rate_and_eta),
-        cmocka_unit_test(test_format_duration),
         cmocka_unit_test(test_status_texts),
         cmocka_unit_test(test_wakeup_during_apply_kept),
         cmocka_unit_test(test_registry_same),
