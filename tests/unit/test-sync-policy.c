@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "pgshadow/sync.h"
+#include "pgshadow/sync_policy.h"
 
 /* A leader with a fresh probe and nothing to do, at t = 10 s. */
 static ps_sync_state idle_leader(void)
@@ -327,146 +327,6 @@ static void test_wakeup_during_apply_kept(void **state)
     assert_true(s.apply_pending);
 }
 
-/* ---- config vs installed registry ---- */
-
-typedef struct diff_log {
-    int n;
-    char msgs[8][512];
-} diff_log;
-
-static void collect(const char *table, const char *msg, void *arg)
-{
-    diff_log *l = arg;
-    if (l->n < 8)
-        snprintf(l->msgs[l->n], sizeof l->msgs[0], "%s: %s", table, msg);
-    l->n++;
-}
-
-static char *k_id[] = {"id"};
-static const char *const inst_key[] = {"id"};
-static const char *const inst_pk[] = {"id"};
-static const ps_sync_installed_col inst_cols[] = {
-    {"id", "p.id", "p.id"},
-    {"relevance_score", "least(p.relevance_score, 1.0)", "p.relevance_score"},
-    {"Name", "p.\"Name\"", "p.\"Name\""},
-};
-
-static void base_config(ps_config *cfg, ps_table_config *t, ps_column_map *cm)
-{
-    memset(cfg, 0, sizeof *cfg);
-    memset(t, 0, sizeof *t);
-    cm->column = "relevance_score";
-    cm->expr = "least(p.relevance_score, 1.0)";
-    t->name = "contexts";
-    t->columns = cm;
-    t->n_columns = 1;
-    cfg->migration.schema = "public";
-    cfg->migration.tables = t;
-    cfg->migration.n_tables = 1;
-}
-
-static ps_sync_installed base_installed(void)
-{
-    ps_sync_installed in = {.schema = "public", .table = "contexts", .key = inst_key, .n_key = 1,
-                            .pk = inst_pk, .n_pk = 1, .cols = inst_cols, .n_cols = 3};
-    return in;
-}
-
-static void test_registry_same(void **state)
-{
-    (void)state;
-    ps_config cfg;
-    ps_table_config t;
-    ps_column_map cm;
-    base_config(&cfg, &t, &cm);
-    ps_sync_installed in = base_installed();
-    diff_log l = {0};
-    assert_int_equal(ps_sync_registry_diff(&cfg, &in, 1, collect, &l), 0);
-    assert_int_equal(l.n, 0);
-    /* an explicit key equal to the installed one is no difference either */
-    t.key = k_id;
-    t.n_key = 1;
-    assert_int_equal(ps_sync_registry_diff(&cfg, &in, 1, collect, &l), 0);
-}
-
-static void test_registry_column_changed(void **state)
-{
-    (void)state;
-    ps_config cfg;
-    ps_table_config t;
-    ps_column_map cm;
-    base_config(&cfg, &t, &cm);
-    ps_sync_installed in = base_installed();
-    diff_log l = {0};
-    cm.expr = "p.relevance_score";
-    assert_int_equal(ps_sync_registry_diff(&cfg, &in, 1, collect, &l), 1);
-    assert_string_equal(l.msgs[0], "contexts: columns: relevance_score changed "
-                                   "(\"least(p.relevance_score, 1.0)\" -> \"p.relevance_score\")");
-    /* columns: removed altogether: the default p.<col> is what install stores */
-    memset(&l, 0, sizeof l);
-    t.n_columns = 0;
-    assert_int_equal(ps_sync_registry_diff(&cfg, &in, 1, collect, &l), 1);
-    assert_non_null(strstr(l.msgs[0], "-> \"p.relevance_score\""));
-    /* a mapping for a column the installed map does not have */
-    memset(&l, 0, sizeof l);
-    ps_column_map two[2] = {cm, {.column = "extra", .expr = "1"}};
-    two[0].expr = "least(p.relevance_score, 1.0)";
-    t.columns = two;
-    t.n_columns = 2;
-    assert_int_equal(ps_sync_registry_diff(&cfg, &in, 1, collect, &l), 1);
-    assert_non_null(strstr(l.msgs[0], "contexts: columns: extra is mapped in the config"));
-}
-
-static void test_registry_key_changed(void **state)
-{
-    (void)state;
-    ps_config cfg;
-    ps_table_config t;
-    ps_column_map cm;
-    base_config(&cfg, &t, &cm);
-    ps_sync_installed in = base_installed();
-    diff_log l = {0};
-    char *k2[] = {"id", "Name"};
-    t.key = k2;
-    t.n_key = 2;
-    assert_int_equal(ps_sync_registry_diff(&cfg, &in, 1, collect, &l), 1);
-    assert_string_equal(l.msgs[0], "contexts: key changed (id -> id, Name)");
-    /* installed with a configured key, config now says "primary key" */
-    memset(&l, 0, sizeof l);
-    static const char *const ik2[] = {"id", "Name"};
-    in.key = ik2;
-    in.n_key = 2;
-    t.n_key = 0;
-    assert_int_equal(ps_sync_registry_diff(&cfg, &in, 1, collect, &l), 1);
-    assert_string_equal(l.msgs[0], "contexts: key changed (id, Name -> primary key id)");
-}
-
-static void test_registry_tables_added_removed(void **state)
-{
-    (void)state;
-    ps_config cfg;
-    ps_table_config t[2];
-    ps_column_map cm;
-    base_config(&cfg, &t[0], &cm);
-    memset(&t[1], 0, sizeof t[1]);
-    t[1].name = "users";
-    cfg.migration.tables = t;
-    cfg.migration.n_tables = 2;
-    ps_sync_installed in[2] = {base_installed(), base_installed()};
-    in[1].table = "orders";
-    diff_log l = {0};
-    assert_int_equal(ps_sync_registry_diff(&cfg, in, 2, collect, &l), 2);
-    assert_string_equal(l.msgs[0], "users: in the config but not installed");
-    assert_string_equal(l.msgs[1], "orders: installed (public.orders) but not in the config");
-    /* same name in another schema is not the same table */
-    memset(&l, 0, sizeof l);
-    cfg.migration.n_tables = 1;
-    in[0].schema = "app";
-    assert_int_equal(ps_sync_registry_diff(&cfg, in, 1, NULL, NULL), 2);
-    /* nothing installed at all */
-    assert_int_equal(ps_sync_registry_diff(&cfg, NULL, 0, collect, &l), 1);
-}
-
 static void test_status_config_differs(void **state)
 {
     (void)state;
@@ -499,10 +359,6 @@ int main(void)
         cmocka_unit_test(test_rate_and_eta),
         cmocka_unit_test(test_status_texts),
         cmocka_unit_test(test_wakeup_during_apply_kept),
-        cmocka_unit_test(test_registry_same),
-        cmocka_unit_test(test_registry_column_changed),
-        cmocka_unit_test(test_registry_key_changed),
-        cmocka_unit_test(test_registry_tables_added_removed),
         cmocka_unit_test(test_status_config_differs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,11 +1,16 @@
 /*
- * sync.c - the daemon half of the sync engine (issue 4): leader lock, wake-ups,
+ * sync/engine.c - the sync engine's shell (sync.h): leader lock, wake-ups,
  * apply rounds, interleaved backfill, throttling, halt, progress and STATUS.
  *
  * The database does the work (sql/sync--1.sql); this module decides when to
- * ask for it. Policy first (pure functions, see sync.h), then the shell.
+ * ask for it, through the pure policy (sync/policy.c), and compares the
+ * config with the installed registry through sync/registry.c.
  *
- * Invariants of the shell:
+ * Owns the ps_sync: its timers (batch_delay window, catchup_interval, the
+ * policy's next deadline), the one query it has in flight, the halt reason,
+ * backfill progress and its counters.
+ *
+ * Invariants:
  *  - at most one query of this module is queued or in flight at a time
  *    (s->busy); every decision is taken by step() when that query finished or
  *    a timer/NOTIFY changed the state, so nothing ever blocks the loop and no
@@ -37,239 +42,6 @@
 #include "pgshadow/duration.h"
 #include "pgshadow/log.h"
 #include "pgshadow/util.h"
-
-/* ------------------------------------------------------------------------ */
-/* Policy */
-
-ps_sync_throttle ps_sync_throttle_for(int64_t lag_ms, int64_t max_lag_ms)
-{
-    if (max_lag_ms <= 0 || lag_ms < 0 || lag_ms <= max_lag_ms)
-        return PS_SYNC_THROTTLE_NONE;
-    /* 3x without overflow for absurd limits */
-    if (max_lag_ms <= INT64_MAX / 3 && lag_ms > 3 * max_lag_ms)
-        return PS_SYNC_THROTTLE_APPLY;
-    return PS_SYNC_THROTTLE_BACKFILL;
-}
-
-static int64_t earliest(int64_t a, int64_t b)
-{
-    return a < b ? a : b;
-}
-
-ps_sync_action ps_sync_next(const ps_sync_state *s, int64_t *wait_ms)
-{
-    *wait_ms = -1;
-    if (s->stopping)
-        return PS_SYNC_IDLE;
-    if (!s->conn_up) {
-        *wait_ms = PS_SYNC_CONN_POLL_MS;
-        return PS_SYNC_WAIT;
-    }
-    if (!s->leader) {
-        if (s->now_ms >= s->lock_retry_at_ms)
-            return PS_SYNC_LOCK;
-        *wait_ms = s->lock_retry_at_ms - s->now_ms;
-        return PS_SYNC_WAIT;
-    }
-    if (s->now_ms < s->retry_after_ms) {
-        *wait_ms = s->retry_after_ms - s->now_ms;
-        return PS_SYNC_WAIT;
-    }
-    /* Probe first: the throttle decisions below need a fresh lag. */
-    if (s->now_ms >= s->probe_at_ms)
-        return PS_SYNC_PROBE;
-
-    int64_t next = s->probe_at_ms;
-    if (!s->halted) {
-        ps_sync_throttle t = ps_sync_throttle_for(s->repl_lag_ms, s->max_repl_lag_ms);
-        bool backfill_ok = !s->backfill_done && t == PS_SYNC_THROTTLE_NONE;
-        bool apply_ok = s->apply_pending &&
-                        (t != PS_SYNC_THROTTLE_APPLY || s->now_ms >= s->apply_not_before_ms);
-        if (s->apply_pending && !apply_ok)
-            next = earliest(next, s->apply_not_before_ms);
-        /* Alternate while both have work: a large backlog of changes must not
-         * starve the backfill, nor a long backfill delay fresh changes by more
-         * than one chunk. */
-        if (apply_ok && backfill_ok)
-            return s->last_was_backfill ? PS_SYNC_APPLY : PS_SYNC_BACKFILL;
-        if (apply_ok)
-            return PS_SYNC_APPLY;
-        if (backfill_ok)
-            return PS_SYNC_BACKFILL;
-        if (s->arm_needed && (s->backfill_done || t != PS_SYNC_THROTTLE_NONE))
-            return PS_SYNC_ARM;
-    }
-    *wait_ms = next > s->now_ms ? next - s->now_ms : 1;
-    return PS_SYNC_WAIT;
-}
-
-void ps_sync_after_apply(ps_sync_state *s, int taken, int limit)
-{
-    s->apply_pending = s->apply_pending || taken >= limit;
-}
-
-int ps_sync_percent(int64_t done, int64_t total, bool finished)
-{
-    if (finished)
-        return 100;
-    if (total <= 0 || done <= 0)
-        return 0;
-    double p = (double)done * 100.0 / (double)total;
-    if (p > 99.0)
-        return 99; /* 100 only once the table is really done */
-    return (int)p;
-}
-
-int64_t ps_sync_rate(int64_t base_rows, int64_t base_ms, int64_t done, int64_t now_ms)
-{
-    int64_t rows = done - base_rows, el = now_ms - base_ms;
-    if (rows <= 0 || el <= 0)
-        return -1;
-    return (int64_t)((double)rows * 1000.0 / (double)el);
-}
-
-int64_t ps_sync_eta_ms(int64_t base_rows, int64_t base_ms, int64_t done, int64_t total,
-                       int64_t now_ms)
-{
-    int64_t rows = done - base_rows, el = now_ms - base_ms;
-    if (rows <= 0 || el <= 0 || total <= done)
-        return -1;
-    double eta = (double)(total - done) * (double)el / (double)rows;
-    if (eta > (double)INT64_MAX / 2)
-        return INT64_MAX / 2;
-    return (int64_t)eta;
-}
-
-size_t ps_sync_format_status(const ps_sync_view *v, char *buf, size_t len)
-{
-    size_t pos = 0;
-    if (len == 0)
-        return 0;
-    buf[0] = '\0';
-    switch (v->role) {
-    case PS_SYNC_ROLE_UNKNOWN:
-        ps_appendf(buf, len, &pos, "sync: acquiring leader lock");
-        return pos;
-    case PS_SYNC_ROLE_STANDBY:
-        ps_appendf(buf, len, &pos, "standby: another pgshadowd holds the lock");
-        return pos;
-    case PS_SYNC_ROLE_LEADER:
-        break;
-    }
-    ps_appendf(buf, len, &pos, "leader");
-    char d[32];
-    if (v->halted) {
-        ps_appendf(buf, len, &pos, "; HALTED: %s", v->halted);
-        return pos; /* the reason is what matters; it may be long */
-    }
-    if (!v->backfill_done) {
-        if (v->throttle != PS_SYNC_THROTTLE_NONE) {
-            ps_human_lag(v->repl_lag_ms, d, sizeof d);
-            ps_appendf(buf, len, &pos, "; backfill paused (replication lag %s)", d);
-        } else if (v->bf_table) {
-            ps_appendf(buf, len, &pos, "; backfill %s %d%%", v->bf_table, v->bf_percent);
-            if (v->bf_eta_ms >= 0) {
-                ps_human_duration(v->bf_eta_ms, d, sizeof d);
-                ps_appendf(buf, len, &pos, " ETA %s", d);
-            }
-        } else {
-            ps_appendf(buf, len, &pos, "; backfill starting");
-        }
-    } else {
-        ps_appendf(buf, len, &pos, "; backfill done");
-    }
-    if (v->throttle == PS_SYNC_THROTTLE_APPLY)
-        ps_appendf(buf, len, &pos, "; apply slowed");
-    if (v->sync_lag_s >= 0)
-        ps_appendf(buf, len, &pos, "; lag %.1fs", v->sync_lag_s);
-    else
-        ps_appendf(buf, len, &pos, "; lag -");
-    if (v->config_differs)
-        ps_appendf(buf, len, &pos, "; config != installed: run pgshadowctl install");
-    return pos;
-}
-
-static int diff_report(ps_sync_diff_cb cb, void *arg, const char *table, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int diff_report(ps_sync_diff_cb cb, void *arg, const char *table, const char *fmt, ...)
-{
-    if (cb) {
-        char msg[1024];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
-        cb(table, msg, arg);
-    }
-    return 1;
-}
-
-/* One table present on both sides. register_table stores a configured
- * expression verbatim and dflt for every other written shadow column, so a
- * plain string comparison is exact. */
-static int diff_table(const ps_table_config *t, const ps_sync_installed *in, ps_sync_diff_cb cb,
-                      void *arg)
-{
-    int n = 0;
-    char a[512], b[512];
-    const char *const *want = t->n_key ? (const char *const *)t->key : in->pk;
-    size_t n_want = t->n_key ? t->n_key : in->n_pk;
-    if (!ps_strv_equal(in->key, in->n_key, want, n_want)) {
-        ps_strv_join(in->key, in->n_key, a, sizeof a);
-        ps_strv_join(want, n_want, b, sizeof b);
-        n += diff_report(cb, arg, t->name, "key changed (%s -> %s%s)", a, t->n_key ? "" : "primary key ",
-                         n_want ? b : "none");
-    }
-    for (size_t i = 0; i < in->n_cols; i++) {
-        const ps_sync_installed_col *c = &in->cols[i];
-        const char *exp = c->dflt;
-        for (size_t j = 0; j < t->n_columns; j++)
-            if (strcmp(t->columns[j].column, c->shadow) == 0)
-                exp = t->columns[j].expr;
-        if (strcmp(exp, c->expr) != 0)
-            n += diff_report(cb, arg, t->name, "columns: %s changed (\"%s\" -> \"%s\")", c->shadow,
-                             c->expr, exp);
-    }
-    for (size_t j = 0; j < t->n_columns; j++) {
-        bool found = false;
-        for (size_t i = 0; i < in->n_cols && !found; i++)
-            found = strcmp(t->columns[j].column, in->cols[i].shadow) == 0;
-        if (!found)
-            n += diff_report(cb, arg, t->name,
-                             "columns: %s is mapped in the config (\"%s\") but not in the installed "
-                             "column map",
-                             t->columns[j].column, t->columns[j].expr);
-    }
-    return n;
-}
-
-int ps_sync_registry_diff(const ps_config *cfg, const ps_sync_installed *inst, size_t n,
-                          ps_sync_diff_cb cb, void *arg)
-{
-    int diffs = 0;
-    const char *schema = cfg->migration.schema ? cfg->migration.schema : "public";
-    for (size_t i = 0; i < cfg->migration.n_tables; i++) {
-        const ps_table_config *t = &cfg->migration.tables[i];
-        const ps_sync_installed *in = NULL;
-        for (size_t j = 0; j < n && !in; j++)
-            if (strcmp(inst[j].table, t->name) == 0 && strcmp(inst[j].schema, schema) == 0)
-                in = &inst[j];
-        if (in)
-            diffs += diff_table(t, in, cb, arg);
-        else
-            diffs += diff_report(cb, arg, t->name, "in the config but not installed");
-    }
-    for (size_t j = 0; j < n; j++) {
-        bool found = false;
-        for (size_t i = 0; i < cfg->migration.n_tables && !found; i++)
-            found = strcmp(inst[j].table, cfg->migration.tables[i].name) == 0 &&
-                    strcmp(inst[j].schema, schema) == 0;
-        if (!found)
-            diffs += diff_report(cb, arg, inst[j].table, "installed (%s.%s) but not in the config",
-                                 inst[j].schema, inst[j].table);
-    }
-    return diffs;
-}
 
 /* ------------------------------------------------------------------------ */
 /* The shell */
@@ -338,27 +110,6 @@ static const char SQL_BACKFILL[] =
     "FROM pgshadow.backfill_step($1, $2::integer) b";
 
 static const char SQL_ARM[] = "SELECT pgshadow.wakeup_arm($1)";
-
-/* The registry of this migration flattened to rows (kind 'k' key column, 'p'
- * current primary key column, 'c' column_map entry with the default
- * expression register_table would store for it), grouped by table. */
-static const char SQL_REGISTRY[] =
-    "SELECT t.schema_name, t.table_name, x.kind, x.name, x.expr, x.dflt "
-    "FROM pgshadow.tables t CROSS JOIN LATERAL ("
-    "  SELECT 'k'::text, u.o, u.k, NULL::text, NULL::text "
-    "  FROM unnest(t.key_columns) WITH ORDINALITY u(k, o) "
-    "  UNION ALL "
-    "  SELECT 'p', k.o, a.attname::text, NULL, NULL "
-    "  FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, o) "
-    "  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-    "  WHERE i.indrelid = to_regclass(format('%I.%I', t.schema_name, t.table_name)) "
-    "    AND i.indisprimary "
-    "  UNION ALL "
-    "  SELECT 'c', m.o, m.e ->> 'shadow', m.e ->> 'expr', format('p.%I', m.e ->> 'shadow') "
-    "  FROM jsonb_array_elements(t.column_map) WITH ORDINALITY m(e, o)"
-    ") x(kind, o, name, expr, dflt) "
-    "WHERE t.migration_id = $1 "
-    "ORDER BY t.schema_name, t.table_name, x.kind, x.o";
 
 struct ps_sync {
     ps_daemon *d;
@@ -813,7 +564,9 @@ static void on_registry(ps_pgconn *c, const PGresult *res, void *arg)
         return;
     }
     s->registry_check = false;
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 6) {
+    ps_sync_registry reg;
+    int r = ps_sync_registry_read(res, &reg);
+    if (r == -EINVAL) {
         /* Not retried: the apply path reports a missing database side. */
         s->stats.errors++;
         ps_log_warning("sync: cannot compare the config with pgshadow.tables: %s",
@@ -821,59 +574,16 @@ static void on_registry(ps_pgconn *c, const PGresult *res, void *arg)
         step(s);
         return;
     }
-    int rows = PQntuples(res);
-    size_t nr = rows > 0 ? (size_t)rows : 1;
-    ps_sync_installed *inst = calloc(nr, sizeof *inst);
-    const char **names = calloc(nr, sizeof *names);
-    ps_sync_installed_col *cols = calloc(nr, sizeof *cols);
-    if (!inst || !names || !cols) {
+    if (r < 0) {
         ps_log_error("sync: registry check: out of memory");
-        free(inst);
-        free(names);
-        free(cols);
         step(s);
         return;
     }
-    /* Rows come grouped by table and kind (c, k, p) in order, so each
-     * table's lists are contiguous slices of names/cols. */
-    size_t n = 0, nn = 0, nc = 0;
-    for (int r = 0; r < rows; r++) {
-        const char *sch = PQgetvalue(res, r, 0), *tab = PQgetvalue(res, r, 1);
-        if (n == 0 || strcmp(inst[n - 1].schema, sch) != 0 || strcmp(inst[n - 1].table, tab) != 0) {
-            inst[n].schema = sch;
-            inst[n].table = tab;
-            n++;
-        }
-        ps_sync_installed *in = &inst[n - 1];
-        char kind = PQgetvalue(res, r, 2)[0];
-        const char *name = PQgetvalue(res, r, 3);
-        if (kind == 'c') {
-            if (!in->cols)
-                in->cols = &cols[nc];
-            cols[nc].shadow = name;
-            cols[nc].expr = PQgetvalue(res, r, 4);
-            cols[nc].dflt = PQgetvalue(res, r, 5);
-            nc++;
-            in->n_cols++;
-        } else if (kind == 'k') {
-            if (!in->key)
-                in->key = &names[nn];
-            names[nn++] = name;
-            in->n_key++;
-        } else {
-            if (!in->pk)
-                in->pk = &names[nn];
-            names[nn++] = name;
-            in->n_pk++;
-        }
-    }
-    int diffs = ps_sync_registry_diff(ps_daemon_config(s->d), inst, n, log_diff, s);
+    int diffs = ps_sync_registry_diff(ps_daemon_config(s->d), reg.tables, reg.n, log_diff, s);
     if (diffs == 0 && s->config_differs)
         ps_log_notice("sync: the config's tables match the installed registry again");
     s->config_differs = diffs > 0;
-    free(inst);
-    free(names);
-    free(cols);
+    ps_sync_registry_clear(&reg);
     step(s);
 }
 
@@ -918,7 +628,7 @@ static void step(ps_sync *s)
 
     if (s->registry_check && s->st.leader && s->st.conn_up && !s->st.stopping) {
         const char *rp[1] = {s->migration_id};
-        send_query(s, c, PS_SYNC_PROBE, SQL_REGISTRY, 1, rp, on_registry);
+        send_query(s, c, PS_SYNC_PROBE, ps_sync_registry_sql, 1, rp, on_registry);
         return;
     }
 
