@@ -40,16 +40,16 @@
 
 typedef struct ps_sync ps_sync;
 
-/* The module table entry; register it with the ps_sync as arg:
- *   ps_daemon_register(d, &ps_sync_module, sync) */
+/* The module table entry (src/pgshadowd.c): ps_daemon_add(d, &ps_sync_module)
+ * builds a ps_sync with ps_sync_new, and the daemon frees it. */
 extern const ps_daemon_module ps_sync_module;
 
 /* Build the sync engine for daemon d (timers on its event base; nothing
  * runs before the loop). Returns 0 and *out, or -ENOMEM. */
 int ps_sync_new(ps_daemon *d, ps_sync **out);
 
-/* Free after ps_daemon_run returned and before ps_daemon_free (the timers
- * live on the daemon's base). NULL is a no-op. */
+/* Before the daemon's event base is freed (the timers live on it); the
+ * daemon does it when it frees its modules. NULL is a no-op. */
 void ps_sync_free(ps_sync *s);
 
 /* For tests and a metrics module: monotonic counters of this process. */

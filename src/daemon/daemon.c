@@ -23,6 +23,7 @@
 #include "pgshadow/daemon.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #include <time.h>
 
 #include "pgshadow/log.h"
+#include "pgshadow/modules.h"
 #include "pgshadow/notify.h"
 #include "pgshadow/redact.h"
 #include "pgshadow/util.h"
@@ -50,11 +52,7 @@ struct ps_daemon {
     bool listen_ever_up; /* a later on_up is a reconnect */
     char down_reason[160];
 
-    struct {
-        const ps_daemon_module *m;
-        void *arg;
-    } modules[PS_DAEMON_MAX_MODULES];
-    size_t n_modules;
+    ps_modules modules; /* src/daemon/modules.c: the only caller of their hooks */
 
     ps_daemon_stats stats;
     ps_daemon_state state;
@@ -81,20 +79,10 @@ static void build_status(ps_daemon *d, char *buf, size_t len)
             snprintf(buf, len, "connecting to database");
         return;
     }
-    size_t pos = (size_t)snprintf(buf, len, "connected");
-    bool any = false;
-    for (size_t i = 0; i < d->n_modules && pos + 3 < len; i++) {
-        if (!d->modules[i].m->status)
-            continue;
-        char part[128];
-        size_t n = d->modules[i].m->status(d, part, sizeof part, d->modules[i].arg);
-        if (n == 0)
-            continue;
-        pos += (size_t)snprintf(buf + pos, len - pos, "; %s", part);
-        any = true;
-    }
-    if (!any && pos + 3 < len)
-        snprintf(buf + pos, len - pos, "; stage -; lag -");
+    /* The modules speak for themselves: no words of theirs here. */
+    size_t pos = 0;
+    ps_appendf(buf, len, &pos, "connected");
+    ps_modules_status(&d->modules, d, buf, len, &pos);
 }
 
 /* Send STATUS= when it changed (or always with force), prefixed by extra
@@ -134,9 +122,7 @@ static void listen_on_up(ps_pgconn *c, void *arg)
                   PS_DAEMON_CHANNEL_CHANGES, PS_DAEMON_CHANNEL_CONTROL);
     /* NOTIFYs sent while we were away are gone: the modules catch up here. */
     ps_log_fields(LOG_INFO, f, "resync: draining change log after (re)connect");
-    for (size_t i = 0; i < d->n_modules; i++)
-        if (d->modules[i].m->on_db_up)
-            d->modules[i].m->on_db_up(d, d->modules[i].arg);
+    ps_modules_db_up(&d->modules, d);
     update_status(d, NULL, false);
 }
 
@@ -183,9 +169,7 @@ static void listen_on_notify(ps_pgconn *c, const char *channel, const char *payl
     ps_log_debug("notify channel=%s payload=%s", channel, payload ? payload : "");
     if (d->state == PS_DAEMON_STOPPING)
         return;
-    for (size_t i = 0; i < d->n_modules; i++)
-        if (d->modules[i].m->on_notify)
-            d->modules[i].m->on_notify(d, channel, payload ? payload : "", d->modules[i].arg);
+    ps_modules_notify(&d->modules, d, channel, payload ? payload : "");
 }
 
 static void db_teardown(ps_daemon *d)
@@ -279,9 +263,7 @@ int ps_daemon_reload(ps_daemon *d)
     ps_config *old = d->cfg;
     d->cfg = fresh;
     apply_log_level(d);
-    for (size_t i = 0; i < d->n_modules; i++)
-        if (d->modules[i].m->on_reload)
-            d->modules[i].m->on_reload(d, old, fresh, d->modules[i].arg);
+    ps_modules_reload(&d->modules, d, old, fresh);
     ps_config_free(old);
 
     if (reconnect && d->main) {
@@ -337,9 +319,7 @@ void ps_daemon_stop(ps_daemon *d)
     ps_notify("STOPPING=1");
     ps_log_notice("stopping: waiting up to %d ms for work in flight (signal again to exit now)",
                   PS_DAEMON_STOP_TIMEOUT_MS);
-    for (size_t i = 0; i < d->n_modules; i++)
-        if (d->modules[i].m->on_stop)
-            d->modules[i].m->on_stop(d, d->modules[i].arg);
+    ps_modules_stop(&d->modules, d);
     /* No new wake-ups: new work would only be cut short. */
     if (d->listen)
         ps_pgconn_close(d->listen);
@@ -485,14 +465,9 @@ int ps_daemon_new(const char *config_path, ps_config *cfg, int log_level_overrid
     return 0;
 }
 
-int ps_daemon_register(ps_daemon *d, const ps_daemon_module *m, void *arg)
+int ps_daemon_add(ps_daemon *d, const ps_daemon_module *m)
 {
-    if (d->n_modules >= PS_DAEMON_MAX_MODULES)
-        return -ENOSPC;
-    d->modules[d->n_modules].m = m;
-    d->modules[d->n_modules].arg = arg;
-    d->n_modules++;
-    return 0;
+    return ps_modules_add(&d->modules, d, m);
 }
 
 int ps_daemon_run(ps_daemon *d)
@@ -532,6 +507,9 @@ void ps_daemon_free(ps_daemon *d)
 {
     if (!d)
         return;
+    /* Modules first: their timers live on the base, and they may still
+     * hold the connections' addresses. */
+    ps_modules_free(&d->modules);
     db_teardown(d);
     struct event *evs[] = {d->ev_hup,     d->ev_term,          d->ev_int,
                            d->ev_ready,   d->ev_watchdog,      d->ev_housekeeping,
@@ -574,4 +552,28 @@ ps_daemon_state ps_daemon_get_state(const ps_daemon *d)
 const char *ps_daemon_status(const ps_daemon *d)
 {
     return d->status;
+}
+
+void ps_daemon_collect(ps_daemon *d, const ps_metric_sink *sink)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } counters[] = {
+        {"pgshadow_daemon_notifies_total", "NOTIFYs received on either channel",
+         offsetof(ps_daemon_stats, notifies)},
+        {"pgshadow_daemon_resyncs_total", "catch-up rounds after the LISTEN connection came up",
+         offsetof(ps_daemon_stats, resyncs)},
+        {"pgshadow_daemon_reconnects_total", "LISTEN connection re-established after a loss",
+         offsetof(ps_daemon_stats, reconnects)},
+        {"pgshadow_daemon_reloads_total", "successful configuration reloads",
+         offsetof(ps_daemon_stats, reloads)},
+        {"pgshadow_daemon_reload_failures_total", "reloads refused: the file was invalid",
+         offsetof(ps_daemon_stats, reload_failures)},
+    };
+    for (size_t i = 0; i < sizeof counters / sizeof *counters; i++)
+        sink->sample(sink->ctx, counters[i].name, PS_METRIC_COUNTER,
+                     (double)*(const uint64_t *)((const char *)&d->stats + counters[i].off),
+                     counters[i].help);
+    ps_modules_collect(&d->modules, d, sink);
 }

@@ -32,6 +32,7 @@
 #include "pgshadow/sync.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -811,15 +812,6 @@ static size_t sync_status(ps_daemon *d, char *buf, size_t len, void *arg)
     return ps_sync_format_status(&v, buf, len);
 }
 
-const ps_daemon_module ps_sync_module = {
-    .name = "sync",
-    .on_db_up = sync_on_db_up,
-    .on_notify = sync_on_notify,
-    .on_reload = sync_on_reload,
-    .on_stop = sync_on_stop,
-    .status = sync_status,
-};
-
 int ps_sync_new(ps_daemon *d, ps_sync **out)
 {
     *out = NULL;
@@ -860,3 +852,59 @@ const ps_sync_stats *ps_sync_get_stats(const ps_sync *s)
 {
     return &s->stats;
 }
+
+static int sync_create(ps_daemon *d, void **arg)
+{
+    ps_sync *s = NULL;
+    int r = ps_sync_new(d, &s);
+    *arg = s;
+    return r;
+}
+
+static void sync_free(void *arg)
+{
+    ps_sync_free(arg);
+}
+
+static void sync_collect(ps_daemon *d, const ps_metric_sink *sink, void *arg)
+{
+    ps_sync *s = arg;
+    (void)d;
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } counters[] = {
+        {"pgshadow_sync_apply_batches_total", "apply_batch calls that returned a row",
+         offsetof(ps_sync_stats, apply_batches)},
+        {"pgshadow_sync_applied_total", "change-log entries applied",
+         offsetof(ps_sync_stats, applied)},
+        {"pgshadow_sync_quarantined_total", "rows newly quarantined by apply",
+         offsetof(ps_sync_stats, quarantined)},
+        {"pgshadow_sync_backfill_steps_total", "backfill_step calls that copied a chunk",
+         offsetof(ps_sync_stats, backfill_steps)},
+        {"pgshadow_sync_backfill_rows_total", "rows copied by the backfill",
+         offsetof(ps_sync_stats, backfill_rows)},
+        {"pgshadow_sync_errors_total", "failed queries of the sync engine",
+         offsetof(ps_sync_stats, errors)},
+    };
+    for (size_t i = 0; i < sizeof counters / sizeof *counters; i++)
+        sink->sample(sink->ctx, counters[i].name, PS_METRIC_COUNTER,
+                     (double)*(const uint64_t *)((const char *)&s->stats + counters[i].off),
+                     counters[i].help);
+    sink->sample(sink->ctx, "pgshadow_sync_halted", PS_METRIC_GAUGE, s->st.halted ? 1 : 0,
+                 "1 while on_apply_error: halt has stopped the apply");
+    sink->sample(sink->ctx, "pgshadow_sync_lag_seconds", PS_METRIC_GAUGE, s->sync_lag_s,
+                 "age of the oldest change not yet applied (-1: not measured)");
+}
+
+const ps_daemon_module ps_sync_module = {
+    .name = "sync",
+    .create = sync_create,
+    .free = sync_free,
+    .on_db_up = sync_on_db_up,
+    .on_notify = sync_on_notify,
+    .on_reload = sync_on_reload,
+    .on_stop = sync_on_stop,
+    .status = sync_status,
+    .collect = sync_collect,
+};
