@@ -21,16 +21,17 @@
  * The daemon's modules (ps_daemon_module, daemon.h), in setup order: created
  * and told of every event in this order, speaking in STATUS= in this order,
  * told of a lost leadership and freed in reverse. A module may rely on the
- * ones above it. The loop, signals, reload, the connections (main, listen)
- * are the daemon's own (src/daemon/), not entries here.
+ * ones above it. The loop, signals, reload, the connections (main, work,
+ * listen) and leadership (src/daemon/leader.c, which tells every module
+ * through on_leader) are the daemon's own, not entries here.
  */
 static const ps_daemon_module *const modules[] = {
     /* sync (src/sync/): keeps every shadow table in step with its primary.
      * Owns: apply and backfill rounds, the wake-up flag, replication-lag
-     * throttling, the halt, the config vs installed registry check, and
-     * the leader lock (for now).
-     * Needs: the main connection; NOTIFYs on pgshadow_changes; the config's
-     * migration and sync sections. */
+     * throttling, the halt, the config vs installed registry check.
+     * Needs: leadership (works only between on_leader gained and lost); the
+     * main connection; NOTIFYs on pgshadow_changes; the config's migration
+     * and sync sections. */
     &ps_sync_module,
 };
 

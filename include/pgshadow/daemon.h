@@ -1,6 +1,7 @@
 /*
  * daemon.h - the pgshadowd process: one event loop, signals, reload, watchdog,
- * the database connections, and the table of modules that hang off them.
+ * the database connections (main, work, listen), leadership, and the table of
+ * modules that hang off them.
  *
  * Everything lives in one ps_daemon context passed explicitly. Feature modules
  * (sync engine, verifier, cutover, metrics...) do not own the loop: each is a
@@ -49,6 +50,7 @@
 #define PS_DAEMON_MAX_MODULES 16
 
 typedef struct ps_daemon ps_daemon;
+typedef struct ps_leader ps_leader; /* leader.h */
 
 /* Metrics: a collect hook reports each sample to the sink, which a metrics
  * endpoint renders. name is a Prometheus name ("pgshadow_sync_applied_total"),
@@ -129,7 +131,19 @@ void ps_daemon_free(ps_daemon *d);
  * across callbacks. */
 const ps_config *ps_daemon_config(const ps_daemon *d);
 struct event_base *ps_daemon_base(ps_daemon *d);
-ps_pgconn *ps_daemon_main_conn(ps_daemon *d); /* for queries; NULL before run */
+/* "main": short writes (apply, backfill, cutover actions), in the session
+ * that holds the leader lock. NULL before run. */
+ps_pgconn *ps_daemon_main_conn(ps_daemon *d);
+/* "work": long reads (verify digests, dashboard polls), so they never queue
+ * ahead of a write on main. Kept up with main's session settings; no module
+ * uses it yet. NULL before run. */
+ps_pgconn *ps_daemon_work_conn(ps_daemon *d);
+/* The leader (leader.h), for its role, backend pid, counters. */
+ps_leader *ps_daemon_leader(ps_daemon *d);
+/* This daemon holds the leader lock in the session of the main connection up
+ * now. Live: false the moment that session is gone, before on_leader says
+ * so; a module checks it before it sends work to main. */
+bool ps_daemon_is_leader(ps_daemon *d);
 const ps_daemon_stats *ps_daemon_get_stats(const ps_daemon *d);
 ps_daemon_state ps_daemon_get_state(const ps_daemon *d);
 

@@ -20,9 +20,11 @@
  * arms (pgshadow.wakeup_arm) and applies once more to catch a writer that
  * read "disarmed" just before the arm committed (docs/sync.md).
  *
- * Leader lock: a session advisory lock on the main connection, key
- * hashtextextended('pgshadow:' || migration id, 0). A daemon without it is a
- * hot standby that retries every PS_SYNC_LOCK_RETRY_MS and does nothing else.
+ * Leadership: the engine works only on the leader (leader.h: the daemon's
+ * leader module holds the lock). It starts on on_leader(gained), with no
+ * assumption about the database (drain, recheck the backfill, measure,
+ * compare the registry), checks ps_daemon_is_leader before every query, and
+ * says nothing in STATUS= on a standby.
  */
 #ifndef PGSHADOW_SYNC_H
 #define PGSHADOW_SYNC_H
@@ -60,7 +62,6 @@ typedef struct ps_sync_stats {
     uint64_t backfill_steps;  /* backfill_step calls that copied a chunk */
     uint64_t backfill_rows;   /* rows copied */
     uint64_t errors;          /* failed queries */
-    uint64_t lock_acquired;   /* times this process became leader */
 } ps_sync_stats;
 
 const ps_sync_stats *ps_sync_get_stats(const ps_sync *s);

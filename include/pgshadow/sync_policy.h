@@ -12,17 +12,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PS_SYNC_LOCK_RETRY_MS 1000   /* standby: next try for the leader lock */
 #define PS_SYNC_PROBE_MS 1000        /* leader: replication lag + sync lag refresh */
 #define PS_SYNC_CONN_POLL_MS 250     /* main connection down: look again */
 #define PS_SYNC_ERROR_RETRY_MS 1000  /* a failed query: at least this before the next */
 #define PS_SYNC_PROGRESS_LOG_MS 5000 /* backfill progress line in the log */
-#define PS_SYNC_STATEMENT_TIMEOUT_MS 300000 /* statement_timeout of the main connection */
 
 typedef enum {
-    PS_SYNC_IDLE = 0, /* nothing until an outside event (stopping) */
+    PS_SYNC_IDLE = 0, /* nothing until an outside event (stopping, leadership) */
     PS_SYNC_WAIT,     /* nothing now; decide again after *wait_ms */
-    PS_SYNC_LOCK,     /* try the leader lock */
+    PS_SYNC_REGISTRY, /* compare the config with the installed registry */
     PS_SYNC_PROBE,    /* measure replication lag and sync lag */
     PS_SYNC_APPLY,    /* one pgshadow.apply_batch */
     PS_SYNC_BACKFILL, /* one pgshadow.backfill_step */
@@ -41,13 +39,13 @@ typedef struct ps_sync_state {
     int64_t now_ms;
     bool stopping;       /* on_stop seen: start nothing new */
     bool conn_up;        /* the main connection is up */
-    bool leader;         /* we hold the leader lock on that connection */
+    bool leader;         /* this daemon leads (the lock is held on that connection) */
     bool halted;         /* on_apply_error: halt tripped */
     bool apply_pending;  /* a wake-up since the last apply, or the last batch was full */
     bool backfill_done;  /* backfill_step said every table is done */
     bool last_was_backfill; /* alternate apply and backfill while both have work */
     bool arm_needed;     /* the log was found empty while writers may not NOTIFY */
-    int64_t lock_retry_at_ms;    /* standby: next lock attempt */
+    bool registry_check; /* compare config and pgshadow.tables at the next chance */
     int64_t retry_after_ms;      /* a query failed: nothing before this */
     int64_t probe_at_ms;         /* next probe */
     int64_t apply_not_before_ms; /* hard throttle: next apply */
@@ -57,7 +55,10 @@ typedef struct ps_sync_state {
 
 /* The next action. For PS_SYNC_WAIT, *wait_ms is the delay (> 0) after which
  * to decide again; otherwise *wait_ms is -1. Order of precedence: stopping,
- * connection, leadership, error back-off, probe, then apply and backfill
+ * connection, leadership (a standby does nothing at all: the leader module
+ * takes the lock, and on_leader wakes the engine), the registry check (when
+ * asked for: on taking the lead and after a reload), error back-off, probe,
+ * then apply and backfill
  * (alternating while both have work, each only when the throttle allows),
  * then arming the wake-up flag (not while halted, and only once no backfill
  * chunk is waiting: while the daemon is busy copying it comes back to apply
@@ -88,15 +89,9 @@ int64_t ps_sync_rate(int64_t base_rows, int64_t base_ms, int64_t done, int64_t n
 int64_t ps_sync_eta_ms(int64_t base_rows, int64_t base_ms, int64_t done, int64_t total,
                        int64_t now_ms);
 
-typedef enum {
-    PS_SYNC_ROLE_UNKNOWN = 0, /* lock not tried yet */
-    PS_SYNC_ROLE_LEADER,
-    PS_SYNC_ROLE_STANDBY,
-} ps_sync_role;
-
-/* Everything the STATUS= contribution shows. */
+/* Everything the STATUS= contribution shows (a leader's: a standby's
+ * STATUS= is the leader module's words alone). */
 typedef struct ps_sync_view {
-    ps_sync_role role;
     const char *halted;     /* reason, or NULL */
     bool backfill_done;
     const char *bf_table;   /* table being copied, or NULL */
@@ -108,8 +103,8 @@ typedef struct ps_sync_view {
     bool config_differs;    /* the config's tables differ from pgshadow.tables */
 } ps_sync_view;
 
-/* "leader; backfill contexts 41% ETA 2m; lag 0.3s",
- * "standby: another pgshadowd holds the lock", "leader; HALTED: ...".
+/* The sync engine's words for a leader's STATUS=, after the leader module's
+ * "leader": "backfill contexts 41% ETA 2m; lag 0.3s", "HALTED: ...".
  * Returns the length written (truncated to len - 1). */
 size_t ps_sync_format_status(const ps_sync_view *v, char *buf, size_t len);
 

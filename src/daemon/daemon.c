@@ -1,10 +1,18 @@
 /*
- * daemon.c - the pgshadowd process: event loop, signals, reload, watchdog,
- * systemd notifications, and the two database connections.
+ * daemon/daemon.c - the pgshadowd process: event loop, signals, reload,
+ * watchdog, systemd notifications, the database connections and leadership.
  *
  * Owns the ps_daemon context: the libevent base, the config currently in
- * force, the "main" connection (queries) and the "listen" connection (LISTEN
- * on pgshadow_changes and pgshadow_control), the timers and the module table.
+ * force, the three connections, the leader (src/daemon/leader.c), the timers
+ * and the module table (src/daemon/modules.c). The connections:
+ *  - "main": short writes (apply_batch, backfill_step, later the cutover
+ *    actions); its session holds the leader lock;
+ *  - "work": long reads (later verify digests, dashboard polls), so a long
+ *    read never queues ahead of apply_batch in main's FIFO. Nothing uses it
+ *    yet: it is opened and kept like main (same session settings,
+ *    keepalives, timeouts, reconnects) and waits for its first user;
+ *  - "listen": LISTEN on pgshadow_changes and pgshadow_control, so a query's
+ *    transaction never holds a NOTIFY back.
  *
  * Invariants:
  *  - nothing here blocks the loop; signals are libevent events, so their
@@ -30,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "pgshadow/leader.h"
 #include "pgshadow/log.h"
 #include "pgshadow/modules.h"
 #include "pgshadow/notify.h"
@@ -48,7 +57,9 @@ struct ps_daemon {
     struct event *ev_ready, *ev_watchdog, *ev_housekeeping, *ev_stop_poll;
 
     ps_pgconn *main;
+    ps_pgconn *work;
     ps_pgconn *listen;
+    ps_leader *leader;
     bool listen_ever_up; /* a later on_up is a reconnect */
     char down_reason[160];
 
@@ -79,9 +90,11 @@ static void build_status(ps_daemon *d, char *buf, size_t len)
             snprintf(buf, len, "connecting to database");
         return;
     }
-    /* The modules speak for themselves: no words of theirs here. */
+    /* work is not in "up": nothing uses it yet, so its state is no news.
+     * After "connected" the role, then each module's own words. */
     size_t pos = 0;
-    ps_appendf(buf, len, &pos, "connected");
+    ps_appendf(buf, len, &pos, "connected; ");
+    pos += ps_leader_format_status(ps_leader_get_role(d->leader), buf + pos, len - pos);
     ps_modules_status(&d->modules, d, buf, len, &pos);
 }
 
@@ -126,7 +139,8 @@ static void listen_on_up(ps_pgconn *c, void *arg)
     update_status(d, NULL, false);
 }
 
-static void main_on_up(ps_pgconn *c, void *arg)
+/* main or work */
+static void query_conn_on_up(ps_pgconn *c, void *arg)
 {
     ps_daemon *d = arg;
     PGconn *raw = ps_pgconn_raw(c);
@@ -138,6 +152,7 @@ static void main_on_up(ps_pgconn *c, void *arg)
     } else {
         ps_log_fields(LOG_INFO, f, "database connection up");
     }
+    ps_leader_kick(d->leader); /* a new session: settings (and on main, the lock) again */
     update_status(d, NULL, false);
 }
 
@@ -158,6 +173,8 @@ static void on_down(ps_pgconn *c, const char *reason, void *arg)
     ps_log_field f[] = {{"CONN", ps_pgconn_name(c)}, {NULL, NULL}};
     /* ps_pgconn already warned (with the retry delay); this is for tracing. */
     ps_log_fields(LOG_DEBUG, f, "database connection down: %s", one);
+    if (c != d->listen)
+        ps_leader_kick(d->leader); /* on main: the lock went with the session */
     update_status(d, NULL, false);
 }
 
@@ -175,17 +192,21 @@ static void listen_on_notify(ps_pgconn *c, const char *channel, const char *payl
 static void db_teardown(ps_daemon *d)
 {
     ps_pgconn_free(d->listen);
+    ps_pgconn_free(d->work);
     ps_pgconn_free(d->main);
     d->listen = NULL;
+    d->work = NULL;
     d->main = NULL;
+    ps_leader_kick(d->leader); /* the sessions are gone: leadership with them */
 }
 
-/* Two connections so a long query never delays a NOTIFY, and a LISTEN is never
- * held hostage by a query's transaction. */
+/* Three connections (see the head of this file): a long read never delays a
+ * write, a query never delays a NOTIFY, and a LISTEN is never held hostage by
+ * a query's transaction. */
 static int db_setup(ps_daemon *d)
 {
-    static const ps_pgconn_callbacks main_cbs = {
-        .on_up = main_on_up,
+    static const ps_pgconn_callbacks query_cbs = {
+        .on_up = query_conn_on_up,
         .on_down = on_down,
         .on_notify = NULL,
     };
@@ -198,21 +219,33 @@ static int db_setup(ps_daemon *d)
     ps_pgconn_options_init(&o);
     o.conninfo = d->cfg->database.conninfo;
     o.name = "main";
-    d->main = ps_pgconn_new(d->base, &o, &main_cbs, d);
+    d->main = ps_pgconn_new(d->base, &o, &query_cbs, d);
+    o.name = "work";
+    d->work = ps_pgconn_new(d->base, &o, &query_cbs, d);
     o.name = "listen";
     d->listen = ps_pgconn_new(d->base, &o, &listen_cbs, d);
-    if (!d->main || !d->listen) {
+    if (!d->main || !d->work || !d->listen) {
         db_teardown(d);
         return -ENOMEM;
     }
     int r;
     if ((r = ps_pgconn_listen(d->listen, PS_DAEMON_CHANNEL_CHANGES)) < 0 ||
         (r = ps_pgconn_listen(d->listen, PS_DAEMON_CHANNEL_CONTROL)) < 0 ||
-        (r = ps_pgconn_start(d->main)) < 0 || (r = ps_pgconn_start(d->listen)) < 0) {
+        (r = ps_pgconn_start(d->main)) < 0 || (r = ps_pgconn_start(d->work)) < 0 ||
+        (r = ps_pgconn_start(d->listen)) < 0) {
         db_teardown(d);
         return r;
     }
     return 0;
+}
+
+/* The leader's change of mind goes to every module (modules.c keeps the
+ * order: gained in table order, lost in reverse). */
+static void leader_changed(bool leader, void *arg)
+{
+    ps_daemon *d = arg;
+    ps_modules_leader(&d->modules, d, leader);
+    update_status(d, NULL, false);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -320,6 +353,7 @@ void ps_daemon_stop(ps_daemon *d)
     ps_log_notice("stopping: waiting up to %d ms for work in flight (signal again to exit now)",
                   PS_DAEMON_STOP_TIMEOUT_MS);
     ps_modules_stop(&d->modules, d);
+    ps_leader_stop(d->leader);
     /* No new wake-ups: new work would only be cut short. */
     if (d->listen)
         ps_pgconn_close(d->listen);
@@ -456,9 +490,11 @@ int ps_daemon_new(const char *config_path, ps_config *cfg, int log_level_overrid
     d->log_level_override = log_level_override;
     d->config_path = strdup(config_path);
     d->base = event_base_new();
-    if (!d->config_path || !d->base) {
+    int r = -ENOMEM;
+    if (!d->config_path || !d->base ||
+        (r = ps_leader_new(d, cfg->migration.id, leader_changed, d, &d->leader)) < 0) {
         ps_daemon_free(d);
-        return -ENOMEM;
+        return r;
     }
     apply_log_level(d);
     *out = d;
@@ -495,6 +531,7 @@ int ps_daemon_run(ps_daemon *d)
         ps_log_error("event loop ended unexpectedly");
         d->exit_code = 1;
     }
+    ps_leader_stop(d->leader); /* inert from here: the sessions end with the process */
     db_teardown(d);
     /* One more pass: libevent hands a DNS lookup abandoned by the teardown
      * back from the loop (see ps_pgconn_free), which frees it. */
@@ -511,6 +548,7 @@ void ps_daemon_free(ps_daemon *d)
      * hold the connections' addresses. */
     ps_modules_free(&d->modules);
     db_teardown(d);
+    ps_leader_free(d->leader);
     struct event *evs[] = {d->ev_hup,     d->ev_term,          d->ev_int,
                            d->ev_ready,   d->ev_watchdog,      d->ev_housekeeping,
                            d->ev_stop_poll};
@@ -537,6 +575,21 @@ struct event_base *ps_daemon_base(ps_daemon *d)
 ps_pgconn *ps_daemon_main_conn(ps_daemon *d)
 {
     return d->main;
+}
+
+ps_pgconn *ps_daemon_work_conn(ps_daemon *d)
+{
+    return d->work;
+}
+
+ps_leader *ps_daemon_leader(ps_daemon *d)
+{
+    return d->leader;
+}
+
+bool ps_daemon_is_leader(ps_daemon *d)
+{
+    return ps_leader_is_leader(d->leader);
 }
 
 const ps_daemon_stats *ps_daemon_get_stats(const ps_daemon *d)
@@ -575,5 +628,11 @@ void ps_daemon_collect(ps_daemon *d, const ps_metric_sink *sink)
         sink->sample(sink->ctx, counters[i].name, PS_METRIC_COUNTER,
                      (double)*(const uint64_t *)((const char *)&d->stats + counters[i].off),
                      counters[i].help);
+    sink->sample(sink->ctx, "pgshadow_leader", PS_METRIC_GAUGE,
+                 ps_leader_is_leader(d->leader) ? 1 : 0,
+                 "1 while this daemon holds the migration's leader lock");
+    sink->sample(sink->ctx, "pgshadow_leader_acquired_total", PS_METRIC_COUNTER,
+                 (double)ps_leader_get_stats(d->leader)->acquired,
+                 "times this process took the leader lock");
     ps_modules_collect(&d->modules, d, sink);
 }

@@ -1,10 +1,12 @@
 /*
- * sync/engine.c - the sync engine's shell (sync.h): leader lock, wake-ups,
- * apply rounds, interleaved backfill, throttling, halt, progress and STATUS.
+ * sync/engine.c - the sync engine's shell (sync.h): wake-ups, apply rounds,
+ * interleaved backfill, throttling, halt, progress and STATUS words, on the
+ * leader only.
  *
  * The database does the work (sql/sync--1.sql); this module decides when to
  * ask for it, through the pure policy (sync/policy.c), and compares the
- * config with the installed registry through sync/registry.c.
+ * config with the installed registry through sync/registry.c. Leadership is
+ * the daemon's (src/daemon/leader.c): this module hears it as on_leader.
  *
  * Owns the ps_sync: its timers (batch_delay window, catchup_interval, the
  * policy's next deadline), the one query it has in flight, the halt reason,
@@ -13,21 +15,19 @@
  * Invariants:
  *  - at most one query of this module is queued or in flight at a time
  *    (s->busy); every decision is taken by step() when that query finished or
- *    a timer/NOTIFY changed the state, so nothing ever blocks the loop and no
- *    two rounds overlap;
+ *    a timer/NOTIFY/on_leader changed the state, so nothing ever blocks the
+ *    loop and no two rounds overlap;
  *  - every apply_batch / backfill_step is one autocommit statement, i.e. one
  *    transaction: a crash, kill -9 or lost connection at any moment loses
  *    nothing (the change log rows are deleted in the same transaction that
  *    applied them; the backfill cursor moves with the copied chunk);
- *  - we act only while we hold the leader lock on the very session the query
- *    runs on: leadership, like the session settings, is tied to the
- *    connection's session id (ps_pgconn_session_id: never reused, unlike a
- *    connection's address and reconnect count, which a connection created
- *    after a conninfo reload can repeat) and dropped on any NULL result
- *    (connection lost), so after a reconnect or a new connection the lock is
- *    taken again, and the settings set again, before anything else;
- *  - a result of NULL is never fatal: the round ends, the next on_db_up (or
- *    the connection poll) starts a new one.
+ *  - a query goes to main only while ps_daemon_is_leader: the lock held in
+ *    the session of main up now (ps_pgconn_session_id, never reused), read
+ *    by step() before each decision, so no query of a lost leadership runs
+ *    in a new session; on_leader(gained) starts from nothing known (drain,
+ *    recheck the backfill, measure, compare the registry);
+ *  - a result of NULL is never fatal: the round ends, and the next
+ *    on_leader(gained), once the lock is held again, starts a new one.
  */
 #include "pgshadow/sync.h"
 
@@ -41,48 +41,12 @@
 #include <libpq-fe.h>
 
 #include "pgshadow/duration.h"
+#include "pgshadow/leader.h"
 #include "pgshadow/log.h"
 #include "pgshadow/util.h"
 
 /* ------------------------------------------------------------------------ */
 /* The shell */
-
-static const char SQL_LOCK[] =
-    "WITH k AS (SELECT pg_catalog.hashtextextended('pgshadow:' || $1, 0) AS key) "
-    "SELECT pg_catalog.pg_try_advisory_lock(k.key), pg_catalog.pg_backend_pid(), "
-    "       (SELECT l.pid FROM pg_catalog.pg_locks l "
-    "         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-    "           AND l.database = (SELECT oid FROM pg_catalog.pg_database "
-    "                              WHERE datname = pg_catalog.current_database()) "
-    "           AND ((l.classid::bigint << 32) | l.objid::bigint) = k.key "
-    "           AND l.pid <> pg_catalog.pg_backend_pid() LIMIT 1), "
-    "       (SELECT extract(epoch FROM a.backend_start)::text FROM pg_catalog.pg_stat_activity a "
-    "         WHERE a.pid = pg_catalog.pg_backend_pid()) "
-    "FROM k";
-
-/* Once per session of the main connection, before the leader lock: the
- * server's own keepalives and TCP user timeout, so a session whose client
- * vanished without a FIN (only the client side of the network dropped) is
- * closed by the server within about a minute instead of ~2 h, and its
- * leader lock with it; idle_session_timeout for a client that is gone but
- * whose TCP path still answers; statement_timeout as a per-query deadline
- * (docs/sync.md "Timeouts"). All user-settable; on Unix sockets the TCP
- * ones are ignored by the server. */
-static const char SQL_SESSION[] =
-    /* only the settings this server has (idle_session_timeout is PG 14+), so
-     * one unknown name cannot make the whole statement, and the others, fail */
-    "SELECT count(pg_catalog.set_config(v.name, v.val, false)) "
-    "FROM (VALUES ('tcp_keepalives_idle', '10'), ('tcp_keepalives_interval', '5'), "
-    "             ('tcp_keepalives_count', '3'), ('tcp_user_timeout', '30000'), "
-    "             ('idle_session_timeout', $1::text), ('statement_timeout', $2::text)) v(name, val) "
-    "JOIN pg_catalog.pg_settings s ON s.name = v.name";
-
-/* Our own previous session (same pid and start time as when it took the
- * lock) still holds the leader lock: the server has not noticed that its
- * client is gone. The same role may terminate it. */
-static const char SQL_TERMINATE[] =
-    "SELECT pg_catalog.pg_terminate_backend(a.pid, 5000) FROM pg_catalog.pg_stat_activity a "
-    "WHERE a.pid = $1::integer AND extract(epoch FROM a.backend_start)::text = $2";
 
 /* The oldest pending change of each of our tables via the change log's
  * primary key (table_id, seq): O(tables), never a scan of the log. */
@@ -121,17 +85,9 @@ struct ps_sync {
     char *migration_id;       /* fixed for the process: the lock key */
 
     ps_sync_state st;
-    ps_sync_role role;
-    uint64_t lock_session;     /* leadership is valid in this session (0: none) */
-    int lock_holder_pid;       /* standby: who holds it (for the log), 0 unknown */
-    uint64_t settings_session; /* SQL_SESSION ran in this session (0: none) */
-    int leader_pid;          /* backend pid and start time (epoch text) of the */
-    char leader_start[40];   /* session that last took the lock; 0 = none */
-    bool terminate_wanted;   /* that session holds the lock while we are not on it */
 
     bool armed; /* we armed the wake-up flag and no batch has disarmed it since */
 
-    bool registry_check; /* compare config and pgshadow.tables at the next chance */
     bool config_differs; /* the last comparison found differences */
 
     bool busy;
@@ -174,7 +130,7 @@ static void query_failed(ps_sync *s, const char *what, const PGresult *res)
     else if (strcmp(state, "57014") == 0)
         ps_log_error("sync: %s canceled: %s (statement_timeout %d s on the main connection, or "
                      "an operator's cancel); retrying in %lld ms",
-                     what, msg, PS_SYNC_STATEMENT_TIMEOUT_MS / 1000, (long long)backoff);
+                     what, msg, PS_LEADER_STATEMENT_TIMEOUT_MS / 1000, (long long)backoff);
     else if (strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0 || strcmp(state, "42P01") == 0)
         ps_log_error("sync: %s failed: %s %s (is the database side installed? run pgshadowctl "
                      "install)", what, state, msg);
@@ -184,125 +140,12 @@ static void query_failed(ps_sync *s, const char *what, const PGresult *res)
     s->st.retry_after_ms = ps_clock_ms() + backoff;
 }
 
-/* The connection went away under a query: the session lock went with it. */
+/* The connection went away under a query: the round ends. Leadership went
+ * with the session; the leader module says so (on_leader) and takes the lock
+ * again once the connection is back, and only then does anything resume. */
 static void conn_lost(ps_sync *s, const char *what)
 {
-    if (s->st.leader)
-        ps_log_warning("sync: connection lost during %s; leadership is re-acquired after the "
-                       "reconnect", what);
-    s->st.leader = false;
-    s->role = PS_SYNC_ROLE_UNKNOWN;
-    s->st.lock_retry_at_ms = 0;
-}
-
-static bool still_leader(ps_sync *s, ps_pgconn *c)
-{
-    return s->st.leader && ps_pgconn_is_up(c) && s->lock_session != 0 &&
-           ps_pgconn_session_id(c) == s->lock_session;
-}
-
-/* ---- lock ---- */
-
-static void on_lock(ps_pgconn *c, const PGresult *res, void *arg)
-{
-    ps_sync *s = arg;
-    s->busy = false;
-    int64_t now = ps_clock_ms();
-    s->st.lock_retry_at_ms = now + PS_SYNC_LOCK_RETRY_MS;
-    if (!res) {
-        conn_lost(s, "the leader lock attempt");
-    } else if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        s->stats.errors++;
-        ps_log_error("sync: leader lock attempt failed: %s",
-                     errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unexpected result"));
-    } else if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
-        s->st.leader = true;
-        s->role = PS_SYNC_ROLE_LEADER;
-        s->lock_session = ps_pgconn_session_id(c);
-        s->stats.lock_acquired++;
-        s->leader_pid = atoi(PQgetvalue(res, 0, 1));
-        snprintf(s->leader_start, sizeof s->leader_start, "%s",
-                 PQgetisnull(res, 0, 3) ? "" : PQgetvalue(res, 0, 3));
-        /* A new leader knows nothing: drain, recheck backfill, measure. */
-        s->st.apply_pending = true;
-        s->st.backfill_done = false;
-        s->st.probe_at_ms = 0;
-        s->st.retry_after_ms = 0;
-        s->armed = false;
-        s->registry_check = true;
-        ps_log_notice("sync: leader lock acquired for migration %s (backend pid %s); syncing",
-                      s->migration_id, PQgetvalue(res, 0, 1));
-    } else {
-        int holder = PQgetisnull(res, 0, 2) ? 0 : atoi(PQgetvalue(res, 0, 2));
-        if (holder > 0 && holder == s->leader_pid && holder != atoi(PQgetvalue(res, 0, 1)) &&
-            s->leader_start[0]) {
-            /* The holder is the session we led on before a reconnect. */
-            ps_log_warning("sync: the leader lock for migration %s is still held by our own "
-                           "previous session (backend pid %d), whose connection was lost; "
-                           "terminating it",
-                           s->migration_id, holder);
-            s->terminate_wanted = true;
-            s->st.lock_retry_at_ms = 0;
-            step(s);
-            return;
-        }
-        if (s->role != PS_SYNC_ROLE_STANDBY || holder != s->lock_holder_pid) {
-            if (holder > 0)
-                ps_log_notice("sync: standby: another pgshadowd holds the leader lock for "
-                              "migration %s (backend pid %d); retrying every %d ms",
-                              s->migration_id, holder, PS_SYNC_LOCK_RETRY_MS);
-            else
-                ps_log_notice("sync: standby: another pgshadowd holds the leader lock for "
-                              "migration %s; retrying every %d ms",
-                              s->migration_id, PS_SYNC_LOCK_RETRY_MS);
-        }
-        s->role = PS_SYNC_ROLE_STANDBY;
-        s->lock_holder_pid = holder;
-    }
-    step(s);
-}
-
-static void on_session(ps_pgconn *c, const PGresult *res, void *arg)
-{
-    ps_sync *s = arg;
-    s->busy = false;
-    if (!res) {
-        conn_lost(s, "the session settings");
-    } else {
-        if (PQresultStatus(res) != PGRES_TUPLES_OK)
-            ps_log_warning("sync: cannot set the session's keepalives and timeouts: %s %s; "
-                           "going on without them",
-                           errfield(res, PG_DIAG_SQLSTATE, "?"),
-                           errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error"));
-        s->settings_session = ps_pgconn_session_id(c);
-    }
-    step(s);
-}
-
-static void on_terminate(ps_pgconn *c, const PGresult *res, void *arg)
-{
-    ps_sync *s = arg;
-    (void)c;
-    s->busy = false;
-    s->terminate_wanted = false;
-    if (!res) {
-        conn_lost(s, "terminating our previous session");
-    } else if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        s->stats.errors++;
-        ps_log_error("sync: cannot terminate our previous session (backend pid %d): %s",
-                     s->leader_pid, errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error"));
-    } else {
-        ps_log_notice("sync: previous session (backend pid %d) %s; taking the leader lock again",
-                      s->leader_pid,
-                      PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0
-                          ? "terminated"
-                          : "already gone");
-        s->st.lock_retry_at_ms = 0;
-    }
-    /* once: if it is someone else by now, it is a real standby situation */
-    s->leader_pid = 0;
-    s->leader_start[0] = '\0';
-    step(s);
+    ps_log_debug("sync: connection lost during %s", what);
 }
 
 /* ---- probe ---- */
@@ -564,7 +407,7 @@ static void on_registry(ps_pgconn *c, const PGresult *res, void *arg)
         step(s);
         return;
     }
-    s->registry_check = false;
+    s->st.registry_check = false;
     ps_sync_registry reg;
     int r = ps_sync_registry_read(res, &reg);
     if (r == -EINVAL) {
@@ -602,7 +445,6 @@ static void send_query(ps_sync *s, ps_pgconn *c, ps_sync_action a, const char *s
         s->stats.errors++;
         ps_log_error("sync: cannot queue a query: %s", strerror(-r));
         s->st.retry_after_ms = ps_clock_ms() + PS_SYNC_ERROR_RETRY_MS;
-        s->st.lock_retry_at_ms = s->st.retry_after_ms;
         struct timeval tv = ps_clock_tv(PS_SYNC_ERROR_RETRY_MS);
         evtimer_add(s->ev_wake, &tv);
     }
@@ -617,21 +459,8 @@ static void step(ps_sync *s)
     s->st.now_ms = ps_clock_ms();
     s->st.conn_up = c && ps_pgconn_is_up(c);
     s->st.max_repl_lag_ms = cfg->sync.max_replication_lag_ms;
-    if (s->st.leader && !still_leader(s, c)) {
-        /* Reconnected (or replaced on reload) since we took the lock: that
-         * session and its lock are gone. */
-        ps_log_warning("sync: the main connection went down or was re-established since the "
-                       "leader lock was taken; re-acquiring it");
-        s->st.leader = false;
-        s->role = PS_SYNC_ROLE_UNKNOWN;
-        s->st.lock_retry_at_ms = 0;
-    }
-
-    if (s->registry_check && s->st.leader && s->st.conn_up && !s->st.stopping) {
-        const char *rp[1] = {s->migration_id};
-        send_query(s, c, PS_SYNC_PROBE, ps_sync_registry_sql, 1, rp, on_registry);
-        return;
-    }
+    /* live: false the moment main's session is gone, before on_leader says so */
+    s->st.leader = ps_daemon_is_leader(s->d);
 
     int64_t wait = -1;
     ps_sync_action a = ps_sync_next(&s->st, &wait);
@@ -645,28 +474,8 @@ static void step(ps_sync *s)
         evtimer_add(s->ev_wake, &tv);
         return;
     }
-    case PS_SYNC_LOCK:
-        if (s->settings_session == 0 || s->settings_session != ps_pgconn_session_id(c)) {
-            /* idle_session_timeout: well above every interval at which we
-             * query this connection (probe 1 s, lock retry 1 s, catchup) */
-            int64_t idle = 60000;
-            if (s->catchup_ms * 3 > idle)
-                idle = s->catchup_ms * 3;
-            char idle_s[24], stmt_s[24];
-            snprintf(idle_s, sizeof idle_s, "%lld", (long long)idle);
-            snprintf(stmt_s, sizeof stmt_s, "%d", PS_SYNC_STATEMENT_TIMEOUT_MS);
-            const char *sp[2] = {idle_s, stmt_s};
-            send_query(s, c, a, SQL_SESSION, 2, sp, on_session);
-            return;
-        }
-        if (s->terminate_wanted) {
-            char pid_s[16];
-            snprintf(pid_s, sizeof pid_s, "%d", s->leader_pid);
-            const char *tp[2] = {pid_s, s->leader_start};
-            send_query(s, c, a, SQL_TERMINATE, 2, tp, on_terminate);
-            return;
-        }
-        send_query(s, c, a, SQL_LOCK, 1, p, on_lock);
+    case PS_SYNC_REGISTRY:
+        send_query(s, c, a, ps_sync_registry_sql, 1, p, on_registry);
         return;
     case PS_SYNC_PROBE:
         send_query(s, c, a, SQL_PROBE, 1, p, on_probe);
@@ -733,10 +542,31 @@ static void sync_on_db_up(ps_daemon *d, void *arg)
     s->st.probe_at_ms = 0;
     s->st.retry_after_ms = 0;
     s->armed = false;
-    if (!s->st.leader)
-        s->st.lock_retry_at_ms = 0;
     if (!evtimer_pending(s->ev_catchup, NULL))
         arm_catchup(s, ps_daemon_config(s->d)->sync.catchup_interval_ms);
+    step(s);
+}
+
+/* Leadership: everything this module does runs on the leader only. */
+static void sync_on_leader(ps_daemon *d, bool leader, void *arg)
+{
+    ps_sync *s = arg;
+    if (!leader) {
+        /* The policy idles from now on (st.leader is read live by step);
+         * the query in flight, if any, ended with its session. */
+        step(s);
+        return;
+    }
+    /* A new leader knows nothing: drain, recheck backfill, measure, and
+     * compare the config with the installed registry. */
+    s->st.apply_pending = true;
+    s->st.backfill_done = false;
+    s->st.probe_at_ms = 0;
+    s->st.retry_after_ms = 0;
+    s->st.registry_check = true;
+    s->armed = false;
+    ps_log_notice("sync: leader lock acquired for migration %s (backend pid %d); syncing",
+                  s->migration_id, ps_leader_backend_pid(ps_daemon_leader(d)));
     step(s);
 }
 
@@ -776,7 +606,7 @@ static void sync_on_reload(ps_daemon *d, const ps_config *old_cfg, const ps_conf
     }
     s->st.apply_pending = true;
     s->st.retry_after_ms = 0;
-    s->registry_check = true; /* as standby: when it leads (on_lock sets it too) */
+    s->st.registry_check = true; /* as standby: when it leads (on_leader sets it too) */
     step(s);
 }
 
@@ -794,9 +624,10 @@ static void sync_on_stop(ps_daemon *d, void *arg)
 static size_t sync_status(ps_daemon *d, char *buf, size_t len, void *arg)
 {
     ps_sync *s = arg;
-    (void)d;
+    /* A standby has nothing to say: the role is the leader's word. */
+    if (!ps_daemon_is_leader(d))
+        return 0;
     ps_sync_view v = {
-        .role = s->role,
         .halted = s->halted,
         .backfill_done = s->st.backfill_done,
         .bf_table = s->bf_table[0] ? s->bf_table : NULL,
@@ -902,6 +733,7 @@ const ps_daemon_module ps_sync_module = {
     .create = sync_create,
     .free = sync_free,
     .on_db_up = sync_on_db_up,
+    .on_leader = sync_on_leader,
     .on_notify = sync_on_notify,
     .on_reload = sync_on_reload,
     .on_stop = sync_on_stop,

@@ -8,7 +8,7 @@
  * loop (tests/unit/test-sync-policy.c).
  *
  * Invariants: ps_sync_next never asks for work the state forbids (nothing
- * while stopping, nothing but the lock while standby, no apply or backfill
+ * while stopping, nothing at all while standby, no apply or backfill
  * while halted, no backfill past the throttle) and a WAIT always carries a
  * delay > 0, so the shell can neither spin nor stall.
  */
@@ -42,12 +42,10 @@ ps_sync_action ps_sync_next(const ps_sync_state *s, int64_t *wait_ms)
         *wait_ms = PS_SYNC_CONN_POLL_MS;
         return PS_SYNC_WAIT;
     }
-    if (!s->leader) {
-        if (s->now_ms >= s->lock_retry_at_ms)
-            return PS_SYNC_LOCK;
-        *wait_ms = s->lock_retry_at_ms - s->now_ms;
-        return PS_SYNC_WAIT;
-    }
+    if (!s->leader)
+        return PS_SYNC_IDLE; /* on_leader wakes us */
+    if (s->registry_check)
+        return PS_SYNC_REGISTRY;
     if (s->now_ms < s->retry_after_ms) {
         *wait_ms = s->retry_after_ms - s->now_ms;
         return PS_SYNC_WAIT;
@@ -123,37 +121,26 @@ size_t ps_sync_format_status(const ps_sync_view *v, char *buf, size_t len)
     if (len == 0)
         return 0;
     buf[0] = '\0';
-    switch (v->role) {
-    case PS_SYNC_ROLE_UNKNOWN:
-        ps_appendf(buf, len, &pos, "sync: acquiring leader lock");
-        return pos;
-    case PS_SYNC_ROLE_STANDBY:
-        ps_appendf(buf, len, &pos, "standby: another pgshadowd holds the lock");
-        return pos;
-    case PS_SYNC_ROLE_LEADER:
-        break;
-    }
-    ps_appendf(buf, len, &pos, "leader");
     char d[32];
     if (v->halted) {
-        ps_appendf(buf, len, &pos, "; HALTED: %s", v->halted);
+        ps_appendf(buf, len, &pos, "HALTED: %s", v->halted);
         return pos; /* the reason is what matters; it may be long */
     }
     if (!v->backfill_done) {
         if (v->throttle != PS_SYNC_THROTTLE_NONE) {
             ps_human_lag(v->repl_lag_ms, d, sizeof d);
-            ps_appendf(buf, len, &pos, "; backfill paused (replication lag %s)", d);
+            ps_appendf(buf, len, &pos, "backfill paused (replication lag %s)", d);
         } else if (v->bf_table) {
-            ps_appendf(buf, len, &pos, "; backfill %s %d%%", v->bf_table, v->bf_percent);
+            ps_appendf(buf, len, &pos, "backfill %s %d%%", v->bf_table, v->bf_percent);
             if (v->bf_eta_ms >= 0) {
                 ps_human_duration(v->bf_eta_ms, d, sizeof d);
                 ps_appendf(buf, len, &pos, " ETA %s", d);
             }
         } else {
-            ps_appendf(buf, len, &pos, "; backfill starting");
+            ps_appendf(buf, len, &pos, "backfill starting");
         }
     } else {
-        ps_appendf(buf, len, &pos, "; backfill done");
+        ps_appendf(buf, len, &pos, "backfill done");
     }
     if (v->throttle == PS_SYNC_THROTTLE_APPLY)
         ps_appendf(buf, len, &pos, "; apply slowed");

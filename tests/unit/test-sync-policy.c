@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "pgshadow/leader.h"
 #include "pgshadow/sync_policy.h"
+#include "pgshadow/util.h"
 
 /* A leader with a fresh probe and nothing to do, at t = 10 s. */
 static ps_sync_state idle_leader(void)
@@ -60,7 +62,11 @@ static void test_connection_down_polls(void **state)
     assert_int_equal(w, PS_SYNC_CONN_POLL_MS);
 }
 
-static void test_standby_only_retries_the_lock(void **state)
+/* The lock retries moved with the lock to the leader module
+ * (tests/unit/test-leader-policy.c: test_standby_only_retries_the_lock); what stays
+ * here is the engine's half: a standby does none of the work, and does not
+ * even poll (on_leader wakes it). */
+static void test_standby_does_nothing(void **state)
 {
     (void)state;
     ps_sync_state s = idle_leader();
@@ -68,12 +74,35 @@ static void test_standby_only_retries_the_lock(void **state)
     s.apply_pending = true;   /* work waiting... */
     s.backfill_done = false;  /* ...of both kinds... */
     s.probe_at_ms = 0;        /* ...and a probe due: a standby does none of it */
-    s.lock_retry_at_ms = 10000;
+    s.arm_needed = true;
+    s.registry_check = true;
     int64_t w;
-    assert_int_equal(next(&s, &w), PS_SYNC_LOCK);
-    s.lock_retry_at_ms = 10800;
-    assert_int_equal(next(&s, &w), PS_SYNC_WAIT);
-    assert_int_equal(w, 800);
+    assert_int_equal(next(&s, &w), PS_SYNC_IDLE);
+    assert_int_equal(w, -1);
+}
+
+/* The config vs registry comparison runs first when asked for (on taking the
+ * lead, after a reload), even before an error back-off ends; never on a
+ * standby or while stopping. */
+static void test_registry_check_first(void **state)
+{
+    (void)state;
+    ps_sync_state s = idle_leader();
+    s.registry_check = true;
+    s.apply_pending = true;
+    s.probe_at_ms = 0;
+    s.retry_after_ms = 20000;
+    int64_t w;
+    assert_int_equal(next(&s, &w), PS_SYNC_REGISTRY);
+    assert_int_equal(w, -1);
+    s.registry_check = false;
+    assert_int_equal(next(&s, &w), PS_SYNC_WAIT); /* the back-off again */
+    s.registry_check = true;
+    s.leader = false;
+    assert_int_equal(next(&s, &w), PS_SYNC_IDLE);
+    s.leader = true;
+    s.stopping = true;
+    assert_int_equal(next(&s, &w), PS_SYNC_IDLE);
 }
 
 static void test_error_backoff(void **state)
@@ -220,9 +249,8 @@ static void test_arm_after_empty_round(void **state)
     s.probe_at_ms = 0; /* the probe still comes first */
     assert_int_equal(next(&s, &w), PS_SYNC_PROBE);
     s.probe_at_ms = 10500;
-    s.leader = false;
-    s.lock_retry_at_ms = 20000;
-    assert_int_equal(next(&s, &w), PS_SYNC_WAIT);
+    s.leader = false; /* a standby: nothing, not even a wait (was: wait for the lock retry) */
+    assert_int_equal(next(&s, &w), PS_SYNC_IDLE);
 }
 
 static void test_percent(void **state)
@@ -255,52 +283,69 @@ static void test_rate_and_eta(void **state)
     assert_true(ps_sync_eta_ms(0, 0, 1, INT64_MAX, INT64_MAX / 4) > 0);
 }
 
+/* The words after "connected; " as the daemon writes them: the leader
+ * module's role, then, on a leader only, "; " and the sync engine's words
+ * (src/daemon/daemon.c build_status, src/daemon/modules.c). */
+static size_t status_words(ps_leader_role role, const ps_sync_view *v, char *b, size_t len)
+{
+    size_t pos = ps_leader_format_status(role, b, len);
+    if (role == PS_LEADER_ROLE_LEADER) {
+        char part[128];
+        if (ps_sync_format_status(v, part, sizeof part) > 0)
+            ps_appendf(b, len, &pos, "; %s", part);
+    }
+    return pos;
+}
+
 static void test_status_texts(void **state)
 {
     (void)state;
     char b[128];
-    ps_sync_view v = {.role = PS_SYNC_ROLE_STANDBY, .bf_eta_ms = -1, .sync_lag_s = -1};
-    ps_sync_format_status(&v, b, sizeof b);
+    ps_sync_view v = {.bf_eta_ms = -1, .sync_lag_s = -1};
+    status_words(PS_LEADER_ROLE_STANDBY, &v, b, sizeof b);
     assert_string_equal(b, "standby: another pgshadowd holds the lock");
 
-    v.role = PS_SYNC_ROLE_UNKNOWN;
-    ps_sync_format_status(&v, b, sizeof b);
+    status_words(PS_LEADER_ROLE_UNKNOWN, &v, b, sizeof b);
     assert_string_equal(b, "sync: acquiring leader lock");
 
-    v = (ps_sync_view){.role = PS_SYNC_ROLE_LEADER, .bf_table = "contexts", .bf_percent = 41,
+    v = (ps_sync_view){.bf_table = "contexts", .bf_percent = 41,
                        .bf_eta_ms = 120000, .sync_lag_s = 0.3};
-    size_t n = ps_sync_format_status(&v, b, sizeof b);
+    size_t n = status_words(PS_LEADER_ROLE_LEADER, &v, b, sizeof b);
     assert_string_equal(b, "leader; backfill contexts 41% ETA 2m00s; lag 0.3s");
     assert_int_equal(n, strlen(b));
 
     v.bf_eta_ms = -1;
     v.sync_lag_s = -1;
-    ps_sync_format_status(&v, b, sizeof b);
+    status_words(PS_LEADER_ROLE_LEADER, &v, b, sizeof b);
     assert_string_equal(b, "leader; backfill contexts 41%; lag -");
 
-    v = (ps_sync_view){.role = PS_SYNC_ROLE_LEADER, .backfill_done = true, .sync_lag_s = 1.25,
+    v = (ps_sync_view){.backfill_done = true, .sync_lag_s = 1.25,
                        .bf_eta_ms = -1};
-    ps_sync_format_status(&v, b, sizeof b);
+    status_words(PS_LEADER_ROLE_LEADER, &v, b, sizeof b);
     assert_string_equal(b, "leader; backfill done; lag 1.2s");
 
-    v = (ps_sync_view){.role = PS_SYNC_ROLE_LEADER, .throttle = PS_SYNC_THROTTLE_APPLY,
+    v = (ps_sync_view){.throttle = PS_SYNC_THROTTLE_APPLY,
                        .repl_lag_ms = 45000, .bf_table = "t", .sync_lag_s = 2.0};
-    ps_sync_format_status(&v, b, sizeof b);
+    status_words(PS_LEADER_ROLE_LEADER, &v, b, sizeof b);
     assert_string_equal(b, "leader; backfill paused (replication lag 45.000s); apply slowed; lag 2.0s");
 
-    v = (ps_sync_view){.role = PS_SYNC_ROLE_LEADER,
-                       .halted = "contexts: 23514 new row violates check constraint (key {1})",
+    v = (ps_sync_view){.halted = "contexts: 23514 new row violates check constraint (key {1})",
                        .sync_lag_s = 9};
-    ps_sync_format_status(&v, b, sizeof b);
+    status_words(PS_LEADER_ROLE_LEADER, &v, b, sizeof b);
     assert_string_equal(
         b, "leader; HALTED: contexts: 23514 new row violates check constraint (key {1})");
 
     /* truncation: never past the buffer, NUL-terminated, length honest */
     char small[16];
-    n = ps_sync_format_status(&v, small, sizeof small);
+    n = status_words(PS_LEADER_ROLE_LEADER, &v, small, sizeof small);
     assert_int_equal(n, strlen(small));
     assert_true(n < sizeof small);
     assert_memory_equal(small, "leader; HALTED:", n);
+    /* and the engine's formatter on its own */
+    n = ps_sync_format_status(&v, small, sizeof small);
+    assert_int_equal(n, strlen(small));
+    assert_true(n < sizeof small);
+    assert_memory_equal(small, "HALTED: context", n);
 }
 
 /* A wake-up that arrived while an apply round was in flight survives the
@@ -331,12 +376,12 @@ static void test_status_config_differs(void **state)
 {
     (void)state;
     char buf[256];
-    ps_sync_view v = {.role = PS_SYNC_ROLE_LEADER, .backfill_done = true, .sync_lag_s = -1,
+    ps_sync_view v = {.backfill_done = true, .sync_lag_s = -1,
                       .repl_lag_ms = -1, .config_differs = true};
-    ps_sync_format_status(&v, buf, sizeof buf);
+    status_words(PS_LEADER_ROLE_LEADER, &v, buf, sizeof buf);
     assert_non_null(strstr(buf, "; config != installed: run pgshadowctl install"));
     v.config_differs = false;
-    ps_sync_format_status(&v, buf, sizeof buf);
+    status_words(PS_LEADER_ROLE_LEADER, &v, buf, sizeof buf);
     assert_null(strstr(buf, "config != installed"));
 }
 
@@ -345,7 +390,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stopping_starts_nothing),
         cmocka_unit_test(test_connection_down_polls),
-        cmocka_unit_test(test_standby_only_retries_the_lock),
+        cmocka_unit_test(test_standby_does_nothing),
+        cmocka_unit_test(test_registry_check_first),
         cmocka_unit_test(test_error_backoff),
         cmocka_unit_test(test_probe_comes_first_then_waits_for_it),
         cmocka_unit_test(test_apply_when_pending),
