@@ -254,6 +254,8 @@ typedef struct ctx {
     ps_errors *errs;
     size_t first; /* errs->count when this load began */
     size_t found; /* every error found, kept or not */
+    ps_config *cfg;   /* being built: where each key was written goes into it */
+    size_t where_cap; /* allocated entries of cfg->where */
 } ctx;
 
 static size_t ctx_errors(const ctx *c)
@@ -576,6 +578,9 @@ typedef enum {
 
 #define F_SECRET 1u  /* never print the value (diff says "changed") */
 #define F_NULL_OK 2u /* a null value means the empty string */
+/* A reload cannot change it: the running value stays, and the reload says
+ * the key needs a restart (ps_config_keep_restart_only). Leaf keys only. */
+#define F_RESTART 4u
 
 typedef struct section section;
 /* A string check: NULL when fine, else why not. */
@@ -696,8 +701,10 @@ static const key_spec database_keys[] = {
 };
 
 static const key_spec migration_keys[] = {
+    /* restart-only: the leader lock is taken per id, and the daemon's
+     * sessions, counters and logs are that migration's */
     { .name = "id", .kind = K_STRING, .off = CFG(migration.id), .required = true,
-      .check = check_migration_id },
+      .check = check_migration_id, .flags = F_RESTART },
     { .name = "schema", .kind = K_STRING, .off = CFG(migration.schema), .def_str = "public",
       .check = check_identifier },
     { .name = "shadow_suffix", .kind = K_STRING, .off = CFG(migration.shadow_suffix),
@@ -891,6 +898,22 @@ static void type_error(ctx *c, const node *v, const char *path, const char *expe
 static void parse_value(ctx *c, const key_spec *k, const node *v, const char *path, void *base);
 static void walk_section(ctx *c, const section *sec, const node *map, const char *path, void *base);
 
+/* Remember where key `path` was written (its key node), for messages about
+ * the key rather than its value. path is copied. */
+static void note_position(ctx *c, const char *path, const node *key)
+{
+    ps_config *cfg = c->cfg;
+    if (cfg == NULL)
+        return;
+    if (cfg->n_where == c->where_cap) {
+        /* doubling: a hostile file may hold many thousand table entries */
+        c->where_cap = c->where_cap ? 2 * c->where_cap : 32;
+        cfg->where = xrealloc(cfg->where, c->where_cap * sizeof *cfg->where);
+    }
+    cfg->where[cfg->n_where++] =
+        (ps_config_pos){ .key = xstrdup(path), .line = key->line, .column_no = key->col };
+}
+
 static int key_order(const void *a, const void *b)
 {
     const node *x = *(node *const *)a, *y = *(node *const *)b;
@@ -1028,6 +1051,8 @@ static void walk_section(ctx *c, const section *sec, const node *map, const char
             continue;
         }
         char *p = child_path(path, k->name);
+        if (k->kind != K_SECTION)
+            note_position(c, p, key);
         parse_value(c, k, v, p, base);
         free(p);
     }
@@ -1365,6 +1390,7 @@ int ps_config_load_buffer(const char *name, const char *buf, size_t len, ps_conf
     node empty = { .kind = N_MAP, .line = 1, .col = 1 };
     ps_config *cfg = xcalloc(1, sizeof *cfg);
     cfg->path = xstrdup(name ? name : "");
+    c.cfg = cfg;
     apply_defaults(&root_section, cfg);
     walk_section(&c, &root_section, root ? root : &empty, "", cfg);
     node_free(root);
@@ -1501,6 +1527,9 @@ void ps_config_free(ps_config *cfg)
     free(cfg->migration.tables);
     free(cfg->cutover.stages);
     free(cfg->metrics.listen);
+    for (size_t i = 0; i < cfg->n_where; i++)
+        free(cfg->where[i].key);
+    free(cfg->where);
     free(cfg);
 }
 
@@ -1716,4 +1745,140 @@ size_t ps_config_diff(const ps_config *old_cfg, const ps_config *new_cfg, ps_err
     if (old_cfg == NULL || new_cfg == NULL)
         return 0;
     return diff_section(&root_section, "", old_cfg, new_cfg, changes);
+}
+
+/* ------------------------------------------------------------------ */
+/* restart-only keys                                                    */
+
+bool ps_config_position(const ps_config *cfg, const char *key, int *line, int *column)
+{
+    for (size_t i = 0; cfg && key && i < cfg->n_where; i++) {
+        if (strcmp(cfg->where[i].key, key) == 0) {
+            *line = cfg->where[i].line;
+            *column = cfg->where[i].column_no;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool ps_config_restart_only(const char *key)
+{
+    const section *sec = &root_section;
+    const char *seg = key;
+    while (sec && seg && *seg) {
+        size_t n = strcspn(seg, ".");
+        const key_spec *k = NULL;
+        for (size_t i = 0; i < sec->n && !k; i++)
+            if (strlen(sec->keys[i].name) == n && memcmp(sec->keys[i].name, seg, n) == 0)
+                k = &sec->keys[i];
+        if (k == NULL)
+            return false;
+        if (seg[n] == '\0')
+            return k->kind != K_SECTION && (k->flags & F_RESTART);
+        if (k->kind != K_SECTION)
+            return false;
+        sec = k->sub;
+        seg += n + 1;
+    }
+    return false;
+}
+
+static bool value_equal(const key_spec *k, const void *a, const void *b)
+{
+    if (k->kind != K_STRING)
+        return leaf_equal(k, a, b);
+    const char *x = *(char *const *)((const char *)a + k->off);
+    const char *y = *(char *const *)((const char *)b + k->off);
+    return strcmp(x ? x : "", y ? y : "") == 0;
+}
+
+/* A leaf value as a reload message shows it: strings quoted, cut short. */
+static void value_text(const key_spec *k, const void *base, char *buf, size_t len)
+{
+    if (k->kind != K_STRING) {
+        leaf_text(k, base, buf, len);
+        return;
+    }
+    const char *x = *(char *const *)((const char *)base + k->off);
+    char q[QBUF];
+    snprintf(buf, len, "%s", quoted(x ? x : "", x ? strlen(x) : 0, q, sizeof q));
+}
+
+/* Put running's value of leaf k into fresh. */
+static void keep_value(const key_spec *k, const ps_config *running, ps_config *fresh)
+{
+    const void *src = (const char *)running + k->off;
+    void *dst = (char *)fresh + k->off;
+    size_t size;
+    switch (k->kind) {
+    case K_STRING: {
+        const char *x = *(char *const *)src;
+        char **slot = dst;
+        free(*slot);
+        *slot = x ? xstrdup(x) : NULL;
+        return;
+    }
+    case K_INT:
+    case K_ENUM:
+        size = sizeof(int);
+        break;
+    case K_INT64:
+    case K_DURATION:
+        size = sizeof(int64_t);
+        break;
+    case K_NUMBER:
+        size = sizeof(double);
+        break;
+    case K_BOOL:
+        size = sizeof(bool);
+        break;
+    default:
+        abort(); /* F_RESTART is for leaf keys only */
+    }
+    memcpy(dst, src, size);
+}
+
+static size_t keep_section(const section *sec, const char *path, const ps_config *running,
+                           ps_config *fresh, ps_errors *notes)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sec->n; i++) {
+        const key_spec *k = &sec->keys[i];
+        if (k->kind != K_SECTION && !(k->flags & F_RESTART))
+            continue;
+        char *p = child_path(path, k->name);
+        if (k->kind == K_SECTION) {
+            n += keep_section(k->sub, p, running, fresh, notes);
+        } else if (!value_equal(k, running, fresh)) {
+            /* located where the new file writes the key (a key left out
+             * took its default: the file alone) */
+            int line = 0, col = 0;
+            ps_config_position(fresh, p, &line, &col);
+            if (k->flags & F_SECRET) {
+                ps_errors_add(notes, fresh->path, line, col,
+                              "%s changed, but it needs a restart; the running value stays in "
+                              "force",
+                              p);
+            } else {
+                char was[QBUF], now[QBUF];
+                value_text(k, running, was, sizeof was);
+                value_text(k, fresh, now, sizeof now);
+                ps_errors_add(notes, fresh->path, line, col,
+                              "%s: %s -> %s needs a restart; the running value %s stays in force",
+                              p, was, now, was);
+            }
+            keep_value(k, running, fresh);
+            n++;
+        }
+        free(p);
+    }
+    return n;
+}
+
+size_t ps_config_keep_restart_only(const ps_config *running, ps_config *fresh, ps_errors *notes)
+{
+    if (running == NULL || fresh == NULL)
+        return 0;
+    return keep_section(&root_section, "", running, fresh, notes);
 }

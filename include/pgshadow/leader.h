@@ -89,11 +89,10 @@ typedef struct ps_leader ps_leader;
  * module table). */
 typedef void (*ps_leader_change_cb)(bool leader, void *arg);
 
-/* Build the leader for daemon d and migration_id (copied: the lock key is
- * fixed for the process). Timers on d's event base; nothing runs before the
- * first ps_leader_kick. 0 and *out, or -ENOMEM. */
-int ps_leader_new(ps_daemon *d, const char *migration_id, ps_leader_change_cb cb, void *arg,
-                  ps_leader **out);
+/* Build the leader for daemon d: the lock key is its config's migration.id
+ * (restart-only, so fixed for the process). Timers on d's event base;
+ * nothing runs before the first ps_leader_kick. 0 and *out, or -ENOMEM. */
+int ps_leader_new(ps_daemon *d, ps_leader_change_cb cb, void *arg, ps_leader **out);
 
 /* Before the daemon's event base is freed. NULL is a no-op. */
 void ps_leader_free(ps_leader *l);
@@ -113,8 +112,6 @@ ps_leader_role ps_leader_get_role(const ps_leader *l);
 
 /* The backend pid of the session holding our lock; 0 when not leader. */
 int ps_leader_backend_pid(const ps_leader *l);
-
-const char *ps_leader_migration_id(const ps_leader *l);
 
 /* Monotonic counters of this process. */
 typedef struct ps_leader_stats {

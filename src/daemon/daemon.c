@@ -283,6 +283,19 @@ int ps_daemon_reload(ps_daemon *d)
     }
     ps_errors_clear(&errs);
 
+    /* Restart-only keys keep their running values (one place for all of
+     * them: the key table's flag, config.c); what the diff shows below is
+     * then what this reload really changes. */
+    ps_errors kept;
+    ps_errors_init(&kept);
+    ps_config_keep_restart_only(d->cfg, fresh, &kept);
+    for (size_t i = 0; i < kept.count; i++) {
+        char *line = ps_error_format(&kept.items[i]);
+        ps_log_warning("reload: %s", line ? line : kept.items[i].message);
+        free(line);
+    }
+    ps_errors_clear(&kept);
+
     ps_errors changes;
     ps_errors_init(&changes);
     size_t n = ps_config_diff(d->cfg, fresh, &changes);
@@ -492,7 +505,7 @@ int ps_daemon_new(const char *config_path, ps_config *cfg, int log_level_overrid
     d->base = event_base_new();
     int r = -ENOMEM;
     if (!d->config_path || !d->base ||
-        (r = ps_leader_new(d, cfg->migration.id, leader_changed, d, &d->leader)) < 0) {
+        (r = ps_leader_new(d, leader_changed, d, &d->leader)) < 0) {
         ps_daemon_free(d);
         return r;
     }

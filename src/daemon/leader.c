@@ -79,7 +79,6 @@ static const char SQL_TERMINATE[] =
 
 struct ps_leader {
     ps_daemon *d;
-    char *migration_id; /* the lock key: fixed for the process */
     ps_leader_change_cb cb;
     void *cb_arg;
     struct event *ev_wake; /* the policy's next deadline, or a kick (one-shot) */
@@ -101,6 +100,13 @@ struct ps_leader {
 };
 
 static void step(ps_leader *l);
+
+/* The lock key. The config's, read at each use: migration.id is restart-only
+ * (config.c), so a reload never changes it under a held lock. */
+static const char *migration_id(const ps_leader *l)
+{
+    return ps_daemon_config(l->d)->migration.id;
+}
 
 static const char *errfield(const PGresult *res, int field, const char *dflt)
 {
@@ -188,7 +194,7 @@ static void on_lock(ps_pgconn *c, const PGresult *res, void *arg)
                  PQgetisnull(res, 0, 3) ? "" : PQgetvalue(res, 0, 3));
         ps_log_info("leader: this daemon leads migration %s now (its lock is held by backend "
                     "pid %d)",
-                    l->migration_id, l->backend_pid);
+                    migration_id(l), l->backend_pid);
     } else {
         int holder = PQgetisnull(res, 0, 2) ? 0 : atoi(PQgetvalue(res, 0, 2));
         if (holder > 0 && holder == l->leader_pid && holder != atoi(PQgetvalue(res, 0, 1)) &&
@@ -197,7 +203,7 @@ static void on_lock(ps_pgconn *c, const PGresult *res, void *arg)
             ps_log_warning("leader: the leader lock for migration %s is still held by our own "
                            "previous session (backend pid %d), whose connection was lost; "
                            "terminating it",
-                           l->migration_id, holder);
+                           migration_id(l), holder);
             l->st.terminate_wanted = true;
             l->st.lock_retry_at_ms = 0;
         } else {
@@ -205,11 +211,11 @@ static void on_lock(ps_pgconn *c, const PGresult *res, void *arg)
                 if (holder > 0)
                     ps_log_notice("leader: standby: another pgshadowd holds the leader lock for "
                                   "migration %s (backend pid %d); retrying every %d ms",
-                                  l->migration_id, holder, PS_LEADER_LOCK_RETRY_MS);
+                                  migration_id(l), holder, PS_LEADER_LOCK_RETRY_MS);
                 else
                     ps_log_notice("leader: standby: another pgshadowd holds the leader lock for "
                                   "migration %s; retrying every %d ms",
-                                  l->migration_id, PS_LEADER_LOCK_RETRY_MS);
+                                  migration_id(l), PS_LEADER_LOCK_RETRY_MS);
             }
             l->role = PS_LEADER_ROLE_STANDBY;
             l->lock_holder_pid = holder;
@@ -318,7 +324,7 @@ static void step(ps_leader *l)
         return;
     }
     case PS_LEADER_LOCK: {
-        const char *p[1] = {l->migration_id};
+        const char *p[1] = {migration_id(l)};
         send_query(l, m, SQL_LOCK, 1, p, on_lock);
         return;
     }
@@ -361,18 +367,12 @@ int ps_leader_backend_pid(const ps_leader *l)
     return ps_leader_is_leader(l) ? l->backend_pid : 0;
 }
 
-const char *ps_leader_migration_id(const ps_leader *l)
-{
-    return l->migration_id;
-}
-
 const ps_leader_stats *ps_leader_get_stats(const ps_leader *l)
 {
     return &l->stats;
 }
 
-int ps_leader_new(ps_daemon *d, const char *migration_id, ps_leader_change_cb cb, void *arg,
-                  ps_leader **out)
+int ps_leader_new(ps_daemon *d, ps_leader_change_cb cb, void *arg, ps_leader **out)
 {
     *out = NULL;
     ps_leader *l = calloc(1, sizeof *l);
@@ -381,9 +381,8 @@ int ps_leader_new(ps_daemon *d, const char *migration_id, ps_leader_change_cb cb
     l->d = d;
     l->cb = cb;
     l->cb_arg = arg;
-    l->migration_id = strdup(migration_id);
     l->ev_wake = evtimer_new(ps_daemon_base(d), wake_cb, l);
-    if (!l->migration_id || !l->ev_wake) {
+    if (!l->ev_wake) {
         ps_leader_free(l);
         return -ENOMEM;
     }
@@ -397,6 +396,5 @@ void ps_leader_free(ps_leader *l)
         return;
     if (l->ev_wake)
         event_free(l->ev_wake);
-    free(l->migration_id);
     free(l);
 }

@@ -82,7 +82,6 @@ struct ps_sync {
     struct event *ev_catchup; /* catchup_interval (persistent) */
     struct event *ev_wake;    /* the policy's next deadline (one-shot) */
     int64_t catchup_ms;       /* period ev_catchup runs at */
-    char *migration_id;       /* fixed for the process: the lock key */
 
     ps_sync_state st;
 
@@ -465,7 +464,7 @@ static void step(ps_sync *s)
     int64_t wait = -1;
     ps_sync_action a = ps_sync_next(&s->st, &wait);
     char n1[16];
-    const char *p[3] = {s->migration_id, n1, NULL};
+    const char *p[3] = {cfg->migration.id, n1, NULL};
     switch (a) {
     case PS_SYNC_IDLE:
         return;
@@ -566,7 +565,7 @@ static void sync_on_leader(ps_daemon *d, bool leader, void *arg)
     s->st.registry_check = true;
     s->armed = false;
     ps_log_notice("sync: leader lock acquired for migration %s (backend pid %d); syncing",
-                  s->migration_id, ps_leader_backend_pid(ps_daemon_leader(d)));
+                  ps_daemon_config(d)->migration.id, ps_leader_backend_pid(ps_daemon_leader(d)));
     step(s);
 }
 
@@ -590,14 +589,11 @@ static void sync_on_reload(ps_daemon *d, const ps_config *old_cfg, const ps_conf
 {
     ps_sync *s = arg;
     (void)d;
-    /* batch_size, batch_delay, backfill_chunk, max_replication_lag and
-     * on_apply_error are read from the config at each use. */
+    /* batch_size, batch_delay, backfill_chunk, max_replication_lag,
+     * on_apply_error and migration.id are read from the config at each use
+     * (migration.id never changes: it is restart-only, config.c). */
     if (old_cfg->sync.catchup_interval_ms != new_cfg->sync.catchup_interval_ms && !s->st.stopping)
         arm_catchup(s, new_cfg->sync.catchup_interval_ms);
-    if (strcmp(new_cfg->migration.id, s->migration_id) != 0)
-        ps_log_warning("sync: migration.id changed to %s; this process keeps syncing %s (the "
-                       "leader lock is per id): restart pgshadowd to switch",
-                       new_cfg->migration.id, s->migration_id);
     if (s->st.halted) {
         ps_log_notice("sync: reload: clearing the halt (%s); applying again", s->halted);
         free(s->halted);
@@ -651,11 +647,10 @@ int ps_sync_new(ps_daemon *d, ps_sync **out)
         return -ENOMEM;
     s->d = d;
     struct event_base *base = ps_daemon_base(d);
-    s->migration_id = strdup(ps_daemon_config(d)->migration.id);
     s->ev_delay = evtimer_new(base, apply_wakeup, s);
     s->ev_catchup = event_new(base, -1, EV_PERSIST, apply_wakeup, s);
     s->ev_wake = evtimer_new(base, wake_cb, s);
-    if (!s->migration_id || !s->ev_delay || !s->ev_catchup || !s->ev_wake) {
+    if (!s->ev_delay || !s->ev_catchup || !s->ev_wake) {
         ps_sync_free(s);
         return -ENOMEM;
     }
@@ -674,7 +669,6 @@ void ps_sync_free(ps_sync *s)
     for (size_t i = 0; i < sizeof evs / sizeof *evs; i++)
         if (evs[i])
             event_free(evs[i]);
-    free(s->migration_id);
     free(s->halted);
     free(s);
 }

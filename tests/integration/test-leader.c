@@ -13,7 +13,12 @@
  *     "leader lock acquired ... syncing", once), and B applies;
  *  3. B's main session is terminated by the server: leadership lost is told
  *     to the modules, the lock taken again in the new session and told
- *     again, and B applies.
+ *     again, and B applies;
+ *  4. a reload that changes migration.id (restart-only): logged as "needs a
+ *     restart" at the key's FILE:LINE:COLUMN, the running id stays in force
+ *     (the reload finds no other change; the lock is still B's on the old
+ *     id, nobody's on the new one; leadership is not touched; B goes on
+ *     applying the old migration).
  *
  * The daemons tell their backends apart by application_name (pgshadowd-A,
  * pgshadowd-B in their conninfo). The tests share one database and run in
@@ -100,6 +105,11 @@ static bool drained(int rows)
              rows);
     return itest_wait_true(T.db_conninfo, sql, WAIT_MS);
 }
+
+/* The SQL condition "pid holds the leader lock of migration mig". */
+#define HOLDS_LOCK(mig)                                                                            \
+    "pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "               \
+    "((classid::bigint << 32) | objid::bigint) = hashtextextended('pgshadow:" mig "', 0))"
 
 /* The count of `who`'s backends matching the SQL condition cond. */
 static long long backends(const char *who, const char *cond)
@@ -237,10 +247,7 @@ static void test_takeover_tells_modules(void **state)
     assert_true(drained(rows));
     assert_true(itest_daemon_log_count(&B, from, "applied batch", NULL) > 0);
     /* exactly one backend holds the lock, and it is B's main session */
-    assert_int_equal(backends("B", "pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
-                                   "AND granted AND ((classid::bigint << 32) | objid::bigint) = "
-                                   "hashtextextended('pgshadow:" MIG "', 0))"),
-                     1);
+    assert_int_equal(backends("B", HOLDS_LOCK(MIG)), 1);
 }
 
 /* 3. The main session ends under B: lost is told, then gained again once
@@ -266,6 +273,44 @@ static void test_lost_and_regained(void **state)
     assert_int_equal(kill(B.pid, 0), 0);
 }
 
+/* 4. migration.id is restart-only: a reload keeps the running one. */
+static void test_reload_keeps_restart_only_key(void **state)
+{
+    (void)state;
+    size_t from = itest_daemon_log_size(&B);
+    assert_int_equal(write_config(T.cfg_b, "B", MIG "_renamed"), 0);
+    assert_int_equal(kill(B.pid, SIGHUP), 0);
+    char want[512];
+    snprintf(want, sizeof want,
+             "warning: reload: %s:4:3: migration.id: \"" MIG "\" -> \"" MIG "_renamed\" needs a "
+             "restart; the running value \"" MIG "\" stays in force",
+             T.cfg_b);
+    size_t noted = wait_log(&B, from, want);
+    size_t nothing = wait_log(&B, noted, "reload: no changes");
+    wait_log(&B, nothing, "in force");
+    assert_int_equal(itest_daemon_log_count(&B, from, "reload: migration.id", NULL), 0);
+    assert_int_equal(itest_daemon_log_count(&B, from, "leadership lost", NULL), 0);
+    /* the lock: still B's on the running id, nobody's on the new one */
+    assert_int_equal(backends("B", HOLDS_LOCK(MIG)), 1);
+    char *v = itest_value_on(T.db_conninfo,
+                             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                             "((classid::bigint << 32) | objid::bigint) = "
+                             "hashtextextended('pgshadow:" MIG "_renamed', 0)");
+    assert_non_null(v);
+    assert_string_equal(v, "0");
+    free(v);
+    /* and it still applies the running migration */
+    size_t before = itest_daemon_log_size(&B);
+    insert(9101, 9110);
+    v = itest_value_on(T.db_conninfo, "SELECT count(*) FROM items");
+    assert_non_null(v);
+    int rows = atoi(v);
+    free(v);
+    assert_true(drained(rows));
+    assert_true(itest_daemon_log_count(&B, before, "applied batch", NULL) > 0);
+    assert_int_equal(write_config(T.cfg_b, "B", MIG), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -273,6 +318,7 @@ int main(void)
         cmocka_unit_test(test_standby_modules_wait),
         cmocka_unit_test(test_takeover_tells_modules),
         cmocka_unit_test(test_lost_and_regained),
+        cmocka_unit_test(test_reload_keeps_restart_only_key),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
