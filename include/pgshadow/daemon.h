@@ -63,6 +63,17 @@ typedef struct ps_metric_sink {
     void *ctx;
 } ps_metric_sink;
 
+/* One uint64_t counter of a stats struct: its metric name, help, offset. */
+typedef struct ps_metric_counter {
+    const char *name, *help;
+    size_t off;
+} ps_metric_counter;
+
+/* Report every counter of `stats` (a struct of uint64_t counters, such as
+ * ps_daemon_stats) to sink: the usual body of a collect hook. */
+void ps_metric_counters(const ps_metric_sink *sink, const void *stats,
+                        const ps_metric_counter *counters, size_t n);
+
 typedef struct ps_daemon_module {
     const char *name;
     /* 0 and *arg (passed to every other hook), or -errno: the daemon does not

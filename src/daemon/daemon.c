@@ -622,10 +622,7 @@ const char *ps_daemon_status(const ps_daemon *d)
 
 void ps_daemon_collect(ps_daemon *d, const ps_metric_sink *sink)
 {
-    static const struct {
-        const char *name, *help;
-        size_t off;
-    } counters[] = {
+    static const ps_metric_counter counters[] = {
         {"pgshadow_daemon_notifies_total", "NOTIFYs received on either channel",
          offsetof(ps_daemon_stats, notifies)},
         {"pgshadow_daemon_resyncs_total", "catch-up rounds after the LISTEN connection came up",
@@ -637,10 +634,7 @@ void ps_daemon_collect(ps_daemon *d, const ps_metric_sink *sink)
         {"pgshadow_daemon_reload_failures_total", "reloads refused: the file was invalid",
          offsetof(ps_daemon_stats, reload_failures)},
     };
-    for (size_t i = 0; i < sizeof counters / sizeof *counters; i++)
-        sink->sample(sink->ctx, counters[i].name, PS_METRIC_COUNTER,
-                     (double)*(const uint64_t *)((const char *)&d->stats + counters[i].off),
-                     counters[i].help);
+    ps_metric_counters(sink, &d->stats, counters, sizeof counters / sizeof *counters);
     sink->sample(sink->ctx, "pgshadow_leader", PS_METRIC_GAUGE,
                  ps_leader_is_leader(d->leader) ? 1 : 0,
                  "1 while this daemon holds the migration's leader lock");

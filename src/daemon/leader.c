@@ -108,12 +108,6 @@ static const char *migration_id(const ps_leader *l)
     return ps_daemon_config(l->d)->migration.id;
 }
 
-static const char *errfield(const PGresult *res, int field, const char *dflt)
-{
-    const char *v = PQresultErrorField(res, field);
-    return v && *v ? v : dflt;
-}
-
 static uint64_t session_of(ps_pgconn *c)
 {
     return c && ps_pgconn_is_up(c) ? ps_pgconn_session_id(c) : 0;
@@ -160,8 +154,8 @@ static void on_session(ps_pgconn *c, const PGresult *res, void *arg)
         ps_log_fields(LOG_WARNING, f,
                       "leader: cannot set the session's keepalives and timeouts: %s %s; going on "
                       "without them",
-                      errfield(res, PG_DIAG_SQLSTATE, "?"),
-                      errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error"));
+                      ps_pgconn_errfield(res, PG_DIAG_SQLSTATE, "?"),
+                      ps_pgconn_errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error"));
     else
         ps_log_fields(LOG_DEBUG, f, "leader: session keepalives and timeouts set");
     if (c == ps_daemon_main_conn(l->d))
@@ -183,7 +177,7 @@ static void on_lock(ps_pgconn *c, const PGresult *res, void *arg)
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         l->stats.errors++;
         ps_log_error("leader: leader lock attempt failed: %s",
-                     errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unexpected result"));
+                     ps_pgconn_errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unexpected result"));
     } else if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
         l->lock_session = ps_pgconn_session_id(c);
         l->role = PS_LEADER_ROLE_LEADER;
@@ -233,7 +227,7 @@ static void on_terminate(ps_pgconn *c, const PGresult *res, void *arg)
     if (res && PQresultStatus(res) != PGRES_TUPLES_OK) {
         l->stats.errors++;
         ps_log_error("leader: cannot terminate our previous session (backend pid %d): %s",
-                     l->leader_pid, errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error"));
+                     l->leader_pid, ps_pgconn_errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error"));
     } else if (res) {
         ps_log_notice("leader: previous session (backend pid %d) %s; taking the leader lock again",
                       l->leader_pid,

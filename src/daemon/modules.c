@@ -109,6 +109,15 @@ void ps_modules_status(ps_modules *t, ps_daemon *d, char *buf, size_t len, size_
     }
 }
 
+void ps_metric_counters(const ps_metric_sink *sink, const void *stats,
+                        const ps_metric_counter *counters, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sink->sample(sink->ctx, counters[i].name, PS_METRIC_COUNTER,
+                     (double)*(const uint64_t *)((const char *)stats + counters[i].off),
+                     counters[i].help);
+}
+
 void ps_modules_collect(ps_modules *t, ps_daemon *d, const ps_metric_sink *sink)
 {
     for (size_t i = 0; i < t->n; i++)

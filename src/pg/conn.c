@@ -1101,6 +1101,12 @@ const char *ps_pgconn_name(const ps_pgconn *c)
     return c ? c->name : NULL;
 }
 
+const char *ps_pgconn_errfield(const PGresult *res, int field, const char *dflt)
+{
+    const char *v = res ? PQresultErrorField(res, field) : NULL;
+    return v && *v ? v : dflt;
+}
+
 PGconn *ps_pgconn_raw(ps_pgconn *c)
 {
     return c && c->state == ST_UP ? c->pg : NULL;

@@ -109,18 +109,12 @@ struct ps_sync {
 
 static void step(ps_sync *s);
 
-static const char *errfield(const PGresult *res, int field, const char *dflt)
-{
-    const char *v = PQresultErrorField(res, field);
-    return v && *v ? v : dflt;
-}
-
 /* A query came back with an error: log it and back off. */
 static void query_failed(ps_sync *s, const char *what, const PGresult *res)
 {
     s->stats.errors++;
-    const char *state = errfield(res, PG_DIAG_SQLSTATE, "?");
-    const char *msg = errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error");
+    const char *state = ps_pgconn_errfield(res, PG_DIAG_SQLSTATE, "?");
+    const char *msg = ps_pgconn_errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error");
     int64_t backoff = s->catchup_ms > PS_SYNC_ERROR_RETRY_MS ? s->catchup_ms : PS_SYNC_ERROR_RETRY_MS;
     if (strcmp(state, "55P03") == 0)
         ps_log_warning("sync: %s gave up waiting for a lock after lock_timeout (5 s): %s; another "
@@ -413,7 +407,7 @@ static void on_registry(ps_pgconn *c, const PGresult *res, void *arg)
         /* Not retried: the apply path reports a missing database side. */
         s->stats.errors++;
         ps_log_warning("sync: cannot compare the config with pgshadow.tables: %s",
-                       errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unexpected result"));
+                       ps_pgconn_errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unexpected result"));
         step(s);
         return;
     }
@@ -695,10 +689,7 @@ static void sync_collect(ps_daemon *d, const ps_metric_sink *sink, void *arg)
 {
     ps_sync *s = arg;
     (void)d;
-    static const struct {
-        const char *name, *help;
-        size_t off;
-    } counters[] = {
+    static const ps_metric_counter counters[] = {
         {"pgshadow_sync_apply_batches_total", "apply_batch calls that returned a row",
          offsetof(ps_sync_stats, apply_batches)},
         {"pgshadow_sync_applied_total", "change-log entries applied",
@@ -712,10 +703,7 @@ static void sync_collect(ps_daemon *d, const ps_metric_sink *sink, void *arg)
         {"pgshadow_sync_errors_total", "failed queries of the sync engine",
          offsetof(ps_sync_stats, errors)},
     };
-    for (size_t i = 0; i < sizeof counters / sizeof *counters; i++)
-        sink->sample(sink->ctx, counters[i].name, PS_METRIC_COUNTER,
-                     (double)*(const uint64_t *)((const char *)&s->stats + counters[i].off),
-                     counters[i].help);
+    ps_metric_counters(sink, &s->stats, counters, sizeof counters / sizeof *counters);
     sink->sample(sink->ctx, "pgshadow_sync_halted", PS_METRIC_GAUGE, s->st.halted ? 1 : 0,
                  "1 while on_apply_error: halt has stopped the apply");
     sink->sample(sink->ctx, "pgshadow_sync_lag_seconds", PS_METRIC_GAUGE, s->sync_lag_s,

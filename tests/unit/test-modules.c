@@ -5,7 +5,8 @@
  * order and lost in reverse; STATUS words joined with "; " and nothing added
  * for a module that is silent; collect in table order; a failed create adds
  * nothing and a full table says so. No loop, no database: d is never
- * dereferenced by the table, so the tests pass a marker.
+ * dereferenced by the table, so the tests pass a marker. Last, the real
+ * daemon (never run) with the real sync module: added, collected, freed.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 
 #include "pgshadow/modules.h"
+#include "pgshadow/sync.h"
 #include "pgshadow/util.h"
 
 static char trace[1024]; /* "create:a create:b leader+:a ..." */
@@ -237,6 +239,71 @@ static void test_collect_in_table_order(void **state)
     ps_modules_free(&t);
 }
 
+/* The usual body of a collect hook: each uint64_t counter of a stats struct
+ * reported with its name and help. */
+static struct {
+    char names[256];
+    size_t pos;
+    double sum;
+} seen;
+
+static void sample_sum(void *ctx, const char *name, ps_metric_kind kind, double value,
+                       const char *help)
+{
+    (void)ctx;
+    assert_non_null(help);
+    if (kind == PS_METRIC_COUNTER) {
+        ps_appendf(seen.names, sizeof seen.names, &seen.pos, "%s ", name);
+        seen.sum += value;
+    }
+}
+
+static void test_metric_counters(void **state)
+{
+    (void)state;
+    struct {
+        uint64_t a, b;
+    } stats = {3, 40};
+    static const ps_metric_counter counters[] = {
+        {"x_a_total", "a", offsetof(__typeof__(stats), a)},
+        {"x_b_total", "b", offsetof(__typeof__(stats), b)},
+    };
+    memset(&seen, 0, sizeof seen);
+    ps_metric_sink sink = {.sample = sample_sum};
+    ps_metric_counters(&sink, &stats, counters, 2);
+    assert_string_equal(seen.names, "x_a_total x_b_total ");
+    assert_true(seen.sum == 43);
+}
+
+/* The real daemon with the real sync module, never run (no database): the
+ * module is created through the table, reports its counters after the
+ * daemon's and the leader's, and is freed by ps_daemon_free. */
+static void test_daemon_with_sync_module(void **state)
+{
+    (void)state;
+    static const char yaml[] = "database:\n  conninfo: \"dbname=x\"\n"
+                               "migration:\n  id: m1\n  tables:\n    - name: t\n";
+    ps_errors errs;
+    ps_errors_init(&errs);
+    ps_config *cfg = NULL;
+    assert_int_equal(ps_config_load_buffer("t.yaml", yaml, strlen(yaml), &cfg, &errs), 0);
+    ps_daemon *d = NULL;
+    assert_int_equal(ps_daemon_new("t.yaml", cfg, -1, &d), 0);
+    assert_int_equal(ps_daemon_add(d, &ps_sync_module), 0);
+    assert_false(ps_daemon_is_leader(d));
+    assert_null(ps_daemon_main_conn(d));
+    assert_null(ps_daemon_work_conn(d));
+    memset(&seen, 0, sizeof seen);
+    ps_metric_sink sink = {.sample = sample_sum};
+    ps_daemon_collect(d, &sink);
+    assert_non_null(strstr(seen.names, "pgshadow_daemon_reloads_total "
+                                       "pgshadow_daemon_reload_failures_total "
+                                       "pgshadow_leader_acquired_total "
+                                       "pgshadow_sync_apply_batches_total "));
+    assert_true(seen.sum == 0);
+    ps_daemon_free(d); /* frees the sync module: ASan would see a leak */
+}
+
 static void test_table_full(void **state)
 {
     (void)state;
@@ -258,6 +325,8 @@ int main(void)
         cmocka_unit_test(test_leadership_dispatch),
         cmocka_unit_test(test_status_words),
         cmocka_unit_test(test_collect_in_table_order),
+        cmocka_unit_test(test_metric_counters),
+        cmocka_unit_test(test_daemon_with_sync_module),
         cmocka_unit_test(test_table_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
