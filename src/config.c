@@ -13,10 +13,18 @@
  *   2. validate: one table per section (the `*_keys` arrays below) gives each
  *      key its type, range, default and where it is stored; one walker
  *      applies the tables, collecting every problem with the position of the
- *      offending node. The same tables drive defaults and ps_config_diff().
+ *      offending node. The same tables drive defaults, ps_config_diff() and
+ *      the restart-only keys a reload keeps (F_RESTART,
+ *      ps_config_keep_restart_only()).
  * Errors are sorted by position before they are returned. Out of memory
  * aborts: the loader runs at start-up and on reload, where a partial config
  * would be worse than no process.
+ *
+ * Why one file of ~1,900 lines: the reader, the key tables, the walker and
+ * the diff share the parse tree, the key_spec type and the error context,
+ * all private here; split, they would have to become a public internal
+ * header. The seams for a split into src/config/ (reader, tables,
+ * validation, diff) are the section comments below.
  */
 #include "pgshadow/config.h"
 

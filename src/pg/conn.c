@@ -31,6 +31,11 @@
  *    an answer that arrives after its attempt ended, or after the struct was
  *    freed (evdns delivers abandoned answers later, from the loop), touches
  *    only the small request it owns.
+ *
+ * Why one file of ~1,200 lines: connecting, resolving, the query FIFO, the
+ * LISTEN registry and liveness are one state machine over one struct, and
+ * the invariants above hold across all of them (every teardown path must
+ * complete the queue, orphan the lookup and bump gen together).
  */
 #include "pgshadow/pgconn.h"
 
