@@ -13,10 +13,18 @@
  *   2. validate: one table per section (the `*_keys` arrays below) gives each
  *      key its type, range, default and where it is stored; one walker
  *      applies the tables, collecting every problem with the position of the
- *      offending node. The same tables drive defaults and ps_config_diff().
+ *      offending node. The same tables drive defaults, ps_config_diff() and
+ *      the restart-only keys a reload keeps (F_RESTART,
+ *      ps_config_keep_restart_only()).
  * Errors are sorted by position before they are returned. Out of memory
  * aborts: the loader runs at start-up and on reload, where a partial config
  * would be worse than no process.
+ *
+ * Why one file of ~1,900 lines: the reader, the key tables, the walker and
+ * the diff share the parse tree, the key_spec type and the error context,
+ * all private here; split, they would have to become a public internal
+ * header. The seams for a split into src/config/ (reader, tables,
+ * validation, diff) are the section comments below.
  */
 #include "pgshadow/config.h"
 
@@ -37,6 +45,7 @@
 
 #include "pgshadow/duration.h"
 #include "pgshadow/redact.h"
+#include "pgshadow/util.h"
 #include "pgshadow/xalloc.h"
 
 #define MAX_ERRORS 100
@@ -253,6 +262,8 @@ typedef struct ctx {
     ps_errors *errs;
     size_t first; /* errs->count when this load began */
     size_t found; /* every error found, kept or not */
+    ps_config *cfg;   /* being built: where each key was written goes into it */
+    size_t where_cap; /* allocated entries of cfg->where */
 } ctx;
 
 static size_t ctx_errors(const ctx *c)
@@ -575,6 +586,9 @@ typedef enum {
 
 #define F_SECRET 1u  /* never print the value (diff says "changed") */
 #define F_NULL_OK 2u /* a null value means the empty string */
+/* A reload cannot change it: the running value stays, and the reload says
+ * the key needs a restart (ps_config_keep_restart_only). Leaf keys only. */
+#define F_RESTART 4u
 
 typedef struct section section;
 /* A string check: NULL when fine, else why not. */
@@ -695,8 +709,10 @@ static const key_spec database_keys[] = {
 };
 
 static const key_spec migration_keys[] = {
+    /* restart-only: the leader lock is taken per id, and the daemon's
+     * sessions, counters and logs are that migration's */
     { .name = "id", .kind = K_STRING, .off = CFG(migration.id), .required = true,
-      .check = check_migration_id },
+      .check = check_migration_id, .flags = F_RESTART },
     { .name = "schema", .kind = K_STRING, .off = CFG(migration.schema), .def_str = "public",
       .check = check_identifier },
     { .name = "shadow_suffix", .kind = K_STRING, .off = CFG(migration.shadow_suffix),
@@ -890,6 +906,22 @@ static void type_error(ctx *c, const node *v, const char *path, const char *expe
 static void parse_value(ctx *c, const key_spec *k, const node *v, const char *path, void *base);
 static void walk_section(ctx *c, const section *sec, const node *map, const char *path, void *base);
 
+/* Remember where key `path` was written (its key node), for messages about
+ * the key rather than its value. path is copied. */
+static void note_position(ctx *c, const char *path, const node *key)
+{
+    ps_config *cfg = c->cfg;
+    if (cfg == NULL)
+        return;
+    if (cfg->n_where == c->where_cap) {
+        /* doubling: a hostile file may hold many thousand table entries */
+        c->where_cap = c->where_cap ? 2 * c->where_cap : 32;
+        cfg->where = xrealloc(cfg->where, c->where_cap * sizeof *cfg->where);
+    }
+    cfg->where[cfg->n_where++] =
+        (ps_config_pos){ .key = xstrdup(path), .line = key->line, .column_no = key->col };
+}
+
 static int key_order(const void *a, const void *b)
 {
     const node *x = *(node *const *)a, *y = *(node *const *)b;
@@ -1027,6 +1059,8 @@ static void walk_section(ctx *c, const section *sec, const node *map, const char
             continue;
         }
         char *p = child_path(path, k->name);
+        if (k->kind != K_SECTION)
+            note_position(c, p, key);
         parse_value(c, k, v, p, base);
         free(p);
     }
@@ -1364,6 +1398,7 @@ int ps_config_load_buffer(const char *name, const char *buf, size_t len, ps_conf
     node empty = { .kind = N_MAP, .line = 1, .col = 1 };
     ps_config *cfg = xcalloc(1, sizeof *cfg);
     cfg->path = xstrdup(name ? name : "");
+    c.cfg = cfg;
     apply_defaults(&root_section, cfg);
     walk_section(&c, &root_section, root ? root : &empty, "", cfg);
     node_free(root);
@@ -1500,6 +1535,9 @@ void ps_config_free(ps_config *cfg)
     free(cfg->migration.tables);
     free(cfg->cutover.stages);
     free(cfg->metrics.listen);
+    for (size_t i = 0; i < cfg->n_where; i++)
+        free(cfg->where[i].key);
+    free(cfg->where);
     free(cfg);
 }
 
@@ -1638,19 +1676,11 @@ static size_t diff_section(const section *sec, const char *path, const void *a, 
     return n;
 }
 
-static bool strs_equal(char *const *x, size_t nx, char *const *y, size_t ny)
-{
-    if (nx != ny)
-        return false;
-    for (size_t i = 0; i < nx; i++)
-        if (strcmp(x[i], y[i]) != 0)
-            return false;
-    return true;
-}
-
 static bool table_equal(const ps_table_config *x, const ps_table_config *y)
 {
-    if (!strs_equal(x->key, x->n_key, y->key, y->n_key) || x->n_columns != y->n_columns)
+    if (!ps_strv_equal((const char *const *)x->key, x->n_key, (const char *const *)y->key,
+                       y->n_key) ||
+        x->n_columns != y->n_columns)
         return false;
     for (size_t i = 0; i < x->n_columns; i++)
         if (strcmp(x->columns[i].column, y->columns[i].column) != 0 ||
@@ -1723,4 +1753,140 @@ size_t ps_config_diff(const ps_config *old_cfg, const ps_config *new_cfg, ps_err
     if (old_cfg == NULL || new_cfg == NULL)
         return 0;
     return diff_section(&root_section, "", old_cfg, new_cfg, changes);
+}
+
+/* ------------------------------------------------------------------ */
+/* restart-only keys                                                    */
+
+bool ps_config_position(const ps_config *cfg, const char *key, int *line, int *column)
+{
+    for (size_t i = 0; cfg && key && i < cfg->n_where; i++) {
+        if (strcmp(cfg->where[i].key, key) == 0) {
+            *line = cfg->where[i].line;
+            *column = cfg->where[i].column_no;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool ps_config_restart_only(const char *key)
+{
+    const section *sec = &root_section;
+    const char *seg = key;
+    while (sec && seg && *seg) {
+        size_t n = strcspn(seg, ".");
+        const key_spec *k = NULL;
+        for (size_t i = 0; i < sec->n && !k; i++)
+            if (strlen(sec->keys[i].name) == n && memcmp(sec->keys[i].name, seg, n) == 0)
+                k = &sec->keys[i];
+        if (k == NULL)
+            return false;
+        if (seg[n] == '\0')
+            return k->kind != K_SECTION && (k->flags & F_RESTART);
+        if (k->kind != K_SECTION)
+            return false;
+        sec = k->sub;
+        seg += n + 1;
+    }
+    return false;
+}
+
+static bool value_equal(const key_spec *k, const void *a, const void *b)
+{
+    if (k->kind != K_STRING)
+        return leaf_equal(k, a, b);
+    const char *x = *(char *const *)((const char *)a + k->off);
+    const char *y = *(char *const *)((const char *)b + k->off);
+    return strcmp(x ? x : "", y ? y : "") == 0;
+}
+
+/* A leaf value as a reload message shows it: strings quoted, cut short. */
+static void value_text(const key_spec *k, const void *base, char *buf, size_t len)
+{
+    if (k->kind != K_STRING) {
+        leaf_text(k, base, buf, len);
+        return;
+    }
+    const char *x = *(char *const *)((const char *)base + k->off);
+    char q[QBUF];
+    snprintf(buf, len, "%s", quoted(x ? x : "", x ? strlen(x) : 0, q, sizeof q));
+}
+
+/* Put running's value of leaf k into fresh. */
+static void keep_value(const key_spec *k, const ps_config *running, ps_config *fresh)
+{
+    const void *src = (const char *)running + k->off;
+    void *dst = (char *)fresh + k->off;
+    size_t size;
+    switch (k->kind) {
+    case K_STRING: {
+        const char *x = *(char *const *)src;
+        char **slot = dst;
+        free(*slot);
+        *slot = x ? xstrdup(x) : NULL;
+        return;
+    }
+    case K_INT:
+    case K_ENUM:
+        size = sizeof(int);
+        break;
+    case K_INT64:
+    case K_DURATION:
+        size = sizeof(int64_t);
+        break;
+    case K_NUMBER:
+        size = sizeof(double);
+        break;
+    case K_BOOL:
+        size = sizeof(bool);
+        break;
+    default:
+        abort(); /* F_RESTART is for leaf keys only */
+    }
+    memcpy(dst, src, size);
+}
+
+static size_t keep_section(const section *sec, const char *path, const ps_config *running,
+                           ps_config *fresh, ps_errors *notes)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sec->n; i++) {
+        const key_spec *k = &sec->keys[i];
+        if (k->kind != K_SECTION && !(k->flags & F_RESTART))
+            continue;
+        char *p = child_path(path, k->name);
+        if (k->kind == K_SECTION) {
+            n += keep_section(k->sub, p, running, fresh, notes);
+        } else if (!value_equal(k, running, fresh)) {
+            /* located where the new file writes the key (a key left out
+             * took its default: the file alone) */
+            int line = 0, col = 0;
+            ps_config_position(fresh, p, &line, &col);
+            if (k->flags & F_SECRET) {
+                ps_errors_add(notes, fresh->path, line, col,
+                              "%s changed, but it needs a restart; the running value stays in "
+                              "force",
+                              p);
+            } else {
+                char was[QBUF], now[QBUF];
+                value_text(k, running, was, sizeof was);
+                value_text(k, fresh, now, sizeof now);
+                ps_errors_add(notes, fresh->path, line, col,
+                              "%s: %s -> %s needs a restart; the running value %s stays in force",
+                              p, was, now, was);
+            }
+            keep_value(k, running, fresh);
+            n++;
+        }
+        free(p);
+    }
+    return n;
+}
+
+size_t ps_config_keep_restart_only(const ps_config *running, ps_config *fresh, ps_errors *notes)
+{
+    if (running == NULL || fresh == NULL)
+        return 0;
+    return keep_section(&root_section, "", running, fresh, notes);
 }

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "pgshadow/redact.h"
+#include "pgshadow/util.h"
 
 #define PS_LOG_MSG_MAX 4096    /* a longer message is truncated */
 #define PS_LOG_LINE_MAX 8192   /* message + fields + prefix */
@@ -80,13 +81,6 @@ static const char *level_word(int prio)
     case LOG_INFO: return "info";
     default: return "debug";
     }
-}
-
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* JOURNAL_STREAM is "DEV:INODE" of the stream systemd connected us to; it is
@@ -371,7 +365,7 @@ static void emit_repeated(rl_slot *s)
 
 void ps_log_flush_suppressed(void)
 {
-    int64_t now = monotonic_ms();
+    int64_t now = ps_clock_ms();
     for (int i = 0; i < PS_LOG_RL_SLOTS; i++) {
         rl_slot *s = &g_log.rl[i];
         if (s->hash && now - s->start_ms >= g_log.rl_interval_ms) {
@@ -390,7 +384,7 @@ static bool ratelimit_pass(int prio, const char *msg)
         return true;
     ps_log_flush_suppressed();
     uint64_t h = hash_msg(prio, msg);
-    int64_t now = monotonic_ms();
+    int64_t now = ps_clock_ms();
     rl_slot *free_slot = NULL, *oldest = NULL;
     for (int i = 0; i < PS_LOG_RL_SLOTS; i++) {
         rl_slot *s = &g_log.rl[i];

@@ -17,6 +17,24 @@
 
 #define EXIT_USAGE 2
 
+/*
+ * The daemon's modules (ps_daemon_module, daemon.h), in setup order: created
+ * and told of every event in this order, speaking in STATUS= in this order,
+ * told of a lost leadership and freed in reverse. A module may rely on the
+ * ones above it. The loop, signals, reload, the connections (main, work,
+ * listen) and leadership (src/daemon/leader.c, which tells every module
+ * through on_leader) are the daemon's own, not entries here.
+ */
+static const ps_daemon_module *const modules[] = {
+    /* sync (src/sync/): keeps every shadow table in step with its primary.
+     * Owns: apply and backfill rounds, the wake-up flag, replication-lag
+     * throttling, the halt, the config vs installed registry check.
+     * Needs: leadership (works only between on_leader gained and lost); the
+     * main connection; NOTIFYs on pgshadow_changes; the config's migration
+     * and sync sections. */
+    &ps_sync_module,
+};
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -114,15 +132,14 @@ int main(int argc, char **argv)
         ps_log_error("cannot set up the daemon: %s", strerror(-r));
         return 1;
     }
-    ps_sync *sync = NULL;
-    if ((r = ps_sync_new(d, &sync)) < 0 || (r = ps_daemon_register(d, &ps_sync_module, sync)) < 0) {
-        ps_log_error("cannot set up the sync engine: %s", strerror(-r));
-        ps_sync_free(sync);
-        ps_daemon_free(d);
-        return 1;
+    for (size_t i = 0; i < sizeof modules / sizeof *modules; i++) {
+        if ((r = ps_daemon_add(d, modules[i])) < 0) {
+            ps_log_error("cannot set up module %s: %s", modules[i]->name, strerror(-r));
+            ps_daemon_free(d);
+            return 1;
+        }
     }
     int code = ps_daemon_run(d);
-    ps_sync_free(sync); /* its timers live on the daemon's event base */
-    ps_daemon_free(d);
+    ps_daemon_free(d); /* the modules first, in reverse order */
     return code;
 }

@@ -40,6 +40,12 @@ typedef struct ps_table_config {
     int line, column_no; /* where the entry starts, for later catalog errors */
 } ps_table_config;
 
+/* Where a key was written in the file. */
+typedef struct ps_config_pos {
+    char *key; /* its path as messages name it: "sync.batch_size", "migration.tables[0].name" */
+    int line, column_no;
+} ps_config_pos;
+
 typedef struct ps_stage {
     int percent;     /* 1..100, strictly increasing, last is 100 */
     int64_t hold_ms; /* > 0 */
@@ -106,6 +112,12 @@ typedef struct ps_config {
     struct {
         char *listen; /* "host:port", or NULL/"" for no endpoint; default 127.0.0.1:9187 */
     } metrics;
+
+    /* Where each key given in the file was written, in the order the loader
+     * met them (a key left at its default is not here): for messages about a
+     * key rather than its value. See ps_config_position. */
+    ps_config_pos *where;
+    size_t n_where;
 } ps_config;
 
 /* Load and validate. On success returns 0 and sets *out (caller frees).
@@ -126,6 +138,22 @@ int ps_log_level_parse(const char *word);
 /* Append one human-readable line per difference between two configs to errs-like
  * list `changes` (file/line unset), for the reload log. Returns the number. */
 size_t ps_config_diff(const ps_config *old_cfg, const ps_config *new_cfg, ps_errors *changes);
+
+/* The line and column where key (a path such as "migration.id") was written
+ * in cfg's file; false when the file does not give it (a default). */
+bool ps_config_position(const ps_config *cfg, const char *key, int *line, int *column);
+
+/* Restart-only keys: marked in the key table, a reload cannot change them
+ * (today: migration.id, the leader lock's key). True for such a key path. */
+bool ps_config_restart_only(const char *key);
+
+/* For a reload, in one place for every restart-only key: each one whose
+ * value in fresh differs from running gets running's value back in fresh,
+ * and one note in notes, located at the key in fresh's file
+ * ("FILE:LINE:COLUMN: migration.id: \"a\" -> \"b\" needs a restart; the
+ * running value \"a\" stays in force"). Call it before ps_config_diff, which
+ * then shows only what the reload really changes. Returns the number kept. */
+size_t ps_config_keep_restart_only(const ps_config *running, ps_config *fresh, ps_errors *notes);
 
 /* The table entry with this name, or NULL. */
 const ps_table_config *ps_config_table(const ps_config *cfg, const char *name);

@@ -1,23 +1,35 @@
 /*
  * daemon.h - the pgshadowd process: one event loop, signals, reload, watchdog,
- * the two database connections, and the table of modules that hang off them.
+ * the database connections (main, work, listen), leadership, and the table of
+ * modules that hang off them.
  *
  * Everything lives in one ps_daemon context passed explicitly. Feature modules
- * (sync engine, verifier, cutover, metrics...) do not own the loop: they
- * register a ps_daemon_module and are called at the moments that matter:
+ * (sync engine, verifier, cutover, metrics...) do not own the loop: each is a
+ * ps_daemon_module, added with ps_daemon_add in the order of the table in
+ * src/pgshadowd.c, and called at the moments that matter:
  *
+ *   create      build the module's state (timers on the daemon's base);
+ *               nothing runs before the loop. Table order.
+ *   free        release it, after the loop ended. Reverse table order.
  *   on_db_up    the LISTEN connection came up (first connect and every
  *               reconnect), LISTENs re-issued: NOTIFYs may have been lost while
  *               down, so this is where a module catches up ("resync").
+ *   on_leader   this daemon became the leader (true) or stopped being it
+ *               (false). Called only on a change: gained in table order, lost
+ *               in reverse. A module whose work must run on one daemon only
+ *               starts it on gained and drops it on lost.
  *   on_notify   a NOTIFY on pgshadow_changes or pgshadow_control.
  *   on_reload   a new, valid config was swapped in (old is still valid during
  *               the call and freed afterwards).
  *   on_stop     SIGTERM/SIGINT: start no new work; work in flight on the main
  *               connection is given up to PS_DAEMON_STOP_TIMEOUT_MS to finish.
- *   status      append a short progress text for STATUS= ("stage 5%; lag 1.2s").
+ *   status      the module's own words for STATUS= ("backfill done; lag
+ *               1.2s"), joined to the others with "; "; nothing when it has
+ *               nothing to say. The daemon adds no words of its own after
+ *               "connected".
+ *   collect     report its counters and gauges to a metrics sink.
  *
- * Modules are called in registration order; all callbacks run on the loop and
- * must not block it.
+ * Every hook may be NULL. All run on the loop and must not block it.
  */
 #ifndef PGSHADOW_DAEMON_H
 #define PGSHADOW_DAEMON_H
@@ -38,17 +50,46 @@
 #define PS_DAEMON_MAX_MODULES 16
 
 typedef struct ps_daemon ps_daemon;
+typedef struct ps_leader ps_leader; /* leader.h */
+
+/* Metrics: a collect hook reports each sample to the sink, which a metrics
+ * endpoint renders. name is a Prometheus name ("pgshadow_sync_applied_total"),
+ * help one line; both are static strings. */
+typedef enum { PS_METRIC_COUNTER = 0, PS_METRIC_GAUGE } ps_metric_kind;
+
+typedef struct ps_metric_sink {
+    void (*sample)(void *ctx, const char *name, ps_metric_kind kind, double value,
+                   const char *help);
+    void *ctx;
+} ps_metric_sink;
+
+/* One uint64_t counter of a stats struct: its metric name, help, offset. */
+typedef struct ps_metric_counter {
+    const char *name, *help;
+    size_t off;
+} ps_metric_counter;
+
+/* Report every counter of `stats` (a struct of uint64_t counters, such as
+ * ps_daemon_stats) to sink: the usual body of a collect hook. */
+void ps_metric_counters(const ps_metric_sink *sink, const void *stats,
+                        const ps_metric_counter *counters, size_t n);
 
 typedef struct ps_daemon_module {
     const char *name;
+    /* 0 and *arg (passed to every other hook), or -errno: the daemon does not
+     * start. NULL: arg is NULL. */
+    int (*create)(ps_daemon *d, void **arg);
+    void (*free)(void *arg);
     void (*on_db_up)(ps_daemon *d, void *arg);
+    void (*on_leader)(ps_daemon *d, bool leader, void *arg);
     void (*on_notify)(ps_daemon *d, const char *channel, const char *payload, void *arg);
     void (*on_reload)(ps_daemon *d, const ps_config *old_cfg, const ps_config *new_cfg,
                       void *arg);
     void (*on_stop)(ps_daemon *d, void *arg);
-    /* Write at most len bytes (NUL included) of progress for STATUS=; return
-     * the length written. NULL: the module contributes nothing. */
+    /* Write at most len bytes (NUL included) for STATUS=; return the length
+     * written, 0 for nothing. */
     size_t (*status)(ps_daemon *d, char *buf, size_t len, void *arg);
+    void (*collect)(ps_daemon *d, const ps_metric_sink *sink, void *arg);
 } ps_daemon_module;
 
 /* Counters for a later metrics/status module. Monotonic for the process. */
@@ -74,9 +115,11 @@ typedef enum {
 int ps_daemon_new(const char *config_path, ps_config *cfg, int log_level_override,
                   ps_daemon **out);
 
-/* Register a module (the struct must outlive the daemon). Before ps_daemon_run.
- * Returns 0, -ENOSPC when the table is full. */
-int ps_daemon_register(ps_daemon *d, const ps_daemon_module *m, void *arg);
+/* Create module m (its create hook) and append it to the daemon's table; the
+ * struct must outlive the daemon. Before ps_daemon_run. Returns 0, -ENOSPC
+ * when the table is full, or the create hook's -errno (nothing added). The
+ * daemon frees its modules, in reverse order, in ps_daemon_free. */
+int ps_daemon_add(ps_daemon *d, const ps_daemon_module *m);
 
 /* Set up signals, connections, timers; send READY=1 once the loop runs; run
  * until stopped. Does not wait for the database: it may be down at start and
@@ -91,17 +134,35 @@ void ps_daemon_stop(ps_daemon *d);
  * kept, returns -EINVAL; valid -> diff logged, swapped, returns 0. */
 int ps_daemon_reload(ps_daemon *d);
 
-void ps_daemon_free(ps_daemon *d); /* NULL is a no-op */
+/* Frees the modules (reverse order), then the connections and the loop.
+ * NULL is a no-op. */
+void ps_daemon_free(ps_daemon *d);
 
 /* Accessors for modules. The config pointer changes on reload: do not keep it
  * across callbacks. */
 const ps_config *ps_daemon_config(const ps_daemon *d);
 struct event_base *ps_daemon_base(ps_daemon *d);
-ps_pgconn *ps_daemon_main_conn(ps_daemon *d); /* for queries; NULL before run */
+/* "main": short writes (apply, backfill, cutover actions), in the session
+ * that holds the leader lock. NULL before run. */
+ps_pgconn *ps_daemon_main_conn(ps_daemon *d);
+/* "work": long reads (verify digests, dashboard polls), so they never queue
+ * ahead of a write on main. Kept up with main's session settings; no module
+ * uses it yet. NULL before run. */
+ps_pgconn *ps_daemon_work_conn(ps_daemon *d);
+/* The leader (leader.h), for its role, backend pid, counters. */
+ps_leader *ps_daemon_leader(ps_daemon *d);
+/* This daemon holds the leader lock in the session of the main connection up
+ * now. Live: false the moment that session is gone, before on_leader says
+ * so; a module checks it before it sends work to main. */
+bool ps_daemon_is_leader(ps_daemon *d);
 const ps_daemon_stats *ps_daemon_get_stats(const ps_daemon *d);
 ps_daemon_state ps_daemon_get_state(const ps_daemon *d);
 
 /* The current STATUS= line (as last sent), for a status endpoint. */
 const char *ps_daemon_status(const ps_daemon *d);
+
+/* Every sample of the daemon (its ps_daemon_stats) and of each module's
+ * collect hook, in table order. */
+void ps_daemon_collect(ps_daemon *d, const ps_metric_sink *sink);
 
 #endif

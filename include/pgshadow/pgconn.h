@@ -116,6 +116,10 @@ uint64_t ps_pgconn_session_id(const ps_pgconn *c);
 const char *ps_pgconn_name(const ps_pgconn *c);
 PGconn *ps_pgconn_raw(ps_pgconn *c); /* for PQescape*; NULL when down */
 
+/* A result's error field (PG_DIAG_SQLSTATE, PG_DIAG_MESSAGE_PRIMARY...), or
+ * dflt when the result has none or an empty one: for log lines. */
+const char *ps_pgconn_errfield(const PGresult *res, int field, const char *dflt);
+
 /* Drop the connection now and reconnect after backoff (used when a caller sees
  * a fatal protocol state). Pending callbacks (res == NULL) and on_down run
  * before this returns; it may be called from inside any callback. */

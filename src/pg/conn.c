@@ -31,6 +31,11 @@
  *    an answer that arrives after its attempt ended, or after the struct was
  *    freed (evdns delivers abandoned answers later, from the loop), touches
  *    only the small request it owns.
+ *
+ * Why one file of ~1,200 lines: connecting, resolving, the query FIFO, the
+ * LISTEN registry and liveness are one state machine over one struct, and
+ * the invariants above hold across all of them (every teardown path must
+ * complete the queue, orphan the lookup and bump gen together).
  */
 #include "pgshadow/pgconn.h"
 
@@ -50,6 +55,7 @@
 #include "pgshadow/backoff.h"
 #include "pgshadow/log.h"
 #include "pgshadow/redact.h"
+#include "pgshadow/util.h"
 
 enum conn_state {
     ST_NEW,        /* created, ps_pgconn_start not called yet */
@@ -154,19 +160,9 @@ static bool leave(ps_pgconn *c)
     return false;
 }
 
-static struct timeval ms_tv(int64_t ms)
-{
-    struct timeval tv;
-    if (ms < 0)
-        ms = 0;
-    tv.tv_sec = (time_t)(ms / 1000);
-    tv.tv_usec = (suseconds_t)((ms % 1000) * 1000);
-    return tv;
-}
-
 static void arm_timer(struct event *ev, int64_t ms)
 {
-    struct timeval tv = ms_tv(ms);
+    struct timeval tv = ps_clock_tv(ms);
     event_add(ev, &tv);
 }
 
@@ -1126,6 +1122,12 @@ uint64_t ps_pgconn_session_id(const ps_pgconn *c)
 const char *ps_pgconn_name(const ps_pgconn *c)
 {
     return c ? c->name : NULL;
+}
+
+const char *ps_pgconn_errfield(const PGresult *res, int field, const char *dflt)
+{
+    const char *v = res ? PQresultErrorField(res, field) : NULL;
+    return v && *v ? v : dflt;
 }
 
 PGconn *ps_pgconn_raw(ps_pgconn *c)

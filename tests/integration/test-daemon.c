@@ -11,8 +11,8 @@
  *    debug-level log nor a notify message;
  *  - a wrong password from a service file: the authentication failure is
  *    logged and retried, and the secret appears in no log line or STATUS=;
- *  - TLS: over TCP with sslmode=verify-full every daemon backend uses TLS
- *    (pg_stat_ssl); a server certificate from a CA the daemon does not trust
+ *  - TLS: over TCP with sslmode=verify-full every daemon backend (main,
+ *    work, listen) uses TLS (pg_stat_ssl); a server certificate from a CA the daemon does not trust
  *    is refused, logged, retried, and the daemon stays up;
  *  - with the sync engine on a real installed table: an invalid reload keeps
  *    the old batch_size and log level in force, a valid one applies the new
@@ -580,8 +580,9 @@ static void test_tls_backends(void **state)
     assert_int_equal(spawn(&q, "tls", cfg, NULL), 0);
     size_t up = itest_daemon_wait_log(&q, 0, "resync: draining change log after (re)connect conn=listen", WAIT_MS);
     size_t main_up = itest_daemon_wait_log(&q, 0, "database connection up (host=127.0.0.1", WAIT_MS);
+    size_t work_up = itest_daemon_wait_log(&q, 0, "user=pgshadow_pw) conn=work", WAIT_MS);
     char *v = NULL;
-    if (up && main_up)
+    if (up && main_up && work_up)
         v = itest_value_on(T.conninfo,
                            "SELECT count(*) || ':' || coalesce(bool_and(s.ssl), false) || ':' || "
                            "string_agg(DISTINCT a.usename, ',') "
@@ -596,8 +597,9 @@ static void test_tls_backends(void **state)
     itest_daemon_cleanup(&q);
     assert_true(up > 0);
     assert_true(main_up > 0);
+    assert_true(work_up > 0);
     assert_non_null(v);
-    assert_string_equal(v, "2:true:pgshadow_pw"); /* main and listen, both TLS */
+    assert_string_equal(v, "3:true:pgshadow_pw"); /* main, work and listen, all TLS */
     free(v);
     assert_false(leaked);
     assert_true(gone);

@@ -1,7 +1,7 @@
 /*
  * test-sync-policy.c - the sync engine's pure decisions (no database): what
- * to do next given the state, throttling, backfill percent/rate/ETA, the
- * duration format and the STATUS= text.
+ * to do next given the state, throttling, backfill percent/rate/ETA and the
+ * STATUS= text (the duration format is util's: tests/unit/test-util.c).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "pgshadow/sync.h"
+#include "pgshadow/leader.h"
+#include "pgshadow/sync_policy.h"
+#include "pgshadow/util.h"
 
 /* A leader with a fresh probe and nothing to do, at t = 10 s. */
 static ps_sync_state idle_leader(void)
@@ -60,7 +62,11 @@ static void test_connection_down_polls(void **state)
     assert_int_equal(w, PS_SYNC_CONN_POLL_MS);
 }
 
-static void test_standby_only_retries_the_lock(void **state)
+/* The lock retries moved with the lock to the leader module
+ * (tests/unit/test-leader-policy.c: test_standby_only_retries_the_lock); what stays
+ * here is the engine's half: a standby does none of the work, and does not
+ * even poll (on_leader wakes it). */
+static void test_standby_does_nothing(void **state)
 {
     (void)state;
     ps_sync_state s = idle_leader();
@@ -68,12 +74,35 @@ static void test_standby_only_retries_the_lock(void **state)
     s.apply_pending = true;   /* work waiting... */
     s.backfill_done = false;  /* ...of both kinds... */
     s.probe_at_ms = 0;        /* ...and a probe due: a standby does none of it */
-    s.lock_retry_at_ms = 10000;
+    s.arm_needed = true;
+    s.registry_check = true;
     int64_t w;
-    assert_int_equal(next(&s, &w), PS_SYNC_LOCK);
-    s.lock_retry_at_ms = 10800;
-    assert_int_equal(next(&s, &w), PS_SYNC_WAIT);
-    assert_int_equal(w, 800);
+    assert_int_equal(next(&s, &w), PS_SYNC_IDLE);
+    assert_int_equal(w, -1);
+}
+
+/* The config vs registry comparison runs first when asked for (on taking the
+ * lead, after a reload), even before an error back-off ends; never on a
+ * standby or while stopping. */
+static void test_registry_check_first(void **state)
+{
+    (void)state;
+    ps_sync_state s = idle_leader();
+    s.registry_check = true;
+    s.apply_pending = true;
+    s.probe_at_ms = 0;
+    s.retry_after_ms = 20000;
+    int64_t w;
+    assert_int_equal(next(&s, &w), PS_SYNC_REGISTRY);
+    assert_int_equal(w, -1);
+    s.registry_check = false;
+    assert_int_equal(next(&s, &w), PS_SYNC_WAIT); /* the back-off again */
+    s.registry_check = true;
+    s.leader = false;
+    assert_int_equal(next(&s, &w), PS_SYNC_IDLE);
+    s.leader = true;
+    s.stopping = true;
+    assert_int_equal(next(&s, &w), PS_SYNC_IDLE);
 }
 
 static void test_error_backoff(void **state)
@@ -220,9 +249,8 @@ static void test_arm_after_empty_round(void **state)
     s.probe_at_ms = 0; /* the probe still comes first */
     assert_int_equal(next(&s, &w), PS_SYNC_PROBE);
     s.probe_at_ms = 10500;
-    s.leader = false;
-    s.lock_retry_at_ms = 20000;
-    assert_int_equal(next(&s, &w), PS_SYNC_WAIT);
+    s.leader = false; /* a standby: nothing, not even a wait (was: wait for the lock retry) */
+    assert_int_equal(next(&s, &w), PS_SYNC_IDLE);
 }
 
 static void test_percent(void **state)
@@ -255,76 +283,69 @@ static void test_rate_and_eta(void **state)
     assert_true(ps_sync_eta_ms(0, 0, 1, INT64_MAX, INT64_MAX / 4) > 0);
 }
 
-static void test_format_duration(void **state)
+/* The words after "connected; " as the daemon writes them: the leader
+ * module's role, then, on a leader only, "; " and the sync engine's words
+ * (src/daemon/daemon.c build_status, src/daemon/modules.c). */
+static size_t status_words(ps_leader_role role, const ps_sync_view *v, char *b, size_t len)
 {
-    (void)state;
-    char b[32];
-    struct {
-        int64_t ms;
-        const char *s;
-    } cases[] = {
-        {-5, "0s"},         {0, "0s"},           {999, "0s"},         {45000, "45s"},
-        {60000, "1m00s"},   {245000, "4m05s"},   {599999, "9m59s"},   {600000, "10m"},
-        {720000, "12m"},    {3600000, "1h00m"},  {11220000, "3h07m"}, {86400000, "1d00h"},
-        {187200000, "2d04h"},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        size_t n = ps_sync_format_duration(cases[i].ms, b, sizeof b);
-        assert_string_equal(b, cases[i].s);
-        assert_int_equal(n, strlen(cases[i].s));
+    size_t pos = ps_leader_format_status(role, b, len);
+    if (role == PS_LEADER_ROLE_LEADER) {
+        char part[128];
+        if (ps_sync_format_status(v, part, sizeof part) > 0)
+            ps_appendf(b, len, &pos, "; %s", part);
     }
-    /* truncation is safe and says how much was written */
-    assert_int_equal(ps_sync_format_duration(245000, b, 3), 2);
-    assert_string_equal(b, "4m");
-    assert_int_equal(ps_sync_format_duration(245000, b, 0), 0);
+    return pos;
 }
 
 static void test_status_texts(void **state)
 {
     (void)state;
     char b[128];
-    ps_sync_view v = {.role = PS_SYNC_ROLE_STANDBY, .bf_eta_ms = -1, .sync_lag_s = -1};
-    ps_sync_format_status(&v, b, sizeof b);
+    ps_sync_view v = {.bf_eta_ms = -1, .sync_lag_s = -1};
+    status_words(PS_LEADER_ROLE_STANDBY, &v, b, sizeof b);
     assert_string_equal(b, "standby: another pgshadowd holds the lock");
 
-    v.role = PS_SYNC_ROLE_UNKNOWN;
-    ps_sync_format_status(&v, b, sizeof b);
+    status_words(PS_LEADER_ROLE_UNKNOWN, &v, b, sizeof b);
     assert_string_equal(b, "sync: acquiring leader lock");
 
-    v = (ps_sync_view){.role = PS_SYNC_ROLE_LEADER, .bf_table = "contexts", .bf_percent = 41,
+    v = (ps_sync_view){.bf_table = "contexts", .bf_percent = 41,
                        .bf_eta_ms = 120000, .sync_lag_s = 0.3};
-    size_t n = ps_sync_format_status(&v, b, sizeof b);
+    size_t n = status_words(PS_LEADER_ROLE_LEADER, &v, b, sizeof b);
     assert_string_equal(b, "leader; backfill contexts 41% ETA 2m00s; lag 0.3s");
     assert_int_equal(n, strlen(b));
 
     v.bf_eta_ms = -1;
     v.sync_lag_s = -1;
-    ps_sync_format_status(&v, b, sizeof b);
+    status_words(PS_LEADER_ROLE_LEADER, &v, b, sizeof b);
     assert_string_equal(b, "leader; backfill contexts 41%; lag -");
 
-    v = (ps_sync_view){.role = PS_SYNC_ROLE_LEADER, .backfill_done = true, .sync_lag_s = 1.25,
+    v = (ps_sync_view){.backfill_done = true, .sync_lag_s = 1.25,
                        .bf_eta_ms = -1};
-    ps_sync_format_status(&v, b, sizeof b);
+    status_words(PS_LEADER_ROLE_LEADER, &v, b, sizeof b);
     assert_string_equal(b, "leader; backfill done; lag 1.2s");
 
-    v = (ps_sync_view){.role = PS_SYNC_ROLE_LEADER, .throttle = PS_SYNC_THROTTLE_APPLY,
+    v = (ps_sync_view){.throttle = PS_SYNC_THROTTLE_APPLY,
                        .repl_lag_ms = 45000, .bf_table = "t", .sync_lag_s = 2.0};
-    ps_sync_format_status(&v, b, sizeof b);
+    status_words(PS_LEADER_ROLE_LEADER, &v, b, sizeof b);
     assert_string_equal(b, "leader; backfill paused (replication lag 45.000s); apply slowed; lag 2.0s");
 
-    v = (ps_sync_view){.role = PS_SYNC_ROLE_LEADER,
-                       .halted = "contexts: 23514 new row violates check constraint (key {1})",
+    v = (ps_sync_view){.halted = "contexts: 23514 new row violates check constraint (key {1})",
                        .sync_lag_s = 9};
-    ps_sync_format_status(&v, b, sizeof b);
+    status_words(PS_LEADER_ROLE_LEADER, &v, b, sizeof b);
     assert_string_equal(
         b, "leader; HALTED: contexts: 23514 new row violates check constraint (key {1})");
 
     /* truncation: never past the buffer, NUL-terminated, length honest */
     char small[16];
-    n = ps_sync_format_status(&v, small, sizeof small);
+    n = status_words(PS_LEADER_ROLE_LEADER, &v, small, sizeof small);
     assert_int_equal(n, strlen(small));
     assert_true(n < sizeof small);
     assert_memory_equal(small, "leader; HALTED:", n);
+    /* and the engine's formatter on its own */
+    n = ps_sync_format_status(&v, small, sizeof small);
+    assert_int_equal(n, strlen(small));
+    assert_true(n < sizeof small);
+    assert_memory_equal(small, "HALTED: context", n);
 }
 
 /* A wake-up that arrived while an apply round was in flight survives the
@@ -351,156 +372,16 @@ static void test_wakeup_during_apply_kept(void **state)
     assert_true(s.apply_pending);
 }
 
-/* ---- config vs installed registry ---- */
-
-typedef struct diff_log {
-    int n;
-    char msgs[8][512];
-} diff_log;
-
-static void collect(const char *table, const char *msg, void *arg)
-{
-    diff_log *l = arg;
-    if (l->n < 8)
-        snprintf(l->msgs[l->n], sizeof l->msgs[0], "%s: %s", table, msg);
-    l->n++;
-}
-
-static char *k_id[] = {"id"};
-static const char *const inst_key[] = {"id"};
-static const char *const inst_pk[] = {"id"};
-static const ps_sync_installed_col inst_cols[] = {
-    {"id", "p.id", "p.id"},
-    {"relevance_score", "least(p.relevance_score, 1.0)", "p.relevance_score"},
-    {"Name", "p.\"Name\"", "p.\"Name\""},
-};
-
-static void base_config(ps_config *cfg, ps_table_config *t, ps_column_map *cm)
-{
-    memset(cfg, 0, sizeof *cfg);
-    memset(t, 0, sizeof *t);
-    cm->column = "relevance_score";
-    cm->expr = "least(p.relevance_score, 1.0)";
-    t->name = "contexts";
-    t->columns = cm;
-    t->n_columns = 1;
-    cfg->migration.schema = "public";
-    cfg->migration.tables = t;
-    cfg->migration.n_tables = 1;
-}
-
-static ps_sync_installed base_installed(void)
-{
-    ps_sync_installed in = {.schema = "public", .table = "contexts", .key = inst_key, .n_key = 1,
-                            .pk = inst_pk, .n_pk = 1, .cols = inst_cols, .n_cols = 3};
-    return in;
-}
-
-static void test_registry_same(void **state)
-{
-    (void)state;
-    ps_config cfg;
-    ps_table_config t;
-    ps_column_map cm;
-    base_config(&cfg, &t, &cm);
-    ps_sync_installed in = base_installed();
-    diff_log l = {0};
-    assert_int_equal(ps_sync_registry_diff(&cfg, &in, 1, collect, &l), 0);
-    assert_int_equal(l.n, 0);
-    /* an explicit key equal to the installed one is no difference either */
-    t.key = k_id;
-    t.n_key = 1;
-    assert_int_equal(ps_sync_registry_diff(&cfg, &in, 1, collect, &l), 0);
-}
-
-static void test_registry_column_changed(void **state)
-{
-    (void)state;
-    ps_config cfg;
-    ps_table_config t;
-    ps_column_map cm;
-    base_config(&cfg, &t, &cm);
-    ps_sync_installed in = base_installed();
-    diff_log l = {0};
-    cm.expr = "p.relevance_score";
-    assert_int_equal(ps_sync_registry_diff(&cfg, &in, 1, collect, &l), 1);
-    assert_string_equal(l.msgs[0], "contexts: columns: relevance_score changed "
-                                   "(\"least(p.relevance_score, 1.0)\" -> \"p.relevance_score\")");
-    /* columns: removed altogether: the default p.<col> is what install stores */
-    memset(&l, 0, sizeof l);
-    t.n_columns = 0;
-    assert_int_equal(ps_sync_registry_diff(&cfg, &in, 1, collect, &l), 1);
-    assert_non_null(strstr(l.msgs[0], "-> \"p.relevance_score\""));
-    /* a mapping for a column the installed map does not have */
-    memset(&l, 0, sizeof l);
-    ps_column_map two[2] = {cm, {.column = "extra", .expr = "1"}};
-    two[0].expr = "least(p.relevance_score, 1.0)";
-    t.columns = two;
-    t.n_columns = 2;
-    assert_int_equal(ps_sync_registry_diff(&cfg, &in, 1, collect, &l), 1);
-    assert_non_null(strstr(l.msgs[0], "contexts: columns: extra is mapped in the config"));
-}
-
-static void test_registry_key_changed(void **state)
-{
-    (void)state;
-    ps_config cfg;
-    ps_table_config t;
-    ps_column_map cm;
-    base_config(&cfg, &t, &cm);
-    ps_sync_installed in = base_installed();
-    diff_log l = {0};
-    char *k2[] = {"id", "Name"};
-    t.key = k2;
-    t.n_key = 2;
-    assert_int_equal(ps_sync_registry_diff(&cfg, &in, 1, collect, &l), 1);
-    assert_string_equal(l.msgs[0], "contexts: key changed (id -> id, Name)");
-    /* installed with a configured key, config now says "primary key" */
-    memset(&l, 0, sizeof l);
-    static const char *const ik2[] = {"id", "Name"};
-    in.key = ik2;
-    in.n_key = 2;
-    t.n_key = 0;
-    assert_int_equal(ps_sync_registry_diff(&cfg, &in, 1, collect, &l), 1);
-    assert_string_equal(l.msgs[0], "contexts: key changed (id, Name -> primary key id)");
-}
-
-static void test_registry_tables_added_removed(void **state)
-{
-    (void)state;
-    ps_config cfg;
-    ps_table_config t[2];
-    ps_column_map cm;
-    base_config(&cfg, &t[0], &cm);
-    memset(&t[1], 0, sizeof t[1]);
-    t[1].name = "users";
-    cfg.migration.tables = t;
-    cfg.migration.n_tables = 2;
-    ps_sync_installed in[2] = {base_installed(), base_installed()};
-    in[1].table = "orders";
-    diff_log l = {0};
-    assert_int_equal(ps_sync_registry_diff(&cfg, in, 2, collect, &l), 2);
-    assert_string_equal(l.msgs[0], "users: in the config but not installed");
-    assert_string_equal(l.msgs[1], "orders: installed (public.orders) but not in the config");
-    /* same name in another schema is not the same table */
-    memset(&l, 0, sizeof l);
-    cfg.migration.n_tables = 1;
-    in[0].schema = "app";
-    assert_int_equal(ps_sync_registry_diff(&cfg, in, 1, NULL, NULL), 2);
-    /* nothing installed at all */
-    assert_int_equal(ps_sync_registry_diff(&cfg, NULL, 0, collect, &l), 1);
-}
-
 static void test_status_config_differs(void **state)
 {
     (void)state;
     char buf[256];
-    ps_sync_view v = {.role = PS_SYNC_ROLE_LEADER, .backfill_done = true, .sync_lag_s = -1,
+    ps_sync_view v = {.backfill_done = true, .sync_lag_s = -1,
                       .repl_lag_ms = -1, .config_differs = true};
-    ps_sync_format_status(&v, buf, sizeof buf);
+    status_words(PS_LEADER_ROLE_LEADER, &v, buf, sizeof buf);
     assert_non_null(strstr(buf, "; config != installed: run pgshadowctl install"));
     v.config_differs = false;
-    ps_sync_format_status(&v, buf, sizeof buf);
+    status_words(PS_LEADER_ROLE_LEADER, &v, buf, sizeof buf);
     assert_null(strstr(buf, "config != installed"));
 }
 
@@ -509,7 +390,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stopping_starts_nothing),
         cmocka_unit_test(test_connection_down_polls),
-        cmocka_unit_test(test_standby_only_retries_the_lock),
+        cmocka_unit_test(test_standby_does_nothing),
+        cmocka_unit_test(test_registry_check_first),
         cmocka_unit_test(test_error_backoff),
         cmocka_unit_test(test_probe_comes_first_then_waits_for_it),
         cmocka_unit_test(test_apply_when_pending),
@@ -521,13 +403,8 @@ int main(void)
         cmocka_unit_test(test_arm_after_empty_round),
         cmocka_unit_test(test_percent),
         cmocka_unit_test(test_rate_and_eta),
-        cmocka_unit_test(test_format_duration),
         cmocka_unit_test(test_status_texts),
         cmocka_unit_test(test_wakeup_during_apply_kept),
-        cmocka_unit_test(test_registry_same),
-        cmocka_unit_test(test_registry_column_changed),
-        cmocka_unit_test(test_registry_key_changed),
-        cmocka_unit_test(test_registry_tables_added_removed),
         cmocka_unit_test(test_status_config_differs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

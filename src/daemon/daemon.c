@@ -1,10 +1,18 @@
 /*
- * daemon.c - the pgshadowd process: event loop, signals, reload, watchdog,
- * systemd notifications, and the two database connections.
+ * daemon/daemon.c - the pgshadowd process: event loop, signals, reload,
+ * watchdog, systemd notifications, the database connections and leadership.
  *
  * Owns the ps_daemon context: the libevent base, the config currently in
- * force, the "main" connection (queries) and the "listen" connection (LISTEN
- * on pgshadow_changes and pgshadow_control), the timers and the module table.
+ * force, the three connections, the leader (src/daemon/leader.c), the timers
+ * and the module table (src/daemon/modules.c). The connections:
+ *  - "main": short writes (apply_batch, backfill_step, later the cutover
+ *    actions); its session holds the leader lock;
+ *  - "work": long reads (later verify digests, dashboard polls), so a long
+ *    read never queues ahead of apply_batch in main's FIFO. Nothing uses it
+ *    yet: it is opened and kept like main (same session settings,
+ *    keepalives, timeouts, reconnects) and waits for its first user;
+ *  - "listen": LISTEN on pgshadow_changes and pgshadow_control, so a query's
+ *    transaction never holds a NOTIFY back.
  *
  * Invariants:
  *  - nothing here blocks the loop; signals are libevent events, so their
@@ -23,15 +31,19 @@
 #include "pgshadow/daemon.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "pgshadow/leader.h"
 #include "pgshadow/log.h"
+#include "pgshadow/modules.h"
 #include "pgshadow/notify.h"
 #include "pgshadow/redact.h"
+#include "pgshadow/util.h"
 
 #define STOP_POLL_MS 50
 
@@ -45,15 +57,13 @@ struct ps_daemon {
     struct event *ev_ready, *ev_watchdog, *ev_housekeeping, *ev_stop_poll;
 
     ps_pgconn *main;
+    ps_pgconn *work;
     ps_pgconn *listen;
+    ps_leader *leader;
     bool listen_ever_up; /* a later on_up is a reconnect */
     char down_reason[160];
 
-    struct {
-        const ps_daemon_module *m;
-        void *arg;
-    } modules[PS_DAEMON_MAX_MODULES];
-    size_t n_modules;
+    ps_modules modules; /* src/daemon/modules.c: the only caller of their hooks */
 
     ps_daemon_stats stats;
     ps_daemon_state state;
@@ -62,19 +72,6 @@ struct ps_daemon {
     int exit_code;
     char status[256];
 };
-
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static struct timeval ms_tv(int64_t ms)
-{
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    return tv;
-}
 
 /* ------------------------------------------------------------------------ */
 /* STATUS= */
@@ -93,20 +90,12 @@ static void build_status(ps_daemon *d, char *buf, size_t len)
             snprintf(buf, len, "connecting to database");
         return;
     }
-    size_t pos = (size_t)snprintf(buf, len, "connected");
-    bool any = false;
-    for (size_t i = 0; i < d->n_modules && pos + 3 < len; i++) {
-        if (!d->modules[i].m->status)
-            continue;
-        char part[128];
-        size_t n = d->modules[i].m->status(d, part, sizeof part, d->modules[i].arg);
-        if (n == 0)
-            continue;
-        pos += (size_t)snprintf(buf + pos, len - pos, "; %s", part);
-        any = true;
-    }
-    if (!any && pos + 3 < len)
-        snprintf(buf + pos, len - pos, "; stage -; lag -");
+    /* work is not in "up": nothing uses it yet, so its state is no news.
+     * After "connected" the role, then each module's own words. */
+    size_t pos = 0;
+    ps_appendf(buf, len, &pos, "connected; ");
+    pos += ps_leader_format_status(ps_leader_get_role(d->leader), buf + pos, len - pos);
+    ps_modules_status(&d->modules, d, buf, len, &pos);
 }
 
 /* Send STATUS= when it changed (or always with force), prefixed by extra
@@ -146,13 +135,12 @@ static void listen_on_up(ps_pgconn *c, void *arg)
                   PS_DAEMON_CHANNEL_CHANGES, PS_DAEMON_CHANNEL_CONTROL);
     /* NOTIFYs sent while we were away are gone: the modules catch up here. */
     ps_log_fields(LOG_INFO, f, "resync: draining change log after (re)connect");
-    for (size_t i = 0; i < d->n_modules; i++)
-        if (d->modules[i].m->on_db_up)
-            d->modules[i].m->on_db_up(d, d->modules[i].arg);
+    ps_modules_db_up(&d->modules, d);
     update_status(d, NULL, false);
 }
 
-static void main_on_up(ps_pgconn *c, void *arg)
+/* main or work */
+static void query_conn_on_up(ps_pgconn *c, void *arg)
 {
     ps_daemon *d = arg;
     PGconn *raw = ps_pgconn_raw(c);
@@ -164,6 +152,7 @@ static void main_on_up(ps_pgconn *c, void *arg)
     } else {
         ps_log_fields(LOG_INFO, f, "database connection up");
     }
+    ps_leader_kick(d->leader); /* a new session: settings (and on main, the lock) again */
     update_status(d, NULL, false);
 }
 
@@ -184,6 +173,8 @@ static void on_down(ps_pgconn *c, const char *reason, void *arg)
     ps_log_field f[] = {{"CONN", ps_pgconn_name(c)}, {NULL, NULL}};
     /* ps_pgconn already warned (with the retry delay); this is for tracing. */
     ps_log_fields(LOG_DEBUG, f, "database connection down: %s", one);
+    if (c != d->listen)
+        ps_leader_kick(d->leader); /* on main: the lock went with the session */
     update_status(d, NULL, false);
 }
 
@@ -195,25 +186,27 @@ static void listen_on_notify(ps_pgconn *c, const char *channel, const char *payl
     ps_log_debug("notify channel=%s payload=%s", channel, payload ? payload : "");
     if (d->state == PS_DAEMON_STOPPING)
         return;
-    for (size_t i = 0; i < d->n_modules; i++)
-        if (d->modules[i].m->on_notify)
-            d->modules[i].m->on_notify(d, channel, payload ? payload : "", d->modules[i].arg);
+    ps_modules_notify(&d->modules, d, channel, payload ? payload : "");
 }
 
 static void db_teardown(ps_daemon *d)
 {
     ps_pgconn_free(d->listen);
+    ps_pgconn_free(d->work);
     ps_pgconn_free(d->main);
     d->listen = NULL;
+    d->work = NULL;
     d->main = NULL;
+    ps_leader_kick(d->leader); /* the sessions are gone: leadership with them */
 }
 
-/* Two connections so a long query never delays a NOTIFY, and a LISTEN is never
- * held hostage by a query's transaction. */
+/* Three connections (see the head of this file): a long read never delays a
+ * write, a query never delays a NOTIFY, and a LISTEN is never held hostage by
+ * a query's transaction. */
 static int db_setup(ps_daemon *d)
 {
-    static const ps_pgconn_callbacks main_cbs = {
-        .on_up = main_on_up,
+    static const ps_pgconn_callbacks query_cbs = {
+        .on_up = query_conn_on_up,
         .on_down = on_down,
         .on_notify = NULL,
     };
@@ -226,21 +219,33 @@ static int db_setup(ps_daemon *d)
     ps_pgconn_options_init(&o);
     o.conninfo = d->cfg->database.conninfo;
     o.name = "main";
-    d->main = ps_pgconn_new(d->base, &o, &main_cbs, d);
+    d->main = ps_pgconn_new(d->base, &o, &query_cbs, d);
+    o.name = "work";
+    d->work = ps_pgconn_new(d->base, &o, &query_cbs, d);
     o.name = "listen";
     d->listen = ps_pgconn_new(d->base, &o, &listen_cbs, d);
-    if (!d->main || !d->listen) {
+    if (!d->main || !d->work || !d->listen) {
         db_teardown(d);
         return -ENOMEM;
     }
     int r;
     if ((r = ps_pgconn_listen(d->listen, PS_DAEMON_CHANNEL_CHANGES)) < 0 ||
         (r = ps_pgconn_listen(d->listen, PS_DAEMON_CHANNEL_CONTROL)) < 0 ||
-        (r = ps_pgconn_start(d->main)) < 0 || (r = ps_pgconn_start(d->listen)) < 0) {
+        (r = ps_pgconn_start(d->main)) < 0 || (r = ps_pgconn_start(d->work)) < 0 ||
+        (r = ps_pgconn_start(d->listen)) < 0) {
         db_teardown(d);
         return r;
     }
     return 0;
+}
+
+/* The leader's change of mind goes to every module (modules.c keeps the
+ * order: gained in table order, lost in reverse). */
+static void leader_changed(bool leader, void *arg)
+{
+    ps_daemon *d = arg;
+    ps_modules_leader(&d->modules, d, leader);
+    update_status(d, NULL, false);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -278,6 +283,19 @@ int ps_daemon_reload(ps_daemon *d)
     }
     ps_errors_clear(&errs);
 
+    /* Restart-only keys keep their running values (one place for all of
+     * them: the key table's flag, config.c); what the diff shows below is
+     * then what this reload really changes. */
+    ps_errors kept;
+    ps_errors_init(&kept);
+    ps_config_keep_restart_only(d->cfg, fresh, &kept);
+    for (size_t i = 0; i < kept.count; i++) {
+        char *line = ps_error_format(&kept.items[i]);
+        ps_log_warning("reload: %s", line ? line : kept.items[i].message);
+        free(line);
+    }
+    ps_errors_clear(&kept);
+
     ps_errors changes;
     ps_errors_init(&changes);
     size_t n = ps_config_diff(d->cfg, fresh, &changes);
@@ -291,9 +309,7 @@ int ps_daemon_reload(ps_daemon *d)
     ps_config *old = d->cfg;
     d->cfg = fresh;
     apply_log_level(d);
-    for (size_t i = 0; i < d->n_modules; i++)
-        if (d->modules[i].m->on_reload)
-            d->modules[i].m->on_reload(d, old, fresh, d->modules[i].arg);
+    ps_modules_reload(&d->modules, d, old, fresh);
     ps_config_free(old);
 
     if (reconnect && d->main) {
@@ -329,7 +345,7 @@ static void stop_poll_cb(evutil_socket_t fd, short what, void *arg)
         event_base_loopbreak(d->base);
         return;
     }
-    if (monotonic_ms() >= d->stop_deadline_ms) {
+    if (ps_clock_ms() >= d->stop_deadline_ms) {
         ps_log_warning("stop: work in flight did not finish within %d ms; exiting anyway "
                        "(its transaction is rolled back and redone at the next start)",
                        PS_DAEMON_STOP_TIMEOUT_MS);
@@ -349,14 +365,13 @@ void ps_daemon_stop(ps_daemon *d)
     ps_notify("STOPPING=1");
     ps_log_notice("stopping: waiting up to %d ms for work in flight (signal again to exit now)",
                   PS_DAEMON_STOP_TIMEOUT_MS);
-    for (size_t i = 0; i < d->n_modules; i++)
-        if (d->modules[i].m->on_stop)
-            d->modules[i].m->on_stop(d, d->modules[i].arg);
+    ps_modules_stop(&d->modules, d);
+    ps_leader_stop(d->leader);
     /* No new wake-ups: new work would only be cut short. */
     if (d->listen)
         ps_pgconn_close(d->listen);
-    d->stop_deadline_ms = monotonic_ms() + PS_DAEMON_STOP_TIMEOUT_MS;
-    struct timeval tv = ms_tv(STOP_POLL_MS);
+    d->stop_deadline_ms = ps_clock_ms() + PS_DAEMON_STOP_TIMEOUT_MS;
+    struct timeval tv = ps_clock_tv(STOP_POLL_MS);
     if (d->ev_stop_poll)
         evtimer_add(d->ev_stop_poll, &tv);
     stop_poll_cb(-1, 0, d); /* nothing in flight: stop without waiting a tick */
@@ -437,7 +452,7 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 
 static int housekeeping_setup(ps_daemon *d)
 {
-    struct timeval tv = ms_tv(PS_DAEMON_HOUSEKEEPING_MS);
+    struct timeval tv = ps_clock_tv(PS_DAEMON_HOUSEKEEPING_MS);
     d->ev_housekeeping = event_new(d->base, -1, EV_PERSIST, housekeeping_cb, d);
     d->ev_stop_poll = event_new(d->base, -1, EV_PERSIST, stop_poll_cb, d);
     if (!d->ev_housekeeping || !d->ev_stop_poll || evtimer_add(d->ev_housekeeping, &tv) < 0)
@@ -488,23 +503,20 @@ int ps_daemon_new(const char *config_path, ps_config *cfg, int log_level_overrid
     d->log_level_override = log_level_override;
     d->config_path = strdup(config_path);
     d->base = event_base_new();
-    if (!d->config_path || !d->base) {
+    int r = -ENOMEM;
+    if (!d->config_path || !d->base ||
+        (r = ps_leader_new(d, leader_changed, d, &d->leader)) < 0) {
         ps_daemon_free(d);
-        return -ENOMEM;
+        return r;
     }
     apply_log_level(d);
     *out = d;
     return 0;
 }
 
-int ps_daemon_register(ps_daemon *d, const ps_daemon_module *m, void *arg)
+int ps_daemon_add(ps_daemon *d, const ps_daemon_module *m)
 {
-    if (d->n_modules >= PS_DAEMON_MAX_MODULES)
-        return -ENOSPC;
-    d->modules[d->n_modules].m = m;
-    d->modules[d->n_modules].arg = arg;
-    d->n_modules++;
-    return 0;
+    return ps_modules_add(&d->modules, d, m);
 }
 
 int ps_daemon_run(ps_daemon *d)
@@ -532,6 +544,7 @@ int ps_daemon_run(ps_daemon *d)
         ps_log_error("event loop ended unexpectedly");
         d->exit_code = 1;
     }
+    ps_leader_stop(d->leader); /* inert from here: the sessions end with the process */
     db_teardown(d);
     /* One more pass: libevent hands a DNS lookup abandoned by the teardown
      * back from the loop (see ps_pgconn_free), which frees it. */
@@ -544,7 +557,11 @@ void ps_daemon_free(ps_daemon *d)
 {
     if (!d)
         return;
+    /* Modules first: their timers live on the base, and they may still
+     * hold the connections' addresses. */
+    ps_modules_free(&d->modules);
     db_teardown(d);
+    ps_leader_free(d->leader);
     struct event *evs[] = {d->ev_hup,     d->ev_term,          d->ev_int,
                            d->ev_ready,   d->ev_watchdog,      d->ev_housekeeping,
                            d->ev_stop_poll};
@@ -573,6 +590,21 @@ ps_pgconn *ps_daemon_main_conn(ps_daemon *d)
     return d->main;
 }
 
+ps_pgconn *ps_daemon_work_conn(ps_daemon *d)
+{
+    return d->work;
+}
+
+ps_leader *ps_daemon_leader(ps_daemon *d)
+{
+    return d->leader;
+}
+
+bool ps_daemon_is_leader(ps_daemon *d)
+{
+    return ps_leader_is_leader(d->leader);
+}
+
 const ps_daemon_stats *ps_daemon_get_stats(const ps_daemon *d)
 {
     return &d->stats;
@@ -586,4 +618,28 @@ ps_daemon_state ps_daemon_get_state(const ps_daemon *d)
 const char *ps_daemon_status(const ps_daemon *d)
 {
     return d->status;
+}
+
+void ps_daemon_collect(ps_daemon *d, const ps_metric_sink *sink)
+{
+    static const ps_metric_counter counters[] = {
+        {"pgshadow_daemon_notifies_total", "NOTIFYs received on either channel",
+         offsetof(ps_daemon_stats, notifies)},
+        {"pgshadow_daemon_resyncs_total", "catch-up rounds after the LISTEN connection came up",
+         offsetof(ps_daemon_stats, resyncs)},
+        {"pgshadow_daemon_reconnects_total", "LISTEN connection re-established after a loss",
+         offsetof(ps_daemon_stats, reconnects)},
+        {"pgshadow_daemon_reloads_total", "successful configuration reloads",
+         offsetof(ps_daemon_stats, reloads)},
+        {"pgshadow_daemon_reload_failures_total", "reloads refused: the file was invalid",
+         offsetof(ps_daemon_stats, reload_failures)},
+    };
+    ps_metric_counters(sink, &d->stats, counters, sizeof counters / sizeof *counters);
+    sink->sample(sink->ctx, "pgshadow_leader", PS_METRIC_GAUGE,
+                 ps_leader_is_leader(d->leader) ? 1 : 0,
+                 "1 while this daemon holds the migration's leader lock");
+    sink->sample(sink->ctx, "pgshadow_leader_acquired_total", PS_METRIC_COUNTER,
+                 (double)ps_leader_get_stats(d->leader)->acquired,
+                 "times this process took the leader lock");
+    ps_modules_collect(&d->modules, d, sink);
 }
