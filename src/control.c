@@ -20,11 +20,13 @@
  *    the next callback (the connection always calls back exactly once).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pgshadow/control.h"
+#include "pgshadow/daemon.h"
 #include "pgshadow/log.h"
 
 typedef struct handler {
@@ -349,7 +351,7 @@ static void on_begin(ps_pgconn *conn, const PGresult *res, void *arg)
 
 static void look(ps_control *c)
 {
-    if (!c->leader || c->dying)
+    if (!c->leader || c->dying || !c->conn)
         return;
     if (c->busy) {
         c->again = true;
@@ -369,13 +371,12 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     look(arg);
 }
 
-ps_control *ps_control_new(struct event_base *base, ps_pgconn *conn, const char *migration_id)
+ps_control *ps_control_new(struct event_base *base, const char *migration_id)
 {
     ps_control *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->base = base;
-    c->conn = conn;
     c->migration_id = strdup(migration_id);
     c->poll_ev = event_new(base, -1, EV_PERSIST, on_poll, c);
     if (!c->migration_id || !c->poll_ev) {
@@ -401,6 +402,11 @@ int ps_control_register(ps_control *c, const char *name, ps_control_handler h, v
     n[c->n_handlers].arg = arg;
     c->n_handlers++;
     return 0;
+}
+
+void ps_control_set_conn(ps_control *c, ps_pgconn *conn)
+{
+    c->conn = conn;
 }
 
 void ps_control_set_leader(ps_control *c, bool leader)
@@ -432,3 +438,63 @@ void ps_control_free(ps_control *c)
     if (!c->busy)
         really_free(c);
 }
+
+/* ---- the daemon module ---- */
+
+static const ps_metric_counter control_counters[] = {
+    {"pgshadow_control_commands_total", "Commands from the queue carried out (done, failed or refused).",
+     offsetof(ps_control, handled)},
+};
+
+static int control_create(ps_daemon *d, void **arg)
+{
+    ps_control *c = ps_control_new(ps_daemon_base(d), ps_daemon_config(d)->migration.id);
+    if (!c)
+        return -ENOMEM;
+    ps_daemon_set_control(d, c);
+    *arg = c;
+    return 0;
+}
+
+static void control_free(void *arg)
+{
+    ps_control_free(arg);
+}
+
+static void control_on_db_up(ps_daemon *d, void *arg)
+{
+    ps_control *c = arg;
+    ps_control_set_conn(c, ps_daemon_main_conn(d));
+    ps_control_kick(c);
+}
+
+static void control_on_leader(ps_daemon *d, bool leader, void *arg)
+{
+    ps_control *c = arg;
+    ps_control_set_conn(c, ps_daemon_main_conn(d));
+    ps_control_set_leader(c, leader);
+}
+
+static void control_on_notify(ps_daemon *d, const char *channel, const char *payload, void *arg)
+{
+    (void)d;
+    (void)payload;
+    if (strcmp(channel, PS_DAEMON_CHANNEL_CONTROL) == 0)
+        ps_control_kick(arg);
+}
+
+static void control_collect(ps_daemon *d, const ps_metric_sink *sink, void *arg)
+{
+    (void)d;
+    ps_metric_counters(sink, arg, control_counters, sizeof control_counters / sizeof control_counters[0]);
+}
+
+const ps_daemon_module ps_control_module = {
+    .name = "control",
+    .create = control_create,
+    .free = control_free,
+    .on_db_up = control_on_db_up,
+    .on_leader = control_on_leader,
+    .on_notify = control_on_notify,
+    .collect = control_collect,
+};

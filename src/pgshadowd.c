@@ -12,6 +12,7 @@
 #include "pgshadow/config.h"
 #include "pgshadow/daemon.h"
 #include "pgshadow/errors.h"
+#include "pgshadow/control.h"
 #include "pgshadow/log.h"
 #include "pgshadow/sync.h"
 
@@ -26,12 +27,20 @@
  * through on_leader) are the daemon's own, not entries here.
  */
 static const ps_daemon_module *const modules[] = {
+    /* control (src/control.c): the command queue, daemon side.
+     * Owns: taking pending commands (one at a time, each in one transaction
+     * on main: claim, the handler's SQL, outcome and event, COMMIT) and the
+     * handler table the modules below register with.
+     * Needs: leadership (takes commands only while leading); the main
+     * connection; NOTIFYs on pgshadow_control; migration.id. First, so every
+     * module after it can register its commands in its create hook. */
+    &ps_control_module,
     /* sync (src/sync/): keeps every shadow table in step with its primary.
      * Owns: apply and backfill rounds, the wake-up flag, replication-lag
      * throttling, the halt, the config vs installed registry check.
      * Needs: leadership (works only between on_leader gained and lost); the
      * main connection; NOTIFYs on pgshadow_changes; the config's migration
-     * and sync sections. */
+     * and sync sections; control, to register quarantine-retry. */
     &ps_sync_module,
 };
 

@@ -49,8 +49,10 @@ typedef struct ps_control_action {
 typedef int (*ps_control_handler)(const ps_control_cmd *cmd, ps_control_action *act, char *why,
                                   size_t whylen, void *arg);
 
-/* A queue consumer for migration_id on conn (not owned). NULL on OOM. */
-ps_control *ps_control_new(struct event_base *base, ps_pgconn *conn, const char *migration_id);
+/* A queue consumer for migration_id; it sends on conn (not owned) once
+ * ps_control_set_conn gave it one. NULL on OOM. */
+ps_control *ps_control_new(struct event_base *base, const char *migration_id);
+void ps_control_set_conn(ps_control *c, ps_pgconn *conn);
 /* Register the handler of a command name (unique). 0, -EEXIST, -ENOMEM. */
 int ps_control_register(ps_control *c, const char *name, ps_control_handler h, void *arg);
 /* Leading or not: only a leader takes commands. Becoming leader looks at
@@ -66,5 +68,12 @@ uint64_t ps_control_handled(const ps_control *c);
 /* Stop taking commands (a transaction in flight finishes or is lost with the
  * connection) and free. NULL is a no-op. */
 void ps_control_free(ps_control *c);
+
+/* The daemon module (listed first in pgshadowd.c's table, so every module
+ * after it may register its commands from its create hook through
+ * ps_daemon_control): takes commands while this daemon leads, on the main
+ * connection, on each NOTIFY pgshadow_control and every PS_CONTROL_POLL_MS. */
+struct ps_daemon_module;
+extern const struct ps_daemon_module ps_control_module;
 
 #endif

@@ -149,6 +149,12 @@ ps_pgconn *ps_daemon_main_conn(ps_daemon *d);
  * ahead of a write on main. Kept up with main's session settings; no module
  * uses it yet. NULL before run. */
 ps_pgconn *ps_daemon_work_conn(ps_daemon *d);
+/* The command queue (control.h): the control module sets it in its create
+ * hook; a module later in the table registers the commands it carries out
+ * (ps_control_register) in its own create hook. NULL without the module. */
+typedef struct ps_control ps_control;
+void ps_daemon_set_control(ps_daemon *d, ps_control *c);
+ps_control *ps_daemon_control(ps_daemon *d);
 /* The leader (leader.h), for its role, backend pid, counters. */
 ps_leader *ps_daemon_leader(ps_daemon *d);
 /* This daemon holds the leader lock in the session of the main connection up

@@ -1,7 +1,7 @@
 /*
  * sync.h - the daemon half of the sync engine: a ps_daemon_module that keeps
  * every shadow table in step with its primary by calling the database side
- * (sql/sync--1.sql: pgshadow.apply_batch, pgshadow.backfill_step,
+ * (sql/8*-sync-*.sql: pgshadow.apply_batch, pgshadow.backfill_step,
  * pgshadow.replication_lag_ms) on the daemon's main connection.
  *
  * Three files, one concern each (src/sync/):
@@ -65,5 +65,10 @@ typedef struct ps_sync_stats {
 } ps_sync_stats;
 
 const ps_sync_stats *ps_sync_get_stats(const ps_sync *s);
+
+/* Register the commands the sync engine carries out (quarantine-retry) with
+ * the command queue (src/sync/commands.c). 0 (also for c NULL) or -errno. */
+typedef struct ps_control ps_control;
+int ps_sync_register_commands(ps_control *c);
 
 #endif

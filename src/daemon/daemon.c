@@ -60,6 +60,7 @@ struct ps_daemon {
     ps_pgconn *work;
     ps_pgconn *listen;
     ps_leader *leader;
+    ps_control *control; /* the control module's (not owned: it frees it) */
     bool listen_ever_up; /* a later on_up is a reconnect */
     char down_reason[160];
 
@@ -583,6 +584,16 @@ const ps_config *ps_daemon_config(const ps_daemon *d)
 struct event_base *ps_daemon_base(ps_daemon *d)
 {
     return d->base;
+}
+
+void ps_daemon_set_control(ps_daemon *d, ps_control *c)
+{
+    d->control = c;
+}
+
+ps_control *ps_daemon_control(ps_daemon *d)
+{
+    return d->control;
 }
 
 ps_pgconn *ps_daemon_main_conn(ps_daemon *d)

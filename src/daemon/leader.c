@@ -59,15 +59,18 @@ static const char SQL_LOCK[] =
  * about a minute instead of ~2 h, and its leader lock with it;
  * idle_session_timeout for a client that is gone but whose TCP path still
  * answers; statement_timeout as a per-query deadline (docs/sync.md
- * "Timeouts"). All user-settable; on Unix sockets the TCP ones are ignored
- * by the server. */
+ * "Timeouts"); READ COMMITTED whatever the database's default (apply_batch
+ * and backfill_step refuse anything else: each of their statements must see
+ * what committed before the sync lock was granted). All user-settable; on
+ * Unix sockets the TCP ones are ignored by the server. */
 static const char SQL_SESSION[] =
     /* only the settings this server has (idle_session_timeout is PG 14+), so
      * one unknown name cannot make the whole statement, and the others, fail */
     "SELECT count(pg_catalog.set_config(v.name, v.val, false)) "
     "FROM (VALUES ('tcp_keepalives_idle', '10'), ('tcp_keepalives_interval', '5'), "
     "             ('tcp_keepalives_count', '3'), ('tcp_user_timeout', '30000'), "
-    "             ('idle_session_timeout', $1::text), ('statement_timeout', $2::text)) v(name, val) "
+    "             ('idle_session_timeout', $1::text), ('statement_timeout', $2::text), "
+    "             ('default_transaction_isolation', 'read committed')) v(name, val) "
     "JOIN pg_catalog.pg_settings s ON s.name = v.name";
 
 /* Our own previous session (same pid and start time as when it took the

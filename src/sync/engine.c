@@ -3,7 +3,7 @@
  * interleaved backfill, throttling, halt, progress and STATUS words, on the
  * leader only.
  *
- * The database does the work (sql/sync--1.sql); this module decides when to
+ * The database does the work (sql/8*-sync-*.sql); this module decides when to
  * ask for it, through the pure policy (sync/policy.c), and compares the
  * config with the installed registry through sync/registry.c. Leadership is
  * the daemon's (src/daemon/leader.c): this module hears it as on_leader.
@@ -29,6 +29,7 @@
  *  - a result of NULL is never fatal: the round ends, and the next
  *    on_leader(gained), once the lock is held again, starts a new one.
  */
+#include "pgshadow/control.h"
 #include "pgshadow/sync.h"
 
 #include <errno.h>
@@ -676,6 +677,10 @@ static int sync_create(ps_daemon *d, void **arg)
 {
     ps_sync *s = NULL;
     int r = ps_sync_new(d, &s);
+    if (r == 0 && (r = ps_sync_register_commands(ps_daemon_control(d))) < 0) {
+        ps_sync_free(s);
+        s = NULL;
+    }
     *arg = s;
     return r;
 }

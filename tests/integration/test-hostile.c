@@ -352,6 +352,12 @@ static void test_daemon_as_daemon_role(void **state)
     install(c, "SELECT pgshadow.register_table('public', 't', NULL, '_shadow', 'm1', '{}');");
     itest_exec_ok(app, "CREATE OR REPLACE FUNCTION public.app_chk(id int) RETURNS boolean LANGUAGE sql "
                        "AS 'SELECT public.evil(''check'')';");
+    /* sibling: a database whose sessions default to SERIALIZABLE (apply and
+     * backfill need READ COMMITTED; the daemon sets it for its sessions) */
+    char alter[256];
+    snprintf(alter, sizeof alter, "ALTER DATABASE %s SET default_transaction_isolation = 'serializable'",
+             h->db->name);
+    itest_exec_ok(c, alter);
 
     char dir[] = "/tmp/itest-hostile-XXXXXX";
     assert_non_null(mkdtemp(dir));

@@ -239,7 +239,8 @@ static void test_takeover_tells_modules(void **state)
     size_t syncing = wait_log(&B, from, "sync: leader lock acquired for migration " MIG);
     assert_true(leads < told);
     assert_true(told < syncing);
-    assert_int_equal(itest_daemon_log_count(&B, 0, "leadership gained", NULL), 1);
+    assert_int_equal(itest_daemon_log_count(&B, 0, "leadership gained: telling module sync", NULL), 1);
+    assert_int_equal(itest_daemon_log_count(&B, 0, "leadership gained: telling module control", NULL), 1);
     char *v = itest_value_on(T.db_conninfo, "SELECT count(*) FROM items");
     assert_non_null(v);
     int rows = atoi(v);
