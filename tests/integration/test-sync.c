@@ -430,7 +430,7 @@ static void workload_main(int idx, unsigned seed)
         else if (!ok)
             failures++;
         PQclear(res);
-        itest_sleep_ms(2);
+        itest_sleep_ms(10); /* pacing: 4 writers keep the drain (and the test) about as long as one did */
     }
     PQfinish(c);
     fprintf(stderr, "test-sync: writer %d: %ld commits, %ld failed transactions (deadlocks, "
