@@ -63,7 +63,7 @@ check_good() {
 
 umask 022
 mkdir "$tmp/data" "$tmp/conf" || exit 1
-cp "$data"/*.yaml "$data"/*.expected "$tmp/data/" || exit 1
+cp "$data"/*.yaml "$data"/*.expected "$tmp/data/" || { echo "FAIL: no fixtures to copy from $data"; exit 1; }
 cp "$srcdir/conf/pgshadow.yaml" "$tmp/conf/" || exit 1
 data=$tmp/data
 cd "$data" || exit 1
