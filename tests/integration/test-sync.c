@@ -14,7 +14,8 @@
  *  2. chaos: a mixed workload (inserts, updates, key changes, deletes,
  *     cascades, rolled-back transactions) from 4 concurrent writer processes
  *     (so entries commit out of seq order) while pgshadowd is SIGKILLed at
- *     random moments 12 times (restarted each time) and PostgreSQL is
+ *     random moments 12 times (restarted each time; each kill lands on a
+ *     daemon that has taken the leader lock) and PostgreSQL is
  *     restarted with -m immediate twice; then drain and the same equality.
  *     The seed is printed; PGSHADOW_CHAOS_SEED=<n> replays its choices;
  *  3. poison rows (a shadow CHECK stricter than the primary) land in the
@@ -712,7 +713,13 @@ static void test_chaos(void **state)
     const int kills = 12;
     int pg_restarts = 0;
     long long max_pending = 0;
+    size_t started = 0; /* log offset of the running daemon's start */
     for (int i = 0; i < kills; i++) {
+        /* Each kill lands on a leader: the killed daemon's backend can hold
+         * the leader lock until its statement in flight ends, and a daemon
+         * killed while it waited as a standby would not count. */
+        if (!itest_daemon_wait_log(&D, started, "leader lock acquired", 60000))
+            fail_msg("restart %d did not take the leader lock within 60 s (seed %u)", i, seed);
         itest_sleep_ms(300 + random() % 2200); /* chaos: a random moment, not a wait */
         daemon_assert_alive(&D);
         if (i == 3 || i == 8) {
@@ -733,6 +740,7 @@ static void test_chaos(void **state)
             max_pending = pending;
         itest_daemon_kill(&D, SIGKILL);
         itest_sleep_ms(random() % 400);
+        started = itest_daemon_log_size(&D);
         daemon_start(&D, "info");
     }
     itest_sleep_ms(1000); /* the last daemon under load for a moment */
