@@ -9,6 +9,8 @@
 # group or others and a directory others can write (git keeps no such mode).
 # The fixtures are checked from a copy made under umask 022: a checkout made
 # under umask 002 has group-writable files, which the loader refuses.
+# No bad-*.yaml or no good-*.yaml in DATA_DIR (a wrong path, a lost glob) is a
+# failure, as is a bad-*.expected without its bad-*.yaml.
 # Prints "N passed, N failed"; exits 1 on any failure.
 set -u
 
@@ -61,24 +63,35 @@ check_good() {
 
 umask 022
 mkdir "$tmp/data" "$tmp/conf" || exit 1
-cp "$data"/*.yaml "$data"/*.expected "$tmp/data/" || exit 1
+cp "$data"/*.yaml "$data"/*.expected "$tmp/data/" || { echo "FAIL: no fixtures to copy from $data"; exit 1; }
 cp "$srcdir/conf/pgshadow.yaml" "$tmp/conf/" || exit 1
 data=$tmp/data
 cd "$data" || exit 1
 
+n_bad=0
 for f in bad-*.yaml; do
     [ -e "$f" ] || continue
+    n_bad=$((n_bad + 1))
     if [ ! -f "${f%.yaml}.expected" ]; then
         ko "$f: no ${f%.yaml}.expected"
         continue
     fi
     check_bad "$data" "$f" "$data/${f%.yaml}.expected"
 done
+[ "$n_bad" -gt 0 ] || ko "no bad-*.yaml fixtures in $data"
 
+for f in bad-*.expected; do
+    [ -e "$f" ] || continue
+    [ -f "${f%.expected}.yaml" ] || ko "$f: no ${f%.expected}.yaml"
+done
+
+n_good=0
 for f in good-*.yaml; do
     [ -e "$f" ] || continue
+    n_good=$((n_good + 1))
     check_good "$data" "$f"
 done
+[ "$n_good" -gt 0 ] || ko "no good-*.yaml fixtures in $data"
 
 check_good "$tmp/conf" pgshadow.yaml
 
@@ -115,5 +128,5 @@ chmod 1777 "$tmp/open"
 check_good "$tmp/open" in-open-dir.yaml
 chmod 0700 "$tmp/open"
 
-echo "$passed passed, $failed failed"
+echo "$n_bad bad and $n_good good fixtures; $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

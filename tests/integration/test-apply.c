@@ -997,27 +997,163 @@ static void orphan_setup(PGconn *c)
     drain(c, 1000, "quarantine");
 }
 
+/* A related write: parent row `id` inserted and applied in full batches
+ * (limit 1, as while a backlog drains, so the backoff applies), with the
+ * child's re-queued 'D' when there is one. The orphan's attempts after it;
+ * the change log is drained every time. */
+static long orphan_attempts_after_write(PGconn *c, int id)
+{
+    char sql[96];
+    snprintf(sql, sizeof sql, "INSERT INTO op VALUES (%d)", id);
+    itest_exec_ok(c, sql);
+    drain(c, 1, "quarantine");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    return qlong(c, "SELECT attempts FROM pgshadow.quarantine");
+}
+
 /* A true orphan (its parent never comes) is retried at once three times,
- * then backs off: steady writes to the parent table do not
- * re-queue it in every batch. */
+ * then backs off 2, 4, 8 s ... (at most 2^13 s) since it last failed:
+ * steady writes to the parent table do not re-queue it in every batch.
+ * No wall-clock waits: the time since the last failure is set by moving
+ * last_seen back, with at least a second of margin either side of each
+ * boundary, so a slow machine cannot change an outcome. */
 static void test_orphan_requeue_backs_off(void **state)
 {
     itest_db *t = *state;
     PGconn *c = t->c;
     orphan_setup(c); /* parent 99 never comes */
     itest_expect_sql(c, "SELECT attempts || ' ' || sqlstate FROM pgshadow.quarantine", "1 23503");
-    /* Full batches (limit 1), as while a backlog drains: the backoff
-     * applies. (A batch that takes less than its limit re-queues every
-     * related orphan: test_orphan_requeue_when_drained.) */
-    for (int i = 0; i < 12; i++) { /* a retry needs two batches: 6 retries without backoff */
-        char sql[96];
-        snprintf(sql, sizeof sql, "INSERT INTO op VALUES (%d)", i + 1);
+    /* the first three retries: at once, one per related write */
+    int id = 1;
+    for (long want = 2; want <= 4; want++)
+        assert_int_equal(orphan_attempts_after_write(c, id++), want);
+    /* then, per attempt count, the wait since the last failure: not yet
+     * (failed just now; half the wait ago), then due (a second past it) */
+    static const struct {
+        int attempts;
+        int wait_s;
+    } steps[] = {{4, 2}, {5, 4}, {6, 8}, {7, 16}, {16, 8192}, {20, 8192}};
+    for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+        char sql[160];
+        long a = steps[i].attempts;
+        snprintf(sql, sizeof sql, "UPDATE pgshadow.quarantine SET attempts = %ld, last_seen = now()", a);
         itest_exec_ok(c, sql);
-        drain(c, 1, "quarantine");
+        if (orphan_attempts_after_write(c, id++) != a)
+            fail_msg("attempts %ld: re-queued right after it failed (wait %d s)", a, steps[i].wait_s);
+        snprintf(sql, sizeof sql, "UPDATE pgshadow.quarantine SET last_seen = now() - interval '%d ms'",
+                 steps[i].wait_s * 500);
+        itest_exec_ok(c, sql);
+        if (orphan_attempts_after_write(c, id++) != a)
+            fail_msg("attempts %ld: re-queued after half its wait of %d s", a, steps[i].wait_s);
+        snprintf(sql, sizeof sql, "UPDATE pgshadow.quarantine SET last_seen = now() - interval '%d s'",
+                 steps[i].wait_s + 1);
+        itest_exec_ok(c, sql);
+        if (orphan_attempts_after_write(c, id++) != a + 1)
+            fail_msg("attempts %ld: not re-queued %d s after it failed (wait %d s)", a,
+                     steps[i].wait_s + 1, steps[i].wait_s);
     }
-    /* three retries at once (attempts 4), then waiting 2 s: not 6 retries (7) */
-    itest_expect_sql(c, "SELECT attempts FROM pgshadow.quarantine", "4");
+    /* a batch that takes less than its limit re-queues it, backoff or not
+     * (test_orphan_requeue_when_drained); here every batch was full */
+    itest_expect_sql(c, "SELECT sqlstate FROM pgshadow.quarantine", "23503");
+}
+
+/* The 23503 re-queue goes by the key's current SQLSTATE: a key that failed a
+ * CHECK (23514), then, changed, its foreign key (23503), is re-queued when
+ * its parent arrives. A quarantine that kept the first SQLSTATE would leave
+ * it there for good. */
+static void test_quarantine_sqlstate_follows_failure(void **state)
+{
+    itest_db *t = *state;
+    PGconn *c = t->c;
+    itest_exec_ok(c, "CREATE TABLE op (id int PRIMARY KEY); CREATE TABLE ok (id int PRIMARY KEY, op_id int, v int)");
+    install(c, "",
+            "SELECT pgshadow.register_table('public', 'op', NULL, '_shadow', '" MIG "', '{}');"
+            "SELECT pgshadow.register_table('public', 'ok', NULL, '_shadow', '" MIG "', '{}');");
+    /* only the shadows have these constraints */
+    itest_exec_ok(c, "ALTER TABLE ok_shadow ADD CONSTRAINT v_positive CHECK (v >= 0), "
+                     "ADD FOREIGN KEY (op_id) REFERENCES op_shadow");
+    itest_exec_ok(c, "INSERT INTO op VALUES (1); INSERT INTO ok VALUES (1, NULL, -1), (2, 1, 1)");
+    drain(c, 1000, "quarantine");
+    itest_expect_sql(c, "SELECT array_to_string(key, ',') || ' ' || sqlstate || ' ' || attempts "
+                        "FROM pgshadow.quarantine", "1 23514 1");
+    /* fixed for the CHECK, but now pointing at a parent that is not there */
+    itest_exec_ok(c, "UPDATE ok SET v = 1, op_id = 99 WHERE id = 1");
+    drain(c, 1000, "quarantine");
+    itest_expect_sql(c, "SELECT array_to_string(key, ',') || ' ' || sqlstate || ' ' || attempts "
+                        "FROM pgshadow.quarantine", "1 23503 2");
+    itest_expect_sql(c, "SELECT message LIKE '%foreign key%' FROM pgshadow.quarantine", "t");
+    /* the parent arrives: the key comes back by itself and applies */
+    itest_exec_ok(c, "INSERT INTO op VALUES (99)");
+    drain(c, 1000, "quarantine");
+    drain(c, 1000, "quarantine");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_expect_sql(c, "SELECT string_agg(id || ':' || op_id || ':' || v, ',' ORDER BY id) FROM ok_shadow",
+                     "1:99:1,2:1:1");
+    expect_converged(c, "ok");
+    expect_converged(c, "op");
+}
+
+/* Apply deletes exactly the change-log entries it took. A writer holds seq 2
+ * uncommitted while seqs 1 and 3 commit; apply takes 1 and 3 and stalls
+ * (a SHARE lock on the shadow) until seq 2 has committed, so when it deletes
+ * its entries seq 2 lies inside the range of the taken ones. Seq 2 must stay
+ * for the next batch: deleting it (by range rather than by identity) loses
+ * row 2 for good. */
+static void test_late_commit_inside_taken_range(void **state)
+{
+    itest_db *t = *state;
+    PGconn *c = t->c;
+    itest_exec_ok(c, "CREATE TABLE lc (id int PRIMARY KEY, v text)");
+    install(c, "", "SELECT pgshadow.register_table('public', 'lc', NULL, '_shadow', '" MIG "', '{}');");
+    PGconn *w = itest_connect_db(t->name), *lk = itest_connect_db(t->name),
+           *ap = itest_connect_db(t->name);
+    itest_exec_ok(c, "INSERT INTO lc VALUES (1, 'one')");
+    itest_exec_ok(w, "BEGIN; INSERT INTO lc VALUES (2, 'two')");
+    itest_exec_ok(c, "INSERT INTO lc VALUES (3, 'three')");
+    itest_expect_sql(c, "SELECT string_agg(key[1], ',' ORDER BY seq) FROM pgshadow.change_log", "1,3");
+
+    itest_exec_ok(lk, "BEGIN; LOCK TABLE lc_shadow IN SHARE MODE");
+    assert_int_equal(PQsendQuery(ap, "SELECT taken, upserted FROM pgshadow.apply_batch('" MIG
+                                     "', 1000, 'quarantine')"), 1);
+    /* apply has taken its entries and waits for the shadow (it gives up
+     * after its own lock_timeout of 5 s: everything below takes
+     * milliseconds) */
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %d",
+             PQbackendPID(ap));
+    bool waiting = false;
+    for (int64_t end = itest_now_ms() + 4000; !waiting && itest_now_ms() < end;) {
+        char *v = itest_query(c, sql);
+        waiting = strcmp(v, "t") == 0;
+        free(v);
+        if (!waiting)
+            itest_sleep_ms(10);
+    }
+    itest_exec_ok(w, "COMMIT");
+    /* seq 2 is the middle one */
+    itest_expect_sql(c, "SELECT string_agg(key[1], ',' ORDER BY seq) FROM pgshadow.change_log", "1,2,3");
+    itest_exec_ok(lk, "COMMIT");
+    PGresult *r = PQgetResult(ap);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("apply_batch: %s", PQresultErrorMessage(r));
+    char got[64];
+    snprintf(got, sizeof got, "%s %s", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+    PQclear(r);
+    while ((r = PQgetResult(ap)) != NULL)
+        PQclear(r);
+    assert_true(waiting); /* the stall happened (checked after the cleanup) */
+    assert_string_equal(got, "2 2");
+    /* entry 2 was not taken: it stays, and the next batch applies it */
+    itest_expect_sql(c, "SELECT string_agg(op || ':' || key[1], ',') FROM pgshadow.change_log", "I:2");
+    itest_expect_sql(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM lc_shadow", "1,3");
+    batch b = drain(c, 1000, "quarantine");
+    assert_int_equal(b.taken, 1);
+    itest_expect_sql(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM lc_shadow", "1,2,3");
     itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    expect_converged(c, "lc");
+    PQfinish(ap);
+    PQfinish(lk);
+    PQfinish(w);
 }
 
 /* The backoff's blind spot: a key in backoff when the last related write is
@@ -1147,7 +1283,8 @@ int main(void)
         T(test_fk_cascade_one_batch), T(test_fk_cascade_limit1), T(test_fk_cascade_limit2),
         T(test_deferred_fk),     T(test_unique_swap),           T(test_unique_swap_retry),
         T(test_held_delete_frees_unique), T(test_orphan_requeue_backs_off),
-        T(test_orphan_requeue_when_drained),
+        T(test_orphan_requeue_when_drained), T(test_quarantine_sqlstate_follows_failure),
+        T(test_late_commit_inside_taken_range),
         T(test_counts_cascade),  T(test_float_key),             T(test_poison_bisect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

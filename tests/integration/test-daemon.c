@@ -405,8 +405,15 @@ static void test_reload_invalid_keeps_config(void **state)
     int r = wait_msg(from_msg, "RELOADING=1");
     assert_true(r >= 0);
     assert_true(wait_msg(r + 1, "READY=1") > r);
-    assert_true(wait_log(from, "error: reload: ") > 0); /* a located error */
-    assert_true(wait_log(from, "pgshadow.yaml:") > 0);
+    /* located errors: FILE:LINE:COLUMN (line 8 "  batch_size: lots", line 9
+     * "  no_such_key: 1"); the first to the end of its line */
+    char located[512];
+    snprintf(located, sizeof located, "error: reload: %s:8:15: sync.batch_size: expected an "
+             "integer, got a string\n", T.cfg);
+    assert_true(wait_log(from, located) > 0);
+    snprintf(located, sizeof located, "error: reload: %s:9:3: sync: unknown key \"no_such_key\" "
+             "(known keys: ", T.cfg);
+    assert_true(wait_log(from, located) > 0);
     assert_true(wait_log(from, "keeping the running configuration") > 0);
     /* still working with the old config */
     assert_int_equal(kill(P.pid, 0), 0);

@@ -62,6 +62,21 @@ static void load_sql_file(PGconn *c, const char *name)
     free(sql);
 }
 
+/* Rows that differ between a registered table and its shadow: on one side
+ * only, or the shadow's stored hash is not the registry's hash over the
+ * primary row (run under TimeZone UTC, as apply and backfill do). */
+static const char DIFF_FN[] =
+    "CREATE OR REPLACE FUNCTION public.itest_diff(p_table text) RETURNS bigint LANGUAGE plpgsql AS $$ "
+    "DECLARE t pgshadow.tables; j text; n bigint; "
+    "BEGIN "
+    "  SELECT * INTO STRICT t FROM pgshadow.tables WHERE table_name = p_table; "
+    "  SELECT string_agg(format('s.%I = p.%I', k, k), ' AND ') INTO j FROM unnest(t.key_columns) k; "
+    "  EXECUTE format('SELECT count(*) FROM %I.%I p FULL JOIN %I.%I s ON %s WHERE p.%I IS NULL OR "
+    "    s.%I IS NULL OR s._shadow_validation_hash IS DISTINCT FROM %s', t.schema_name, t.table_name, "
+    "    t.schema_name, t.shadow_name, j, t.key_columns[1], t.key_columns[1], t.hash_expr) INTO n; "
+    "  RETURN n; "
+    "END $$";
+
 /* ---- scenarios ---- */
 
 static void test_aidis(void **state)
@@ -111,30 +126,65 @@ static void test_aidis(void **state)
         fail_msg("second install: rc %d\n%s%s", r.rc, r.out, r.err);
     itest_run_free(&r);
 
-    /* disable-writes stops capture for the next statement; enable resumes */
+    /* disable-writes stops capture for the next statement, of every table */
     itest_run_ctl(&r, cfg, "disable-writes", NULL);
-    assert_int_equal(r.rc, 0);
+    if (r.rc != 0)
+        fail_msg("disable-writes: rc %d\n%s%s", r.rc, r.out, r.err);
     assert_non_null(strstr(r.out, "disabled"));
     itest_run_free(&r);
     itest_exec_ok(c, "INSERT INTO projects (name) VALUES ('not-captured')");
-    n = itest_query(c, "SELECT count(*) FROM pgshadow.change_log");
-    assert_string_equal(n, "1");
-    free(n);
+    itest_exec_ok(c, "INSERT INTO tasks (project_id, title, type) "
+                     "SELECT id, 'written while capture was off', 'feature' FROM projects "
+                     "WHERE name = 'itest-project'");
+    itest_expect_sql(c, "SELECT string_agg(op::text, ',') FROM pgshadow.change_log", "I");
+    /* enable-writes resumes it and queues a full resync ('T') of every
+     * table it turned on: what was written meanwhile must not stay missing */
     itest_run_ctl(&r, cfg, "enable-writes", NULL);
-    assert_int_equal(r.rc, 0);
+    if (r.rc != 0)
+        fail_msg("enable-writes: rc %d\n%s%s", r.rc, r.out, r.err);
     itest_run_free(&r);
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log WHERE op = 'T'", "5");
+    /* one table: only its capture stops */
     itest_run_ctl(&r, cfg, "disable-writes", "tasks", NULL);
-    assert_int_equal(r.rc, 0);
+    if (r.rc != 0)
+        fail_msg("disable-writes tasks: rc %d\n%s%s", r.rc, r.out, r.err);
     itest_run_free(&r);
     itest_exec_ok(c, "INSERT INTO projects (name) VALUES ('captured-again')");
-    n = itest_query(c, "SELECT count(*) FROM pgshadow.change_log WHERE op <> 'T'");
-    assert_string_equal(n, "2");
-    free(n);
-    /* enable-writes scheduled a full resync of every table it turned on:
-     * the 'not-captured' row must not stay missing from the shadow */
-    n = itest_query(c, "SELECT count(*) FROM pgshadow.change_log WHERE op = 'T'");
-    assert_string_equal(n, "5");
-    free(n);
+    itest_exec_ok(c, "UPDATE tasks SET title = 'changed while tasks capture was off'");
+    itest_expect_sql(c, "SELECT string_agg(l.op || ' ' || t.table_name, ',' ORDER BY l.seq) "
+                        "FROM pgshadow.change_log l JOIN pgshadow.tables t USING (table_id) "
+                        "WHERE l.op <> 'T'", "I projects,I projects");
+    itest_run_ctl(&r, cfg, "enable-writes", "tasks", NULL);
+    if (r.rc != 0)
+        fail_msg("enable-writes tasks: rc %d\n%s%s", r.rc, r.out, r.err);
+    itest_run_free(&r);
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log l JOIN pgshadow.tables t "
+                        "USING (table_id) WHERE l.op = 'T' AND t.table_name = 'tasks'", "2");
+    itest_exec_ok(c, "UPDATE tasks SET progress = 7");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log l JOIN pgshadow.tables t "
+                        "USING (table_id) WHERE l.op = 'U' AND t.table_name = 'tasks'", "1");
+    /* the resync, as pgshadowd runs it: apply, copy, apply */
+    itest_exec_ok(c, "SELECT * FROM pgshadow.apply_batch('itest_migration', 1000, 'quarantine')");
+    for (int i = 0;; i++) {
+        char *rows = itest_query(c, "SELECT count(*) FROM pgshadow.backfill_step('itest_migration', 1000)");
+        bool more = strcmp(rows, "0") != 0;
+        free(rows);
+        if (!more)
+            break;
+        assert_true(i < 100);
+    }
+    itest_exec_ok(c, "SELECT * FROM pgshadow.apply_batch('itest_migration', 1000, 'quarantine')");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.quarantine", "0");
+    itest_expect_sql(c, "SELECT string_agg(name, ',' ORDER BY name) FROM projects_shadow",
+                     "captured-again,itest-project,not-captured");
+    itest_expect_sql(c, "SELECT title || ' ' || progress FROM tasks_shadow",
+                     "changed while tasks capture was off 7");
+    itest_exec_ok(c, "SET TimeZone = 'UTC'");
+    itest_exec_ok(c, DIFF_FN);
+    itest_expect_sql(c, "SELECT string_agg(table_name || ' ' || public.itest_diff(table_name), ',' "
+                        "ORDER BY table_id) FROM pgshadow.tables",
+                     "projects 0,sessions 0,contexts 0,analytics_events 0,tasks 0");
 
     PQfinish(c);
     unlink(cfg);
@@ -509,10 +559,17 @@ static void test_lock_retry(void **state)
     char *argv[] = {(char *)itest_env("PGSHADOWCTL"), "-c", cfg, "install", NULL};
     itest_child ch;
     itest_child_start(&ch, argv);
-    /* longer than the preflight's 1 s plus one 200 ms lock_timeout: at
-     * least one attempt must fail on the lock and be retried (30 attempts,
-     * backoff 200 ms .. 5 s, outlast it) */
-    sleep(3);
+    /* held until an attempt has failed on the lock and the install says it
+     * retries (30 attempts, backoff 200 ms .. 5 s: the lock goes long before
+     * they run out) */
+    bool retrying = false;
+    for (int64_t end = itest_now_ms() + 60000; !retrying && itest_now_ms() < end;) {
+        char *err = itest_read_file(ch.errp);
+        retrying = err && strstr(err, "retrying the whole transaction");
+        free(err);
+        if (!retrying)
+            itest_sleep_ms(50);
+    }
     itest_exec_ok(locker, "COMMIT");
     itest_run r;
     itest_child_finish(&ch, &r);

@@ -718,13 +718,19 @@ static void test_free_while_resolving(void **state)
      * resolver: the answer then came first and the test was flaky.) */
     event_base_loop(t.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
     if (t.downs != 0) {
-        /* a resolver with no nameserver fails inside the lookup call itself */
+        /* The lookup failed inside the call itself (a resolver with no
+         * usable nameserver does that): nothing is in flight, so this run
+         * could not test a free during a lookup. That is a failure, never a
+         * pass: the test needs a nameserver line in /etc/resolv.conf (one
+         * that never answers will do). */
+        char reason[sizeof t.last_reason];
+        snprintf(reason, sizeof reason, "%s", t.last_reason);
         ps_pgconn_free(t.c);
         t.c = NULL;
         t_done(&t);
-        skip();
+        fail_msg("no lookup in flight to free: the attempt already failed (%s); "
+                 "/etc/resolv.conf needs a nameserver for this test", reason);
     }
-    assert_int_equal(t.downs, 0);
     ps_pgconn_free(t.c);
     t.c = NULL;
     /* the abandoned answer is delivered from the loop, after the free: it

@@ -4,15 +4,20 @@
  * foreign-keyed tables (parents <- children, parents <- links with a composite
  * key), some thousands of rows.
  *
- *  1. backfill: interrupted by SIGKILL mid-way, resumed, completes; every
- *     shadow row equals its primary row (md5 over all columns, independent of
- *     pgshadow's own hash; and _shadow_validation_hash equals the registry's
- *     hash_expr over the primary) and no shadow row lacks a primary;
+ *  1. backfill: interrupted by SIGKILL in the middle of a table, resumed
+ *     right after that table's persisted cursor (no row at or before it
+ *     offered to the shadow again, the resume logged with the persisted
+ *     count), completes; every shadow row equals its primary row (md5 over
+ *     all columns, independent of pgshadow's own hash; and
+ *     _shadow_validation_hash equals the registry's hash_expr over the
+ *     primary) and no shadow row lacks a primary;
  *  2. chaos: a mixed workload (inserts, updates, key changes, deletes,
- *     cascades, rolled-back transactions) from a child process while pgshadowd
- *     is SIGKILLed at random moments 12 times (restarted each time) and
- *     PostgreSQL is restarted with -m immediate twice; then drain and the same
- *     equality;
+ *     cascades, rolled-back transactions) from 4 concurrent writer processes
+ *     (so entries commit out of seq order) while pgshadowd is SIGKILLed at
+ *     random moments 12 times (restarted each time; each kill lands on a
+ *     daemon that has taken the leader lock) and PostgreSQL is
+ *     restarted with -m immediate twice; then drain and the same equality.
+ *     The seed is printed; PGSHADOW_CHAOS_SEED=<n> replays its choices;
  *  3. poison rows (a shadow CHECK stricter than the primary) land in the
  *     quarantine with SQLSTATE and message while the others apply; a later
  *     change to a poisoned key retries it and clears the quarantine;
@@ -37,7 +42,7 @@
  * with a generous deadline; no assertion is about speed.
  *
  * Env: PGSHADOW_TEST_CONNINFO, PGSHADOW_TEST_CLUSTER, PGSHADOW_SRCDIR,
- * PGSHADOWD, PGSHADOWCTL; test 5 also PGSHADOW_TEST_PGHOST and
+ * PGSHADOWD, PGSHADOWCTL; optional PGSHADOW_CHAOS_SEED; test 5 also PGSHADOW_TEST_PGHOST and
  * PGSHADOW_TEST_PGPORT. The daemons run through itest.h's itest_daemon
  * helpers; the few helpers kept here say why they are not itest.h's.
  */
@@ -372,15 +377,22 @@ static const char *const OPS[] = {
 };
 #define N_OPS (sizeof OPS / sizeof OPS[0])
 
-/* Child process: random transactions of 1..4 operations until SIGTERM;
- * reconnects through server restarts; 1 in 10 transactions rolls back.
- * Exits 0 after at least some commits, 1 otherwise. */
-static void workload_main(void)
+/* The chaos test's writers: several at once, so transactions commit out of
+ * seq order (one holds seq n open while n + 1 commits) and the daemon's
+ * batches take entries around open transactions. */
+#define WRITERS 4
+
+/* Child process `idx`: random transactions of 1..4 operations until SIGTERM,
+ * from its own random stream (seed); reconnects through server restarts; 1
+ * in 10 transactions rolls back; 1 in 4 pauses between its operations, so it
+ * holds its change-log entries uncommitted while the others commit. Exits 0
+ * after at least some commits, 1 otherwise. */
+static void workload_main(int idx, unsigned seed)
 {
     signal(SIGTERM, on_term);
-    srandom((unsigned)getpid());
+    srandom(seed);
     PGconn *c = NULL;
-    long commits = 0;
+    long commits = 0, failures = 0;
     while (!workload_stop) {
         if (!c || PQstatus(c) != CONNECTION_OK) {
             PQfinish(c);
@@ -393,11 +405,16 @@ static void workload_main(void)
         }
         PQclear(PQexec(c, "BEGIN"));
         int n = 1 + (int)(random() % 4);
+        bool slow = random() % 4 == 0;
         bool ok = true;
         for (int i = 0; i < n && ok; i++) {
-            long max = 3200000; /* the seed rows and some of the new ones */
+            /* mostly the seed rows' ids (up to 300,000), sometimes the
+             * first of the new ones (from 3,000,000): writers rarely meet
+             * on one row (an id between the two ranges picks the first new
+             * row, a hot spot several writers would queue on) */
+            long id = random() % 5 ? random() % 300000 : 3000000 + random() % 20000;
             char r[24];
-            snprintf(r, sizeof r, "%ld", random() % max);
+            snprintf(r, sizeof r, "%ld", id);
             const char *params[1] = {r};
             const char *sql = OPS[random() % N_OPS];
             bool has_param = strstr(sql, "$1") != NULL;
@@ -405,16 +422,37 @@ static void workload_main(void)
                                          NULL, NULL, 0);
             ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
             PQclear(res);
+            if (slow)
+                itest_sleep_ms(1 + random() % 20);
         }
         PGresult *res = PQexec(c, ok && random() % 10 != 0 ? "COMMIT" : "ROLLBACK");
         if (ok && PQresultStatus(res) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(res), "COMMIT") == 0)
             commits++;
+        else if (!ok)
+            failures++;
         PQclear(res);
-        itest_sleep_ms(2);
+        itest_sleep_ms(10); /* pacing: 4 writers keep the drain (and the test) about as long as one did */
     }
     PQfinish(c);
-    fprintf(stderr, "test-sync: workload: %ld commits\n", commits);
+    fprintf(stderr, "test-sync: writer %d: %ld commits, %ld failed transactions (deadlocks, "
+                    "restarts)\n", idx, commits, failures);
     _exit(commits > 0 ? 0 : 1);
+}
+
+/* The chaos run's seed: $PGSHADOW_CHAOS_SEED when set (to replay a failed
+ * run's choices: kill moments, bursts, every writer's operations; the
+ * timing of a rerun still differs), else from the clock. */
+static unsigned chaos_seed(void)
+{
+    const char *e = getenv("PGSHADOW_CHAOS_SEED");
+    if (e && *e) {
+        char *end;
+        unsigned long v = strtoul(e, &end, 10);
+        if (*end || v > 0xffffffffUL)
+            fail_msg("PGSHADOW_CHAOS_SEED=%s is not a number", e);
+        return (unsigned)v;
+    }
+    return (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -562,29 +600,74 @@ static void test_backfill(void **state)
     db_exec(DIFF_FN);
 
     daemon_start(&D, "info");
-    /* Kill it mid-backfill: the cursor is persisted with each chunk. */
+    /* Kill it mid-backfill, in the middle of children (12,000 rows, chunks
+     * of 100: parents are done, 30+ chunks are left): the cursor is
+     * persisted with each chunk. */
+    static const char MID_CHILDREN_SQL[] =
+        "SELECT backfill_state = 'running' AND backfill_rows BETWEEN 1000 AND 9000 "
+        "FROM pgshadow.tables WHERE table_name = 'children'";
     bool caught = false;
-    int64_t end = itest_now_ms() + 60000;
-    while (itest_now_ms() < end && !caught) {
-        caught = itest_true_on(
-            T.db_conninfo,
-            "SELECT EXISTS (SELECT 1 FROM pgshadow.tables WHERE backfill_rows > 0) "
-            "AND EXISTS (SELECT 1 FROM pgshadow.tables WHERE backfill_state <> 'done')");
+    for (int64_t end = itest_now_ms() + 60000; !caught && itest_now_ms() < end;) {
+        caught = itest_true_on(T.db_conninfo, MID_CHILDREN_SQL);
         if (!caught)
             itest_sleep_ms(10);
     }
-    assert_true(caught);
+    if (!caught)
+        fail_msg("never saw the children backfill between 1000 and 9000 rows");
     daemon_assert_alive(&D);
-    long long before = db_int("SELECT sum(backfill_rows) FROM pgshadow.tables");
     itest_daemon_kill(&D, SIGKILL);
-    fprintf(stderr, "test-sync: killed pgshadowd mid-backfill at %lld rows copied\n", before);
+    /* A step in flight still commits on the server: wait until the killed
+     * daemon's sessions are gone, then read what it left. */
+    if (!itest_wait_true(T.db_conninfo,
+                         "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = "
+                         "current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend')",
+                         30000))
+        fail_msg("the killed daemon's sessions did not go away");
+    /* still in the middle (a step in flight adds at most one chunk), with
+     * more than one chunk left, so the restart's first step is no last one */
+    assert_true(itest_true_on(T.db_conninfo,
+                              "SELECT backfill_state = 'running' AND backfill_rows BETWEEN 1000 AND 11000 "
+                              "FROM pgshadow.tables WHERE table_name = 'children'"));
+    long long rows = db_int("SELECT backfill_rows FROM pgshadow.tables WHERE table_name = 'children'");
+    long long cursor = db_int("SELECT backfill_cursor[1]::bigint FROM pgshadow.tables "
+                              "WHERE table_name = 'children'");
+    /* the seed's children are ids 10, 20, ..., 120000: the cursor is the
+     * rows-th of them */
+    assert_int_equal(cursor, rows * 10);
+    fprintf(stderr, "test-sync: killed pgshadowd mid-backfill: children at %lld rows (cursor %lld)\n",
+            rows, cursor);
+    /* Every row the backfill offers the children shadow from now on, copied
+     * or not (BEFORE INSERT fires for ON CONFLICT DO NOTHING too). */
+    db_exec("CREATE TABLE itest_bf_offered (id bigint NOT NULL); "
+            "CREATE FUNCTION itest_bf_note() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN INSERT INTO public.itest_bf_offered VALUES (NEW.id); RETURN NEW; END$$; "
+            "CREATE TRIGGER itest_bf_note BEFORE INSERT ON children_shadow "
+            "FOR EACH ROW EXECUTE FUNCTION public.itest_bf_note()");
 
     size_t from = itest_daemon_log_size(&D);
     daemon_start(&D, "info");
     wait_drained("backfill");
     daemon_assert_alive(&D);
-    /* the restart resumed instead of starting over */
-    assert_true(log_count(&D, from, "resuming after") + log_count(&D, from, "started (") > 0);
+    /* the restart resumed children right after its persisted cursor: not
+     * one row at or before it offered again, every row after it offered
+     * once, the resume logged with the persisted count, no second start */
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FILTER (WHERE id <= %lld) || ' ' || count(*) FILTER (WHERE id > %lld) "
+             "|| ' ' || count(DISTINCT id) FROM itest_bf_offered", cursor, cursor);
+    PGconn *c = itest_connect(T.db_conninfo);
+    char want[96];
+    snprintf(want, sizeof want, "0 %lld %lld", 12000 - rows, 12000 - rows);
+    itest_expect_sql(c, sql, want);
+    snprintf(want, sizeof want, "sync: backfill children: resuming after %lld rows (~", rows);
+    assert_int_equal(log_count(&D, from, want), 1);
+    assert_int_equal(log_count(&D, from, "sync: backfill children: started"), 0);
+    assert_int_equal(log_count(&D, from, "sync: backfill parents:"), 0); /* done before the kill */
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.events WHERE what = 'backfill_started' "
+                        "AND table_name = 'children'", "1");
+    itest_exec_ok(c, "DROP TRIGGER itest_bf_note ON children_shadow; DROP FUNCTION itest_bf_note(); "
+                     "DROP TABLE itest_bf_offered");
+    PQfinish(c);
     assert_true(log_count(&D, 0, "leader lock acquired") >= 2);
     assert_true(log_count(&D, 0, "done: ") >= TABLES);
     assert_true(itest_true_on(
@@ -596,21 +679,52 @@ static void test_backfill(void **state)
 /* ------------------------------------------------------------------------ */
 /* 2. chaos */
 
+/* The chaos run's burst: one statement over a few thousand children rows. A
+ * writer holding some of those rows can deadlock with it; the server then
+ * cancels one of the two, and when that is the burst, it is run again. */
+static void chaos_burst(void)
+{
+    PGconn *c = itest_connect(T.db_conninfo);
+    for (int i = 0;; i++) {
+        PGresult *r = PQexec(c, "UPDATE children SET qty = qty + 1 WHERE id % 5 = 0");
+        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        bool retry = PQresultStatus(r) != PGRES_COMMAND_OK && st && strcmp(st, "40P01") == 0 && i < 5;
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && !retry)
+            fail_msg("chaos burst: %s", PQresultErrorMessage(r));
+        PQclear(r);
+        if (!retry)
+            break;
+    }
+    PQfinish(c);
+}
+
 static void test_chaos(void **state)
 {
     (void)state;
     daemon_assert_alive(&D);
-    pid_t wl = fork();
-    assert_true(wl >= 0);
-    if (wl == 0)
-        workload_main();
+    unsigned seed = chaos_seed();
+    fprintf(stderr, "test-sync: chaos seed %u (replay its choices with PGSHADOW_CHAOS_SEED=%u)\n",
+            seed, seed);
+    pid_t wl[WRITERS];
+    for (int w = 0; w < WRITERS; w++) {
+        wl[w] = fork();
+        assert_true(wl[w] >= 0);
+        if (wl[w] == 0)
+            workload_main(w, seed + 1 + (unsigned)w);
+    }
 
-    srandom((unsigned)time(NULL));
+    srandom(seed);
     const int kills = 12;
     int pg_restarts = 0;
     long long max_pending = 0;
+    size_t started = 0; /* log offset of the running daemon's start */
     for (int i = 0; i < kills; i++) {
-        itest_sleep_ms(300 + random() % 2200);
+        /* Each kill lands on a leader: the killed daemon's backend can hold
+         * the leader lock until its statement in flight ends, and a daemon
+         * killed while it waited as a standby would not count. */
+        if (!itest_daemon_wait_log(&D, started, "leader lock acquired", 60000))
+            fail_msg("restart %d did not take the leader lock within 60 s (seed %u)", i, seed);
+        itest_sleep_ms(300 + random() % 2200); /* chaos: a random moment, not a wait */
         daemon_assert_alive(&D);
         if (i == 3 || i == 8) {
             /* the server goes away under the daemon and the workload */
@@ -622,7 +736,7 @@ static void test_chaos(void **state)
         if (random() % 2) {
             /* a burst of a few thousand changes, so the kill tends to land in
              * the middle of a multi-batch drain */
-            db_exec("UPDATE children SET qty = qty + 1 WHERE id % 5 = 0");
+            chaos_burst();
             itest_sleep_ms(random() % 300);
         }
         long long pending = db_int("SELECT count(*) FROM pgshadow.change_log");
@@ -630,22 +744,38 @@ static void test_chaos(void **state)
             max_pending = pending;
         itest_daemon_kill(&D, SIGKILL);
         itest_sleep_ms(random() % 400);
+        started = itest_daemon_log_size(&D);
         daemon_start(&D, "info");
     }
-    itest_sleep_ms(1000);
-    kill(wl, SIGTERM);
-    int st;
-    assert_int_equal(waitpid(wl, &st, 0), wl);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    fprintf(stderr, "test-sync: chaos: %d SIGKILLs, %d immediate restarts, up to %lld pending\n",
-            kills, pg_restarts, max_pending);
+    itest_sleep_ms(1000); /* the last daemon under load for a moment */
+    for (int w = 0; w < WRITERS; w++)
+        kill(wl[w], SIGTERM);
+    for (int w = 0; w < WRITERS; w++) {
+        int st;
+        assert_int_equal(waitpid(wl[w], &st, 0), wl[w]);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            fail_msg("writer %d ended with status %d (seed %u)", w, st, seed);
+    }
+    fprintf(stderr, "test-sync: chaos: %d writers, %d SIGKILLs, %d immediate restarts, up to %lld "
+                    "pending\n", WRITERS, kills, pg_restarts, max_pending);
     assert_int_equal(pg_restarts, 2);
 
     wait_drained("chaos");
     daemon_assert_alive(&D);
     assert_true(log_count(&D, 0, "leader lock acquired") >= 2 + kills);
-    assert_int_equal(db_int("SELECT count(*) FROM pgshadow.quarantine"), 0);
+    fprintf(stderr, "test-sync: chaos: still quarantined: %lld\n",
+            db_int("SELECT count(*) FROM pgshadow.quarantine"));
+    if (db_int("SELECT count(*) FROM pgshadow.quarantine") > 0) {
+        PGconn *c = itest_connect(T.db_conninfo);
+        char *q = itest_query(c, "SELECT string_agg(t.table_name || ' ' || q.key::text || ' ' || q.sqlstate "
+                                 "|| ' (' || q.attempts || ' attempts): ' || q.message, E'\\n') "
+                                 "FROM pgshadow.quarantine q JOIN pgshadow.tables t USING (table_id)");
+        fprintf(stderr, "%s\n", q);
+        free(q);
+        PQfinish(c);
+    }
     assert_all_equal("after chaos");
+    assert_int_equal(db_int("SELECT count(*) FROM pgshadow.quarantine"), 0);
     /* the registry's counts are exact once drained with nothing quarantined
      * (docs/sync.md "Counts"), shadow cascades included */
     for (int i = 0; i < TABLES; i++) {

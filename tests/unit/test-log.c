@@ -1,6 +1,12 @@
 /*
  * test-log.c - levels, line format, fields, redaction, rate limiting, the
  * journal detection and the journald native encoding.
+ *
+ * The rate limiter's windows run on an injected clock: this file defines
+ * clock_gettime(), which the static libpgshadow's log.c links against, and
+ * answers CLOCK_MONOTONIC from fake_ms while a test runs (every other clock,
+ * and CLOCK_MONOTONIC outside the tests, from the kernel). So a window ends
+ * exactly when a test moves the clock, never because the machine was slow.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,7 +21,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pgshadow/log.h"
@@ -27,6 +35,20 @@ static struct {
     int prio[MAX_LINES];
     char line[MAX_LINES][1024];
 } cap;
+
+/* The injected clock (see the top of the file). */
+static bool fake_clock;
+static int64_t fake_ms;
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    if (fake_clock && id == CLOCK_MONOTONIC) {
+        ts->tv_sec = (time_t)(fake_ms / 1000);
+        ts->tv_nsec = (long)(fake_ms % 1000) * 1000000;
+        return 0;
+    }
+    return (int)syscall(SYS_clock_gettime, id, ts);
+}
 
 static void sink(int prio, const char *line, void *arg)
 {
@@ -42,6 +64,8 @@ static int setup(void **state)
 {
     (void)state;
     memset(&cap, 0, sizeof cap);
+    fake_clock = true;
+    fake_ms = 1000000;
     ps_log_setup("pgshadowd", LOG_DEBUG);
     ps_log_set_ratelimit(10, 5000);
     ps_log_set_sink(sink, NULL);
@@ -52,6 +76,7 @@ static int teardown(void **state)
 {
     (void)state;
     ps_log_set_sink(NULL, NULL);
+    fake_clock = false;
     return 0;
 }
 
@@ -200,9 +225,12 @@ static void test_ratelimit(void **state)
     assert_int_equal(cap.n, 4); /* 3 of the burst + the different one */
     ps_log_flush_suppressed();  /* window not over: nothing yet */
     assert_int_equal(cap.n, 4);
-    usleep(250 * 1000);
+    fake_ms += 199;             /* still inside it */
     ps_log_flush_suppressed();
-    assert_int_equal(cap.n, 5);
+    assert_int_equal(cap.n, 4);
+    fake_ms += 1;               /* 200 ms: over */
+    ps_log_flush_suppressed();
+    assert_int_equal(cap.n, 5); /* the count; the other message suppressed nothing */
     assert_non_null(strstr(cap.line[4], "message repeated 7 times: connection refused"));
     assert_int_equal(cap.prio[4], LOG_WARNING);
     /* A new window lets the message through again. */
@@ -217,9 +245,10 @@ static void test_ratelimit_flush_on_next_log(void **state)
     ps_log_set_ratelimit(1, 100);
     ps_log_info("same");
     ps_log_info("same");
-    ps_log_info("same");
+    fake_ms += 99;
+    ps_log_info("same"); /* inside the window: suppressed too */
     assert_int_equal(cap.n, 1);
-    usleep(150 * 1000);
+    fake_ms += 1;
     ps_log_info("other");
     assert_int_equal(cap.n, 3);
     assert_non_null(strstr(cap.line[1], "message repeated 2 times: same"));
