@@ -395,6 +395,7 @@ AS $fn$
 $fn$;
 
 
+
 -- Privileges
 REVOKE ALL ON FUNCTION pgshadow._sync_fk_depth(text),
                        pgshadow._sync_taken(text),

@@ -1,6 +1,7 @@
 -- 84-sync-wakeup.sql: the wake-up flag, quarantine retry, replication lag
 --
--- Owns: pgshadow.wakeup_arm, quarantine_retry, replication_lag_ms.
+-- Owns: pgshadow.wakeup_arm, quarantine_retry, replication_lag_ms, and what
+-- the daemon reads by name: sync_probe, registry_rows.
 --
 -- Part of the install, run in ONE transaction in the order of
 -- sql/install.list (pgshadowctl install; docs/database.md). Idempotent:
@@ -89,13 +90,66 @@ $fn$;
 
 
 
+-- ---------------------------------------------------------------------------
+-- What the daemon reads (src/sync/): its queries live here, the C side calls
+-- them by name.
+-- ---------------------------------------------------------------------------
+
+-- The replication lag of the standbys (replication_lag_ms) and the age in
+-- seconds of the oldest pending change of the migration's tables (NULL when
+-- none), via the change log's primary key (table_id, seq): O(tables), never
+-- a scan of the log.
+CREATE OR REPLACE FUNCTION pgshadow.sync_probe(p_migration_id text)
+RETURNS TABLE (replication_lag_ms bigint, oldest_change_age_s float8)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT pgshadow.replication_lag_ms(),
+           (SELECT extract(epoch FROM clock_timestamp() - min(l.logged_at))::float8
+            FROM pgshadow.tables t
+            CROSS JOIN LATERAL (SELECT c.logged_at FROM pgshadow.change_log c
+                                WHERE c.table_id = t.table_id ORDER BY c.seq LIMIT 1) l
+            WHERE t.migration_id = p_migration_id)
+$fn$;
+
+-- The registry of a migration flattened to rows, for the daemon's config vs
+-- installed comparison (src/sync/registry.c): kind 'k' a key column, 'p' a
+-- column of the primary's current primary key, 'c' a column_map entry with
+-- the default expression register_table would store for it; grouped by
+-- table, in order.
+CREATE OR REPLACE FUNCTION pgshadow.registry_rows(p_migration_id text)
+RETURNS TABLE (schema_name text, table_name text, kind text, name text, expr text, dflt text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT t.schema_name, t.table_name, x.kind, x.name, x.expr, x.dflt
+    FROM pgshadow.tables t CROSS JOIN LATERAL (
+        SELECT 'k'::text, u.o, u.k, NULL::text, NULL::text
+        FROM unnest(t.key_columns) WITH ORDINALITY u(k, o)
+        UNION ALL
+        SELECT 'p', k.o, a.attname::text, NULL, NULL
+        FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, o)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = to_regclass(format('%I.%I', t.schema_name, t.table_name))
+          AND i.indisprimary
+        UNION ALL
+        SELECT 'c', m.o, m.e ->> 'shadow', m.e ->> 'expr', format('p.%I', m.e ->> 'shadow')
+        FROM jsonb_array_elements(t.column_map) WITH ORDINALITY m(e, o)
+    ) x(kind, o, name, expr, dflt)
+    WHERE t.migration_id = p_migration_id
+    ORDER BY t.schema_name, t.table_name, x.kind, x.o
+$fn$;
+
 -- Privileges
 REVOKE ALL ON FUNCTION pgshadow.wakeup_arm(text),
                        pgshadow.quarantine_retry(bigint),
-                       pgshadow.replication_lag_ms()
+                       pgshadow.replication_lag_ms(),
+                       pgshadow.sync_probe(text),
+                       pgshadow.registry_rows(text)
        FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgshadow.quarantine_retry(bigint), pgshadow.replication_lag_ms(),
                           pgshadow.wakeup_arm(text)
       TO pgshadow_daemon;
 GRANT EXECUTE ON FUNCTION pgshadow.quarantine_retry(bigint) TO pgshadow_operator;
 GRANT EXECUTE ON FUNCTION pgshadow.replication_lag_ms() TO pgshadow_viewer;
+GRANT EXECUTE ON FUNCTION pgshadow.sync_probe(text), pgshadow.registry_rows(text) TO pgshadow_daemon;

@@ -49,15 +49,10 @@
 /* ------------------------------------------------------------------------ */
 /* The shell */
 
-/* The oldest pending change of each of our tables via the change log's
- * primary key (table_id, seq): O(tables), never a scan of the log. */
+/* The standbys' replication lag and the age of the oldest pending change
+ * (pgshadow.sync_probe, sql/84-sync-wakeup.sql: O(tables)). */
 static const char SQL_PROBE[] =
-    "SELECT pgshadow.replication_lag_ms(), "
-    "       (SELECT extract(epoch FROM pg_catalog.clock_timestamp() - min(l.logged_at))::float8 "
-    "          FROM pgshadow.tables t "
-    "          CROSS JOIN LATERAL (SELECT c.logged_at FROM pgshadow.change_log c "
-    "                               WHERE c.table_id = t.table_id ORDER BY c.seq LIMIT 1) l "
-    "         WHERE t.migration_id = $1)";
+    "SELECT replication_lag_ms, oldest_change_age_s FROM pgshadow.sync_probe($1)";
 
 static const char SQL_APPLY[] =
     "SELECT taken, upserted, deleted, quarantined, truncated, halted "

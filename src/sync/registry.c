@@ -22,26 +22,10 @@
 
 #include "pgshadow/util.h"
 
-/* The registry of this migration flattened to rows (kind 'k' key column, 'p'
- * current primary key column, 'c' column_map entry with the default
- * expression register_table would store for it), grouped by table. */
+/* The registry of this migration flattened to rows: pgshadow.registry_rows
+ * (sql/84-sync-wakeup.sql) says what each row is. */
 const char ps_sync_registry_sql[] =
-    "SELECT t.schema_name, t.table_name, x.kind, x.name, x.expr, x.dflt "
-    "FROM pgshadow.tables t CROSS JOIN LATERAL ("
-    "  SELECT 'k'::text, u.o, u.k, NULL::text, NULL::text "
-    "  FROM unnest(t.key_columns) WITH ORDINALITY u(k, o) "
-    "  UNION ALL "
-    "  SELECT 'p', k.o, a.attname::text, NULL, NULL "
-    "  FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, o) "
-    "  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-    "  WHERE i.indrelid = to_regclass(format('%I.%I', t.schema_name, t.table_name)) "
-    "    AND i.indisprimary "
-    "  UNION ALL "
-    "  SELECT 'c', m.o, m.e ->> 'shadow', m.e ->> 'expr', format('p.%I', m.e ->> 'shadow') "
-    "  FROM jsonb_array_elements(t.column_map) WITH ORDINALITY m(e, o)"
-    ") x(kind, o, name, expr, dflt) "
-    "WHERE t.migration_id = $1 "
-    "ORDER BY t.schema_name, t.table_name, x.kind, x.o";
+    "SELECT schema_name, table_name, kind, name, expr, dflt FROM pgshadow.registry_rows($1)";
 
 static int diff_report(ps_sync_diff_cb cb, void *arg, const char *table, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
