@@ -28,6 +28,7 @@
 #include "pgshadow/control.h"
 #include "pgshadow/daemon.h"
 #include "pgshadow/log.h"
+#include "pgshadow/util.h"
 
 typedef struct handler {
     char *name;
@@ -383,7 +384,7 @@ ps_control *ps_control_new(struct event_base *base, const char *migration_id)
         really_free(c);
         return NULL;
     }
-    struct timeval tv = {.tv_sec = PS_CONTROL_POLL_MS / 1000, .tv_usec = (PS_CONTROL_POLL_MS % 1000) * 1000};
+    struct timeval tv = ps_clock_tv(PS_CONTROL_POLL_MS);
     event_add(c->poll_ev, &tv);
     return c;
 }

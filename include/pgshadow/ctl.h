@@ -93,6 +93,9 @@ int ps_ctl_args(const ps_ctl_command *cmd, int argc, char **argv, const ps_ctl_o
                 const char **pos, int *npos);
 int ps_ctl_arity(const ps_ctl_command *cmd, int npos);
 
+/* Sleep ms milliseconds, resuming after a signal. */
+void ps_ctl_sleep_ms(int64_t ms);
+
 /* Print the server's message, DETAIL and HINT of a failed result on stderr
  * (libpq's own message, redacted, when there is no result). */
 void ps_ctl_print_pg_error(const char *what, const PGconn *conn, const PGresult *res);

@@ -17,26 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "pgshadow/ctl.h"
 #include "pgshadow/duration.h"
+#include "pgshadow/util.h"
 
 #define POLL_MS 100
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 /* The command's state and result now ("" result when NULL); -1 on error. */
 static int poll_state(PGconn *conn, const char *id, char *state, size_t slen, char **result)
@@ -81,7 +67,7 @@ int ps_ctl_send_command(ps_ctl *ctl, const char *what, const char *command, cons
 
     char state[16] = "pending";
     char *result = NULL;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = ps_clock_ms() + timeout_ms;
     for (;;) {
         if (poll_state(ctl->conn, id, state, sizeof state, &result) != 0) {
             free(result);
@@ -89,7 +75,7 @@ int ps_ctl_send_command(ps_ctl *ctl, const char *what, const char *command, cons
         }
         if (strcmp(state, "pending") != 0 && strcmp(state, "running") != 0)
             break;
-        if (now_ms() >= deadline && strcmp(state, "pending") == 0) {
+        if (ps_clock_ms() >= deadline && strcmp(state, "pending") == 0) {
             char t[32];
             ps_duration_format(timeout_ms, t, sizeof t);
             if (queue) {
@@ -112,9 +98,9 @@ int ps_ctl_send_command(ps_ctl *ctl, const char *what, const char *command, cons
                 return PS_CTL_EXIT_FAILED;
             }
             /* taken just now: wait for its outcome */
-            deadline = now_ms() + timeout_ms;
+            deadline = ps_clock_ms() + timeout_ms;
         }
-        sleep_ms(POLL_MS);
+        ps_ctl_sleep_ms(POLL_MS);
     }
     int out;
     if (strcmp(state, "done") == 0) {

@@ -20,6 +20,14 @@
 
 #define RETRY_ATTEMPTS 30
 
+/* --dry-run: the script, byte for byte the text that would run; frees it. */
+static int print_script(char *script)
+{
+    fputs(script, stdout);
+    free(script);
+    return fflush(stdout) == 0 ? PS_CTL_EXIT_OK : PS_CTL_EXIT_FAILED;
+}
+
 int ps_ctl_cmd_check(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
 {
     int npos;
@@ -99,12 +107,8 @@ int ps_ctl_cmd_install(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **
         fprintf(stderr, "pgshadowctl: install: a configuration value contains a NUL byte\n");
         return PS_CTL_EXIT_USAGE;
     }
-    if (dry_run) {
-        /* touches nothing: no connection at all */
-        fputs(script, stdout);
-        free(script);
-        return fflush(stdout) == 0 ? PS_CTL_EXIT_OK : PS_CTL_EXIT_FAILED;
-    }
+    if (dry_run) /* touches nothing: no connection at all */
+        return print_script(script);
 
     rc = ps_ctl_connect(ctl);
     if (rc != PS_CTL_EXIT_OK) {
@@ -156,11 +160,8 @@ int ps_ctl_cmd_uninstall(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char 
         return rc;
     char *script = NULL;
     ps_ctl_uninstall_script(drop_shadow, ctl->cfg->migration.id, sql, &script);
-    if (dry_run) {
-        fputs(script, stdout);
-        free(script);
-        return fflush(stdout) == 0 ? PS_CTL_EXIT_OK : PS_CTL_EXIT_FAILED;
-    }
+    if (dry_run)
+        return print_script(script);
     rc = ps_ctl_connect(ctl);
     if (rc != PS_CTL_EXIT_OK) {
         free(script);

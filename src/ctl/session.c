@@ -179,7 +179,7 @@ bool ps_ctl_sqlstate_retryable(const char *sqlstate)
            strcmp(sqlstate, "40001") == 0;
 }
 
-static void sleep_ms(int64_t ms)
+void ps_ctl_sleep_ms(int64_t ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
@@ -222,7 +222,7 @@ int ps_ctl_run_script(PGconn *conn, const char *what, const char *script, int ma
                     what, msg ? msg : "transient failure", state, attempt, max_attempts,
                     (long long)delay);
             PQclear(res);
-            sleep_ms(delay);
+            ps_ctl_sleep_ms(delay);
             continue;
         }
         if (ps_ctl_sqlstate_retryable(state))
