@@ -214,13 +214,6 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'ALTER TABLE ... OWNER TO the primary table''s owner.';
     END IF;
-    SELECT ks.col || ' ' || ks.problem INTO v_why
-    FROM pgshadow._key_spec(v_prel, t.key_columns) ks WHERE ks.problem IS NOT NULL ORDER BY ks.o LIMIT 1;
-    IF v_why IS NOT NULL THEN
-        RAISE EXCEPTION 'pgshadow: table %: key column %', v_primary, v_why
-            USING ERRCODE = 'invalid_table_definition';
-    END IF;
-    v_n := cardinality(t.key_columns);
 
     SELECT string_agg(format('((u.x::text[])[%s])::%s%s AS k%s', ks.o, ks.typ, ks.coll, ks.o), ', ' ORDER BY ks.o),
            string_agg(format('p.%I %s b.k%s', ks.col, ks.eq, ks.o), ' AND ' ORDER BY ks.o),
@@ -239,10 +232,16 @@ BEGIN
            array_agg(format('($1[%s])::%s%s', ks.o, ks.typ, ks.coll) ORDER BY ks.o),
            array_agg(format('($2[%s])::%s%s', ks.o, ks.typ, ks.coll) ORDER BY ks.o),
            array_agg(ks.gt ORDER BY ks.o), array_agg(ks.lt ORDER BY ks.o), array_agg(ks.le ORDER BY ks.o),
-           array_agg(ks.eq ORDER BY ks.o), array_agg(ks.ns ORDER BY ks.o)
+           array_agg(ks.eq ORDER BY ks.o), array_agg(ks.ns ORDER BY ks.o),
+           (array_agg(ks.col || ' ' || ks.problem ORDER BY ks.o) FILTER (WHERE ks.problem IS NOT NULL))[1]
     INTO v_b, v_join, v_sjoin, v_kcols, v_pcols, v_pkey, v_skey, v_psjoin, v_eqcur, v_qeq, v_parse, v_group,
-         v_pl, v_sl, v_cur, v_bnd, v_gt, v_lt, v_le, v_eq, v_ns
+         v_pl, v_sl, v_cur, v_bnd, v_gt, v_lt, v_le, v_eq, v_ns, v_why
     FROM pgshadow._key_spec(v_prel, t.key_columns) ks;
+    -- (one pass over the key spec: a problem makes the texts above unusable)
+    IF v_why IS NOT NULL THEN
+        RAISE EXCEPTION 'pgshadow: table %: key column %', v_primary, v_why
+            USING ERRCODE = 'invalid_table_definition';
+    END IF;
     v_b := format('SELECT %s FROM unnest($1) AS u(x)', v_b);
     v_gtp := pgshadow._sync_cmp(v_pl, v_cur, v_gt, v_gt, v_eq, v_ns);
     v_lep := pgshadow._sync_cmp(v_pl, v_bnd, v_lt, v_le, v_eq, v_ns);
@@ -386,12 +385,21 @@ $fn$;
 -- primary rows at least as new as the first did. Without it two appliers could
 -- write the same shadow row from snapshots taken in the opposite order.
 -- (A different key from the daemon's leader lock, 'pgshadow:' || id.)
+-- "At least as new" holds only when each statement after the lock takes a
+-- new snapshot: READ COMMITTED, refused otherwise (checked here, where the
+-- lock is taken, for every caller).
 CREATE OR REPLACE FUNCTION pgshadow._sync_lock(p_migration_id text)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT pg_advisory_xact_lock(hashtextextended('pgshadow:sync:' || p_migration_id, 0))
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'pgshadow: apply and backfill must run in a READ COMMITTED transaction, not %',
+            current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('pgshadow:sync:' || p_migration_id, 0));
+END
 $fn$;
 
 

@@ -66,11 +66,6 @@ BEGIN
         RAISE EXCEPTION 'pgshadow: apply_batch limit must be positive, not %', p_limit
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- Reading the primary after _sync_lock needs a snapshot taken after it.
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'pgshadow: apply_batch must run in a READ COMMITTED transaction, not %',
-            current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
-    END IF;
 
     SELECT array_agg(t.table_id ORDER BY d.depth, t.table_id),
            array_agg(t.capture_mode = 'row' ORDER BY d.depth, t.table_id)

@@ -52,10 +52,6 @@ BEGIN
         RAISE EXCEPTION 'pgshadow: backfill chunk must be positive, not %', p_chunk
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'pgshadow: backfill_step must run in a READ COMMITTED transaction, not %',
-            current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
-    END IF;
     SET CONSTRAINTS ALL IMMEDIATE;   -- a rejected row is quarantined, never a failed COMMIT
 
     -- The first table not done, parents first. A resync that must wait does
