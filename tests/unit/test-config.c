@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "utf8-check.h"
 #include "pgshadow/config.h"
 
 #define MINIMAL                                                                                     \
@@ -566,23 +567,6 @@ static void test_error_cap_custom_parsers(void **state)
         free(got);
         free(yaml);
     }
-}
-
-/* True when s is valid UTF-8 (journald shows a field that is not as a blob). */
-static bool utf8_valid(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        size_t n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3
-                 : (*p & 0xf8) == 0xf0 ? 4 : 0;
-        if (n == 0)
-            return false;
-        for (size_t k = 1; k < n; k++)
-            if ((p[k] & 0xc0) != 0x80)
-                return false;
-        p += n;
-    }
-    return true;
 }
 
 /* Issue #9, 16: a quoted name was cut at 60 bytes, inside a character, so

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "utf8-check.h"
 #include "pgshadow/log.h"
 
 #define MAX_LINES 64
@@ -173,22 +174,6 @@ static void whole_sink(int prio, const char *line, void *arg)
     (void)arg;
     free(whole_line);
     whole_line = strdup(line);
-}
-
-static bool utf8_valid(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        size_t n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3
-                 : (*p & 0xf8) == 0xf0 ? 4 : 0;
-        if (n == 0)
-            return false;
-        for (size_t k = 1; k < n; k++)
-            if ((p[k] & 0xc0) != 0x80)
-                return false;
-        p += n;
-    }
-    return true;
 }
 
 /* Issue #9, 16 (sibling): a message longer than the log's limit, or a field
