@@ -46,25 +46,6 @@ BEGIN
 END
 $fn$;
 
--- The columns of a unique, valid, non-partial index on p_rel whose column
--- set is exactly p_cols (any order): true when one exists.
-CREATE OR REPLACE FUNCTION pgshadow._has_unique_on(p_rel oid, p_cols text[])
-RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT EXISTS (
-        SELECT 1 FROM pg_index i
-        WHERE i.indrelid = p_rel AND i.indisunique AND i.indpred IS NULL
-          AND i.indexprs IS NULL
-          AND i.indnkeyatts = cardinality(p_cols)
-          AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
-               FROM pg_attribute a
-               WHERE a.attrelid = p_rel AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]))
-              = (SELECT array_agg(c ORDER BY c COLLATE "C") FROM unnest(p_cols) c)::text[]
-    )
-$fn$;
-
 -- ---------------------------------------------------------------------------
 -- register_table
 -- ---------------------------------------------------------------------------
@@ -84,7 +65,6 @@ DECLARE
     v_shadow     text;
     v_shadow_rel oid;
     v_created    boolean := false;
-    v_errors     text[] := '{}';
     v_cols       jsonb := coalesce(p_columns, '{}');
     v_map        jsonb;
     v_hash       text;
@@ -96,167 +76,29 @@ DECLARE
                                           '_shadow_migration_id', '_shadow_sync_status', '_shadow_last_sync',
                                           '_shadow_validation_hash'];
     r            record;
-    v_k          text;
-    v_why        text;
     v_owner      oid;
 BEGIN
-    IF p_schema IS NULL OR p_table IS NULL OR p_table = '' THEN
-        RAISE EXCEPTION 'pgshadow: register_table needs a schema and a table name'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_migration_id IS NULL OR p_migration_id = '' THEN
-        RAISE EXCEPTION 'pgshadow: table %.%: migration id is empty', quote_ident(p_schema), quote_ident(p_table)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_shadow_suffix IS NULL OR p_shadow_suffix = '' THEN
-        RAISE EXCEPTION 'pgshadow: table %.%: shadow suffix is empty', quote_ident(p_schema), quote_ident(p_table)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF jsonb_typeof(v_cols) <> 'object'
-       OR EXISTS (SELECT 1 FROM jsonb_each(v_cols) e WHERE jsonb_typeof(e.value) <> 'string') THEN
-        RAISE EXCEPTION 'pgshadow: table %.%: columns must map shadow column names to SQL expression strings',
-            quote_ident(p_schema), quote_ident(p_table) USING ERRCODE = 'invalid_parameter_value';
+    -- Every rule a table must meet lives in 05-rules.sql, where the
+    -- preflight (pgshadowctl check) applies the very same functions: the
+    -- first problem found stops the install.
+    SELECT * INTO r FROM pgshadow._table_problems(p_schema, p_table, p_key, p_shadow_suffix,
+                                                  p_migration_id, p_columns) LIMIT 1;
+    IF FOUND THEN
+        PERFORM pgshadow._raise_problem(r.code, r.message, r.detail, r.hint);
     END IF;
     v_qual := format('%I.%I', p_schema, p_table);
     -- The partition DDL event trigger stays out of install's own DDL.
     PERFORM set_config('pgshadow.installing', 'on', true);
 
-    SELECT c.oid, c.relkind INTO v_rel, v_kind
+    SELECT c.oid, c.relkind, c.relowner INTO v_rel, v_kind, v_owner
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = p_schema AND c.relname = p_table;
-    IF v_rel IS NULL THEN
-        RAISE EXCEPTION 'pgshadow: table % does not exist', v_qual
-            USING ERRCODE = 'undefined_table',
-                  HINT = 'Check migration.schema and the table names in the configuration.';
-    END IF;
-    IF v_kind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION 'pgshadow: % is not a table (relkind %)', v_qual, v_kind
-            USING ERRCODE = 'wrong_object_type';
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = v_rel) THEN
-        RAISE EXCEPTION 'pgshadow: % is a partition or inheritance child; register its root table', v_qual
-            USING ERRCODE = 'wrong_object_type';
-    END IF;
-    -- Flag names come from the contract: shadow_writes_<table> for a table
-    -- named "enabled" would be the master switch shadow_writes_enabled.
-    IF p_table = 'enabled' THEN
-        RAISE EXCEPTION 'pgshadow: table %.% cannot be registered: its flag shadow_writes_enabled would be the master switch',
-            quote_ident(p_schema), quote_ident(p_table)
-            USING ERRCODE = 'invalid_name',
-                  HINT = 'Rename the table (flags are named shadow_writes_<table>).';
-    END IF;
-    IF EXISTS (SELECT 1 FROM pgshadow.tables WHERE table_name = p_table AND schema_name <> p_schema) THEN
-        RAISE EXCEPTION 'pgshadow: a table named "%" is already registered in another schema', p_table
-            USING ERRCODE = 'duplicate_object',
-                  DETAIL = 'Flags are named after the table (shadow_writes_<table>), so names must be unique.';
-    END IF;
-
-    -- The key: configured, or the primary key.
-    IF p_key IS NULL OR cardinality(p_key) = 0 THEN
-        SELECT array_agg(a.attname::text ORDER BY k.o)
-        INTO v_key
-        FROM pg_index i
-        CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, o)
-        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-        WHERE i.indrelid = v_rel AND i.indisprimary;
-        IF v_key IS NULL THEN
-            RAISE EXCEPTION 'pgshadow: table % has no primary key and no key is configured', v_qual
-                USING ERRCODE = 'invalid_table_definition',
-                      HINT = 'Add "key: [column, ...]" naming unique, not-null columns to this table in the configuration.';
-        END IF;
-    ELSE
-        v_key := p_key;
-        FOREACH v_k IN ARRAY v_key LOOP
-            IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_rel AND attname = v_k
-                           AND attnum > 0 AND NOT attisdropped) THEN
-                RAISE EXCEPTION 'pgshadow: key column % does not exist in table %', quote_ident(v_k), v_qual
-                    USING ERRCODE = 'undefined_column';
-            END IF;
-        END LOOP;
-        FOREACH v_k IN ARRAY v_key LOOP
-            IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_rel AND attname = v_k
-                       AND attnum > 0 AND NOT attisdropped AND NOT attnotnull) THEN
-                RAISE EXCEPTION 'pgshadow: key column % of table % is nullable', quote_ident(v_k), v_qual
-                    USING ERRCODE = 'invalid_table_definition',
-                          HINT = 'Key columns must be NOT NULL: ALTER TABLE ... ALTER COLUMN ... SET NOT NULL.';
-            END IF;
-        END LOOP;
-        IF (SELECT count(DISTINCT k) FROM unnest(v_key) k) <> cardinality(v_key) THEN
-            RAISE EXCEPTION 'pgshadow: table %: key lists a column twice', v_qual
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        IF NOT pgshadow._has_unique_on(v_rel, v_key) THEN
-            RAISE EXCEPTION 'pgshadow: key (%) of table % is not backed by a unique index',
-                array_to_string(ARRAY(SELECT quote_ident(k) FROM unnest(v_key) k), ', '), v_qual
-                USING ERRCODE = 'invalid_table_definition',
-                      HINT = 'The key must identify one row: create a unique index on exactly these columns.';
-        END IF;
-    END IF;
+    v_key := pgshadow._table_key(v_rel, p_key);
     SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY u.o) INTO v_key_types
     FROM unnest(v_key) WITH ORDINALITY u(k, o)
     JOIN pg_attribute a ON a.attrelid = v_rel AND a.attname = u.k;
-    -- The change log carries keys as text, which pgshadow's own code parses
-    -- back, groups and compares (pgshadow._key_spec says how, and what it
-    -- refuses: session-dependent text such as float (0.30000000000000004
-    -- prints as 0.3 under extra_float_digits <= 0, a key matching no row),
-    -- composite and range types, and types owned by non-superusers).
-    SELECT ks.col, ks.problem INTO v_k, v_why
-    FROM pgshadow._key_spec(v_rel, v_key) ks WHERE ks.problem IS NOT NULL ORDER BY ks.o LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'pgshadow: key column % of table % %', quote_ident(v_k), v_qual, v_why
-            USING ERRCODE = 'invalid_table_definition',
-                  HINT = 'Use a key of exact built-in or extension types (integer, bigint, numeric, text, uuid, citext, ...).';
-    END IF;
-    -- A key column is the row's identity in both tables: apply finds the
-    -- shadow row of a logged key by that very value, so the shadow's key
-    -- column must hold the primary's value, not an expression of it (with
-    -- id: "p.id + 3", a delete of id 4 removed the shadow row of id 1).
-    SELECT k INTO v_k FROM unnest(v_key) k WHERE v_cols ? k LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'pgshadow: table %: key column % cannot be mapped by columns:', v_qual, quote_ident(v_k)
-            USING ERRCODE = 'invalid_table_definition',
-                  HINT = 'The key is copied as it is; map the other columns only.';
-    END IF;
-    -- Row-level security the owner forces on itself would hide rows from
-    -- pgshadow, which reads and writes as the owner.
-    SELECT c.relname INTO v_k FROM pg_class c
-    WHERE c.oid IN (v_rel) AND c.relforcerowsecurity;
-    IF FOUND THEN
-        RAISE EXCEPTION 'pgshadow: table % has FORCE ROW LEVEL SECURITY', v_qual
-            USING ERRCODE = 'invalid_table_definition',
-                  DETAIL = 'pgshadow copies rows as the table owner; forced policies would hide rows from the copy.',
-                  HINT = 'ALTER TABLE ... NO FORCE ROW LEVEL SECURITY while the migration runs.';
-    END IF;
-    -- Whoever runs install must be able to act for the table's owner: the
-    -- statements that write the shadow run as that owner (_owner_fn).
-    SELECT c.relowner INTO v_owner FROM pg_class c WHERE c.oid = v_rel;
-    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-       AND NOT pg_has_role(current_user, v_owner, 'MEMBER') THEN
-        RAISE EXCEPTION 'pgshadow: table % is owned by %; % is neither a superuser nor a member of that role',
-            v_qual, (SELECT quote_ident(rolname) FROM pg_roles WHERE oid = v_owner), quote_ident(current_user)
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    -- One migration per table: another migration's registration is not
-    -- taken over silently (its capture and pending changes would go).
-    SELECT migration_id INTO v_k FROM pgshadow.tables
-    WHERE schema_name = p_schema AND table_name = p_table AND migration_id <> p_migration_id;
-    IF FOUND THEN
-        RAISE EXCEPTION 'pgshadow: table % is registered by migration %', v_qual, quote_literal(v_k)
-            USING ERRCODE = 'duplicate_object',
-                  HINT = 'A table belongs to one migration; remove it from the other migration''s configuration and install that one first.';
-    END IF;
-
-    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_rel AND attnum > 0 AND NOT attisdropped
-               AND attname = ANY (v_tracking)) THEN
-        RAISE EXCEPTION 'pgshadow: table % has a column named like a shadow tracking column (_shadow_*)', v_qual
-            USING ERRCODE = 'duplicate_column';
-    END IF;
 
     v_shadow := p_table || p_shadow_suffix;
-    IF octet_length(v_shadow) > 63 THEN
-        RAISE EXCEPTION 'pgshadow: shadow table name % is longer than 63 bytes', quote_ident(v_shadow)
-            USING ERRCODE = 'name_too_long';
-    END IF;
     SELECT c.oid INTO v_shadow_rel
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = p_schema AND c.relname = v_shadow AND c.relkind IN ('r', 'p');
@@ -293,120 +135,15 @@ BEGIN
         v_created := true;
     ELSE
         v_created := coalesce(v_old.shadow_created, false);
-        -- A shadow owned by another role: its triggers and constraints
-        -- would run as the primary's owner, with rights its owner may lack.
-        IF (SELECT relowner FROM pg_class WHERE oid = v_shadow_rel) <> v_owner THEN
-            RAISE EXCEPTION 'pgshadow: shadow table %.% is owned by %, table % by %',
-                quote_ident(p_schema), quote_ident(v_shadow),
-                (SELECT quote_ident(rolname) FROM pg_roles ro JOIN pg_class c ON c.relowner = ro.oid WHERE c.oid = v_shadow_rel),
-                v_qual, (SELECT quote_ident(rolname) FROM pg_roles WHERE oid = v_owner)
-                USING ERRCODE = 'invalid_table_definition',
-                      HINT = 'ALTER TABLE ... OWNER TO the primary table''s owner.';
-        END IF;
-        IF (SELECT relforcerowsecurity FROM pg_class WHERE oid = v_shadow_rel) THEN
-            RAISE EXCEPTION 'pgshadow: shadow table %.% has FORCE ROW LEVEL SECURITY', quote_ident(p_schema), quote_ident(v_shadow)
-                USING ERRCODE = 'invalid_table_definition',
-                      HINT = 'ALTER TABLE ... NO FORCE ROW LEVEL SECURITY while the migration runs.';
-        END IF;
     END IF;
     PERFORM pgshadow._owner_fn(v_owner);
 
     -- Check the shadow (also the one just created: the columns: mapping
-    -- must name its columns). Collect every problem, report them at once.
-    FOR r IN
-        SELECT a.attname::text AS col, a.atttypid, format_type(a.atttypid, a.atttypmod) AS typ,
-               s.attname::text AS scol, s.atttypid AS stypid, format_type(s.atttypid, s.atttypmod) AS styp,
-               s.attgenerated AS sgen
-        FROM pg_attribute a
-        LEFT JOIN pg_attribute s ON s.attrelid = v_shadow_rel AND s.attname = a.attname
-                                 AND s.attnum > 0 AND NOT s.attisdropped
-        WHERE a.attrelid = v_rel AND a.attnum > 0 AND NOT a.attisdropped
-          AND NOT v_cols ? a.attname::text
-        ORDER BY a.attnum
-    LOOP
-        IF r.scol IS NULL THEN
-            v_errors := v_errors || format('column %s: missing in the shadow table', quote_ident(r.col));
-        ELSIF r.stypid <> r.atttypid
-              AND NOT EXISTS (SELECT 1 FROM pg_type t WHERE t.oid = r.stypid AND t.typtype = 'd'
-                              AND t.typbasetype = r.atttypid) THEN
-            v_errors := v_errors || format('column %s: type %s in the shadow table, %s in the primary',
-                                           quote_ident(r.col), r.styp, r.typ);
-        END IF;
-    END LOOP;
-    FOR r IN
-        SELECT e.key AS col, e.value #>> '{}' AS expr, s.attname::text AS scol, s.attgenerated AS sgen,
-               format_type(s.atttypid, s.atttypmod) AS styp
-        FROM jsonb_each(v_cols) e
-        LEFT JOIN pg_attribute s ON s.attrelid = v_shadow_rel AND s.attname = e.key
-                                 AND s.attnum > 0 AND NOT s.attisdropped
-        ORDER BY e.key
-    LOOP
-        IF r.scol IS NULL THEN
-            v_errors := v_errors || format('column %s (columns: mapping): missing in the shadow table',
-                                           quote_ident(r.col));
-        ELSIF r.sgen <> '' THEN
-            v_errors := v_errors || format('column %s (columns: mapping): is a generated column in the shadow table',
-                                           quote_ident(r.col));
-        ELSIF r.col = ANY (v_tracking) THEN
-            v_errors := v_errors || format('column %s (columns: mapping): tracking columns are set by pgshadow',
-                                           quote_ident(r.col));
-        ELSIF position(';' IN r.expr) > 0 THEN
-            -- Without a ';' the text below is one statement, whatever it holds.
-            v_errors := v_errors || format('column %s (columns: mapping): expression %s: must be one SQL expression; '
-                                           '";" is not allowed (write chr(59) for a literal semicolon)',
-                                           quote_ident(r.col), r.expr);
-        ELSE
-            BEGIN
-                -- Planned as the table's owner: planning folds immutable
-                -- calls with constant arguments, i.e. runs them.
-                PERFORM pgshadow._sync_run(v_owner, format(
-                    'SELECT ARRAY[CAST((%s) AS %s)::text] FROM %s AS p WHERE false', r.expr, r.styp, v_qual));
-                -- ... and ONE expression: RETURN takes an expression, never
-                -- a query, so "x) FROM t p UNION SELECT (y" fails here.
-                EXECUTE format('CREATE FUNCTION pg_temp.pgshadow_expr_check(p %s) RETURNS %s LANGUAGE sql RETURN (%s)',
-                               v_qual, r.styp, r.expr);
-                DROP FUNCTION pg_temp.pgshadow_expr_check;
-            EXCEPTION WHEN OTHERS THEN
-                v_errors := v_errors || format('column %s (columns: mapping): expression %s: %s',
-                                               quote_ident(r.col), r.expr, SQLERRM);
-            END;
-        END IF;
-    END LOOP;
-    FOREACH v_k IN ARRAY v_tracking LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_shadow_rel AND attname = v_k
-                       AND attnum > 0 AND NOT attisdropped) THEN
-            v_errors := v_errors || format('column %s: tracking column missing in the shadow table', v_k);
-        END IF;
-    END LOOP;
-    IF NOT EXISTS (SELECT 1 FROM unnest(v_key) k WHERE v_cols ? k)
-       AND NOT EXISTS (SELECT 1 FROM unnest(v_key) k
-                       WHERE NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_shadow_rel
-                                         AND attname = k AND attnum > 0 AND NOT attisdropped))
-       AND NOT pgshadow._has_unique_on(v_shadow_rel, v_key) THEN
-        v_errors := v_errors || format('key (%s): no unique index on exactly these columns in the shadow table',
-                                       array_to_string(ARRAY(SELECT quote_ident(k) FROM unnest(v_key) k), ', '));
-    END IF;
-    -- A NOT NULL shadow column nothing writes and no default fills.
-    FOR r IN
-        SELECT s.attname::text AS col
-        FROM pg_attribute s
-        WHERE s.attrelid = v_shadow_rel AND s.attnum > 0 AND NOT s.attisdropped AND s.attnotnull
-          AND s.attgenerated = '' AND NOT s.atthasdef
-          AND NOT (s.attname::text = ANY (v_tracking)) AND NOT v_cols ? s.attname::text
-          AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_rel AND a.attname = s.attname
-                          AND a.attnum > 0 AND NOT a.attisdropped)
-        ORDER BY s.attnum
-    LOOP
-        v_errors := v_errors || format('column %s: NOT NULL without a default in the shadow table, and nothing maps to it',
-                                       quote_ident(r.col));
-    END LOOP;
-    IF cardinality(v_errors) > 0 THEN
-        RAISE EXCEPTION 'pgshadow: shadow table %.% does not match table % (% problems)',
-            quote_ident(p_schema), quote_ident(v_shadow), v_qual, cardinality(v_errors)
-            USING ERRCODE = 'invalid_table_definition',
-                  DETAIL = 'table ' || format('%I.%I', p_schema, v_shadow) || ': '
-                           || array_to_string(v_errors, E'\n' || 'table ' || format('%I.%I', p_schema, v_shadow) || ': '),
-                  HINT = 'Fix the shadow table, or drop it and let install create it from the primary.';
+    -- must name its columns), every problem at once.
+    SELECT * INTO r FROM pgshadow._shadow_problems(p_schema, v_shadow, v_rel, v_shadow_rel, v_key,
+                                                   v_cols, false);
+    IF FOUND THEN
+        PERFORM pgshadow._raise_problem(r.code, r.message, r.detail, r.hint);
     END IF;
 
     -- The column map in shadow column order: every shadow column that is
@@ -760,7 +497,6 @@ $fn$;
 -- Privileges
 REVOKE ALL ON FUNCTION pgshadow._grant_table(regclass, text[], text),
                        pgshadow._grant_schema_usage(text, text),
-                       pgshadow._has_unique_on(oid, text[]),
                        pgshadow.register_table(text, text, text[], text, text, jsonb),
                        pgshadow.finish_install(text),
                        pgshadow._foreign_dependents(),

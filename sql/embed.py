@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
 """Embed SQL files into a C source (see include/pgshadow/sqlfiles.h):
-`ps_sqlfiles[]`, every file given, and `ps_sql_install[]`, the names of the
-install files in the order of the manifest (sql/install.list).
+`ps_sqlfiles[]`, every file given, `ps_sql_install[]`, the names of the
+install files in the order of the manifest (sql/install.list), and
+`ps_sql_preflight[]`, those of them tagged "preflight", in the same order.
 Usage: embed.py OUTPUT.c MANIFEST FILE.sql..."""
 import os
 import sys
 
 out, manifest, inputs = sys.argv[1], sys.argv[2], sys.argv[3:]
-order = [l.strip() for l in open(manifest, encoding="utf-8")
+lines = [l.split() for l in open(manifest, encoding="utf-8")
          if l.strip() and not l.lstrip().startswith("#")]
+unknown = [w for l in lines for w in l[1:] if w != "preflight"]
+if unknown:
+    sys.exit("embed.py: %s: unknown tag %s" % (manifest, ", ".join(unknown)))
+order = [l[0] for l in lines]
+preflight = [l[0] for l in lines if "preflight" in l[1:]]
 names = [os.path.basename(p) for p in inputs]
 missing = [n for n in order if n not in names]
 if missing:
@@ -27,5 +33,9 @@ with open(out, "w", encoding="utf-8") as f:
     f.write("    {0, 0, 0},\n};\n\n")
     f.write("const char *const ps_sql_install[] = {\n")
     for name in order:
+        f.write('    "%s",\n' % name)
+    f.write("    0,\n};\n\n")
+    f.write("const char *const ps_sql_preflight[] = {\n")
+    for name in preflight:
         f.write('    "%s",\n' % name)
     f.write("    0,\n};\n")

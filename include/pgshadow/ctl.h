@@ -137,7 +137,7 @@ void ps_ctl_buf_printf(ps_ctl_buf *b, const char *fmt, ...) __attribute__((forma
 char *ps_ctl_buf_steal(ps_ctl_buf *b);
 void ps_ctl_buf_free(ps_ctl_buf *b); /* frees the data; the buffer is reusable */
 
-/* ---- SQL text (ctl/install.c; pure) ---- */
+/* ---- SQL text (ctl/script.c; pure) ---- */
 
 /* Append s (len bytes) as an SQL string literal that means the same text
  * whatever standard_conforming_strings is: '...' with quotes doubled, or
@@ -147,6 +147,17 @@ int ps_ctl_quote_literal(ps_ctl_buf *b, const char *s, size_t len);
 
 /* Append s as a JSON string ("..." with ", \ and control characters escaped). */
 void ps_ctl_json_string(ps_ctl_buf *b, const char *s);
+
+/* The embedded SQL files `names` (NULL-terminated, e.g. ps_sql_install),
+ * concatenated in that order, each ending with a newline. Returns 0 with *out
+ * malloc'd, or -ENOENT with *missing naming a file this build lacks. */
+int ps_ctl_sql_files(const char *const *names, char **out, const char **missing);
+
+/* Append one table's arguments of pgshadow.register_table and
+ * pgshadow.preflight_table: schema, table, key text[] or NULL, shadow
+ * suffix, migration id, columns jsonb, every value a literal. Returns 0 or
+ * -EINVAL when a value cannot be quoted (a NUL byte). */
+int ps_ctl_table_args(ps_ctl_buf *b, const ps_config *cfg, const ps_table_config *t);
 
 /* The install script of the SQL interface (BEGIN; SET LOCAL lock_timeout;
  * install_sql; one register_table per configured table in config order;

@@ -18,6 +18,11 @@ extern const ps_sqlfile ps_sqlfiles[]; /* terminated by {NULL, NULL, 0} */
  * pgshadowctl install runs them in this order in one transaction. */
 extern const char *const ps_sql_install[];
 
+/* The install files tagged "preflight" in sql/install.list, in the same
+ * order, NULL-terminated: `pgshadowctl check` loads them in a transaction it
+ * rolls back, to apply install's own rules (sql/05-rules.sql). */
+extern const char *const ps_sql_preflight[];
+
 /* The embedded file with this basename, or NULL. */
 const ps_sqlfile *ps_sqlfile_find(const char *name);
 

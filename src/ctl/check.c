@@ -1,15 +1,21 @@
 /*
  * check.c - `pgshadowctl check`: the preflight (also run first by install).
  *
- * Owns the preflight's SQL (all of it in the `queries` table below, read-only
- * catalog and statistics queries) and its PASS/WARN/FAIL policy (the pure
+ * Owns the preflight's own SQL (the `queries` table below: read-only catalog
+ * and statistics queries) and its PASS/WARN/FAIL policy (the pure
  * ps_check_decide_* functions, unit tested in tests/unit/test-check.c).
+ * Whether install accepts a table is NOT decided here: check_rules asks
+ * install's own rules (sql/05-rules.sql, pgshadow.preflight_table), so the
+ * two cannot disagree.
  *
- * Invariants: the preflight never writes and never queues behind a lock for
- * long: the session runs with lock_timeout 1s, and the one lock-taking query
- * (relation sizes) falls back to the planner's statistics when it cannot get
- * its lock. Free disk is reported only when actually measured, never guessed.
- * Queries show pids and ages of other sessions, never their query text.
+ * Invariants: the preflight leaves nothing behind and never queues behind a
+ * lock for long: the session runs with lock_timeout 1s; the rules are loaded
+ * in a transaction that is always rolled back (it writes only catalog rows
+ * of its own functions, and reads the tables' catalog, taking no lock a
+ * writer waits for); the one lock-taking query (relation sizes) falls back
+ * to the planner's statistics when it cannot get its lock. Free disk is
+ * reported only when actually measured, never guessed. Queries show pids and
+ * ages of other sessions, never their query text.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -20,15 +26,13 @@
 
 #include "pgshadow/ctl.h"
 #include "pgshadow/redact.h"
+#include "pgshadow/sqlfiles.h"
 
 /* ---- the SQL, in one place ---- */
 
 enum {
     Q_ROLE,
     Q_TABLE,
-    Q_KEY_COLUMNS,
-    Q_KEY_UNIQUE,
-    Q_SHADOW,
     Q_LOCKS,
     Q_XACTS,
     Q_REPLICATION,
@@ -55,83 +59,9 @@ static const char *const queries[] = {
         " FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
     /* $1 schema, $2 table */
     [Q_TABLE] =
-        "SELECT c.oid, c.relkind, pg_catalog.pg_has_role(c.relowner, 'USAGE'),"
-        " pg_catalog.has_table_privilege(c.oid, 'SELECT'),"
-        " (SELECT pg_catalog.array_agg(a.attname::text ORDER BY"
-        "     pg_catalog.array_position(i.indkey::int2[], a.attnum))"
-        "   FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a"
-        "     ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)"
-        "   WHERE i.indrelid = c.oid AND i.indisprimary)"
+        "SELECT c.oid, c.relkind, pg_catalog.pg_has_role(c.relowner, 'USAGE')"
         " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = $1 AND c.relname = $2",
-    /* $1 table oid, $2 configured key columns */
-    [Q_KEY_COLUMNS] =
-        "SELECT k.col, a.attnum IS NOT NULL, coalesce(a.attnotnull, false)"
-        " FROM pg_catalog.unnest($2::text[]) WITH ORDINALITY k(col, ord)"
-        " LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = $1::oid AND a.attname = k.col"
-        "   AND a.attnum > 0 AND NOT a.attisdropped"
-        " ORDER BY k.ord",
-    /* register_table's rule, word for word (pgshadow._has_unique_on): a
-     * unique, valid, non-partial, plain-column index whose key column set is
-     * exactly the key. An index on part of the key is not enough: the key
-     * must identify one row of the shadow too (ON CONFLICT needs exactly it). */
-    [Q_KEY_UNIQUE] =
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i"
-        " WHERE i.indrelid = $1::oid AND i.indisunique AND i.indpred IS NULL"
-        "   AND i.indexprs IS NULL"
-        "   AND i.indnkeyatts = pg_catalog.cardinality($2::text[])"
-        "   AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname)"
-        "        FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::oid"
-        "        AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]))"
-        "     = (SELECT pg_catalog.array_agg(c ORDER BY c COLLATE \"C\")"
-        "        FROM pg_catalog.unnest($2::text[]) c)::text[])",
-    /* $1 primary oid, $2 schema, $3 shadow name, $4 key text[], $5 mapped
-     * shadow columns text[]: one row per mismatch, or none. A primary column
-     * is copied by name unless the config maps that shadow column; its type
-     * must be the same or a domain over it (the rule register_table applies). */
-    [Q_SHADOW] =
-        "WITH s AS (SELECT c.oid FROM pg_catalog.pg_class c"
-        "   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-        "   WHERE n.nspname = $2 AND c.relname = $3),"
-        " pcols AS (SELECT a.attname::text AS name, a.atttypid AS typ, a.attnum"
-        "   FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0"
-        "   AND NOT a.attisdropped),"
-        " scols AS (SELECT a.attname::text AS name, a.atttypid AS typ"
-        "   FROM pg_catalog.pg_attribute a JOIN s ON a.attrelid = s.oid"
-        "   WHERE a.attnum > 0 AND NOT a.attisdropped)"
-        " SELECT problem FROM ("
-        "  SELECT 1 AS o, p.attnum AS n, CASE WHEN sc.name IS NULL THEN"
-        "      pg_catalog.format('%s %I missing in the shadow',"
-        "        CASE WHEN p.name = ANY ($4::text[]) THEN 'key column' ELSE 'column' END, p.name)"
-        "    ELSE pg_catalog.format('column %I: type %s in the primary, %s in the shadow',"
-        "      p.name, pg_catalog.format_type(p.typ, NULL), pg_catalog.format_type(sc.typ, NULL))"
-        "    END AS problem"
-        "  FROM pcols p LEFT JOIN scols sc ON sc.name = p.name"
-        "  WHERE NOT p.name = ANY ($5::text[]) AND (sc.name IS NULL OR NOT ("
-        "    sc.typ = p.typ"
-        "    OR EXISTS (SELECT 1 FROM pg_catalog.pg_type t WHERE t.oid = sc.typ"
-        "               AND t.typtype = 'd' AND t.typbasetype = p.typ)))"
-        "  UNION ALL"
-        "  SELECT 2, 0, pg_catalog.format('mapped column %I missing in the shadow', m)"
-        "  FROM pg_catalog.unnest($5::text[]) m WHERE m NOT IN (SELECT name FROM scols)"
-        "  UNION ALL"
-        "  SELECT 3, t.ord::int, pg_catalog.format('tracking column %I missing', t.col)"
-        "  FROM pg_catalog.unnest(ARRAY['_shadow_version', '_shadow_created_at',"
-        "    '_shadow_source_table', '_shadow_migration_id', '_shadow_sync_status',"
-        "    '_shadow_last_sync', '_shadow_validation_hash']) WITH ORDINALITY t(col, ord)"
-        "  WHERE t.col NOT IN (SELECT name FROM scols)"
-        "  UNION ALL"
-        "  SELECT 4, 0, pg_catalog.format('no primary key or unique index on the key (%s)',"
-        "    pg_catalog.array_to_string($4::text[], ', '))"
-        "  FROM s WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i"
-        "    WHERE i.indrelid = s.oid AND i.indisunique AND i.indpred IS NULL"
-        "      AND i.indexprs IS NULL AND i.indnkeyatts = pg_catalog.cardinality($4::text[])"
-        "      AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY"
-        "        a.attname) FROM pg_catalog.pg_attribute a WHERE a.attrelid = s.oid"
-        "        AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]))"
-        "        = (SELECT pg_catalog.array_agg(k ORDER BY k COLLATE \"C\")"
-        "        FROM pg_catalog.unnest($4::text[]) k)::text[])"
-        " ) x ORDER BY o, n, problem",
     /* $1 oid[]: locks that conflict with CREATE TRIGGER's SHARE ROW EXCLUSIVE */
     [Q_LOCKS] =
         "SELECT l.pid, l.mode, c.relname FROM pg_catalog.pg_locks l"
@@ -382,23 +312,6 @@ ps_check_status ps_check_decide_wal_level(const char *level, char *detail, size_
 
 /* ---- the checks against the database ---- */
 
-/* Array input syntax for a text[] parameter: every element double-quoted with
- * " and \ escaped, so any identifier survives. */
-static void text_array(ps_ctl_buf *b, char *const *items, size_t n)
-{
-    ps_ctl_buf_puts(b, "{");
-    for (size_t i = 0; i < n; i++) {
-        ps_ctl_buf_puts(b, i ? ",\"" : "\"");
-        for (const char *p = items[i]; *p; p++) {
-            if (*p == '"' || *p == '\\')
-                ps_ctl_buf_append(b, "\\", 1);
-            ps_ctl_buf_append(b, p, 1);
-        }
-        ps_ctl_buf_puts(b, "\"");
-    }
-    ps_ctl_buf_puts(b, "}");
-}
-
 static PGresult *q(PGconn *conn, int which, int n, const char *const *params)
 {
     return PQexecParams(conn, queries[which], n, NULL, params, NULL, NULL, 0);
@@ -425,11 +338,12 @@ static bool is_true(const PGresult *res, int row, int col)
 typedef struct table_info {
     const ps_table_config *cfg;
     char oid[16];     /* "" when the table does not exist */
-    char *key_array;  /* effective key as a text[] literal, or NULL */
     bool owned;
     char kind;        /* relkind: 'r' or 'p' */
 } table_info;
 
+/* What the later checks need of each table (its oid, kind, whether this
+ * role owns it). Whether install accepts it is check_rules' question. */
 static void check_tables(PGconn *conn, const ps_config *cfg, ps_check_report *r, table_info *ti)
 {
     const char *schema = cfg->migration.schema;
@@ -439,136 +353,123 @@ static void check_tables(PGconn *conn, const ps_config *cfg, ps_check_report *r,
         info->cfg = t;
         char name[512];
         snprintf(name, sizeof(name), "table %s.%s", schema, t->name);
-
         const char *p[2] = {schema, t->name};
         PGresult *res = q(conn, Q_TABLE, 2, p);
-        if (!ok(res)) {
+        if (!ok(res))
             add_query_failure(r, name, conn, res);
-            PQclear(res);
-            continue;
-        }
-        if (PQntuples(res) == 0) {
-            ps_check_add(r, PS_CHECK_FAIL, name, "table \"%s\" does not exist in schema \"%s\"",
-                         t->name, schema);
-            PQclear(res);
-            continue;
-        }
-        char kind = PQgetvalue(res, 0, 1)[0];
-        if (kind != 'r' && kind != 'p') {
-            ps_check_add(r, PS_CHECK_FAIL, name, "\"%s\" is not a table (relkind %c)", t->name,
-                         kind);
-            PQclear(res);
-            continue;
-        }
-        snprintf(info->oid, sizeof(info->oid), "%s", PQgetvalue(res, 0, 0));
-        info->owned = is_true(res, 0, 2);
-        info->kind = kind;
-        if (strcmp(t->name, "enabled") == 0) {
-            /* register_table's rule: its flag would be the master switch */
-            ps_check_add(r, PS_CHECK_FAIL, name, "a table named \"enabled\" cannot be registered: "
-                         "its flag shadow_writes_enabled is the master switch");
-            PQclear(res);
-            continue;
-        }
-
-        if (t->n_key == 0) {
-            if (PQgetisnull(res, 0, 4)) {
-                ps_check_add(r, PS_CHECK_FAIL, name,
-                             "table \"%s\" has no primary key and no key: in the config", t->name);
-            } else {
-                info->key_array = strdup(PQgetvalue(res, 0, 4));
-                ps_check_add(r, PS_CHECK_PASS, name, "key %s (primary key)", info->key_array);
-            }
-            PQclear(res);
-            continue;
+        else if (PQntuples(res) == 1 && strchr("rp", PQgetvalue(res, 0, 1)[0])) {
+            snprintf(info->oid, sizeof(info->oid), "%s", PQgetvalue(res, 0, 0));
+            info->owned = is_true(res, 0, 2);
+            info->kind = PQgetvalue(res, 0, 1)[0];
         }
         PQclear(res);
-
-        /* configured key: every column present, NOT NULL, and unique-indexed */
-        ps_ctl_buf arr = {0};
-        text_array(&arr, t->key, t->n_key);
-        const char *kp[2] = {info->oid, arr.data};
-        res = q(conn, Q_KEY_COLUMNS, 2, kp);
-        ps_ctl_buf problems = {0};
-        if (ok(res)) {
-            for (int row = 0; row < PQntuples(res); row++) {
-                if (!is_true(res, row, 1))
-                    ps_ctl_buf_printf(&problems, "%skey column \"%s\" does not exist",
-                                      problems.len ? "; " : "", PQgetvalue(res, row, 0));
-                else if (!is_true(res, row, 2))
-                    ps_ctl_buf_printf(&problems, "%skey column \"%s\" is nullable (needs NOT NULL)",
-                                      problems.len ? "; " : "", PQgetvalue(res, row, 0));
-            }
-        }
-        PQclear(res);
-        res = q(conn, Q_KEY_UNIQUE, 2, kp);
-        if (ok(res) && !is_true(res, 0, 0))
-            ps_ctl_buf_printf(&problems, "%sno unique index on exactly the key columns",
-                              problems.len ? "; " : "");
-        PQclear(res);
-        if (problems.len)
-            ps_check_add(r, PS_CHECK_FAIL, name, "table \"%s\" config key %s: %s", t->name,
-                         arr.data, problems.data);
-        else {
-            ps_check_add(r, PS_CHECK_PASS, name, "key %s (from config)", arr.data);
-            info->key_array = ps_ctl_buf_steal(&arr);
-        }
-        ps_ctl_buf_free(&problems);
-        ps_ctl_buf_free(&arr);
     }
 }
 
-static void check_shadows(PGconn *conn, const ps_config *cfg, ps_check_report *r, table_info *ti,
-                          size_t *n_missing_shadows)
+static bool exec_ok(PGconn *conn, const char *sql)
+{
+    PGresult *res = PQexec(conn, sql);
+    bool good = PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    return good;
+}
+
+/*
+ * Install's own rules, applied by the very functions register_table calls
+ * (sql/05-rules.sql: pgshadow.preflight_table): the files install.list tags
+ * "preflight" are loaded in a transaction that is then rolled back, so they
+ * apply to a database pgshadow is not installed in yet, and an older
+ * install's functions are never the judge. Each table is asked under its
+ * own savepoint, so one failing query does not hide the others' answers.
+ */
+static void check_rules(PGconn *conn, const ps_config *cfg, ps_check_report *r, table_info *ti,
+                        size_t *n_missing_shadows)
 {
     *n_missing_shadows = 0;
-    for (size_t i = 0; i < cfg->migration.n_tables; i++) {
-        table_info *info = &ti[i];
-        if (!info->oid[0] || !info->key_array)
-            continue;
-        ps_ctl_buf sname = {0}, mapped = {0};
-        ps_ctl_buf_printf(&sname, "%s%s", info->cfg->name, cfg->migration.shadow_suffix);
-        char **cols = calloc(info->cfg->n_columns + 1, sizeof(char *));
-        if (!cols)
-            abort();
-        for (size_t c = 0; c < info->cfg->n_columns; c++)
-            cols[c] = info->cfg->columns[c].column;
-        text_array(&mapped, cols, info->cfg->n_columns);
-        free(cols);
+    char *rules = NULL;
+    const char *missing = NULL;
+    if (ps_ctl_sql_files(ps_sql_preflight, &rules, &missing) != 0) {
+        ps_check_add(r, PS_CHECK_FAIL, "install rules", "%s is not embedded in this build", missing);
+        return;
+    }
+    if (!exec_ok(conn, "BEGIN")) {
+        add_query_failure(r, "install rules", conn, NULL);
+        free(rules);
+        return;
+    }
+    PGresult *res = PQexec(conn, rules);
+    free(rules);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        ps_check_add(r, PS_CHECK_FAIL, "install rules",
+                     "could not load install's rules as role %s (install runs the same SQL, so it "
+                     "would fail too): %s", PQuser(conn), msg ? msg : PQerrorMessage(conn));
+        PQclear(res);
+        exec_ok(conn, "ROLLBACK");
+        return;
+    }
+    PQclear(res);
 
-        char name[600];
-        snprintf(name, sizeof(name), "shadow %s.%s", cfg->migration.schema, sname.data);
-        const char *tp[2] = {cfg->migration.schema, sname.data};
-        PGresult *res = q(conn, Q_TABLE, 2, tp);
+    const char *schema = cfg->migration.schema;
+    for (size_t i = 0; i < cfg->migration.n_tables; i++) {
+        const ps_table_config *t = &cfg->migration.tables[i];
+        char name[512];
+        snprintf(name, sizeof(name), "table %s.%s", schema, t->name);
+        /* the problems in register_table's order, then one row that says
+         * whether the shadow exists */
+        ps_ctl_buf sql = {0};
+        ps_ctl_buf_puts(&sql, "SELECT 1, p.o, p.message, p.detail, p.hint, NULL::boolean"
+                              " FROM pgshadow.preflight_table(");
+        int rc = ps_ctl_table_args(&sql, cfg, t);
+        ps_ctl_buf_puts(&sql, ") WITH ORDINALITY p(code, message, detail, hint, o)"
+                              " UNION ALL SELECT 2, 0, NULL, NULL, NULL, pg_catalog.to_regclass("
+                              "pg_catalog.format('%I.%I', ");
+        rc |= ps_ctl_quote_literal(&sql, schema, strlen(schema));
+        ps_ctl_buf_puts(&sql, "::text, ");
+        ps_ctl_buf shadow = {0};
+        ps_ctl_buf_printf(&shadow, "%s%s", t->name, cfg->migration.shadow_suffix);
+        rc |= ps_ctl_quote_literal(&sql, shadow.data, shadow.len);
+        ps_ctl_buf_free(&shadow);
+        ps_ctl_buf_puts(&sql, "::text)) IS NULL ORDER BY 1, 2");
+        if (rc != 0) {
+            ps_check_add(r, PS_CHECK_FAIL, name, "a configuration value contains a NUL byte");
+            ps_ctl_buf_free(&sql);
+            continue;
+        }
+        exec_ok(conn, "SAVEPOINT preflight_table");
+        res = PQexec(conn, sql.data);
+        ps_ctl_buf_free(&sql);
         if (!ok(res)) {
             add_query_failure(r, name, conn, res);
-        } else if (PQntuples(res) == 0) {
-            ps_check_add(r, PS_CHECK_PASS, name, "absent; install creates it from %s",
-                         info->cfg->name);
-            (*n_missing_shadows)++;
-        } else {
             PQclear(res);
-            const char *sp[5] = {info->oid, cfg->migration.schema, sname.data, info->key_array,
-                                 mapped.data};
-            res = q(conn, Q_SHADOW, 5, sp);
-            if (!ok(res)) {
-                add_query_failure(r, name, conn, res);
-            } else if (PQntuples(res) == 0) {
-                ps_check_add(r, PS_CHECK_PASS, name, "compatible with %s (columns, key, "
-                             "tracking columns)", info->cfg->name);
-            } else {
-                ps_ctl_buf all = {0};
-                for (int row = 0; row < PQntuples(res); row++)
-                    ps_ctl_buf_printf(&all, "%s%s", row ? "; " : "", PQgetvalue(res, row, 0));
-                ps_check_add(r, PS_CHECK_FAIL, name, "%d mismatch%s with %s: %s", PQntuples(res),
-                             PQntuples(res) == 1 ? "" : "es", info->cfg->name, all.data);
-                ps_ctl_buf_free(&all);
-            }
+            exec_ok(conn, "ROLLBACK TO SAVEPOINT preflight_table");
+            continue;
+        }
+        int n = PQntuples(res);
+        bool shadow_absent = n > 0 && is_true(res, n - 1, 5);
+        for (int row = 0; row < n - 1; row++) {
+            ps_ctl_buf msg = {0};
+            ps_ctl_buf_puts(&msg, PQgetvalue(res, row, 2));
+            for (int col = 3; col <= 4; col++)
+                if (!PQgetisnull(res, row, col))
+                    ps_ctl_buf_printf(&msg, "\n      %s", PQgetvalue(res, row, col));
+            ps_check_add(r, PS_CHECK_FAIL, name, "%s", msg.data);
+            ps_ctl_buf_free(&msg);
+        }
+        if (n == 1) {
+            if (t->n_key)
+                ps_check_add(r, PS_CHECK_PASS, name, "install accepts it (key from config; "
+                             "shadow %s)", shadow_absent ? "absent, install creates it"
+                                                         : "compatible");
+            else
+                ps_check_add(r, PS_CHECK_PASS, name, "install accepts it (primary key; shadow %s)",
+                             shadow_absent ? "absent, install creates it" : "compatible");
+            if (shadow_absent && ti[i].oid[0])
+                (*n_missing_shadows)++;
         }
         PQclear(res);
-        ps_ctl_buf_free(&sname);
-        ps_ctl_buf_free(&mapped);
     }
+    exec_ok(conn, "ROLLBACK");
 }
 
 static void check_privileges(PGconn *conn, const ps_config *cfg, ps_check_report *r,
@@ -839,7 +740,7 @@ int ps_check_run(PGconn *conn, const ps_config *cfg, ps_check_report *r)
         abort();
     check_tables(conn, cfg, r, ti);
     size_t n_missing = 0;
-    check_shadows(conn, cfg, r, ti, &n_missing);
+    check_rules(conn, cfg, r, ti, &n_missing);
     check_privileges(conn, cfg, r, ti, n_missing);
 
     ps_ctl_buf oids = {0};
@@ -854,8 +755,6 @@ int ps_check_run(PGconn *conn, const ps_config *cfg, ps_check_report *r)
     check_views(conn, r);
     ps_ctl_buf_free(&oids);
 
-    for (size_t i = 0; i < cfg->migration.n_tables; i++)
-        free(ti[i].key_array);
     free(ti);
     PQclear(PQexec(conn, "RESET lock_timeout"));
     return 0;

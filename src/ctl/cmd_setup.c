@@ -87,19 +87,12 @@ int ps_ctl_cmd_install(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **
         return rc;
     /* the install files in the manifest's order, as one text: the script
      * stays one transaction */
-    ps_ctl_buf all = {0};
-    for (const char *const *n = ps_sql_install; *n; n++) {
-        const char *text = embedded(*n);
-        if (!text) {
-            fprintf(stderr, "pgshadowctl: install: %s is not embedded in this build\n", *n);
-            ps_ctl_buf_free(&all);
-            return PS_CTL_EXIT_FAILED;
-        }
-        ps_ctl_buf_puts(&all, text);
-        if (*text && text[strlen(text) - 1] != '\n')
-            ps_ctl_buf_puts(&all, "\n");
+    char *sql = NULL;
+    const char *missing = NULL;
+    if (ps_ctl_sql_files(ps_sql_install, &sql, &missing) != 0) {
+        fprintf(stderr, "pgshadowctl: install: %s is not embedded in this build\n", missing);
+        return PS_CTL_EXIT_FAILED;
     }
-    char *sql = ps_ctl_buf_steal(&all);
     char *script = NULL;
     rc = ps_ctl_install_script(ctl->cfg, sql, &script);
     free(sql);

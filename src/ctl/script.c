@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "pgshadow/ctl.h"
+#include "pgshadow/sqlfiles.h"
 
 int ps_ctl_quote_literal(ps_ctl_buf *b, const char *s, size_t len)
 {
@@ -60,6 +61,65 @@ static int lit(ps_ctl_buf *b, const char *s)
     return ps_ctl_quote_literal(b, s, strlen(s));
 }
 
+int ps_ctl_sql_files(const char *const *names, char **out, const char **missing)
+{
+    ps_ctl_buf all = {0};
+    *out = NULL;
+    *missing = NULL;
+    for (const char *const *n = names; *n; n++) {
+        const ps_sqlfile *f = ps_sqlfile_find(*n);
+        if (!f) {
+            *missing = *n;
+            ps_ctl_buf_free(&all);
+            return -ENOENT;
+        }
+        ps_ctl_buf_puts(&all, f->text);
+        if (f->len && f->text[f->len - 1] != '\n')
+            ps_ctl_buf_puts(&all, "\n");
+    }
+    *out = ps_ctl_buf_steal(&all);
+    return 0;
+}
+
+int ps_ctl_table_args(ps_ctl_buf *b, const ps_config *cfg, const ps_table_config *t)
+{
+    int rc = 0;
+    rc |= lit(b, cfg->migration.schema);
+    ps_ctl_buf_puts(b, ", ");
+    rc |= lit(b, t->name);
+    ps_ctl_buf_puts(b, ", ");
+    if (t->n_key == 0) {
+        ps_ctl_buf_puts(b, "NULL");
+    } else {
+        ps_ctl_buf_puts(b, "ARRAY[");
+        for (size_t k = 0; k < t->n_key; k++) {
+            if (k)
+                ps_ctl_buf_puts(b, ", ");
+            rc |= lit(b, t->key[k]);
+        }
+        ps_ctl_buf_puts(b, "]::text[]");
+    }
+    ps_ctl_buf_puts(b, ", ");
+    rc |= lit(b, cfg->migration.shadow_suffix);
+    ps_ctl_buf_puts(b, ", ");
+    rc |= lit(b, cfg->migration.id);
+    ps_ctl_buf_puts(b, ", ");
+    ps_ctl_buf json = {0};
+    ps_ctl_buf_puts(&json, "{");
+    for (size_t c = 0; c < t->n_columns; c++) {
+        if (c)
+            ps_ctl_buf_puts(&json, ", ");
+        ps_ctl_json_string(&json, t->columns[c].column);
+        ps_ctl_buf_puts(&json, ": ");
+        ps_ctl_json_string(&json, t->columns[c].expr);
+    }
+    ps_ctl_buf_puts(&json, "}");
+    rc |= ps_ctl_quote_literal(b, json.data, json.len);
+    ps_ctl_buf_free(&json);
+    ps_ctl_buf_puts(b, "::jsonb");
+    return rc ? -EINVAL : 0;
+}
+
 int ps_ctl_install_script(const ps_config *cfg, const char *install_sql, char **out)
 {
     ps_ctl_buf b = {0};
@@ -72,41 +132,9 @@ int ps_ctl_install_script(const ps_config *cfg, const char *install_sql, char **
         ps_ctl_buf_puts(&b, "\n");
 
     for (size_t i = 0; i < cfg->migration.n_tables && rc == 0; i++) {
-        const ps_table_config *t = &cfg->migration.tables[i];
         ps_ctl_buf_puts(&b, "SELECT pgshadow.register_table(");
-        rc |= lit(&b, cfg->migration.schema);
-        ps_ctl_buf_puts(&b, ", ");
-        rc |= lit(&b, t->name);
-        ps_ctl_buf_puts(&b, ", ");
-        if (t->n_key == 0) {
-            ps_ctl_buf_puts(&b, "NULL");
-        } else {
-            ps_ctl_buf_puts(&b, "ARRAY[");
-            for (size_t k = 0; k < t->n_key; k++) {
-                if (k)
-                    ps_ctl_buf_puts(&b, ", ");
-                rc |= lit(&b, t->key[k]);
-            }
-            ps_ctl_buf_puts(&b, "]::text[]");
-        }
-        ps_ctl_buf_puts(&b, ", ");
-        rc |= lit(&b, cfg->migration.shadow_suffix);
-        ps_ctl_buf_puts(&b, ", ");
-        rc |= lit(&b, cfg->migration.id);
-        ps_ctl_buf_puts(&b, ", ");
-        ps_ctl_buf json = {0};
-        ps_ctl_buf_puts(&json, "{");
-        for (size_t c = 0; c < t->n_columns; c++) {
-            if (c)
-                ps_ctl_buf_puts(&json, ", ");
-            ps_ctl_json_string(&json, t->columns[c].column);
-            ps_ctl_buf_puts(&json, ": ");
-            ps_ctl_json_string(&json, t->columns[c].expr);
-        }
-        ps_ctl_buf_puts(&json, "}");
-        rc |= ps_ctl_quote_literal(&b, json.data, json.len);
-        ps_ctl_buf_free(&json);
-        ps_ctl_buf_puts(&b, "::jsonb);\n");
+        rc |= ps_ctl_table_args(&b, cfg, &cfg->migration.tables[i]);
+        ps_ctl_buf_puts(&b, ");\n");
     }
     ps_ctl_buf_puts(&b, "SELECT pgshadow.finish_install(");
     rc |= lit(&b, cfg->migration.id);

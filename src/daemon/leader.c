@@ -26,6 +26,11 @@
  *  - the work connection gets the same settings as main, and nothing else:
  *    no module uses it yet (it is there so long reads never queue ahead of
  *    apply_batch on main).
+ *
+ * Its three queries stay here, not in sql/: they must run before pgshadow
+ * is installed (a daemon started first waits as leader for the install) and
+ * whatever version is installed, touch only the catalog and copy no SQL
+ * function of pgshadow's.
  */
 #include "pgshadow/leader.h"
 

@@ -36,6 +36,10 @@
  * LISTEN registry and liveness are one state machine over one struct, and
  * the invariants above hold across all of them (every teardown path must
  * complete the queue, orphan the lookup and bump gen together).
+ *
+ * Size: over 800 lines on purpose: one state machine (connect, query FIFO,
+ * liveness, LISTEN) whose states share one struct and one teardown; split, the
+ * shutdown order below would be spread over several files.
  */
 #include "pgshadow/pgconn.h"
 

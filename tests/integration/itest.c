@@ -111,6 +111,7 @@ char *itest_install_sql(void)
             line++;
         if (!*line || *line == '#')
             continue;
+        line[strcspn(line, " \t")] = '\0'; /* the name; tags follow it */
         char *text = itest_read_sql(line);
         size_t n = strlen(text);
         while (len + n + 2 > cap) {

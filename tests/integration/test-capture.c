@@ -8,6 +8,10 @@
  * so tests are independent of each other and of other test programs. The
  * SQL files are read from $PGSHADOW_SRCDIR/sql and wrapped exactly as
  * pgshadowctl does (docs/database.md).
+ *
+ * Size: over 800 lines on purpose: the scenarios share the install helpers
+ * (install, install_ok, expect_error) defined here; each is one function that
+ * reads alone, and a split would copy the helpers.
  */
 #include <stdarg.h>
 #include <stddef.h>

@@ -23,6 +23,10 @@
  * The tests share state and run in order. Every wait is a polling loop with a
  * generous deadline; the only time bounds asserted tell "exits at once" from
  * "waits for the 10 s stop timeout".
+ *
+ * Size: over 800 lines on purpose: the scenarios share the daemon fixtures
+ * (notify socket, captured log, config writer) defined here; each scenario is
+ * one function that reads alone, and a split would copy the fixtures.
  */
 #include <stdarg.h>
 #include <stddef.h>

@@ -337,7 +337,7 @@ static void test_bad_input(void **state)
                          (const char *const[]){"good_shadow", "column a", "column b", NULL});
     /* a config key that is not unique */
     expect_install_fails("itest_bad", "    - name: nokey\n      key: [a]\n",
-                         (const char *const[]){"nokey", "no unique index", NULL});
+                         (const char *const[]){"nokey", "is not backed by a unique index", NULL});
 }
 
 /* check and install agree on the key rule: a unique index on part of the
@@ -354,15 +354,15 @@ static void test_key_rule_agreement(void **state)
     itest_run r;
     itest_run_ctl(&r, cfg, "check", NULL);
     assert_int_equal(r.rc, 1);
-    if (!strstr(r.out, "FAIL  table public.sub: table \"sub\" config key {\"a\",\"b\"}: no unique index on exactly the key columns"))
+    if (!strstr(r.out, "FAIL  table public.sub: key (a, b) of table public.sub is not backed by a unique index"))
         fail_msg("check output:\n%s", r.out);
     itest_run_free(&r);
     unlink(cfg);
     free(cfg);
     expect_install_fails("itest_keyrule", "    - name: sub\n      key: [a, b]\n",
-                         (const char *const[]){"sub", "no unique index on exactly the key columns", NULL});
+                         (const char *const[]){"sub", "key (a, b) of table public.sub is not backed by a unique index", NULL});
     expect_install_fails("itest_keyrule", "    - name: nul\n      key: [a, b]\n",
-                         (const char *const[]){"nul", "key column \"a\" is nullable", NULL});
+                         (const char *const[]){"nul", "key column a of table public.nul is nullable", NULL});
     /* the same rule accepts the exact set in any order, in both */
     cfg = write_config("itest_keyrule", "    - name: okk\n      key: [a, b]\n");
     itest_run_ctl(&r, cfg, "check", NULL);
@@ -372,6 +372,88 @@ static void test_key_rule_agreement(void **state)
     itest_run_ctl(&r, cfg, "install", NULL);
     if (r.rc != 0)
         fail_msg("install: rc %d\n%s%s", r.rc, r.out, r.err);
+    itest_run_free(&r);
+    unlink(cfg);
+    free(cfg);
+    PQfinish(c);
+}
+
+/* check applies install's own rules (sql/05-rules.sql), so it fails every
+ * table install would refuse, with install's message, also the rules
+ * check.c never knew (key types, a mapped key, forced row security, a
+ * shadow owned by another role, a mapping expression that does not plan);
+ * and it leaves nothing behind in a database pgshadow is not installed in. */
+static void test_check_applies_install_rules(void **state)
+{
+    (void)state;
+    itest_db_create("itest_rules");
+    PGconn *c = itest_connect_db("itest_rules");
+    itest_exec_ok(c, "DROP ROLE IF EXISTS itest_rules_other; CREATE ROLE itest_rules_other;"
+               "CREATE TABLE fk (a int NOT NULL, f double precision NOT NULL, v text, PRIMARY KEY (a, f));"
+               "CREATE TABLE rls (id int PRIMARY KEY); ALTER TABLE rls FORCE ROW LEVEL SECURITY;"
+               "CREATE TABLE mk (id int PRIMARY KEY, v int);"
+               "CREATE TABLE oo (id int PRIMARY KEY);"
+               "CREATE TABLE oo_shadow (id int PRIMARY KEY, _shadow_version int, _shadow_created_at timestamptz,"
+               " _shadow_source_table text, _shadow_migration_id text, _shadow_sync_status text,"
+               " _shadow_last_sync timestamptz, _shadow_validation_hash text);"
+               "ALTER TABLE oo_shadow OWNER TO itest_rules_other;"
+               "CREATE TABLE bm (id int PRIMARY KEY, v int);"
+               "CREATE TABLE fine (id int PRIMARY KEY, v int)");
+    static const struct {
+        const char *yaml, *want;
+    } cases[] = {
+        {"    - name: fk\n", "key column f of table public.fk is a floating-point type (double precision)"},
+        {"    - name: rls\n", "table public.rls has FORCE ROW LEVEL SECURITY"},
+        {"    - name: mk\n      columns:\n        id: \"p.id + 3\"\n",
+         "table public.mk: key column id cannot be mapped by columns:"},
+        {"    - name: oo\n", "shadow table public.oo_shadow is owned by itest_rules_other, table public.oo by"},
+        {"    - name: bm\n      columns:\n        v: \"p.nosuch + 1\"\n",
+         "column v (columns: mapping): expression p.nosuch + 1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *cfg = write_config("itest_rules", cases[i].yaml);
+        itest_run r;
+        itest_run_ctl(&r, cfg, "check", NULL);
+        if (r.rc != 1 || !strstr(r.out, "FAIL  table public.") || !strstr(r.out, cases[i].want))
+            fail_msg("check should fail naming \"%s\": rc %d\n%s%s", cases[i].want, r.rc, r.out, r.err);
+        itest_run_free(&r);
+        /* the preflight's transaction was rolled back */
+        assert_false(pgshadow_schema_exists(c));
+        itest_expect_sql(c, "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshadow_apply'", "0");
+        unlink(cfg);
+        free(cfg);
+        expect_install_fails("itest_rules", cases[i].yaml, (const char *const[]){cases[i].want, NULL});
+    }
+    /* every problem of one table at once, not only the first */
+    itest_exec_ok(c, "CREATE TABLE many (a int, f real NOT NULL); CREATE UNIQUE INDEX ON many (f);"
+                  "ALTER TABLE many FORCE ROW LEVEL SECURITY");
+    char *cfg = write_config("itest_rules", "    - name: many\n      key: [a, f]\n");
+    itest_run r;
+    itest_run_ctl(&r, cfg, "check", NULL);
+    assert_int_equal(r.rc, 1);
+    const char *all[] = {"key column a of table public.many is nullable",
+                         "key (a, f) of table public.many is not backed by a unique index",
+                         "key column f of table public.many is a floating-point type (real)",
+                         "table public.many has FORCE ROW LEVEL SECURITY"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (!strstr(r.out, all[i]))
+            fail_msg("check output lacks \"%s\":\n%s", all[i], r.out);
+    itest_run_free(&r);
+    unlink(cfg);
+    free(cfg);
+    /* and a table install accepts passes, shadow absent or present */
+    cfg = write_config("itest_rules", "    - name: fine\n");
+    itest_run_ctl(&r, cfg, "check", NULL);
+    if (r.rc != 0 || !strstr(r.out, "PASS  table public.fine: install accepts it (primary key; shadow absent, install creates it)"))
+        fail_msg("check: rc %d\n%s%s", r.rc, r.out, r.err);
+    itest_run_free(&r);
+    itest_run_ctl(&r, cfg, "install", NULL);
+    if (r.rc != 0)
+        fail_msg("install: rc %d\n%s%s", r.rc, r.out, r.err);
+    itest_run_free(&r);
+    itest_run_ctl(&r, cfg, "check", NULL);
+    if (r.rc != 0 || !strstr(r.out, "PASS  table public.fine: install accepts it (primary key; shadow compatible)"))
+        fail_msg("check after install: rc %d\n%s%s", r.rc, r.out, r.err);
     itest_run_free(&r);
     unlink(cfg);
     free(cfg);
@@ -596,7 +678,8 @@ int main(void)
         cmocka_unit_test(test_dry_run),   cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_awkward),   cmocka_unit_test(test_aidis),
         cmocka_unit_test(test_lock_retry),
-        cmocka_unit_test(test_key_rule_agreement), cmocka_unit_test(test_foreign_objects),
+        cmocka_unit_test(test_key_rule_agreement), cmocka_unit_test(test_check_applies_install_rules),
+        cmocka_unit_test(test_foreign_objects),
         cmocka_unit_test(test_lost_during_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

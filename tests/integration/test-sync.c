@@ -45,6 +45,10 @@
  * PGSHADOWD, PGSHADOWCTL; optional PGSHADOW_CHAOS_SEED; test 5 also PGSHADOW_TEST_PGHOST and
  * PGSHADOW_TEST_PGPORT. The daemons run through itest.h's itest_daemon
  * helpers; the few helpers kept here say why they are not itest.h's.
+ *
+ * Size: over 800 lines on purpose: the scenarios share the daemon, load and
+ * comparison helpers defined here; each is one function that reads alone, and
+ * a split would copy the helpers.
  */
 #include <stdarg.h>
 #include <stddef.h>
