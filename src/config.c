@@ -733,6 +733,11 @@ static const key_spec sync_keys[] = {
       .max = 10 * SEC_MS, .def = 0 },
     { .name = "catchup_interval", .kind = K_DURATION, .off = CFG(sync.catchup_interval_ms),
       .min = 10, .max = HOUR_MS, .def = SEC_MS },
+    /* the chunk engine (issue #12): its connections, and the time one chunk
+     * aims at; backfill_chunk and verify.chunk_rows bound a chunk's rows */
+    { .name = "workers", .kind = K_INT, .off = CFG(sync.workers), .min = 1, .max = 32, .def = 2 },
+    { .name = "chunk_target", .kind = K_DURATION, .off = CFG(sync.chunk_target_ms), .min = 10,
+      .max = 60 * SEC_MS, .def = 500 },
     { .name = "backfill_chunk", .kind = K_INT, .off = CFG(sync.backfill_chunk), .min = 1,
       .max = 1000000, .def = 5000 },
     { .name = "max_replication_lag", .kind = K_DURATION, .off = CFG(sync.max_replication_lag_ms),

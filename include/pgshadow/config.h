@@ -70,14 +70,16 @@ typedef struct ps_config {
         int batch_size;               /* default 5000, 1..100000 */
         int64_t batch_delay_ms;       /* default 0s, 0..10s */
         int64_t catchup_interval_ms;  /* default 1s, 10ms..1h */
-        int backfill_chunk;           /* default 5000, 1..1000000 */
+        int workers;                  /* default 2, 1..32: backfill worker connections */
+        int64_t chunk_target_ms;      /* default 500ms, 10ms..60s: one chunk's target time */
+        int backfill_chunk;           /* default 5000, 1..1000000: most rows per backfill chunk */
         int64_t max_replication_lag_ms; /* default 10s; 0 = no throttling */
         ps_on_apply_error on_apply_error;
     } sync;
 
     struct {
         int64_t interval_ms; /* default 10m; 0 = off */
-        int chunk_rows;      /* default 10000 */
+        int chunk_rows;      /* default 10000, 1..10000000: most rows per verify chunk */
         bool repair;         /* default true */
     } verify;
 

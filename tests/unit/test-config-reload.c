@@ -40,8 +40,9 @@ static void test_restart_only_flag(void **state)
     static const char *const reloadable[] = {
         "database.conninfo",     "migration.schema",      "migration.shadow_suffix",
         "migration.tables",      "sync.batch_size",       "sync.batch_delay",
-        "sync.catchup_interval", "sync.backfill_chunk",   "sync.max_replication_lag",
-        "sync.on_apply_error",   "verify.interval",       "monitor.poll_interval",
+        "sync.catchup_interval", "sync.workers",          "sync.chunk_target",
+        "sync.backfill_chunk",   "sync.max_replication_lag", "sync.on_apply_error",
+        "verify.interval",       "verify.chunk_rows",     "monitor.poll_interval",
         "cutover.gates.max_sync_lag", "cutover.promote.attempts", "log.level",
         "metrics.listen",
     };

@@ -93,6 +93,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->sync.batch_size, 5000);
     assert_int_equal(cfg->sync.batch_delay_ms, 0);
     assert_int_equal(cfg->sync.catchup_interval_ms, 1000);
+    assert_int_equal(cfg->sync.workers, 2);
+    assert_int_equal(cfg->sync.chunk_target_ms, 500);
     assert_int_equal(cfg->sync.backfill_chunk, 5000);
     assert_int_equal(cfg->sync.max_replication_lag_ms, 10000);
     assert_int_equal(cfg->sync.on_apply_error, PS_ON_APPLY_ERROR_QUARANTINE);
@@ -144,6 +146,8 @@ static const char *full_yaml =
     "  batch_size: 500\n"
     "  batch_delay: 0ms\n"
     "  catchup_interval: 2s\n"
+    "  workers: 7\n"
+    "  chunk_target: 1500ms\n"
     "  backfill_chunk: 100\n"
     "  max_replication_lag: 0s\n"
     "  on_apply_error: halt\n"
@@ -205,6 +209,8 @@ static void test_every_key(void **state)
     assert_int_equal(cfg->sync.batch_size, 500);
     assert_int_equal(cfg->sync.batch_delay_ms, 0);
     assert_int_equal(cfg->sync.catchup_interval_ms, 2000);
+    assert_int_equal(cfg->sync.workers, 7);
+    assert_int_equal(cfg->sync.chunk_target_ms, 1500);
     assert_int_equal(cfg->sync.backfill_chunk, 100);
     assert_int_equal(cfg->sync.max_replication_lag_ms, 0);
     assert_int_equal(cfg->sync.on_apply_error, PS_ON_APPLY_ERROR_HALT);
@@ -277,7 +283,8 @@ static void test_unknown_key(void **state)
     (void)state;
     expect_errors(MINIMAL "sync:\n  batchsize: 10\n",
                   "t.yaml:8:3: sync: unknown key \"batchsize\" (known keys: batch_size, batch_delay, "
-                  "catchup_interval, backfill_chunk, max_replication_lag, on_apply_error)\n");
+                  "catchup_interval, workers, chunk_target, backfill_chunk, max_replication_lag, "
+                  "on_apply_error)\n");
     expect_errors(MINIMAL "extra: 1\n",
                   "t.yaml:7:1: unknown top-level key \"extra\" (known keys: database, migration, "
                   "sync, verify, monitor, cutover, log, metrics)\n");
@@ -346,6 +353,31 @@ static void test_out_of_range(void **state)
                   "t.yaml:8:21: cutover.failures_to_trip: must be between 1 and 1000 (got 1001)\n"
                   "t.yaml:10:23: cutover.gates.min_sync_percent: must be between 0 and 100 (got -1)\n"
                   "t.yaml:11:19: cutover.gates.max_diverged: must be between 0 and 1000000000 (got -5)\n");
+}
+
+/* Issue #12, the chunk engine's keys: both ends of each range load, one past
+ * either end is refused with the range, and chunk_target is a duration. */
+static void test_chunk_engine_keys(void **state)
+{
+    (void)state;
+    ps_config *cfg = load_ok(MINIMAL "sync:\n  workers: 1\n  chunk_target: 10ms\n");
+    assert_int_equal(cfg->sync.workers, 1);
+    assert_int_equal(cfg->sync.chunk_target_ms, 10);
+    ps_config_free(cfg);
+    cfg = load_ok(MINIMAL "sync:\n  workers: 32\n  chunk_target: 60s\n");
+    assert_int_equal(cfg->sync.workers, 32);
+    assert_int_equal(cfg->sync.chunk_target_ms, 60000);
+    ps_config_free(cfg);
+    expect_errors(MINIMAL "sync:\n  workers: 0\n  chunk_target: 9ms\n",
+                  "t.yaml:8:12: sync.workers: must be between 1 and 32 (got 0)\n"
+                  "t.yaml:9:17: sync.chunk_target: must be between 10ms and 1m (got 9ms)\n");
+    expect_errors(MINIMAL "sync:\n  workers: 33\n  chunk_target: 61s\n",
+                  "t.yaml:8:12: sync.workers: must be between 1 and 32 (got 33)\n"
+                  "t.yaml:9:17: sync.chunk_target: must be between 10ms and 1m (got 61s)\n");
+    expect_errors(MINIMAL "sync:\n  workers: two\n  chunk_target: 500\n",
+                  "t.yaml:8:12: sync.workers: expected an integer, got a string\n"
+                  "t.yaml:9:17: sync.chunk_target: invalid duration \"500\": a duration needs a "
+                  "unit (ms, s, m, h, d)\n");
 }
 
 static void test_duplicate_table(void **state)
@@ -586,8 +618,8 @@ static void test_quote_cut(void **state)
     char *got = load_fail_buf(yaml, strlen(yaml));
     assert_true(utf8_valid(got));
     snprintf(want, sizeof want, "t.yaml:8:3: sync: unknown key \"%s\xc3\xa9...\" (known keys: "
-             "batch_size, batch_delay, catchup_interval, backfill_chunk, max_replication_lag, "
-             "on_apply_error)\n", a59);
+             "batch_size, batch_delay, catchup_interval, workers, chunk_target, backfill_chunk, "
+             "max_replication_lag, on_apply_error)\n", a59);
     assert_string_equal(got, want);
     free(got);
     /* three-byte characters from byte 58: the one across byte 60 is kept whole */
@@ -618,7 +650,8 @@ static void test_quote_cut_escapes(void **state)
     for (int i = 0; i < 60; i++)
         o += (size_t)snprintf(want + o, sizeof want - o, "\\x01");
     snprintf(want + o, sizeof want - o, "...\" (known keys: batch_size, batch_delay, "
-             "catchup_interval, backfill_chunk, max_replication_lag, on_apply_error)\n");
+             "catchup_interval, workers, chunk_target, backfill_chunk, max_replication_lag, "
+             "on_apply_error)\n");
     assert_string_equal(got, want);
     free(got);
 }
@@ -926,6 +959,7 @@ static void test_diff(void **state)
     ps_config *b = load_ok("database:\n  conninfo: \"host=other user=secretive\"\n"
                            "migration:\n  id: m1\n  tables:\n    - name: contexts\n"
                            "sync:\n  batch_size: 2000\n  batch_delay: 1s\n"
+                           "  workers: 4\n  chunk_target: 250ms\n"
                            "verify: {repair: false}\n"
                            "cutover:\n  on_trip: pause\n  gates: {min_sync_percent: 99.5}\n"
                            "  stages: [{percent: 50, hold: 90m}, {percent: 100, hold: 1d}]\n"
@@ -936,13 +970,15 @@ static void test_diff(void **state)
                            "migration.tables: added \"contexts\"\n"
                            "sync.batch_size: 5000 -> 2000\n"
                            "sync.batch_delay: 0s -> 1s\n"
+                           "sync.workers: 2 -> 4\n"
+                           "sync.chunk_target: 500ms -> 250ms\n"
                            "verify.repair: true -> false\n"
                            "cutover.gates.min_sync_percent: 99 -> 99.5\n"
                            "cutover.on_trip: step_down -> pause\n"
                            "cutover.stages: 1%/1h 5%/2h 20%/4h 50%/4h 100%/8h -> 50%/90m 100%/1d\n"
                            "log.level: info -> debug\n"
                            "metrics.listen: \"127.0.0.1:9187\" -> \"\"\n");
-    assert_int_equal(n, 11);
+    assert_int_equal(n, 13);
     assert_null(strstr(d, "other"));
     assert_null(strstr(d, "secretive"));
     free(d);
@@ -1061,6 +1097,7 @@ int main(void)
         cmocka_unit_test(test_wrong_type),
         cmocka_unit_test(test_bad_duration),
         cmocka_unit_test(test_out_of_range),
+        cmocka_unit_test(test_chunk_engine_keys),
         cmocka_unit_test(test_duplicate_table),
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_stages),
