@@ -129,6 +129,31 @@ CREATE TABLE IF NOT EXISTS pgshadow.tables (
     UNIQUE (schema_name, table_name)
 );
 
+-- The backfill's key ranges (sql/83-sync-backfill.sql): each table's copy
+-- is cut into ranges (lo, hi] of its key (NULL: unbounded) when it starts;
+-- each range keeps its own cursor (the last key copied), so several
+-- connections copy at once and a restart resumes every range where it
+-- stopped. A range being copied registers the interval (inflight_lo,
+-- inflight_hi] and the session copying it: apply_batch leaves the change
+-- log entries of keys in such an interval until the chunk commits.
+CREATE TABLE IF NOT EXISTS pgshadow.backfill_ranges (
+    table_id     integer NOT NULL REFERENCES pgshadow.tables (table_id) ON DELETE CASCADE,
+    range_no     integer NOT NULL,
+    lo           text[],                     -- exclusive; NULL = from the first key
+    hi           text[],                     -- inclusive; NULL = to the last key
+    cursor       text[],                     -- last key copied; NULL = nothing yet
+    rows         bigint NOT NULL DEFAULT 0,  -- rows copied in this range
+    done         boolean NOT NULL DEFAULT false,
+    inflight     boolean NOT NULL DEFAULT false,
+    inflight_lo  text[],                     -- the chunk being copied: (inflight_lo, inflight_hi]
+    inflight_hi  text[],
+    inflight_pid integer,                    -- the backend copying it
+    claimed_at   timestamptz,
+    PRIMARY KEY (table_id, range_no),
+    CHECK (NOT inflight OR inflight_pid IS NOT NULL)
+);
+CREATE INDEX IF NOT EXISTS backfill_ranges_inflight ON pgshadow.backfill_ranges (table_id) WHERE inflight;
+
 -- The durable change log: key only. PRIMARY KEY (table_id, seq) is the only
 -- index: it serves "oldest entry of table X" (sync lag) and the daemon's
 -- "take N, apply, delete those" without another index to maintain per write.
@@ -298,7 +323,7 @@ GRANT SELECT ON pgshadow.flags TO PUBLIC;
 -- viewer: read status, events, quarantine, commands (the dashboard views:
 -- 70-dashboard.sql).
 GRANT SELECT ON pgshadow.meta, pgshadow.tables, pgshadow.flags, pgshadow.capture_switch, pgshadow.cutover,
-                pgshadow.commands, pgshadow.events, pgshadow.quarantine
+                pgshadow.commands, pgshadow.events, pgshadow.quarantine, pgshadow.backfill_ranges
       TO pgshadow_viewer;
 
 -- operator (member of viewer): enqueue commands (30-commands.sql).
@@ -308,7 +333,7 @@ GRANT INSERT (migration_id, command, args) ON pgshadow.commands TO pgshadow_oper
 -- run commands. It has no right on the registered tables themselves: every
 -- statement there runs as their owner (40-trust.sql).
 GRANT SELECT, DELETE ON pgshadow.change_log TO pgshadow_daemon;
-GRANT SELECT ON pgshadow.meta, pgshadow.flags, pgshadow.capture_switch TO pgshadow_daemon;
+GRANT SELECT ON pgshadow.meta, pgshadow.flags, pgshadow.capture_switch, pgshadow.backfill_ranges TO pgshadow_daemon;
 -- Column grants: the daemon keeps the state and counters of pgshadow.tables
 -- but cannot touch what is pasted into SQL run as the owner (hash_expr,
 -- column_map, names, key); it records a command's outcome but cannot rewrite

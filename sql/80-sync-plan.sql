@@ -341,6 +341,54 @@ END
 $fn$;
 
 
+-- The chunk engine's statement texts of one table (83-sync-backfill.sql),
+-- apart from _sync_statements so apply's every batch does not build them:
+--   bf_sample_sql  (as the owner; $1 {percent of the pages}) a sample of the
+--                  primary's keys in key order: where the ranges are cut;
+--   key_le_sql     (pgshadow's own code; $1, $2 encoded keys) $1 <= $2 as
+--                  the key's type;
+--   defer_sql      (pgshadow's own code; $1 table_id, $2 seqs) the batch's
+--                  entries whose key lies in an interval a chunk is copying
+--                  now (apply_batch leaves those in the log).
+CREATE OR REPLACE FUNCTION pgshadow._sync_chunk_sql(p_table_id integer, OUT bf_sample_sql text,
+                                                    OUT key_le_sql text, OUT defer_sql text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    t       pgshadow.tables;
+    v_prel  regclass;
+    v_n     integer;
+    v_pkey  text; v_pcols text;
+    v_a     text[]; v_b text[]; v_ck text[]; v_lo text[]; v_hi text[];
+    v_gt    text[]; v_lt text[]; v_le text[]; v_eq text[]; v_ns text[];
+BEGIN
+    SELECT * INTO STRICT t FROM pgshadow.tables WHERE table_id = p_table_id;
+    v_prel := to_regclass(format('%I.%I', t.schema_name, t.table_name));
+    SELECT 'ARRAY[' || string_agg(format('(p.%I)::text', ks.col), ', ' ORDER BY ks.o) || ']',
+           string_agg(format('p.%I', ks.col), ', ' ORDER BY ks.o),
+           array_agg(format('($1[%s])::%s%s', ks.o, ks.typ, ks.coll) ORDER BY ks.o),
+           array_agg(format('($2[%s])::%s%s', ks.o, ks.typ, ks.coll) ORDER BY ks.o),
+           array_agg(format('(c.key[%s])::%s%s', ks.o, ks.typ, ks.coll) ORDER BY ks.o),
+           array_agg(format('(b.inflight_lo[%s])::%s%s', ks.o, ks.typ, ks.coll) ORDER BY ks.o),
+           array_agg(format('(b.inflight_hi[%s])::%s%s', ks.o, ks.typ, ks.coll) ORDER BY ks.o),
+           array_agg(ks.gt ORDER BY ks.o), array_agg(ks.lt ORDER BY ks.o), array_agg(ks.le ORDER BY ks.o),
+           array_agg(ks.eq ORDER BY ks.o), array_agg(ks.ns ORDER BY ks.o), count(*)
+    INTO v_pkey, v_pcols, v_a, v_b, v_ck, v_lo, v_hi, v_gt, v_lt, v_le, v_eq, v_ns, v_n
+    FROM pgshadow._key_spec(v_prel, t.key_columns) ks;
+    bf_sample_sql := format('SELECT %s FROM %s AS p TABLESAMPLE SYSTEM ((($1[1])::float8)) ORDER BY %s',
+                            v_pkey, v_prel, v_pcols);
+    key_le_sql := format('SELECT %s', pgshadow._sync_cmp(v_a, v_b, v_lt, v_le, v_eq, v_ns));
+    defer_sql := format('SELECT c.seq FROM pgshadow.change_log c JOIN pgshadow.backfill_ranges b '
+                        'ON b.table_id = c.table_id AND b.inflight WHERE %s AND c.key IS NOT NULL '
+                        'AND cardinality(c.key) = %s AND array_position(c.key, NULL) IS NULL '
+                        'AND (b.inflight_lo IS NULL OR %s) AND (b.inflight_hi IS NULL OR %s)',
+                        pgshadow._sync_taken('c'), v_n,
+                        pgshadow._sync_cmp(v_ck, v_lo, v_gt, v_gt, v_eq, v_ns),
+                        pgshadow._sync_cmp(v_ck, v_hi, v_lt, v_le, v_eq, v_ns));
+END
+$fn$;
+
 -- Errors that say nothing about a row: a lost connection, a cancel or
 -- timeout, a lock not granted in time, a deadlock or serialization failure,
 -- resources, internal errors. They end the call (the daemon retries the
@@ -409,6 +457,7 @@ REVOKE ALL ON FUNCTION pgshadow._sync_fk_depth(text),
                        pgshadow._sync_taken(text),
                        pgshadow._sync_cmp(text[], text[], text[], text[], text[], text[]),
                        pgshadow._sync_statements(integer),
+                       pgshadow._sync_chunk_sql(integer),
                        pgshadow._sync_transient(text),
                        pgshadow._sync_refresh(integer, text, jsonb, text[]),
                        pgshadow._sync_lock(text)

@@ -1,7 +1,7 @@
 -- 81-sync-quarantine.sql: rows and change log entries the shadow or the parser rejects: recorded, bisected, retried
 --
 -- Owns: _sync_quarantine, _sync_bad_entries, _sync_parse, _sync_apply_keys,
--- _sync_halt_reason, _sync_primary_rows, _sync_old_xacts.
+-- _sync_halt_reason, _sync_primary_rows, _sync_old_xacts, _sync_deferred.
 --
 -- Part of the install, run in ONE transaction in the order of
 -- sql/install.list (pgshadowctl install; docs/database.md). Idempotent:
@@ -396,6 +396,48 @@ END
 $fn$;
 
 
+-- The entries among p_seqs (of table p_table_id) whose key lies in an
+-- interval a backfill chunk is copying (p_sql: _sync_chunk_sql's defer_sql).
+-- An entry whose key does not parse is not deferred (apply quarantines it):
+-- found entry by entry, only when the whole set fails to parse.
+CREATE OR REPLACE FUNCTION pgshadow._sync_deferred(p_table_id integer, p_sql text, p_seqs bigint[])
+RETURNS bigint[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_out   bigint[] := '{}';
+    v_seq   bigint;
+    v_one   bigint[];
+    e_state text;
+BEGIN
+    BEGIN
+        EXECUTE format('SELECT coalesce(array_agg(DISTINCT seq), ''{}'') FROM (%s) d', p_sql)
+            INTO v_out USING p_table_id, p_seqs;
+        RETURN v_out;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE;
+        IF pgshadow._sync_transient(e_state) THEN
+            RAISE;
+        END IF;
+    END;
+    v_out := '{}';
+    FOR v_seq IN SELECT c.seq FROM pgshadow.change_log c WHERE c.table_id = p_table_id AND c.seq = ANY (p_seqs) LOOP
+        BEGIN
+            EXECUTE format('SELECT coalesce(array_agg(seq), ''{}'') FROM (%s) d', p_sql)
+                INTO v_one USING p_table_id, ARRAY[v_seq];
+            v_out := v_out || v_one;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE;
+            IF pgshadow._sync_transient(e_state) THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
+    RETURN v_out;
+END
+$fn$;
+
 -- Privileges
 REVOKE ALL ON FUNCTION pgshadow._sync_quarantine(integer, text[], text, text, text, text),
                        pgshadow._sync_bad_entries(integer, text, bigint[]),
@@ -403,5 +445,6 @@ REVOKE ALL ON FUNCTION pgshadow._sync_quarantine(integer, text[], text, text, te
                        pgshadow._sync_apply_keys(integer, oid, text, text, text[], text),
                        pgshadow._sync_halt_reason(integer, oid, text, text, text[], text, text),
                        pgshadow._sync_primary_rows(integer, oid, text, bigint),
-                       pgshadow._sync_old_xacts(xid8)
+                       pgshadow._sync_old_xacts(xid8),
+                       pgshadow._sync_deferred(integer, text, bigint[])
        FROM PUBLIC;

@@ -46,6 +46,8 @@ DECLARE
     v_keys     text[];
     v_defer    integer[];   -- table positions whose delete failed: retried after the upserts
     v_written  integer[];   -- tables with shadow rows written by this batch
+    v_deferred bigint[] := '{}';  -- taken entries left in the log: a chunk is copying their key
+    v_live     bigint[];
     v_parse_q  integer := 0;
     v_state    text;
     v_msg      text;
@@ -140,10 +142,21 @@ BEGIN
             CONTINUE;
         END;
         PERFORM pgshadow._sync_refresh(v_ids[i], r.hash_expr, r.column_map, r.key_types);
+        -- Entries whose key lies in an interval a backfill chunk is copying
+        -- now stay in the log until it commits (83-sync-backfill.sql): the
+        -- chunk's snapshot may predate them, and what it writes must not be
+        -- the last word. Read after the take, so a registration that
+        -- predates an entry taken here is seen.
+        v_live := v_seqs;
+        IF EXISTS (SELECT 1 FROM pgshadow.backfill_ranges b WHERE b.table_id = v_ids[i] AND b.inflight) THEN
+            v_deferred := v_deferred || pgshadow._sync_deferred(v_ids[i], (pgshadow._sync_chunk_sql(v_ids[i])).defer_sql,
+                                                                  v_seqs);
+            v_live := ARRAY(SELECT x FROM unnest(v_seqs) x WHERE NOT x = ANY (v_deferred));
+        END IF;
         v_owner[i] := r.owner; v_del[i] := r.del_sql; v_ups[i] := r.ups_sql; v_unstick[i] := r.unstick_sql;
         v_qclear[i] := r.qclear_sql; v_qcount[i] := r.qcount_sql;
         SELECT p.all_keys::text, p.maydel_keys::text, p.n_bad INTO v_csql, v_qsql, n
-        FROM pgshadow._sync_parse(v_ids[i], r.parse_sql, v_seqs, v_rowmode[i]) p;
+        FROM pgshadow._sync_parse(v_ids[i], r.parse_sql, v_live, v_rowmode[i]) p;
         v_all[i] := v_csql;
         v_maydel[i] := v_qsql;
         v_parse_q := v_parse_q + n;
@@ -157,6 +170,8 @@ BEGIN
     -- transaction older than this one has ended (see _sync_old_xacts).
     -- The batch's other entries of those tables are still applied below.
     IF cardinality(v_trunc) > 0 THEN
+        -- (a chunk of it being copied now finds its claim gone and does nothing)
+        DELETE FROM pgshadow.backfill_ranges b WHERE b.table_id = ANY (v_trunc);
         UPDATE pgshadow.tables t
         SET backfill_state = 'pending', backfill_cursor = NULL, backfill_rows = 0, backfill_total = NULL,
             backfill_started_at = NULL, backfill_done_at = NULL,
@@ -265,6 +280,9 @@ BEGIN
     END LOOP;
 
     quarantined := v_parse_q;
+    -- Deferred entries were not taken, as far as the caller is concerned: a
+    -- batch of nothing else reports 0, and the daemon waits for the chunk.
+    taken := taken - cardinality(v_deferred);
     -- Bookkeeping per table that was applied.
     FOR i IN 1 .. cardinality(v_ids) LOOP
         CONTINUE WHEN NOT v_ids[i] = ANY (v_in) OR v_ids[i] = ANY (v_halted) OR v_owner[i] IS NULL;
@@ -292,7 +310,8 @@ BEGIN
         -- is derived from it (_sync_primary_rows, docs/sync.md "Counts").
         SELECT t.shadow_rows + v_in_n[i] - v_dn[i] INTO v_n0 FROM pgshadow.tables t WHERE t.table_id = v_ids[i];
         UPDATE pgshadow.tables t
-        SET applied_total = t.applied_total + (SELECT count(*) FROM unnest(v_tids) x WHERE x = v_ids[i]),
+        SET applied_total = t.applied_total + (SELECT count(*) FROM unnest(v_tids, v_seqs) x(id, seq)
+                                               WHERE x.id = v_ids[i] AND NOT x.seq = ANY (v_deferred)),
             last_applied_at = now(),
             shadow_rows = v_n0,
             synced_rows = t.synced_rows + v_in_n[i] - v_dn[i],
@@ -384,13 +403,14 @@ BEGIN
         SELECT q.table_id, 'D', q.key FROM q ORDER BY q.quarantine_id;
     END IF;
 
-    -- Done: exactly the taken entries go, except those of halted tables.
+    -- Done: exactly the taken entries go, except those of halted tables and
+    -- the deferred ones.
     -- (seqs are unique across tables: one sequence; the range and the
     -- table list let this read the (table_id, seq) index, see _sync_taken)
     DELETE FROM pgshadow.change_log c
     WHERE c.table_id = ANY (v_in) AND NOT c.table_id = ANY (v_halted)
       AND c.seq BETWEEN (SELECT min(x) FROM unnest(v_seqs) x) AND (SELECT max(x) FROM unnest(v_seqs) x)
-      AND c.seq = ANY (v_seqs);
+      AND c.seq = ANY (v_seqs) AND NOT c.seq = ANY (v_deferred);
 
     halted := CASE WHEN cardinality(v_why) > 0 THEN array_to_string(v_why, '; ') END;
     RETURN QUERY SELECT taken, upserted, deleted, quarantined, truncated, halted;

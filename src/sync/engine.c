@@ -58,13 +58,14 @@ static const char SQL_APPLY[] =
     "SELECT taken, upserted, deleted, quarantined, truncated, halted "
     "FROM pgshadow.apply_batch($1, $2::integer, $3)";
 
-/* "had": the table had a persisted cursor before this step (read in the
+/* "had": the table had a range with a persisted cursor before this step (read in the
  * statement's snapshot, i.e. before backfill_step changed it), so the log
  * can say "resuming" only for a real resume. */
 static const char SQL_BACKFILL[] =
-    "WITH before AS (SELECT t.table_name AS tn, t.backfill_cursor IS NOT NULL "
-    "                       AND t.backfill_state <> 'pending' "
-    "                       AND t.backfill_started_at IS NOT NULL AS had "
+    "WITH before AS (SELECT t.table_name AS tn, t.backfill_state <> 'pending' "
+    "                       AND t.backfill_started_at IS NOT NULL "
+    "                       AND EXISTS (SELECT 1 FROM pgshadow.backfill_ranges r "
+    "                                   WHERE r.table_id = t.table_id AND r.cursor IS NOT NULL) AS had "
     "                  FROM pgshadow.tables t WHERE t.migration_id = $1) "
     "SELECT b.table_name, b.copied, b.done, b.rows_done, b.rows_total, "
     "       coalesce((SELECT had FROM before WHERE tn = b.table_name LIMIT 1), false) "

@@ -633,8 +633,8 @@ static void test_backfill(void **state)
                               "SELECT backfill_state = 'running' AND backfill_rows BETWEEN 1000 AND 11000 "
                               "FROM pgshadow.tables WHERE table_name = 'children'"));
     long long rows = db_int("SELECT backfill_rows FROM pgshadow.tables WHERE table_name = 'children'");
-    long long cursor = db_int("SELECT backfill_cursor[1]::bigint FROM pgshadow.tables "
-                              "WHERE table_name = 'children'");
+    long long cursor = db_int("SELECT b.cursor[1]::bigint FROM pgshadow.backfill_ranges b "
+                              "JOIN pgshadow.tables t USING (table_id) WHERE t.table_name = 'children'");
     /* the seed's children are ids 10, 20, ..., 120000: the cursor is the
      * rows-th of them */
     assert_int_equal(cursor, rows * 10);
