@@ -303,10 +303,14 @@ BEGIN
                       'AND NOT EXISTS (SELECT 1 FROM %s AS p WHERE %s)',
                       v_b, v_shadow, v_sjoin, v_primary, v_join);
     -- xmax = 0 in RETURNING tells an inserted row from an updated one.
+    -- Apply and the backfill's chunks write shadow rows in key order (ORDER
+    -- BY the key): two writers that take their row locks in one order
+    -- cannot deadlock (a chunk and an apply batch may meet on keys claimed
+    -- after apply looked at the registrations).
     ups_sql := format('WITH b AS (%s), u AS (INSERT INTO %s AS s (%s) SELECT %s FROM %s AS p JOIN b ON %s '
-                      'ON CONFLICT (%s) DO UPDATE SET %s RETURNING (s.xmax = 0) AS ins) '
+                      'ORDER BY %s ON CONFLICT (%s) DO UPDATE SET %s RETURNING (s.xmax = 0) AS ins) '
                       'SELECT ARRAY[count(*)::text, (count(*) FILTER (WHERE ins))::text] FROM u',
-                      v_b, v_shadow, v_cols, v_sel, v_primary, v_join, v_kcols, v_set);
+                      v_b, v_shadow, v_cols, v_sel, v_primary, v_join, v_pcols, v_kcols, v_set);
     IF NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.contype = 'f' AND con.confrelid = v_srel
                    AND con.confdeltype IN ('c', 'n', 'd')) THEN
         unstick_sql := format('#WITH b AS (%s) DELETE FROM %s AS s USING b WHERE %s', v_b, v_shadow, v_sjoin);
@@ -323,9 +327,10 @@ BEGIN
     bf_bound_sql := format('SELECT %s FROM %s AS p WHERE $1 IS NULL OR %s ORDER BY %s OFFSET ($2[1])::bigint - 1 LIMIT 1',
                            v_pkey, v_primary, v_gtp, v_pcols);
     bf_copy_sql := format('#INSERT INTO %s AS s (%s) SELECT %s FROM %s AS p '
-                          'WHERE ($1 IS NULL OR %s) AND ($2 IS NULL OR %s) '
+                          'WHERE ($1 IS NULL OR %s) AND ($2 IS NULL OR %s) ORDER BY %s '
                           'ON CONFLICT (%s) DO UPDATE SET %s WHERE %s IS DISTINCT FROM EXCLUDED._shadow_validation_hash',
-                          v_shadow, v_cols, v_sel, v_primary, v_gtp, v_lep, v_kcols, v_set, t.shadow_hash_expr);
+                          v_shadow, v_cols, v_sel, v_primary, v_gtp, v_lep, v_pcols, v_kcols, v_set,
+                          t.shadow_hash_expr);
     bf_keys_sql := format('SELECT %s FROM %s AS p WHERE ($1 IS NULL OR %s) AND ($2 IS NULL OR %s) ORDER BY %s',
                           v_pkey, v_primary, v_gtp, v_lep, v_pcols);
     bf_row_sql := format('#INSERT INTO %s AS s (%s) SELECT %s FROM %s AS p WHERE %s '

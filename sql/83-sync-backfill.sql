@@ -104,10 +104,10 @@ BEGIN
     END IF;
 
     -- The ranges: cut at every (sample size / p_ranges)-th sampled key, in
-    -- key order; about 64 samples per range; none for under 1,000 rows a
+    -- key order; about 64 samples per range; none for under 100 rows a
     -- range (one range then).
     v_keys := '{}';
-    IF p_ranges > 1 AND t.backfill_total >= 1000::bigint * p_ranges THEN
+    IF p_ranges > 1 AND t.backfill_total >= 100::bigint * p_ranges THEN
         v_pct := least(100.0, greatest(0.01, 100.0 * 64 * p_ranges / t.backfill_total));
         SELECT array_agg(x::text ORDER BY o) INTO v_sample
         FROM pgshadow._sync_run(st.owner, (pgshadow._sync_chunk_sql(t.table_id)).bf_sample_sql,

@@ -110,6 +110,12 @@ bool ps_leader_is_leader(const ps_leader *l);
 
 ps_leader_role ps_leader_get_role(const ps_leader *l);
 
+/* Queue, on connection c (a backfill worker's), the session settings the
+ * main and work connections get (keepalives, idle_session_timeout,
+ * statement_timeout, READ COMMITTED): one place for them. cb gets the
+ * result; ps_pgconn_query's return value. */
+int ps_leader_session_settings(ps_daemon *d, ps_pgconn *c, ps_pg_result_cb cb, void *arg);
+
 /* The backend pid of the session holding our lock; 0 when not leader. */
 int ps_leader_backend_pid(const ps_leader *l);
 

@@ -16,6 +16,7 @@
 #define PS_SYNC_CONN_POLL_MS 250     /* main connection down: look again */
 #define PS_SYNC_ERROR_RETRY_MS 1000  /* a failed query: at least this before the next */
 #define PS_SYNC_PROGRESS_LOG_MS 5000 /* backfill progress line in the log */
+#define PS_SYNC_PLAN_MS 1000         /* backfill: backfill_plan at most this often */
 
 typedef enum {
     PS_SYNC_IDLE = 0, /* nothing until an outside event (stopping, leadership) */
@@ -23,7 +24,8 @@ typedef enum {
     PS_SYNC_REGISTRY, /* compare the config with the installed registry */
     PS_SYNC_PROBE,    /* measure replication lag and sync lag */
     PS_SYNC_APPLY,    /* one pgshadow.apply_batch */
-    PS_SYNC_BACKFILL, /* one pgshadow.backfill_step */
+    PS_SYNC_BACKFILL, /* pgshadow.backfill_plan: start tables, learn what is left (the
+                       * worker pool copies the chunks on its own connections) */
     PS_SYNC_ARM,      /* pgshadow.wakeup_arm: writers NOTIFY again (then one more apply) */
 } ps_sync_action;
 
@@ -49,6 +51,7 @@ typedef struct ps_sync_state {
     int64_t retry_after_ms;      /* a query failed: nothing before this */
     int64_t probe_at_ms;         /* next probe */
     int64_t apply_not_before_ms; /* hard throttle: next apply */
+    int64_t backfill_plan_at_ms; /* next backfill_plan (0: at once) */
     int64_t repl_lag_ms;         /* last measured; < 0 unknown */
     int64_t max_repl_lag_ms;     /* sync.max_replication_lag; 0 = never throttle */
 } ps_sync_state;

@@ -271,20 +271,33 @@ static void send_query(ps_leader *l, ps_pgconn *c, const char *sql, int n,
     }
 }
 
-static void send_settings(ps_leader *l, ps_pgconn *c)
+/* SQL_SESSION's parameters: idle_session_timeout well above every interval
+ * at which we query these connections (lock retry 1 s, lag probe 1 s,
+ * catchup, and the connection's own liveness probe every 10 s). */
+static void session_params(const ps_daemon *d, char *idle_s, char *stmt_s, size_t len)
 {
-    /* idle_session_timeout: well above every interval at which we query
-     * these connections (lock retry 1 s, lag probe 1 s, catchup, and the
-     * connection's own liveness probe every 10 s) */
     int64_t idle = PS_LEADER_IDLE_TIMEOUT_MIN_MS;
-    int64_t catchup = ps_daemon_config(l->d)->sync.catchup_interval_ms;
+    int64_t catchup = ps_daemon_config(d)->sync.catchup_interval_ms;
     if (catchup * 3 > idle)
         idle = catchup * 3;
+    snprintf(idle_s, len, "%lld", (long long)idle);
+    snprintf(stmt_s, len, "%d", PS_LEADER_STATEMENT_TIMEOUT_MS);
+}
+
+static void send_settings(ps_leader *l, ps_pgconn *c)
+{
     char idle_s[24], stmt_s[24];
-    snprintf(idle_s, sizeof idle_s, "%lld", (long long)idle);
-    snprintf(stmt_s, sizeof stmt_s, "%d", PS_LEADER_STATEMENT_TIMEOUT_MS);
+    session_params(l->d, idle_s, stmt_s, sizeof idle_s);
     const char *p[2] = {idle_s, stmt_s};
     send_query(l, c, SQL_SESSION, 2, p, on_session);
+}
+
+int ps_leader_session_settings(ps_daemon *d, ps_pgconn *c, ps_pg_result_cb cb, void *arg)
+{
+    char idle_s[24], stmt_s[24];
+    session_params(d, idle_s, stmt_s, sizeof idle_s);
+    const char *p[2] = {idle_s, stmt_s};
+    return ps_pgconn_query(c, SQL_SESSION, 2, p, cb, arg);
 }
 
 static void step(ps_leader *l)

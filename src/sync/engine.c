@@ -41,6 +41,7 @@
 
 #include <libpq-fe.h>
 
+#include "pgshadow/bfpool.h"
 #include "pgshadow/duration.h"
 #include "pgshadow/leader.h"
 #include "pgshadow/log.h"
@@ -58,18 +59,9 @@ static const char SQL_APPLY[] =
     "SELECT taken, upserted, deleted, quarantined, truncated, halted "
     "FROM pgshadow.apply_batch($1, $2::integer, $3)";
 
-/* "had": the table had a range with a persisted cursor before this step (read in the
- * statement's snapshot, i.e. before backfill_step changed it), so the log
- * can say "resuming" only for a real resume. */
-static const char SQL_BACKFILL[] =
-    "WITH before AS (SELECT t.table_name AS tn, t.backfill_state <> 'pending' "
-    "                       AND t.backfill_started_at IS NOT NULL "
-    "                       AND EXISTS (SELECT 1 FROM pgshadow.backfill_ranges r "
-    "                                   WHERE r.table_id = t.table_id AND r.cursor IS NOT NULL) AS had "
-    "                  FROM pgshadow.tables t WHERE t.migration_id = $1) "
-    "SELECT b.table_name, b.copied, b.done, b.rows_done, b.rows_total, "
-    "       coalesce((SELECT had FROM before WHERE tn = b.table_name LIMIT 1), false) "
-    "FROM pgshadow.backfill_step($1, $2::integer) b";
+/* Start the tables that have no copy yet, and learn which are not done. */
+static const char SQL_PLAN[] =
+    "SELECT table_name, state, rows_done, rows_total FROM pgshadow.backfill_plan($1, $2::integer)";
 
 static const char SQL_ARM[] = "SELECT pgshadow.wakeup_arm($1)";
 
@@ -96,10 +88,18 @@ struct ps_sync {
     bool lag_invisible_warned;
     double sync_lag_s;
 
-    /* backfill progress of the table being copied */
+    /* backfill: the worker pool copies; the progress of the table of the
+     * latest chunk, and per table where this process started counting */
+    ps_bfpool *pool;
+    bool bf_planned; /* a plan said some table is not done (this leadership) */
     char bf_table[128];
     int64_t bf_done, bf_total, bf_base_rows, bf_base_ms, bf_last_log_ms;
     bool bf_any; /* copied something in this process */
+    struct {
+        char name[128];
+        int64_t base_rows, base_ms; /* persisted rows when this process first planned it */
+        bool announced;             /* "started" / "resuming" logged */
+    } bf_seen[PS_BFPOOL_MAX_TABLES];
 
     ps_sync_stats stats;
 };
@@ -232,6 +232,7 @@ static void on_apply(ps_pgconn *c, const PGresult *res, void *arg)
                       "moved): copied again and reconciled, the shadow is not emptied",
                       truncated);
         s->st.backfill_done = false;
+        s->st.backfill_plan_at_ms = 0;
     }
     if (!PQgetisnull(res, 0, 5)) {
         const char *why = PQgetvalue(res, 0, 5);
@@ -306,19 +307,47 @@ static void log_progress(ps_sync *s, int64_t now)
     s->bf_last_log_ms = now;
 }
 
-static void on_backfill(ps_pgconn *c, const PGresult *res, void *arg)
+/* The slot of table's progress in bf_seen: its own, or the first free one
+ * (name ""), or PS_BFPOOL_MAX_TABLES when all are taken. */
+static size_t bf_seen(ps_sync *s, const char *table)
+{
+    for (size_t i = 0; i < PS_BFPOOL_MAX_TABLES; i++)
+        if (!s->bf_seen[i].name[0] || strcmp(s->bf_seen[i].name, table) == 0)
+            return i;
+    return PS_BFPOOL_MAX_TABLES;
+}
+
+/* What the pool should do now: copy only on the leader, while the backfill
+ * is not done and the standby lag allows; connections closed otherwise. */
+static void pool_update(ps_sync *s)
+{
+    if (!s->pool)
+        return;
+    bool leader = ps_daemon_is_leader(s->d);
+    if (s->st.stopping || !leader || s->st.backfill_done) {
+        ps_bfpool_close(s->pool);
+        return;
+    }
+    if (ps_sync_throttle_for(s->st.repl_lag_ms, ps_daemon_config(s->d)->sync.max_replication_lag_ms) !=
+            PS_SYNC_THROTTLE_NONE ||
+        s->st.halted)
+        ps_bfpool_hold(s->pool);
+    else if (s->bf_planned)
+        ps_bfpool_run(s->pool);
+}
+
+static void on_plan(ps_pgconn *c, const PGresult *res, void *arg)
 {
     ps_sync *s = arg;
     (void)c;
     s->busy = false;
-    int64_t now = ps_clock_ms();
     if (!res) {
-        conn_lost(s, "backfill_step");
+        conn_lost(s, "backfill_plan");
         step(s);
         return;
     }
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        query_failed(s, "backfill_step", res);
+        query_failed(s, "backfill_plan", res);
         step(s);
         return;
     }
@@ -326,52 +355,95 @@ static void on_backfill(ps_pgconn *c, const PGresult *res, void *arg)
         if (!s->st.backfill_done && s->bf_any)
             ps_log_notice("sync: backfill complete: every table is copied; applying changes only");
         s->st.backfill_done = true;
+        s->bf_planned = false;
         s->bf_table[0] = '\0';
         step(s);
         return;
     }
-    const char *table = PQgetvalue(res, 0, 0);
-    int64_t copied = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
-    bool done = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
-    int64_t rows_done = PQgetisnull(res, 0, 3) ? 0 : strtoll(PQgetvalue(res, 0, 3), NULL, 10);
-    int64_t rows_total = PQgetisnull(res, 0, 4) ? 0 : strtoll(PQgetvalue(res, 0, 4), NULL, 10);
-    bool had_cursor = PQnfields(res) > 5 && strcmp(PQgetvalue(res, 0, 5), "t") == 0;
-    ps_log_field f[] = {{"TABLE", table}, {NULL, NULL}};
-    /* Writers may not NOTIFY while we are disarmed: look at the log after
-     * every chunk (the policy alternates). */
-    if (!s->armed)
-        s->st.apply_pending = true;
-
-    if (strcmp(table, s->bf_table) != 0) {
-        snprintf(s->bf_table, sizeof s->bf_table, "%s", table);
-        /* rows_done counts whole chunks; rows apply already wrote make
-         * copied smaller, which is not a resume. */
-        s->bf_base_rows = !had_cursor ? 0 : done ? rows_done - copied : rows_done - s->inflight_limit;
-        if (s->bf_base_rows < 0)
-            s->bf_base_rows = 0;
-        s->bf_base_ms = s->inflight_started_ms;
-        s->bf_last_log_ms = now;
-        if (had_cursor && s->bf_base_rows > 0)
-            ps_log_fields(LOG_INFO, f, "sync: backfill %s: resuming after %lld rows (~%lld total)",
-                          table, (long long)s->bf_base_rows, (long long)rows_total);
-        else
-            ps_log_fields(LOG_INFO, f, "sync: backfill %s: started (~%lld rows)", table,
-                          (long long)rows_total);
+    s->bf_planned = true;
+    int64_t now = ps_clock_ms();
+    for (int row = 0; row < PQntuples(res); row++) {
+        const char *table = PQgetvalue(res, row, 0);
+        int64_t done = PQgetisnull(res, row, 2) ? 0 : strtoll(PQgetvalue(res, row, 2), NULL, 10);
+        int64_t total = PQgetisnull(res, row, 3) ? 0 : strtoll(PQgetvalue(res, row, 3), NULL, 10);
+        size_t i = bf_seen(s, table);
+        if (i < PS_BFPOOL_MAX_TABLES && !s->bf_seen[i].name[0]) {
+            /* first seen by this process: what earlier runs copied is not
+             * this run's rate */
+            snprintf(s->bf_seen[i].name, sizeof s->bf_seen[i].name, "%s", table);
+            s->bf_seen[i].base_rows = done;
+            s->bf_seen[i].base_ms = now;
+            s->bf_seen[i].announced = false;
+        }
+        if (row == 0 && !s->bf_table[0]) {
+            /* nothing copied yet in this process: show the first table */
+            snprintf(s->bf_table, sizeof s->bf_table, "%s", table);
+            s->bf_done = done;
+            s->bf_total = total;
+            s->bf_base_rows = done;
+            s->bf_base_ms = now;
+        }
     }
-    s->bf_done = rows_done;
-    s->bf_total = rows_total;
+    step(s);
+}
+
+/* The pool copied a chunk (on its own connection). */
+static void on_chunk(const ps_bfpool_chunk *ch, void *arg)
+{
+    ps_sync *s = arg;
+    int64_t now = ps_clock_ms();
+    ps_log_field f[] = {{"TABLE", ch->table}, {NULL, NULL}};
+    size_t i = bf_seen(s, ch->table);
+    if (i < PS_BFPOOL_MAX_TABLES && !s->bf_seen[i].name[0]) {
+        /* not planned by this process (cannot happen: the pool runs after
+         * a plan); count from this chunk */
+        snprintf(s->bf_seen[i].name, sizeof s->bf_seen[i].name, "%s", ch->table);
+        s->bf_seen[i].base_rows = ch->rows_done - ch->copied;
+        s->bf_seen[i].base_ms = now - ch->elapsed_ms;
+    }
+    if (i < PS_BFPOOL_MAX_TABLES && !s->bf_seen[i].announced) {
+        s->bf_seen[i].announced = true;
+        if (s->bf_seen[i].base_rows > 0)
+            ps_log_fields(LOG_INFO, f, "sync: backfill %s: resuming after %lld rows (~%lld total)",
+                          ch->table, (long long)s->bf_seen[i].base_rows, (long long)ch->rows_total);
+        else
+            ps_log_fields(LOG_INFO, f, "sync: backfill %s: started (~%lld rows)", ch->table,
+                          (long long)ch->rows_total);
+    }
+    if (i < PS_BFPOOL_MAX_TABLES) {
+        s->bf_base_rows = s->bf_seen[i].base_rows;
+        s->bf_base_ms = s->bf_seen[i].base_ms;
+    }
+    snprintf(s->bf_table, sizeof s->bf_table, "%s", ch->table);
+    s->bf_done = ch->rows_done;
+    s->bf_total = ch->rows_total;
     s->bf_any = true;
     s->stats.backfill_steps++;
-    s->stats.backfill_rows += (uint64_t)(copied > 0 ? copied : 0);
-    if (done) {
+    s->stats.backfill_rows += (uint64_t)(ch->copied > 0 ? ch->copied : 0);
+    if (ch->table_done) {
         char el[32];
         ps_human_duration(now - s->bf_base_ms, el, sizeof el);
-        ps_log_fields(LOG_NOTICE, f, "sync: backfill %s done: %lld rows (%s in this run)", table,
-                      (long long)rows_done, el);
+        ps_log_fields(LOG_NOTICE, f, "sync: backfill %s done: %lld rows (%s in this run)", ch->table,
+                      (long long)ch->rows_done, el);
         s->bf_table[0] = '\0';
+        s->st.backfill_plan_at_ms = 0; /* learn at once whether anything is left */
     } else if (now - s->bf_last_log_ms >= PS_SYNC_PROGRESS_LOG_MS) {
         log_progress(s, now);
     }
+    /* Entries apply left for this chunk can go now; and writers may not
+     * NOTIFY while we are disarmed: look at the log after every chunk. */
+    s->st.apply_pending = true;
+    step(s);
+}
+
+/* A worker found nothing to claim: plan again soon (a table may be waiting,
+ * or everything may be done). */
+static void on_empty(void *arg)
+{
+    ps_sync *s = arg;
+    int64_t soon = ps_clock_ms() + PS_BFPOOL_EMPTY_RETRY_MS;
+    if (s->st.backfill_plan_at_ms > soon)
+        s->st.backfill_plan_at_ms = soon;
     step(s);
 }
 
@@ -442,6 +514,7 @@ static void send_query(ps_sync *s, ps_pgconn *c, ps_sync_action a, const char *s
 
 static void step(ps_sync *s)
 {
+    pool_update(s);
     if (s->busy)
         return;
     const ps_config *cfg = ps_daemon_config(s->d);
@@ -482,10 +555,12 @@ static void step(ps_sync *s)
         send_query(s, c, a, SQL_ARM, 1, p, on_arm);
         return;
     case PS_SYNC_BACKFILL:
+        /* one range per table with one worker (a plain key-order copy);
+         * four per worker otherwise, so the workers stay busy to the end */
         s->st.last_was_backfill = true;
-        s->inflight_limit = cfg->sync.backfill_chunk;
-        snprintf(n1, sizeof n1, "%d", cfg->sync.backfill_chunk);
-        send_query(s, c, a, SQL_BACKFILL, 2, p, on_backfill);
+        s->st.backfill_plan_at_ms = s->st.now_ms + PS_SYNC_PLAN_MS;
+        snprintf(n1, sizeof n1, "%d", cfg->sync.workers == 1 ? 1 : 4 * cfg->sync.workers);
+        send_query(s, c, a, SQL_PLAN, 2, p, on_plan);
         return;
     }
 }
@@ -529,6 +604,7 @@ static void sync_on_db_up(ps_daemon *d, void *arg)
      * backfill, measure again. */
     s->st.apply_pending = true;
     s->st.backfill_done = false;
+    s->st.backfill_plan_at_ms = 0;
     s->st.probe_at_ms = 0;
     s->st.retry_after_ms = 0;
     s->armed = false;
@@ -551,6 +627,8 @@ static void sync_on_leader(ps_daemon *d, bool leader, void *arg)
      * compare the config with the installed registry. */
     s->st.apply_pending = true;
     s->st.backfill_done = false;
+    s->st.backfill_plan_at_ms = 0;
+    s->bf_planned = false;
     s->st.probe_at_ms = 0;
     s->st.retry_after_ms = 0;
     s->st.registry_check = true;
@@ -585,6 +663,10 @@ static void sync_on_reload(ps_daemon *d, const ps_config *old_cfg, const ps_conf
      * (migration.id never changes: it is restart-only, config.c). */
     if (old_cfg->sync.catchup_interval_ms != new_cfg->sync.catchup_interval_ms && !s->st.stopping)
         arm_catchup(s, new_cfg->sync.catchup_interval_ms);
+    /* workers and chunk_target are read at each chunk; a new conninfo:
+     * the workers reconnect with it (pool_update reopens them) */
+    if (strcmp(old_cfg->database.conninfo, new_cfg->database.conninfo) != 0 && s->pool)
+        ps_bfpool_close(s->pool);
     if (s->st.halted) {
         ps_log_notice("sync: reload: clearing the halt (%s); applying again", s->halted);
         free(s->halted);
@@ -603,6 +685,8 @@ static void sync_on_stop(ps_daemon *d, void *arg)
     (void)d;
     /* The query in flight (one transaction) finishes; nothing new starts. */
     s->st.stopping = true;
+    if (s->pool)
+        ps_bfpool_close(s->pool); /* a chunk in flight rolls back; its claim is taken over */
     evtimer_del(s->ev_delay);
     evtimer_del(s->ev_catchup);
     evtimer_del(s->ev_wake);
@@ -645,6 +729,11 @@ int ps_sync_new(ps_daemon *d, ps_sync **out)
         ps_sync_free(s);
         return -ENOMEM;
     }
+    static const ps_bfpool_callbacks pool_cbs = {.on_chunk = on_chunk, .on_empty = on_empty};
+    if (ps_bfpool_new(d, &pool_cbs, s, &s->pool) < 0) {
+        ps_sync_free(s);
+        return -ENOMEM;
+    }
     s->catchup_ms = ps_daemon_config(d)->sync.catchup_interval_ms;
     s->st.repl_lag_ms = -1;
     s->sync_lag_s = -1;
@@ -660,6 +749,7 @@ void ps_sync_free(ps_sync *s)
     for (size_t i = 0; i < sizeof evs / sizeof *evs; i++)
         if (evs[i])
             event_free(evs[i]);
+    ps_bfpool_free(s->pool);
     free(s->halted);
     free(s);
 }
@@ -697,7 +787,7 @@ static void sync_collect(ps_daemon *d, const ps_metric_sink *sink, void *arg)
          offsetof(ps_sync_stats, applied)},
         {"pgshadow_sync_quarantined_total", "rows newly quarantined by apply",
          offsetof(ps_sync_stats, quarantined)},
-        {"pgshadow_sync_backfill_steps_total", "backfill_step calls that copied a chunk",
+        {"pgshadow_sync_backfill_steps_total", "backfill chunks copied by the worker pool",
          offsetof(ps_sync_stats, backfill_steps)},
         {"pgshadow_sync_backfill_rows_total", "rows copied by the backfill",
          offsetof(ps_sync_stats, backfill_rows)},

@@ -57,7 +57,10 @@ ps_sync_action ps_sync_next(const ps_sync_state *s, int64_t *wait_ms)
     int64_t next = s->probe_at_ms;
     if (!s->halted) {
         ps_sync_throttle t = ps_sync_throttle_for(s->repl_lag_ms, s->max_repl_lag_ms);
-        bool backfill_ok = !s->backfill_done && t == PS_SYNC_THROTTLE_NONE;
+        bool backfill_ok = !s->backfill_done && t == PS_SYNC_THROTTLE_NONE &&
+                           s->now_ms >= s->backfill_plan_at_ms;
+        if (!s->backfill_done && t == PS_SYNC_THROTTLE_NONE && !backfill_ok)
+            next = earliest(next, s->backfill_plan_at_ms);
         bool apply_ok = s->apply_pending &&
                         (t != PS_SYNC_THROTTLE_APPLY || s->now_ms >= s->apply_not_before_ms);
         if (s->apply_pending && !apply_ok)

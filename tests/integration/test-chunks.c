@@ -9,7 +9,9 @@
  * key it copies (apply leaves that key's entry until the chunk commits: the
  * test fails without it); a worker session killed after its claim (its
  * interval is taken over, nothing skipped); every worker killed mid-way and
- * new ones resuming every range from its cursor.
+ * new ones resuming every range from its cursor; and the real pgshadowd's
+ * worker pool: a worker session killed server side mid-chunk is replaced and
+ * its chunk copied again.
  *
  * Env: as every integration test (itest.h).
  */
@@ -20,6 +22,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -418,6 +421,59 @@ static void test_workers_killed_resume(void **state)
     expect_all_converged(t->c);
 }
 
+/* The real pgshadowd with two workers: a worker's session killed server
+ * side in the middle of a chunk (held there by a slow shadow trigger) is
+ * replaced, its chunk claimed again and copied; the copy completes equal. */
+static void test_daemon_worker_killed(void **state)
+{
+    itest_db *t = *state;
+    install(t->c);
+    itest_exec_ok(t->c,
+                  "CREATE FUNCTION public.slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                  "IF NEW.id % 1000 = 500 THEN PERFORM pg_sleep(0.3); END IF; RETURN NEW; END $$;"
+                  "CREATE TRIGGER slow BEFORE INSERT ON acc_shadow FOR EACH ROW EXECUTE FUNCTION public.slow()");
+    char dir[] = "/tmp/itest-chunks-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cfg[128];
+    snprintf(cfg, sizeof cfg, "%s/pgshadow.yaml", dir);
+    char *ci = itest_conninfo_db(t->name);
+    char yaml[1024];
+    snprintf(yaml, sizeof yaml,
+             "database:\n  conninfo: \"%s\"\nmigration:\n  id: " MIG "\n  tables:\n"
+             "    - name: acc\n    - name: ck\n    - name: uu\n"
+             "sync:\n  workers: 2\n  backfill_chunk: 500\n  chunk_target: 200ms\n"
+             "metrics:\n  listen: \"\"\n", ci);
+    free(ci);
+    assert_int_equal(itest_write_file(cfg, yaml), 0);
+    itest_daemon d = ITEST_DAEMON_INIT;
+    itest_daemon_paths(&d, dir, "pgshadowd");
+    d.log_level = "info";
+    assert_int_equal(itest_daemon_start(&d, cfg), 0);
+    /* a chunk of acc in flight on a worker connection */
+    bool mid = wait_true(t, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE "
+                            "'%backfill_chunk%' AND state = 'active' AND wait_event = 'PgSleep')", 30000);
+    if (!mid) {
+        char *log = itest_daemon_log(&d);
+        fail_msg("no chunk ever held in the slow trigger; log:\n%s", log);
+    }
+    itest_exec_ok(t->c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE "
+                        "'%backfill_chunk%' AND state = 'active' AND wait_event = 'PgSleep'");
+    size_t at = itest_daemon_wait_log(&d, 0, "connection lost", 20000);
+    assert_true(at > 0);
+    bool done = wait_true(t, "SELECT bool_and(backfill_state = 'done') FROM pgshadow.tables", 120000);
+    if (!done) {
+        char *log = itest_daemon_log(&d);
+        fail_msg("the backfill did not complete; log:\n%s", log);
+    }
+    assert_true(itest_daemon_log_count(&d, 0, "backfill worker", "connection lost") >= 1);
+    assert_true(wait_true(t, "SELECT NOT EXISTS (SELECT 1 FROM pgshadow.change_log)", 30000));
+    itest_daemon_kill(&d, SIGTERM);
+    itest_daemon_cleanup(&d);
+    itest_exec_ok(t->c, "DROP TRIGGER slow ON acc_shadow");
+    expect_all_converged(t->c);
+    itest_expect_sql(t->c, "SELECT count(*) FROM pgshadow.events WHERE what = 'backfill_done'", "3");
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 int main(void)
@@ -429,6 +485,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_chunk_snapshot_older_than_apply, db_setup, db_teardown),
         cmocka_unit_test_setup_teardown(test_claim_of_a_dead_session, db_setup, db_teardown),
         cmocka_unit_test_setup_teardown(test_workers_killed_resume, db_setup, db_teardown),
+        cmocka_unit_test_setup_teardown(test_daemon_worker_killed, db_setup, db_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

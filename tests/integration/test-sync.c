@@ -516,7 +516,7 @@ static int write_config_full(int backfill_chunk, int batch_size, const char *on_
             "database:\n  conninfo: \"%s\"\n"
             "migration:\n  id: itest_sync\n  tables:\n%s"
             "sync:\n  batch_size: %d\n  batch_delay: 10ms\n  catchup_interval: %s\n"
-            "  backfill_chunk: %d\n  on_apply_error: %s\n"
+            "  backfill_chunk: %d\n  workers: 4\n  on_apply_error: %s\n"
             "metrics:\n  listen: \"\"\n",
             T.db_conninfo, config_tables, batch_size, catchup, backfill_chunk, on_apply_error);
     return fclose(f);
@@ -605,8 +605,8 @@ static void test_backfill(void **state)
 
     daemon_start(&D, "info");
     /* Kill it mid-backfill, in the middle of children (12,000 rows, chunks
-     * of 100: parents are done, 30+ chunks are left): the cursor is
-     * persisted with each chunk. */
+     * of at most 100, four workers on 16 ranges: parents are done, 30+
+     * chunks are left): each range's cursor is persisted with each chunk. */
     static const char MID_CHILDREN_SQL[] =
         "SELECT backfill_state = 'running' AND backfill_rows BETWEEN 1000 AND 9000 "
         "FROM pgshadow.tables WHERE table_name = 'children'";
@@ -633,13 +633,28 @@ static void test_backfill(void **state)
                               "SELECT backfill_state = 'running' AND backfill_rows BETWEEN 1000 AND 11000 "
                               "FROM pgshadow.tables WHERE table_name = 'children'"));
     long long rows = db_int("SELECT backfill_rows FROM pgshadow.tables WHERE table_name = 'children'");
-    long long cursor = db_int("SELECT b.cursor[1]::bigint FROM pgshadow.backfill_ranges b "
-                              "JOIN pgshadow.tables t USING (table_id) WHERE t.table_name = 'children'");
-    /* the seed's children are ids 10, 20, ..., 120000: the cursor is the
-     * rows-th of them */
-    assert_int_equal(cursor, rows * 10);
-    fprintf(stderr, "test-sync: killed pgshadowd mid-backfill: children at %lld rows (cursor %lld)\n",
-            rows, cursor);
+    /* Four workers copied children's ranges at once: several ranges have a
+     * cursor, and in every range the rows up to its cursor are exactly the
+     * rows it counts (the seed's children are ids 10, 20, ..., 120000). */
+    static const char CHILD_RANGES[] =
+        "FROM pgshadow.backfill_ranges b JOIN pgshadow.tables t USING (table_id) "
+        "WHERE t.table_name = 'children'";
+    char q[512];
+    snprintf(q, sizeof q, "SELECT count(*) FILTER (WHERE b.cursor IS NOT NULL) %s", CHILD_RANGES);
+    long long with_cursor = db_int(q);
+    snprintf(q, sizeof q,
+             "SELECT bool_and((SELECT count(*) FROM children c WHERE c.id > coalesce(b.lo[1]::bigint, 0) "
+             "AND c.id <= coalesce(b.cursor[1]::bigint, 0)) = b.rows) AND sum(b.rows) = %lld %s",
+             rows, CHILD_RANGES);
+    assert_true(with_cursor >= 2);
+    assert_true(itest_true_on(T.db_conninfo, q));
+    /* what each range had copied, to compare with what the restart offers */
+    db_exec("CREATE TABLE itest_bf_before AS SELECT b.range_no, coalesce(b.lo[1]::bigint, 0) AS lo, "
+            "b.hi[1]::bigint AS hi, coalesce(b.cursor[1]::bigint, b.lo[1]::bigint, 0) AS cur "
+            "FROM pgshadow.backfill_ranges b JOIN pgshadow.tables t USING (table_id) "
+            "WHERE t.table_name = 'children'");
+    fprintf(stderr, "test-sync: killed pgshadowd mid-backfill: children at %lld rows, %lld ranges "
+            "with a cursor\n", rows, with_cursor);
     /* Every row the backfill offers the children shadow from now on, copied
      * or not (BEFORE INSERT fires for ON CONFLICT DO NOTHING too). */
     db_exec("CREATE TABLE itest_bf_offered (id bigint NOT NULL); "
@@ -652,17 +667,18 @@ static void test_backfill(void **state)
     daemon_start(&D, "info");
     wait_drained("backfill");
     daemon_assert_alive(&D);
-    /* the restart resumed children right after its persisted cursor: not
-     * one row at or before it offered again, every row after it offered
-     * once, the resume logged with the persisted count, no second start */
-    char sql[256];
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FILTER (WHERE id <= %lld) || ' ' || count(*) FILTER (WHERE id > %lld) "
-             "|| ' ' || count(DISTINCT id) FROM itest_bf_offered", cursor, cursor);
+    /* the restart resumed every range of children right after its
+     * persisted cursor: not one row at or before a range's cursor offered
+     * again, every row after it offered once, the resume logged with the
+     * persisted count, no second start */
+    static const char OFFERED_SQL[] =
+        "SELECT count(*) FILTER (WHERE o.id <= b.cur) || ' ' || count(*) FILTER (WHERE o.id > b.cur) "
+        "|| ' ' || count(DISTINCT o.id) FROM itest_bf_offered o "
+        "JOIN itest_bf_before b ON o.id > b.lo AND (b.hi IS NULL OR o.id <= b.hi)";
     PGconn *c = itest_connect(T.db_conninfo);
     char want[96];
     snprintf(want, sizeof want, "0 %lld %lld", 12000 - rows, 12000 - rows);
-    itest_expect_sql(c, sql, want);
+    itest_expect_sql(c, OFFERED_SQL, want);
     snprintf(want, sizeof want, "sync: backfill children: resuming after %lld rows (~", rows);
     assert_int_equal(log_count(&D, from, want), 1);
     assert_int_equal(log_count(&D, from, "sync: backfill children: started"), 0);
@@ -670,7 +686,7 @@ static void test_backfill(void **state)
     itest_expect_sql(c, "SELECT count(*) FROM pgshadow.events WHERE what = 'backfill_started' "
                         "AND table_name = 'children'", "1");
     itest_exec_ok(c, "DROP TRIGGER itest_bf_note ON children_shadow; DROP FUNCTION itest_bf_note(); "
-                     "DROP TABLE itest_bf_offered");
+                     "DROP TABLE itest_bf_offered, itest_bf_before");
     PQfinish(c);
     assert_true(log_count(&D, 0, "leader lock acquired") >= 2);
     assert_true(log_count(&D, 0, "done: ") >= TABLES);

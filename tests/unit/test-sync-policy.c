@@ -160,6 +160,29 @@ static void test_backfill_alternates_with_apply(void **state)
     assert_int_equal(next(&s, &w), PS_SYNC_BACKFILL);
 }
 
+/* backfill_plan runs at most every PS_SYNC_PLAN_MS (the pool copies in
+ * between): before its time apply still runs, and the wait ends at it. */
+static void test_backfill_plan_paced(void **state)
+{
+    (void)state;
+    ps_sync_state s = idle_leader();
+    s.backfill_done = false;
+    s.backfill_plan_at_ms = s.now_ms + 300;
+    int64_t w;
+    assert_int_equal(next(&s, &w), PS_SYNC_WAIT);
+    assert_int_equal(w, 300);
+    s.apply_pending = true;
+    assert_int_equal(next(&s, &w), PS_SYNC_APPLY);
+    s.apply_pending = false;
+    s.now_ms += 300;
+    s.probe_at_ms = s.now_ms + 500;
+    assert_int_equal(next(&s, &w), PS_SYNC_BACKFILL);
+    /* a later probe deadline does not hide the plan's */
+    s.backfill_plan_at_ms = s.now_ms + 100;
+    assert_int_equal(next(&s, &w), PS_SYNC_WAIT);
+    assert_int_equal(w, 100);
+}
+
 static void test_throttle_levels(void **state)
 {
     (void)state;
@@ -396,6 +419,7 @@ int main(void)
         cmocka_unit_test(test_probe_comes_first_then_waits_for_it),
         cmocka_unit_test(test_apply_when_pending),
         cmocka_unit_test(test_backfill_alternates_with_apply),
+        cmocka_unit_test(test_backfill_plan_paced),
         cmocka_unit_test(test_throttle_levels),
         cmocka_unit_test(test_lag_pauses_backfill_not_apply),
         cmocka_unit_test(test_hard_lag_slows_apply),
