@@ -72,6 +72,7 @@ struct ps_daemon {
     int64_t stop_deadline_ms;
     int exit_code;
     char status[256];
+    bool status_unsent; /* the last STATUS= could not be sent: send it again */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -100,7 +101,10 @@ static void build_status(ps_daemon *d, char *buf, size_t len)
 }
 
 /* Send STATUS= when it changed (or always with force), prefixed by extra
- * assignments such as "READY=1". */
+ * assignments such as "READY=1". One that could not be sent (the notify
+ * socket's buffer full: EAGAIN) is sent again at the next call even when
+ * unchanged, so the manager never keeps an old status for good; the failure
+ * is logged once per streak, not every housekeeping tick. */
 static void update_status(ps_daemon *d, const char *extra, bool force)
 {
     char now[sizeof d->status];
@@ -109,12 +113,14 @@ static void update_status(ps_daemon *d, const char *extra, bool force)
     for (char *p = now; *p; p++)
         if (*p == '\n' || *p == '\r')
             *p = ' ';
-    if (!force && !extra && strcmp(now, d->status) == 0)
+    if (!force && !extra && !d->status_unsent && strcmp(now, d->status) == 0)
         return;
     memcpy(d->status, now, sizeof d->status);
     int r = extra ? ps_notifyf("%s\nSTATUS=%s", extra, now) : ps_notifyf("STATUS=%s", now);
-    if (r < 0)
-        ps_log_warning("cannot notify systemd: %s", strerror(-r));
+    if (r < 0 && !d->status_unsent)
+        ps_log_warning("cannot notify systemd: %s; sending the status again each second until "
+                       "it gets through", strerror(-r));
+    d->status_unsent = r < 0;
 }
 
 /* ------------------------------------------------------------------------ */

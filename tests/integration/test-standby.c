@@ -506,8 +506,10 @@ static void test_throttle(void **state)
         "SELECT NOT EXISTS (SELECT id, v FROM items EXCEPT SELECT id, v FROM items_shadow) "
         "AND NOT EXISTS (SELECT id, v FROM items_shadow EXCEPT SELECT id, v FROM items)"));
     assert_int_equal(value_ll(T.db_ci, SEED_IN_SHADOW_SQL), SEED_ROWS);
-    if (itest_daemon_wait_msg(&T.d, 0, "STATUS=connected; leader; backfill done", WAIT_MS) < 0)
+    if (itest_daemon_wait_msg(&T.d, 0, "STATUS=connected; leader; backfill done", WAIT_MS) < 0) {
+        dump_log("no 'backfill done' STATUS");
         fail_msg("no 'backfill done' STATUS in %d messages; last: %s", T.d.n_msgs, last_status());
+    }
     fprintf(stderr, "test-standby: backfill done (%lld seed rows), %lld live rows; total %lld ms\n",
             value_ll(T.db_ci, SEED_IN_SHADOW_SQL),
             value_ll(T.db_ci, "SELECT count(*) FROM items WHERE id > 1000000"),
