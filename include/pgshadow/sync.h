@@ -1,17 +1,21 @@
 /*
  * sync.h - the daemon half of the sync engine: a ps_daemon_module that keeps
  * every shadow table in step with its primary by calling the database side
- * (sql/8*-sync-*.sql: pgshadow.apply_batch, pgshadow.backfill_step,
- * pgshadow.replication_lag_ms) on the daemon's main connection.
+ * (sql/8*-sync-*.sql: pgshadow.apply_batch, pgshadow.backfill_plan,
+ * pgshadow.sync_probe) on the daemon's main connection, and copying existing
+ * rows with a pool of worker connections (bfpool.h: backfill_claim,
+ * backfill_chunk).
  *
- * Three files, one concern each (src/sync/):
+ * Five files, one concern each (src/sync/):
  *  - policy.c (sync_policy.h): pure functions of a small state and a clock
  *    (what to do next, throttling, progress, ETA, the STATUS= words), tested
  *    without a database (tests/unit/test-sync-policy.c);
  *  - registry.c (sync_registry.h): the config vs installed registry
  *    comparison, pure as well;
  *  - engine.c (this header): the shell, ps_sync: timers, NOTIFY coalescing,
- *    the asynchronous queries and their results, logging.
+ *    the asynchronous queries and their results, logging;
+ *  - bfpool.c (bfpool.h): the backfill worker pool;
+ *  - chunk_policy.c (chunk_policy.h): the pure chunk-size controller.
  *
  * Wake-ups: capture NOTIFYs pgshadow_changes only while the migration's
  * pgshadow.wakeup row is armed. apply_batch disarms it when it takes

@@ -1,7 +1,7 @@
 /*
  * sync/engine.c - the sync engine's shell (sync.h): wake-ups, apply rounds,
- * interleaved backfill, throttling, halt, progress and STATUS words, on the
- * leader only.
+ * the backfill's plan and its worker pool (sync/bfpool.c), throttling, halt,
+ * progress and STATUS words, on the leader only.
  *
  * The database does the work (sql/8*-sync-*.sql); this module decides when to
  * ask for it, through the pure policy (sync/policy.c), and compares the
@@ -9,18 +9,22 @@
  * the daemon's (src/daemon/leader.c): this module hears it as on_leader.
  *
  * Owns the ps_sync: its timers (batch_delay window, catchup_interval, the
- * policy's next deadline), the one query it has in flight, the halt reason,
- * backfill progress and its counters.
+ * policy's next deadline), the one query it has in flight on main, the
+ * backfill worker pool (started, held and closed by pool_update from every
+ * step), the halt reason, backfill progress and its counters.
  *
  * Invariants:
  *  - at most one query of this module is queued or in flight at a time
  *    (s->busy); every decision is taken by step() when that query finished or
  *    a timer/NOTIFY/on_leader changed the state, so nothing ever blocks the
  *    loop and no two rounds overlap;
- *  - every apply_batch / backfill_step is one autocommit statement, i.e. one
- *    transaction: a crash, kill -9 or lost connection at any moment loses
- *    nothing (the change log rows are deleted in the same transaction that
- *    applied them; the backfill cursor moves with the copied chunk);
+ *  - every apply_batch / backfill_plan (and each claim and chunk of the
+ *    pool) is one autocommit statement, i.e. one transaction: a crash, kill
+ *    -9 or lost connection at any moment loses nothing (the change log rows
+ *    are deleted in the same transaction that applied them; a range's cursor
+ *    moves with its copied chunk);
+ *  - the pool copies only while this daemon leads, the backfill is not done,
+ *    nothing is halted and the standby lag allows (pool_update);
  *  - a query goes to main only while ps_daemon_is_leader: the lock held in
  *    the session of main up now (ps_pgconn_session_id, never reused), read
  *    by step() before each decision, so no query of a lost leadership runs

@@ -275,8 +275,36 @@ static void copy_with(itest_db *t, int workers)
     assert_int_equal(qlong(t->c, plan), 3);
     long ranges = qlong(t->c, "SELECT count(*) FROM pgshadow.backfill_ranges");
     fprintf(stderr, "test-chunks: %d worker(s): %ld ranges\n", workers, ranges);
-    if (workers > 1)
+    if (workers > 1) {
         assert_true(ranges >= 2L * workers); /* acc and ck are cut */
+        /* the planner's ranges tile each key space in the key's own order:
+         * the first starts at -inf, the last ends at +inf, each starts where
+         * the one before ended, and each ends above where it starts (ck's
+         * key is composite (int, text): compared as the row, not as text) */
+        itest_expect_sql(t->c,
+                         "SELECT bool_and(CASE WHEN n = 1 THEN lo IS NULL ELSE lo = prev_hi END"
+                         "  AND CASE WHEN n = cnt THEN hi IS NULL ELSE hi IS NOT NULL END)"
+                         " FROM (SELECT b.lo, b.hi, row_number() OVER w AS n, count(*) OVER (PARTITION BY b.table_id) AS cnt,"
+                         "  lag(b.hi) OVER w AS prev_hi FROM pgshadow.backfill_ranges b"
+                         "  WINDOW w AS (PARTITION BY b.table_id ORDER BY b.range_no)) x",
+                         "t");
+        itest_expect_sql(t->c,
+                         "SELECT bool_and((b.hi[1]::int, b.hi[2]) > (b.lo[1]::int, b.lo[2]))"
+                         " FROM pgshadow.backfill_ranges b JOIN pgshadow.tables t USING (table_id)"
+                         " WHERE t.table_name = 'ck' AND b.lo IS NOT NULL AND b.hi IS NOT NULL",
+                         "t");
+        itest_expect_sql(t->c,
+                         "SELECT bool_and(b.hi[1]::bigint > b.lo[1]::bigint) FROM pgshadow.backfill_ranges b"
+                         " JOIN pgshadow.tables t USING (table_id) WHERE t.table_name = 'acc'"
+                         " AND b.lo IS NOT NULL AND b.hi IS NOT NULL",
+                         "t");
+        /* ck is cut, so the order check above compared cut points (cut by
+         * text, a = 10 would sort before a = 9 and that check would fail) */
+        itest_expect_sql(t->c,
+                         "SELECT count(*) > 1 FROM pgshadow.backfill_ranges b JOIN pgshadow.tables t USING (table_id)"
+                         " WHERE t.table_name = 'ck'",
+                         "t");
+    }
 
     run r = {.db = t->name, .rows = 700};
     pthread_t w[8], wr, ap;
