@@ -371,9 +371,10 @@ static void on_plan(ps_pgconn *c, const PGresult *res, void *arg)
         int64_t done = PQgetisnull(res, row, 2) ? 0 : strtoll(PQgetvalue(res, row, 2), NULL, 10);
         int64_t total = PQgetisnull(res, row, 3) ? 0 : strtoll(PQgetvalue(res, row, 3), NULL, 10);
         size_t i = bf_seen(s, table);
-        if (i < PS_BFPOOL_MAX_TABLES && !s->bf_seen[i].name[0]) {
-            /* first seen by this process: what earlier runs copied is not
-             * this run's rate */
+        if (i < PS_BFPOOL_MAX_TABLES &&
+            (!s->bf_seen[i].name[0] || done < s->bf_seen[i].base_rows)) {
+            /* first seen by this process (what earlier runs copied is not
+             * this run's rate), or copied again from the start (a resync) */
             snprintf(s->bf_seen[i].name, sizeof s->bf_seen[i].name, "%s", table);
             s->bf_seen[i].base_rows = done;
             s->bf_seen[i].base_ms = now;

@@ -81,6 +81,10 @@ void itest_exec_ok(PGconn *c, const char *sql);
  * not). */
 void itest_expect_sql(PGconn *c, const char *sql, const char *want);
 
+/* Create public.test_diff(table) in c's database (itest.c says what it
+ * compares): rows that differ between a registered table and its shadow. */
+void itest_create_test_diff(PGconn *c);
+
 /* itest_exec_ok on a connection of its own to conninfo (so it survives
  * server restarts between calls). */
 void itest_exec_on(const char *conninfo, const char *sql);

@@ -71,25 +71,7 @@ static void install(PGconn *c, const char *pre, const char *registers)
     itest_exec_ok(c, script);
     free(script);
     free(schema);
-    /* The test's own comparison: a primary row and its shadow row differ
-     * when the primary's canonical hash (hash_expr over p), the shadow's
-     * stored hash and the hash of the shadow's columns (shadow_hash_expr
-     * over s) are not all equal; plus rows on one side only. */
-    itest_exec_ok(c,
-            "CREATE FUNCTION public.test_diff(p_table text) RETURNS bigint LANGUAGE plpgsql "
-            "SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET extra_float_digits = 1 SET IntervalStyle = 'postgres' "
-            "SET bytea_output = 'hex' AS $$\n"
-            "DECLARE t pgshadow.tables; j text; n bigint;\n"
-            "BEGIN\n"
-            "  SELECT * INTO STRICT t FROM pgshadow.tables WHERE table_name = p_table;\n"
-            "  SELECT string_agg(format('s.%I = p.%I', k, k), ' AND ') INTO j FROM unnest(t.key_columns) k;\n"
-            "  EXECUTE format('SELECT count(*) FROM %I.%I p FULL JOIN %I.%I s ON %s WHERE p.%I IS NULL OR "
-            "s.%I IS NULL OR s._shadow_validation_hash IS DISTINCT FROM %s OR "
-            "s._shadow_validation_hash IS DISTINCT FROM %s OR s._shadow_sync_status <> ''synced''', "
-            "t.schema_name, t.table_name, t.schema_name, t.shadow_name, j, t.key_columns[1], "
-            "t.key_columns[1], t.hash_expr, t.shadow_hash_expr) INTO n;\n"
-            "  RETURN n;\n"
-            "END $$");
+    itest_create_test_diff(c);
 }
 
 static void expect_converged(PGconn *c, const char *table)
