@@ -308,14 +308,18 @@ BEGIN
         -- shadow_rows: a count at the end of the backfill plus the rows
         -- this batch inserted and deleted (cascades: below); primary_rows
         -- is derived from it (_sync_primary_rows, docs/sync.md "Counts").
-        SELECT t.shadow_rows + v_in_n[i] - v_dn[i] INTO v_n0 FROM pgshadow.tables t WHERE t.table_id = v_ids[i];
+        -- Relative to the row as the UPDATE finds it, never read before:
+        -- a backfill chunk finishing the table concurrently (no sync lock
+        -- between them) sets the count, and an UPDATE waiting for it
+        -- re-evaluates these expressions on the new row (READ COMMITTED).
         UPDATE pgshadow.tables t
         SET applied_total = t.applied_total + (SELECT count(*) FROM unnest(v_tids, v_seqs) x(id, seq)
                                                WHERE x.id = v_ids[i] AND NOT x.seq = ANY (v_deferred)),
             last_applied_at = now(),
-            shadow_rows = v_n0,
+            shadow_rows = t.shadow_rows + v_in_n[i] - v_dn[i],
             synced_rows = t.synced_rows + v_in_n[i] - v_dn[i],
-            primary_rows = pgshadow._sync_primary_rows(v_ids[i], v_owner[i], v_qcount[i], v_n0)
+            primary_rows = pgshadow._sync_primary_rows(v_ids[i], v_owner[i], v_qcount[i],
+                                                       t.shadow_rows + v_in_n[i] - v_dn[i])
         WHERE t.table_id = v_ids[i];
         IF v_un[i] + v_dn[i] > 0 THEN
             v_written := coalesce(v_written, '{}') || v_ids[i];
