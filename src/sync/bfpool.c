@@ -59,6 +59,7 @@ typedef struct worker {
     uint64_t settings_session; /* the session the settings ran in (0: none) */
     wstate st;
     bool busy;                 /* a query of this worker is queued or in flight */
+    bool idle_empty;           /* W_WAIT because nothing was claimable (not an error) */
     struct event *ev_retry;
     char table[128];           /* table of the last claim */
     char tid[16], rno[16];
@@ -102,6 +103,7 @@ static ps_chunk_ctl *ctl_for(ps_bfpool *p, const char *table)
 static void retry_later(worker *w, int64_t ms)
 {
     w->st = W_WAIT;
+    w->idle_empty = false;
     struct timeval tv = ps_clock_tv(ms);
     evtimer_add(w->ev_retry, &tv);
 }
@@ -128,6 +130,22 @@ static void failed(worker *w, const char *what, const PGresult *res)
                   ps_pgconn_errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error"),
                   PS_BFPOOL_ERROR_RETRY_MS);
     retry_later(w, PS_BFPOOL_ERROR_RETRY_MS);
+}
+
+/* Work appeared (a claim succeeded, or a table finished and the next depth
+ * of tables is open): the workers that found nothing claim again now, not
+ * after their PS_BFPOOL_EMPTY_RETRY_MS. */
+static void wake_idle(ps_bfpool *p)
+{
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        worker *o = &p->w[i];
+        if (o->st == W_WAIT && o->idle_empty) {
+            evtimer_del(o->ev_retry);
+            o->st = W_IDLE;
+            o->idle_empty = false;
+            kick(o);
+        }
+    }
 }
 
 static void on_chunk(ps_pgconn *c, const PGresult *res, void *arg)
@@ -167,6 +185,8 @@ static void on_chunk(ps_pgconn *c, const PGresult *res, void *arg)
             w->pool->cbs.on_chunk(&ch, w->pool->arg);
     }
     kick(w);
+    if (ch.table_done)
+        wake_idle(w->pool);
 }
 
 static void on_claim(ps_pgconn *c, const PGresult *res, void *arg)
@@ -184,6 +204,7 @@ static void on_claim(ps_pgconn *c, const PGresult *res, void *arg)
     }
     if (PQntuples(res) == 0) {
         retry_later(w, PS_BFPOOL_EMPTY_RETRY_MS);
+        w->idle_empty = true;
         if (w->pool->cbs.on_empty)
             w->pool->cbs.on_empty(w->pool->arg);
         return;
@@ -199,6 +220,7 @@ static void on_claim(ps_pgconn *c, const PGresult *res, void *arg)
     w->st = W_COPY;
     const char *p[2] = {w->tid, w->rno};
     send_query(w, SQL_CHUNK, 2, p, on_chunk);
+    wake_idle(w->pool);
 }
 
 static void on_settings(ps_pgconn *c, const PGresult *res, void *arg)

@@ -652,15 +652,21 @@ static void test_backfill(void **state)
              "SELECT bool_and((SELECT count(*) FROM children c WHERE c.id > coalesce(b.lo[1]::bigint, 0) "
              "AND c.id <= coalesce(b.cursor[1]::bigint, 0)) = b.rows) AND sum(b.rows) = %lld %s",
              rows, CHILD_RANGES);
+    snprintf(q, sizeof q, "SELECT count(*) %s", CHILD_RANGES);
+    long long n_ranges = db_int(q);
+    fprintf(stderr, "test-sync: killed pgshadowd mid-backfill: children at %lld rows, %lld of %lld ranges "
+            "with a cursor\n", rows, with_cursor, n_ranges);
     assert_true(with_cursor >= 2);
+    snprintf(q, sizeof q,
+             "SELECT bool_and((SELECT count(*) FROM children c WHERE c.id > coalesce(b.lo[1]::bigint, 0) "
+             "AND c.id <= coalesce(b.cursor[1]::bigint, 0)) = b.rows) AND sum(b.rows) = %lld %s",
+             rows, CHILD_RANGES);
     assert_true(itest_true_on(T.db_conninfo, q));
     /* what each range had copied, to compare with what the restart offers */
     db_exec("CREATE TABLE itest_bf_before AS SELECT b.range_no, coalesce(b.lo[1]::bigint, 0) AS lo, "
             "b.hi[1]::bigint AS hi, coalesce(b.cursor[1]::bigint, b.lo[1]::bigint, 0) AS cur "
             "FROM pgshadow.backfill_ranges b JOIN pgshadow.tables t USING (table_id) "
             "WHERE t.table_name = 'children'");
-    fprintf(stderr, "test-sync: killed pgshadowd mid-backfill: children at %lld rows, %lld ranges "
-            "with a cursor\n", rows, with_cursor);
     /* Every row the backfill offers the children shadow from now on, copied
      * or not (BEFORE INSERT fires for ON CONFLICT DO NOTHING too). */
     db_exec("CREATE TABLE itest_bf_offered (id bigint NOT NULL); "
