@@ -104,15 +104,32 @@ BEGIN
     END IF;
 
     -- The ranges: cut at every (sample size / p_ranges)-th sampled key, in
-    -- key order; about 64 samples per range; none for under 100 rows a
-    -- range (one range then).
+    -- key order; none for under 100 rows a range (one range then). The
+    -- sample: every row of a table under 100,000 rows (cheap, and exact
+    -- quantiles); else TABLESAMPLE SYSTEM (whole pages, not the table read
+    -- twice) of enough pages for about 64 rows a range AND at least 16 pages
+    -- a range, since the rows of one page are neighbours and a few pages
+    -- give clustered cut points; taken again at ten times the fraction when
+    -- it came back too small (a sample is random).
     v_keys := '{}';
     IF p_ranges > 1 AND t.backfill_total >= 100::bigint * p_ranges THEN
-        v_pct := least(100.0, greatest(0.01, 100.0 * 64 * p_ranges / t.backfill_total));
-        SELECT array_agg(x::text ORDER BY o) INTO v_sample
-        FROM pgshadow._sync_run(st.owner, (pgshadow._sync_chunk_sql(t.table_id)).bf_sample_sql,
-                                ARRAY[v_pct::text]) WITH ORDINALITY AS s(x, o);
-        v_n := coalesce(cardinality(v_sample), 0);
+        IF t.backfill_total < 100000 THEN
+            v_pct := 100;
+        ELSE
+            v_pct := least(100.0, greatest(
+                100.0 * 64 * p_ranges / t.backfill_total,
+                100.0 * 16 * p_ranges / greatest(1, (SELECT c.relpages FROM pg_class c
+                                                     WHERE c.oid = to_regclass(format('%I.%I', t.schema_name, t.table_name)))),
+                0.01));
+        END IF;
+        FOR attempt IN 1 .. 2 LOOP
+            SELECT array_agg(x::text ORDER BY o) INTO v_sample
+            FROM pgshadow._sync_run(st.owner, (pgshadow._sync_chunk_sql(t.table_id)).bf_sample_sql,
+                                    ARRAY[v_pct::text]) WITH ORDINALITY AS s(x, o);
+            v_n := coalesce(cardinality(v_sample), 0);
+            EXIT WHEN v_n >= 2 * p_ranges OR v_pct >= 100;
+            v_pct := least(100.0, v_pct * 10);
+        END LOOP;
         IF v_n >= 2 * p_ranges THEN
             FOR i IN 1 .. p_ranges - 1 LOOP
                 v_lo := v_sample[(i::bigint * v_n / p_ranges)::integer];
