@@ -447,11 +447,24 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    PERFORM pgshadow._sync_read_committed();
+    PERFORM pg_advisory_xact_lock(hashtextextended('pgshadow:sync:' || p_migration_id, 0));
+END
+$fn$;
+
+-- Refuse any isolation but READ COMMITTED: apply, and a backfill chunk that
+-- runs without the sync lock, need each statement's snapshot newer than
+-- what committed before it (the sync lock's grant; a chunk's registration).
+CREATE OR REPLACE FUNCTION pgshadow._sync_read_committed()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'pgshadow: apply and backfill must run in a READ COMMITTED transaction, not %',
             current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
     END IF;
-    PERFORM pg_advisory_xact_lock(hashtextextended('pgshadow:sync:' || p_migration_id, 0));
 END
 $fn$;
 
@@ -465,5 +478,6 @@ REVOKE ALL ON FUNCTION pgshadow._sync_fk_depth(text),
                        pgshadow._sync_chunk_sql(integer),
                        pgshadow._sync_transient(text),
                        pgshadow._sync_refresh(integer, text, jsonb, text[]),
-                       pgshadow._sync_lock(text)
+                       pgshadow._sync_lock(text),
+                       pgshadow._sync_read_committed()
        FROM PUBLIC;

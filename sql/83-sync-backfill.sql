@@ -277,7 +277,6 @@ AS $fn$
 DECLARE
     b       pgshadow.backfill_ranges;
     st      record;
-    v_depth integer;
     v_from  text[];
     v_bound text[];
     v_le    boolean;
@@ -286,17 +285,16 @@ BEGIN
         RAISE EXCEPTION 'pgshadow: backfill chunk must be positive, not %', p_rows
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT min(d.depth) INTO v_depth
-    FROM pgshadow.tables t JOIN pgshadow._sync_fk_depth(p_migration_id) d USING (table_id)
-    WHERE t.migration_id = p_migration_id AND t.backfill_state <> 'done';
-    IF v_depth IS NULL THEN
-        RETURN;
-    END IF;
+    -- the migration's tables not done with their depth, computed once
+    WITH d AS MATERIALIZED (
+        SELECT t.table_id, t.backfill_state, fd.depth
+        FROM pgshadow.tables t JOIN pgshadow._sync_fk_depth(p_migration_id) fd USING (table_id)
+        WHERE t.migration_id = p_migration_id AND t.backfill_state <> 'done'
+    )
     SELECT x.* INTO b
     FROM pgshadow.backfill_ranges x
-    JOIN pgshadow.tables t ON t.table_id = x.table_id
-    JOIN pgshadow._sync_fk_depth(p_migration_id) d ON d.table_id = t.table_id
-    WHERE t.migration_id = p_migration_id AND t.backfill_state = 'running' AND d.depth = v_depth
+    JOIN d ON d.table_id = x.table_id
+    WHERE d.backfill_state = 'running' AND d.depth = (SELECT min(depth) FROM d)
       AND NOT x.done
       AND (NOT x.inflight OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = x.inflight_pid
                                                                        AND a.backend_start <= x.claimed_at))
@@ -352,10 +350,7 @@ DECLARE
     n     integer;
     v_fin bigint;
 BEGIN
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'pgshadow: the backfill must run in a READ COMMITTED transaction, not %',
-            current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
-    END IF;
+    PERFORM pgshadow._sync_read_committed();
     SET CONSTRAINTS ALL IMMEDIATE;   -- a rejected row is quarantined, never a failed COMMIT
     SELECT x.* INTO b FROM pgshadow.backfill_ranges x
     WHERE x.table_id = p_table_id AND x.range_no = p_range_no FOR UPDATE;
