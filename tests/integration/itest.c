@@ -686,3 +686,11 @@ void itest_create_test_diff(PGconn *c)
             "  RETURN n;\n"
             "END $$");
 }
+
+long itest_query_long(PGconn *c, const char *sql)
+{
+    char *v = itest_query(c, sql);
+    long n = strtol(v, NULL, 10);
+    free(v);
+    return n;
+}

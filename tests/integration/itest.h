@@ -77,6 +77,9 @@ char *itest_query(PGconn *c, const char *sql);
 /* itest_query, result dropped. */
 void itest_exec_ok(PGconn *c, const char *sql);
 
+/* itest_query's one value as a number (strtol). */
+long itest_query_long(PGconn *c, const char *sql);
+
 /* itest_query must give exactly want (printing query, want and got when
  * not). */
 void itest_expect_sql(PGconn *c, const char *sql, const char *want);

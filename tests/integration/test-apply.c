@@ -35,14 +35,6 @@
 
 #define MIG "m1"
 
-static long qlong(PGconn *c, const char *sql)
-{
-    char *v = itest_query(c, sql);
-    long n = strtol(v, NULL, 10);
-    free(v);
-    return n;
-}
-
 /* ---- a fresh database per test ---------------------------------------- */
 
 static int db_setup(void **state)
@@ -78,7 +70,7 @@ static void expect_converged(PGconn *c, const char *table)
 {
     char sql[256];
     snprintf(sql, sizeof sql, "SELECT public.test_diff('%s')", table);
-    long n = qlong(c, sql);
+    long n = itest_query_long(c, sql);
     if (n != 0)
         fprintf(stderr, "table %s: %ld rows differ between primary and shadow\n", table, n);
     assert_int_equal(n, 0);
@@ -138,7 +130,7 @@ static int backfill_all(PGconn *c, int chunk)
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM pgshadow.backfill_step('" MIG "', %d)", chunk);
     for (int i = 1; i < 100000; i++)
-        if (qlong(c, sql) == 0)
+        if (itest_query_long(c, sql) == 0)
             return i;
     fail_msg("backfill never finished");
     return 0;
@@ -203,10 +195,10 @@ static void run_mixed(PGconn *c, const char *pre)
     drain(c, 1000, "quarantine");
     itest_exec_ok(c, "DELETE FROM child WHERE id = 1000; UPDATE parent SET id = 1001 WHERE id = 1000");
     mixed_workload(c);
-    long logged = qlong(c, "SELECT count(*) FROM pgshadow.change_log");
-    long parent_logged = qlong(c, "SELECT count(*) FROM pgshadow.change_log l JOIN pgshadow.tables t "
+    long logged = itest_query_long(c, "SELECT count(*) FROM pgshadow.change_log");
+    long parent_logged = itest_query_long(c, "SELECT count(*) FROM pgshadow.change_log l JOIN pgshadow.tables t "
                                   "USING (table_id) WHERE t.table_name = 'parent'");
-    long applied_before = qlong(c, "SELECT applied_total FROM pgshadow.tables WHERE table_name = 'parent'");
+    long applied_before = itest_query_long(c, "SELECT applied_total FROM pgshadow.tables WHERE table_name = 'parent'");
     assert_true(logged > 200);
     batch s = drain(c, 1000, "quarantine");
     assert_int_equal(s.taken, logged);
@@ -220,12 +212,12 @@ static void run_mixed(PGconn *c, const char *pre)
     /* applied_total counts the change-log entries consumed */
     char sql[256];
     snprintf(sql, sizeof sql, "SELECT applied_total FROM pgshadow.tables WHERE table_name = 'parent'");
-    assert_int_equal(qlong(c, sql), applied_before + parent_logged);
+    assert_int_equal(itest_query_long(c, sql), applied_before + parent_logged);
     /* the comparison can fail: a changed shadow column, an orphan row */
     itest_exec_ok(c, "UPDATE child_shadow SET note = 'tampered' WHERE id = 2");
-    assert_int_equal(qlong(c, "SELECT public.test_diff('child')"), 1);
+    assert_int_equal(itest_query_long(c, "SELECT public.test_diff('child')"), 1);
     itest_exec_ok(c, "INSERT INTO child_shadow (id, parent_id, _shadow_sync_status) VALUES (99999, 1, 'synced')");
-    assert_int_equal(qlong(c, "SELECT public.test_diff('child')"), 2);
+    assert_int_equal(itest_query_long(c, "SELECT public.test_diff('child')"), 2);
 }
 
 static void test_apply_mixed_row(void **state)
@@ -996,7 +988,7 @@ static long orphan_attempts_after_write(PGconn *c, int id)
     itest_exec_ok(c, sql);
     drain(c, 1, "quarantine");
     itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
-    return qlong(c, "SELECT attempts FROM pgshadow.quarantine");
+    return itest_query_long(c, "SELECT attempts FROM pgshadow.quarantine");
 }
 
 /* A true orphan (its parent never comes) is retried at once three times,
@@ -1248,7 +1240,7 @@ static void test_poison_bisect(void **state)
     itest_expect_sql(c, "SELECT count(*) FROM w_shadow", "2995");
     itest_expect_sql(c, "SELECT bool_and(attempts = 1) FROM pgshadow.quarantine", "t");
     /* one statement per key would be 3001; halves: about 2 x 5 x log2(3000) */
-    long tries = qlong(c, "SELECT last_value FROM tries");
+    long tries = itest_query_long(c, "SELECT last_value FROM tries");
     fprintf(stderr, "poison bisect: %ld statements for 3000 keys, 5 bad\n", tries);
     assert_true(tries < 200);
 }

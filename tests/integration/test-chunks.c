@@ -34,14 +34,6 @@
 
 #define MIG "m1"
 
-static long qlong(PGconn *c, const char *sql)
-{
-    char *v = itest_query(c, sql);
-    long n = strtol(v, NULL, 10);
-    free(v);
-    return n;
-}
-
 static bool wait_true(itest_db *t, const char *sql, int64_t ms)
 {
     char *ci = itest_conninfo_db(t->name);
@@ -231,8 +223,8 @@ static void *applier(void *arg)
 static void drain(PGconn *c)
 {
     for (int i = 0; i < 10000; i++)
-        if (qlong(c, "SELECT taken FROM pgshadow.apply_batch('" MIG "', 5000)") == 0 &&
-            qlong(c, "SELECT count(*) FROM pgshadow.change_log") == 0)
+        if (itest_query_long(c, "SELECT taken FROM pgshadow.apply_batch('" MIG "', 5000)") == 0 &&
+            itest_query_long(c, "SELECT count(*) FROM pgshadow.change_log") == 0)
             return;
     fail_msg("the change log never drained");
 }
@@ -243,7 +235,7 @@ static void expect_all_converged(PGconn *c)
     for (size_t i = 0; i < 3; i++) {
         char sql[512];
         snprintf(sql, sizeof sql, "SELECT public.test_diff('%s')", tables[i]);
-        long n = qlong(c, sql);
+        long n = itest_query_long(c, sql);
         if (n != 0)
             fail_msg("table %s: %ld rows differ between primary and shadow", tables[i], n);
         /* the maintained counts are exact once drained: apply's deltas and
@@ -271,8 +263,8 @@ static void copy_with(itest_db *t, int workers)
     char plan[128];
     snprintf(plan, sizeof plan, "SELECT count(*) FROM pgshadow.backfill_plan('" MIG "', %d)",
              workers * 3);
-    assert_int_equal(qlong(t->c, plan), 3);
-    long ranges = qlong(t->c, "SELECT count(*) FROM pgshadow.backfill_ranges");
+    assert_int_equal(itest_query_long(t->c, plan), 3);
+    long ranges = itest_query_long(t->c, "SELECT count(*) FROM pgshadow.backfill_ranges");
     fprintf(stderr, "test-chunks: %d worker(s): %ld ranges\n", workers, ranges);
     if (workers > 1) {
         assert_true(ranges >= 2L * workers); /* acc and ck are cut */
@@ -353,7 +345,7 @@ static void test_chunk_snapshot_older_than_apply(void **state)
 {
     itest_db *t = *state;
     install(t->c);
-    assert_int_equal(qlong(t->c, "SELECT count(*) FROM pgshadow.backfill_plan('" MIG "', 1)"), 3);
+    assert_int_equal(itest_query_long(t->c, "SELECT count(*) FROM pgshadow.backfill_plan('" MIG "', 1)"), 3);
     /* the first chunk is acc's ids 1..100; it sleeps at id 1 */
     itest_exec_ok(t->c,
                   "CREATE FUNCTION public.slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
@@ -391,7 +383,7 @@ static void test_claim_of_a_dead_session(void **state)
 {
     itest_db *t = *state;
     install(t->c);
-    assert_int_equal(qlong(t->c, "SELECT count(*) FROM pgshadow.backfill_plan('" MIG "', 1)"), 3);
+    assert_int_equal(itest_query_long(t->c, "SELECT count(*) FROM pgshadow.backfill_plan('" MIG "', 1)"), 3);
     PGconn *w = itest_connect_db(t->name);
     char *v = itest_query(w, "SELECT range_no FROM pgshadow.backfill_claim('" MIG "', 1000)");
     free(v);
@@ -414,7 +406,7 @@ static void test_workers_killed_resume(void **state)
 {
     itest_db *t = *state;
     install(t->c);
-    assert_int_equal(qlong(t->c, "SELECT count(*) FROM pgshadow.backfill_plan('" MIG "', 8)"), 3);
+    assert_int_equal(itest_query_long(t->c, "SELECT count(*) FROM pgshadow.backfill_plan('" MIG "', 8)"), 3);
     run r = {.db = t->name, .rows = 300};
     pthread_t w[4], wr, ap;
     pthread_create(&wr, NULL, writer, &r);
@@ -427,13 +419,13 @@ static void test_workers_killed_resume(void **state)
                         " WHERE application_name = 'itest-chunk-worker'");
     for (int i = 0; i < 4; i++)
         pthread_join(w[i], NULL);
-    long copied = qlong(t->c, "SELECT coalesce(sum(rows), 0) FROM pgshadow.backfill_ranges");
-    long with_cursor = qlong(t->c, "SELECT count(*) FROM pgshadow.backfill_ranges WHERE cursor IS NOT NULL");
+    long copied = itest_query_long(t->c, "SELECT coalesce(sum(rows), 0) FROM pgshadow.backfill_ranges");
+    long with_cursor = itest_query_long(t->c, "SELECT count(*) FROM pgshadow.backfill_ranges WHERE cursor IS NOT NULL");
     fprintf(stderr, "test-chunks: killed: %ld rows copied, %ld ranges with a cursor\n", copied, with_cursor);
     assert_true(copied > 0 && with_cursor > 0);
     assert_int_equal(atomic_load(&r.failures), 0);
     /* new workers go on from every cursor: no range starts over */
-    long before = qlong(t->c, "SELECT coalesce(sum(rows), 0) FROM pgshadow.backfill_ranges WHERE cursor IS NOT NULL");
+    long before = itest_query_long(t->c, "SELECT coalesce(sum(rows), 0) FROM pgshadow.backfill_ranges WHERE cursor IS NOT NULL");
     assert_true(before > 0);
     for (int i = 0; i < 4; i++)
         pthread_create(&w[i], NULL, worker, &r);
