@@ -1,7 +1,8 @@
 -- 40-trust.sql: who runs what as whom (docs/database.md "Trust"): the functions that run statements as a table's owner (the key rules of privileged code are 05-rules.sql's _key_spec)
 --
 -- Owns: the pgshadow_apply schema and its functions (one per
--- table owner, owned by it), _owner_fn, _sync_run.
+-- table owner, owned by it: as_<oid> and its read-only twin read_<oid>),
+-- _owner_fn, _sync_run, _sync_read.
 --
 -- Part of the install, run in ONE transaction in the order of
 -- sql/install.list (pgshadowctl install; docs/database.md). Idempotent:
@@ -24,6 +25,13 @@
 -- function returns {the statement's row count} (an INSERT or DELETE without
 -- RETURNING: cheaper than counting returned rows); any other returns its
 -- rows (text[]).
+--
+-- Its twin pgshadow_apply.read_<owner oid>(sql, a, b) is the same, STABLE:
+-- PostgreSQL refuses any write inside it, and its statement runs on the
+-- snapshot of the statement that called it (a non-volatile function takes
+-- no snapshot of its own). Verify (85-verify.sql) reads a primary and its
+-- shadow through it and, in the SAME statement, pgshadow's change log, so
+-- "differs" and "has a pending change" are judged on one snapshot.
 CREATE SCHEMA IF NOT EXISTS pgshadow_apply;
 COMMENT ON SCHEMA pgshadow_apply IS 'pgshadow: one function per table owner, running apply and backfill statements as that owner';
 REVOKE ALL ON SCHEMA pgshadow_apply FROM PUBLIC;
@@ -40,7 +48,10 @@ DECLARE
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'pgshadow_apply'::regnamespace
                AND p.proname = v_name AND p.prosecdef AND p.proowner = p_owner
-               AND p.prosrc LIKE '%pgshadow_apply body 2%') THEN
+               AND p.prosrc LIKE '%pgshadow_apply body 2%')
+       AND EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'pgshadow_apply'::regnamespace
+                   AND p.proname = 'read_' || p_owner AND p.prosecdef AND p.proowner = p_owner
+                   AND p.provolatile = 's' AND p.prosrc LIKE '%pgshadow_apply read 1%') THEN
         RETURN v_name;
     END IF;
     SELECT rolname INTO v_role FROM pg_roles WHERE oid = p_owner;
@@ -78,6 +89,20 @@ BEGIN
 END
 $b$$f$, v_name);
     EXECUTE format('REVOKE ALL ON FUNCTION pgshadow_apply.%I(text, text[], text[]) FROM PUBLIC', v_name);
+    EXECUTE format('DROP FUNCTION IF EXISTS pgshadow_apply.%I(text, text[], text[])', 'read_' || p_owner);
+    EXECUTE format($f$CREATE FUNCTION pgshadow_apply.%I(p_sql text, p_a text[], p_b text[])
+RETURNS SETOF text[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1 SET bytea_output = 'hex' SET lock_timeout = '5s'
+AS $b$
+BEGIN
+    -- pgshadow_apply read 1 (STABLE: reads only, on the caller's snapshot)
+    RETURN QUERY EXECUTE p_sql USING p_a, p_b;
+END
+$b$$f$, 'read_' || p_owner);
+    EXECUTE format('REVOKE ALL ON FUNCTION pgshadow_apply.%I(text, text[], text[]) FROM PUBLIC', 'read_' || p_owner);
     IF v_role <> current_user THEN
         -- A non-superuser may give an object to a role only if that role
         -- may create in its schema: for the length of this transaction.
@@ -85,6 +110,7 @@ $b$$f$, v_name);
             EXECUTE format('GRANT CREATE ON SCHEMA pgshadow_apply TO %I', v_role);
         END IF;
         EXECUTE format('ALTER FUNCTION pgshadow_apply.%I(text, text[], text[]) OWNER TO %I', v_name, v_role);
+        EXECUTE format('ALTER FUNCTION pgshadow_apply.%I(text, text[], text[]) OWNER TO %I', 'read_' || p_owner, v_role);
         IF NOT v_super THEN
             EXECUTE format('REVOKE CREATE ON SCHEMA pgshadow_apply FROM %I', v_role);
         END IF;
@@ -110,8 +136,24 @@ BEGIN
 END
 $fn$;
 
+-- Run one read-only statement as the table's owner on the caller's
+-- snapshot (read_<owner>, above). The owner's functions must exist: a
+-- caller runs _owner_fn (which may create them) in an earlier statement,
+-- since a STABLE function cannot create anything.
+CREATE OR REPLACE FUNCTION pgshadow._sync_read(p_owner oid, p_sql text, p_a text[] DEFAULT NULL,
+                                               p_b text[] DEFAULT NULL)
+RETURNS SETOF text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN QUERY EXECUTE format('SELECT * FROM pgshadow_apply.%I($1, $2, $3)', 'read_' || p_owner)
+        USING p_sql, p_a, p_b;
+END
+$fn$;
 
 -- Privileges
 REVOKE ALL ON FUNCTION pgshadow._owner_fn(oid),
-                       pgshadow._sync_run(oid, text, text[], text[])
+                       pgshadow._sync_run(oid, text, text[], text[]),
+                       pgshadow._sync_read(oid, text, text[], text[])
        FROM PUBLIC;

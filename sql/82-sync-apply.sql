@@ -52,6 +52,7 @@ DECLARE
     v_state    text;
     v_msg      text;
     v_n0       bigint;
+    v_incr     boolean;
     v_o        oid;
     v_csql     text;
     v_qsql     text;
@@ -283,6 +284,8 @@ BEGIN
     -- Deferred entries were not taken, as far as the caller is concerned: a
     -- batch of nothing else reports 0, and the daemon waits for the chunk.
     taken := taken - cardinality(v_deferred);
+    v_incr := coalesce((SELECT v.incremental FROM pgshadow.verify_settings v WHERE v.migration_id = p_migration_id),
+                       false);
     -- Bookkeeping per table that was applied.
     FOR i IN 1 .. cardinality(v_ids) LOOP
         CONTINUE WHEN NOT v_ids[i] = ANY (v_in) OR v_ids[i] = ANY (v_halted) OR v_owner[i] IS NULL;
@@ -323,6 +326,14 @@ BEGIN
         WHERE t.table_id = v_ids[i];
         IF v_un[i] + v_dn[i] > 0 THEN
             v_written := coalesce(v_written, '{}') || v_ids[i];
+        END IF;
+        -- Incremental verify (85-verify.sql): the keys written are looked
+        -- at again once this commits, while verify runs.
+        IF v_incr THEN
+            INSERT INTO pgshadow.verify_queue (table_id, key, source, due)
+            SELECT v_ids[i], x::text[], 'apply', clock_timestamp() + interval '1 second'
+            FROM unnest(v_all[i]::text[]) x
+            WHERE NOT x = ANY (coalesce(v_failed[i]::text[], '{}'));
         END IF;
     END LOOP;
 

@@ -25,6 +25,63 @@
 -- Starting a table's copy, and finishing it
 -- ---------------------------------------------------------------------------
 
+-- Where to cut table p_table_id (owner p_owner, about p_total rows) into
+-- p_ranges key ranges for the chunk engine (the backfill's copy and verify's
+-- passes): the cut keys, ascending in the key's own order (encoded keys, as
+-- text of a text[]); none for under 100 rows a range (one range then). The
+-- sample: every row of a table under 100,000 rows (cheap, and exact
+-- quantiles); else TABLESAMPLE SYSTEM (whole pages, not the table read
+-- twice) of enough pages for about 64 rows a range AND at least 16 pages a
+-- range, since the rows of one page are neighbours and a few pages give
+-- clustered cut points; taken again at ten times the fraction when it came
+-- back too small (a sample is random). Range i is (key i-1, key i].
+CREATE OR REPLACE FUNCTION pgshadow._sync_cut_keys(p_table_id integer, p_owner oid, p_ranges integer,
+                                                   p_total bigint)
+RETURNS text[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    t        pgshadow.tables;
+    v_sample text[];
+    v_keys   text[] := '{}';
+    v_n      integer;
+    v_lo     text;
+    v_pct    float8;
+BEGIN
+    SELECT r.* INTO t FROM pgshadow.tables r WHERE r.table_id = p_table_id;
+    IF p_ranges <= 1 OR coalesce(p_total, 0) < 100::bigint * p_ranges THEN
+        RETURN v_keys;
+    END IF;
+    IF p_total < 100000 THEN
+        v_pct := 100;
+    ELSE
+        v_pct := least(100.0, greatest(
+            100.0 * 64 * p_ranges / p_total,
+            100.0 * 16 * p_ranges / greatest(1, (SELECT c.relpages FROM pg_class c
+                                                 WHERE c.oid = to_regclass(format('%I.%I', t.schema_name, t.table_name)))),
+            0.01));
+    END IF;
+    FOR attempt IN 1 .. 2 LOOP
+        SELECT array_agg(x::text ORDER BY o) INTO v_sample
+        FROM pgshadow._sync_run(p_owner, (pgshadow._sync_chunk_sql(t.table_id)).bf_sample_sql,
+                                ARRAY[v_pct::text]) WITH ORDINALITY AS s(x, o);
+        v_n := coalesce(cardinality(v_sample), 0);
+        EXIT WHEN v_n >= 2 * p_ranges OR v_pct >= 100;
+        v_pct := least(100.0, v_pct * 10);
+    END LOOP;
+    IF v_n >= 2 * p_ranges THEN
+        FOR i IN 1 .. p_ranges - 1 LOOP
+            v_lo := v_sample[(i::bigint * v_n / p_ranges)::integer];
+            IF NOT v_lo = ANY (v_keys) THEN
+                v_keys := v_keys || v_lo;
+            END IF;
+        END LOOP;
+    END IF;
+    RETURN v_keys;
+END
+$fn$;
+
 -- The first step of table p_table_id's copy (the caller holds the sync
 -- lock): the estimate, the reconcile decision (a shadow that already holds
 -- rows is reconciled, or emptied when no reads are routed to it), and the
@@ -46,11 +103,7 @@ DECLARE
     v_rec     boolean;
     v_emptied boolean := false;
     v_state   text;
-    v_sample  text[];
     v_keys    text[];
-    v_n       integer;
-    v_lo      text;
-    v_pct     float8;
 BEGIN
     SELECT r.* INTO t FROM pgshadow.tables r WHERE r.table_id = p_table_id FOR UPDATE;
     IF t.backfill_state = 'done'
@@ -103,42 +156,8 @@ BEGIN
         END;
     END IF;
 
-    -- The ranges: cut at every (sample size / p_ranges)-th sampled key, in
-    -- key order; none for under 100 rows a range (one range then). The
-    -- sample: every row of a table under 100,000 rows (cheap, and exact
-    -- quantiles); else TABLESAMPLE SYSTEM (whole pages, not the table read
-    -- twice) of enough pages for about 64 rows a range AND at least 16 pages
-    -- a range, since the rows of one page are neighbours and a few pages
-    -- give clustered cut points; taken again at ten times the fraction when
-    -- it came back too small (a sample is random).
-    v_keys := '{}';
-    IF p_ranges > 1 AND t.backfill_total >= 100::bigint * p_ranges THEN
-        IF t.backfill_total < 100000 THEN
-            v_pct := 100;
-        ELSE
-            v_pct := least(100.0, greatest(
-                100.0 * 64 * p_ranges / t.backfill_total,
-                100.0 * 16 * p_ranges / greatest(1, (SELECT c.relpages FROM pg_class c
-                                                     WHERE c.oid = to_regclass(format('%I.%I', t.schema_name, t.table_name)))),
-                0.01));
-        END IF;
-        FOR attempt IN 1 .. 2 LOOP
-            SELECT array_agg(x::text ORDER BY o) INTO v_sample
-            FROM pgshadow._sync_run(st.owner, (pgshadow._sync_chunk_sql(t.table_id)).bf_sample_sql,
-                                    ARRAY[v_pct::text]) WITH ORDINALITY AS s(x, o);
-            v_n := coalesce(cardinality(v_sample), 0);
-            EXIT WHEN v_n >= 2 * p_ranges OR v_pct >= 100;
-            v_pct := least(100.0, v_pct * 10);
-        END LOOP;
-        IF v_n >= 2 * p_ranges THEN
-            FOR i IN 1 .. p_ranges - 1 LOOP
-                v_lo := v_sample[(i::bigint * v_n / p_ranges)::integer];
-                IF NOT v_lo = ANY (v_keys) THEN
-                    v_keys := v_keys || v_lo;
-                END IF;
-            END LOOP;
-        END IF;
-    END IF;
+    -- The ranges (_sync_cut_keys): one more than the cut keys.
+    v_keys := pgshadow._sync_cut_keys(t.table_id, st.owner, p_ranges, t.backfill_total);
     INSERT INTO pgshadow.backfill_ranges (table_id, range_no, lo, hi)
     SELECT t.table_id, o::integer,
            CASE WHEN o > 1 THEN (v_keys[o - 1])::text[] END,
@@ -489,7 +508,8 @@ END
 $fn$;
 
 -- Privileges
-REVOKE ALL ON FUNCTION pgshadow._backfill_begin(integer, integer),
+REVOKE ALL ON FUNCTION pgshadow._sync_cut_keys(integer, oid, integer, bigint),
+                       pgshadow._backfill_begin(integer, integer),
                        pgshadow._backfill_finish(integer),
                        pgshadow._backfill_copy(integer, text[], text[]),
                        pgshadow.backfill_plan(text, integer),
