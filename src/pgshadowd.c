@@ -15,6 +15,7 @@
 #include "pgshadow/control.h"
 #include "pgshadow/log.h"
 #include "pgshadow/sync.h"
+#include "pgshadow/verifier.h"
 
 #define EXIT_USAGE 2
 
@@ -42,6 +43,14 @@ static const ps_daemon_module *const modules[] = {
      * main connection; NOTIFYs on pgshadow_changes; the config's migration
      * and sync sections; control, to register quarantine-retry. */
     &ps_sync_module,
+    /* verify (src/verify/): proves the shadows equal to their primaries.
+     * Owns: verify passes (chunks digested on both sides), the second
+     * looks at queued keys, repairs through the change log, the "verify"
+     * command; sync.workers connections of its own ("verify1", ...).
+     * Needs: leadership; the config's verify and sync (workers,
+     * chunk_target) sections; control, to register verify; apply (sync)
+     * to carry out repairs and to queue the keys it writes. */
+    &ps_verify_module,
 };
 
 static void usage(FILE *out)

@@ -35,7 +35,7 @@ typedef struct ps_control_cmd {
 /* What a handler decided to run. sql runs inside the command's transaction
  * (a failure rolls back to before it and the command ends 'failed' with the
  * server's message); its params are copied before the handler returns. */
-#define PS_CONTROL_MAX_PARAMS 4
+#define PS_CONTROL_MAX_PARAMS 6
 typedef struct ps_control_action {
     const char *sql; /* NULL: nothing to run, the command is done */
     int nparams;

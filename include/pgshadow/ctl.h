@@ -112,14 +112,16 @@ int ps_ctl_cmd_enable_writes(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, c
 int ps_ctl_cmd_route(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
 /* ctl/cmd_control.c: through the command queue */
 int ps_ctl_cmd_quarantine(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
+int ps_ctl_cmd_verify(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
 
 /* Queue `command` (args_json: a JSON object) for the leading pgshadowd as the
  * operator's own role, wait up to timeout_ms for a daemon to take it and for
  * its outcome, and print it. A command nobody took in time is withdrawn,
  * unless queue (then it stays, and 0 is returned). `what` names it in
- * messages. Returns 0 done, 1 failed or not taken, 3 refused. */
+ * messages. Returns 0 done, 1 failed or not taken, 3 refused. The queued
+ * command's id goes to *id when id is not NULL (0 before it is queued). */
 int ps_ctl_send_command(ps_ctl *ctl, const char *what, const char *command, const char *args_json,
-                        int64_t timeout_ms, bool queue);
+                        int64_t timeout_ms, bool queue, int64_t *id);
 
 /* ---- a growable string (ctl/buf.c) ---- */
 

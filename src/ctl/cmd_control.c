@@ -43,8 +43,10 @@ static int poll_state(PGconn *conn, const char *id, char *state, size_t slen, ch
 }
 
 int ps_ctl_send_command(ps_ctl *ctl, const char *what, const char *command, const char *args_json,
-                        int64_t timeout_ms, bool queue)
+                        int64_t timeout_ms, bool queue, int64_t *command_id)
 {
+    if (command_id)
+        *command_id = 0;
     int rc = ps_ctl_connect(ctl);
     if (rc != PS_CTL_EXIT_OK)
         return rc;
@@ -64,6 +66,8 @@ int ps_ctl_send_command(ps_ctl *ctl, const char *what, const char *command, cons
     char id[32];
     snprintf(id, sizeof id, "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
+    if (command_id)
+        *command_id = strtoll(id, NULL, 10);
 
     char state[16] = "pending";
     char *result = NULL;
@@ -166,7 +170,85 @@ int ps_ctl_cmd_quarantine(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char
         json_field(&args, "reason", reason);
     ps_ctl_buf_puts(&args, "}");
     char *json = ps_ctl_buf_steal(&args);
-    rc = ps_ctl_send_command(ctl, "quarantine retry", "quarantine-retry", json, timeout_ms, queue);
+    rc = ps_ctl_send_command(ctl, "quarantine retry", "quarantine-retry", json, timeout_ms, queue, NULL);
     free(json);
     return rc;
+}
+
+/* Wait for the verify pass that answers command `id` to finish and print
+ * its summary: 0 when every row it found diverged is equal again, 1 when
+ * some are not (or on an error). */
+static int wait_pass(ps_ctl *ctl, int64_t id)
+{
+    char idtext[32];
+    snprintf(idtext, sizeof idtext, "%lld", (long long)id);
+    const char *p[1] = {idtext};
+    bool told = false;
+    for (;;) {
+        PGresult *res = PQexecParams(ctl->conn,
+                                     "SELECT pass_id, finished_at IS NOT NULL, summary, "
+                                     "coalesce((result ->> 'diverged')::bigint, 0) - "
+                                     "coalesce((result ->> 'repaired')::bigint, 0) "
+                                     "FROM pgshadow.verify_passes WHERE $1::bigint = ANY (command_ids)",
+                                     1, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+            if (PQresultStatus(res) == PGRES_TUPLES_OK)
+                fprintf(stderr, "pgshadowctl: verify: no pass answers command %s\n", idtext);
+            else
+                ps_ctl_print_pg_error("verify", ctl->conn, res);
+            PQclear(res);
+            return PS_CTL_EXIT_FAILED;
+        }
+        if (strcmp(PQgetvalue(res, 0, 1), "t") == 0) {
+            long long left = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+            printf("verify: pass %s: %s\n", PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 2));
+            PQclear(res);
+            return left > 0 ? PS_CTL_EXIT_FAILED : PS_CTL_EXIT_OK;
+        }
+        if (!told) {
+            printf("verify: waiting for pass %s to finish\n", PQgetvalue(res, 0, 0));
+            fflush(stdout);
+            told = true;
+        }
+        PQclear(res);
+        ps_ctl_sleep_ms(500);
+    }
+}
+
+int ps_ctl_cmd_verify(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
+{
+    const char *reason = NULL, *timeout_text = NULL;
+    bool queue = false, wait = false;
+    const char *pos[1];
+    int npos;
+    const ps_ctl_option opts[] = {{"--wait", &wait, NULL},
+                                  {"--reason", NULL, &reason},
+                                  {"--timeout", NULL, &timeout_text},
+                                  {"--queue", &queue, NULL},
+                                  {NULL, NULL, NULL}};
+    int rc = ps_ctl_args(cmd, argc, argv, opts, pos, &npos);
+    if (rc != PS_CTL_EXIT_OK)
+        return rc;
+    int64_t timeout_ms = 10000;
+    const char *why = NULL;
+    if (timeout_text && ps_duration_parse(timeout_text, &timeout_ms, &why) != 0)
+        return ps_ctl_usage_error("verify: --timeout needs a duration such as 10s, got '%s'", timeout_text);
+    if ((rc = ps_ctl_arity(cmd, npos)) != PS_CTL_EXIT_OK)
+        return rc;
+    if (wait && queue)
+        return ps_ctl_usage_error("verify: %s and --queue do not go together", "--wait");
+    ps_ctl_buf args = {0};
+    ps_ctl_buf_puts(&args, "{");
+    if (npos == 1)
+        json_field(&args, "table", pos[0]);
+    if (reason)
+        json_field(&args, "reason", reason);
+    ps_ctl_buf_puts(&args, "}");
+    char *json = ps_ctl_buf_steal(&args);
+    int64_t id = 0;
+    rc = ps_ctl_send_command(ctl, "verify", "verify", json, timeout_ms, queue, &id);
+    free(json);
+    if (rc != PS_CTL_EXIT_OK || !wait)
+        return rc;
+    return wait_pass(ctl, id);
 }

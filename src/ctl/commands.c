@@ -34,6 +34,8 @@ const ps_ctl_command ps_ctl_commands[] = {
     {"route", "[--percent N] TABLE KEY", "print primary or shadow", ps_ctl_cmd_route, NULL, false, 2, 2},
     {"quarantine", "retry ID|all [--reason TEXT] [--timeout D] [--queue]",
      "re-queue quarantined keys, through the daemon", ps_ctl_cmd_quarantine, NULL, true, 2, 2},
+    {"verify", "[TABLE] [--wait] [--reason TEXT] [--timeout D] [--queue]",
+     "verify primary against shadow now, through the daemon", ps_ctl_cmd_verify, NULL, true, 0, 1},
     /* the contract's commands that later releases bring */
     {"status", "", NULL, NULL, "the cutover controller", true, 0, 0},
     {"events", "", NULL, NULL, "the cutover controller", true, 0, 0},
@@ -47,7 +49,6 @@ const ps_ctl_command ps_ctl_commands[] = {
     {"promote", "", NULL, NULL, "promote", true, 0, 0},
     {"revert", "", NULL, NULL, "promote", true, 0, 0},
     {"finalize", "", NULL, NULL, "promote", true, 0, 0},
-    {"verify", "", NULL, NULL, "verification", true, 0, 0},
     {NULL, NULL, NULL, NULL, NULL, false, 0, 0},
 };
 
