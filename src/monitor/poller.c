@@ -136,10 +136,12 @@ static void evaluate(ps_monitor *m, int64_t now)
     int prio;
     if (ps_monitor_transition(m->reported, says, why, line, sizeof line, &prio)) {
         const ps_config *cfg = ps_daemon_config(m->d);
+        /* the STATUS= word without "dashboard ": one token for a journal match */
         char word[64] = "";
         ps_monitor_format_status(says, word, sizeof word);
-        ps_log_field fields[] = {{"MIGRATION", cfg->migration.id}, {"DASHBOARD", word},
-                                 {NULL, NULL}};
+        const char *sp = strchr(word, ' ');
+        ps_log_field fields[] = {{"MIGRATION", cfg->migration.id},
+                                 {"DASHBOARD", sp ? sp + 1 : word}, {NULL, NULL}};
         ps_log_fields(prio, fields, "%s", line);
     }
     m->reported = says;
