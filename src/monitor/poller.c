@@ -127,7 +127,7 @@ static void evaluate(ps_monitor *m, int64_t now)
     } else if (f == PS_MONITOR_LATE) {
         char late[32], iv[32];
         int64_t since = m->clk.last_ok_ms >= 0 ? m->clk.last_ok_ms : m->clk.started_ms;
-        ps_human_duration(now - since, late, sizeof late);
+        ps_human_lag(now - since, late, sizeof late);
         ps_duration_format(interval_ms(m), iv, sizeof iv);
         snprintf(why, sizeof why, "late: no successful poll for %s, poll_interval %s%s", late, iv,
                  m->req ? "; a poll is still waiting for its answer" : "");
