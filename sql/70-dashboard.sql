@@ -137,7 +137,16 @@ pgshadow._pending_changes(t.table_id) AS pending_changes,
     FROM pgshadow.tables t
 ) d;
 
--- The seed's success metrics and thresholds over the dashboard.
+-- The seed's success metrics and thresholds over the dashboard, one row per
+-- migration (GROUP BY migration_id): two migrations in one database each get
+-- their own verdict, never one over the other's tables. With one migration
+-- this is the seed's single row. A migration with no registered table has no
+-- row. The columns after count_source are pgshadow's, appended so the seed's
+-- stay where they were: the migration, whether every table's backfill is
+-- done and its capture on, and how many tables the row covers. Whoever
+-- needs one migration's verdict filters on migration_id (pgshadowd does,
+-- src/monitor/poller.c); the filter reaches pgshadow.tables, so a poll
+-- still costs O(that migration's tables).
 CREATE OR REPLACE VIEW public.migration_success_metrics AS
 SELECT round(avg(sync_percentage), 2) AS avg_sync_percentage,
        round(avg(sync_lag_seconds), 3) AS avg_sync_lag_seconds,
@@ -162,9 +171,13 @@ SELECT round(avg(sync_percentage), 2) AS avg_sync_percentage,
        sum(pending_changes)::bigint AS total_pending_changes,
        sum(quarantined_count)::bigint AS total_quarantined,
        min(sync_percentage) AS min_sync_percentage,
-       CASE WHEN bool_and(count_source = 'exact') THEN 'exact' ELSE 'estimate' END AS count_source
-FROM public.shadow_migration_dashboard;
-
+       CASE WHEN bool_and(count_source = 'exact') THEN 'exact' ELSE 'estimate' END AS count_source,
+       migration_id,
+       bool_and(backfill_state = 'done') AS all_backfill_done,
+       bool_and(capture_enabled) AS all_capture_enabled,
+       count(*)::integer AS table_count
+FROM public.shadow_migration_dashboard
+GROUP BY migration_id;
 
 -- Privileges
 REVOKE ALL ON FUNCTION pgshadow._estimate_rows(text, text),

@@ -14,6 +14,7 @@
 #include "pgshadow/errors.h"
 #include "pgshadow/control.h"
 #include "pgshadow/log.h"
+#include "pgshadow/monitor.h"
 #include "pgshadow/sync.h"
 #include "pgshadow/verifier.h"
 
@@ -51,6 +52,17 @@ static const ps_daemon_module *const modules[] = {
      * chunk_target) sections; control, to register verify; apply (sync)
      * to carry out repairs and to queue the keys it writes. */
     &ps_verify_module,
+    /* monitor (src/monitor/): the dashboard poller.
+     * Owns: reading this migration's rows of public.shadow_migration_dashboard
+     * and its row of public.migration_success_metrics every
+     * monitor.poll_interval, the latest snapshot (ps_monitor_latest, through
+     * ps_daemon_monitor: the cutover's gate inputs), stale when a poll fails
+     * or is late, and the "dashboard: ..." log line of each change.
+     * Needs: leadership (polls only between on_leader gained and lost); the
+     * work connection (a poll never queues behind a write on main);
+     * migration.id and monitor.poll_interval. After sync, whose progress
+     * the dashboard shows. */
+    &ps_monitor_module,
 };
 
 static void usage(FILE *out)

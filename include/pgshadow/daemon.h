@@ -146,8 +146,8 @@ struct event_base *ps_daemon_base(ps_daemon *d);
  * that holds the leader lock. NULL before run. */
 ps_pgconn *ps_daemon_main_conn(ps_daemon *d);
 /* "work": long reads (verify digests, dashboard polls), so they never queue
- * ahead of a write on main. Kept up with main's session settings; no module
- * uses it yet. NULL before run. */
+ * ahead of a write on main. Kept up with main's session settings; the
+ * monitor module polls the dashboard on it. NULL before run. */
 ps_pgconn *ps_daemon_work_conn(ps_daemon *d);
 /* The command queue (control.h): the control module sets it in its create
  * hook; a module later in the table registers the commands it carries out
@@ -155,6 +155,13 @@ ps_pgconn *ps_daemon_work_conn(ps_daemon *d);
 typedef struct ps_control ps_control;
 void ps_daemon_set_control(ps_daemon *d, ps_control *c);
 ps_control *ps_daemon_control(ps_daemon *d);
+/* The dashboard poller (monitor.h): the monitor module sets it in its
+ * create hook; a module later in the table (the cutover) reads the latest
+ * snapshot with ps_monitor_latest(ps_daemon_monitor(d), now). NULL without
+ * the module. */
+typedef struct ps_monitor ps_monitor;
+void ps_daemon_set_monitor(ps_daemon *d, ps_monitor *m);
+ps_monitor *ps_daemon_monitor(ps_daemon *d);
 /* The leader (leader.h), for its role, backend pid, counters. */
 ps_leader *ps_daemon_leader(ps_daemon *d);
 /* This daemon holds the leader lock in the session of the main connection up

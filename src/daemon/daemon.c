@@ -7,10 +7,10 @@
  * and the module table (src/daemon/modules.c). The connections:
  *  - "main": short writes (apply_batch, backfill_step, later the cutover
  *    actions); its session holds the leader lock;
- *  - "work": long reads (later verify digests, dashboard polls), so a long
- *    read never queues ahead of apply_batch in main's FIFO. Nothing uses it
- *    yet: it is opened and kept like main (same session settings,
- *    keepalives, timeouts, reconnects) and waits for its first user;
+ *  - "work": long reads (dashboard polls, later verify digests), so a long
+ *    read never queues ahead of apply_batch in main's FIFO. Opened and kept
+ *    like main (same session settings, keepalives, timeouts, reconnects);
+ *    the monitor module (src/monitor/poller.c) polls on it;
  *  - "listen": LISTEN on pgshadow_changes and pgshadow_control, so a query's
  *    transaction never holds a NOTIFY back.
  *
@@ -61,6 +61,7 @@ struct ps_daemon {
     ps_pgconn *listen;
     ps_leader *leader;
     ps_control *control; /* the control module's (not owned: it frees it) */
+    ps_monitor *monitor; /* the monitor module's (not owned: it frees it) */
     bool listen_ever_up; /* a later on_up is a reconnect */
     char down_reason[160];
 
@@ -92,8 +93,9 @@ static void build_status(ps_daemon *d, char *buf, size_t len)
             snprintf(buf, len, "connecting to database");
         return;
     }
-    /* work is not in "up": nothing uses it yet, so its state is no news.
-     * After "connected" the role, then each module's own words. */
+    /* work is not in "up": its one user, the monitor module, says when its
+     * polls fail ("dashboard stale"). After "connected" the role, then each
+     * module's own words. */
     size_t pos = 0;
     ps_appendf(buf, len, &pos, "connected; ");
     pos += ps_leader_format_status(ps_leader_get_role(d->leader), buf + pos, len - pos);
@@ -600,6 +602,16 @@ void ps_daemon_set_control(ps_daemon *d, ps_control *c)
 ps_control *ps_daemon_control(ps_daemon *d)
 {
     return d->control;
+}
+
+void ps_daemon_set_monitor(ps_daemon *d, ps_monitor *m)
+{
+    d->monitor = m;
+}
+
+ps_monitor *ps_daemon_monitor(ps_daemon *d)
+{
+    return d->monitor;
 }
 
 ps_pgconn *ps_daemon_main_conn(ps_daemon *d)
