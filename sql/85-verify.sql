@@ -537,7 +537,9 @@ $fn$;
 --                             3 repairs that did not hold, 'unrepaired':
 --                             reported, and left alone.
 -- One row per table looked at, with what happened; the newly diverged and
--- unrepaired keys (at most 10) in text for the daemon's log.
+-- unrepaired keys (at most 10) in text for the daemon's log. A pass whose
+-- last queued key this was is finished here: a row with table_name NULL
+-- and the pass's summary in keys.
 CREATE OR REPLACE FUNCTION pgshadow.verify_recheck(p_migration_id text, p_limit integer)
 RETURNS TABLE (table_name text, checked integer, cleared integer, pending integer, diverged integer,
                repaired integer, unrepaired integer, keys text)
@@ -556,6 +558,7 @@ DECLARE
     t        pgshadow.tables;
     v_keys   text[];
     v_passes bigint[];
+    v_pass   bigint;
     v_list   text[];
     v_now    timestamptz;
     v_queued boolean := false;
@@ -700,10 +703,17 @@ BEGIN
         PERFORM pg_notify('pgshadow_changes', '');   -- repairs for apply
     END IF;
     -- passes whose last queued key was just looked at
+    -- (a row with no table_name for each, its summary in keys)
     SELECT array_agg(DISTINCT k.pass_id) INTO v_passes FROM pg_temp.verify_took k WHERE k.pass_id IS NOT NULL;
-    IF v_passes IS NOT NULL THEN
-        PERFORM pgshadow._verify_finish(x) FROM unnest(v_passes) x;
-    END IF;
+    FOREACH v_pass IN ARRAY coalesce(v_passes, '{}') LOOP
+        IF pgshadow._verify_finish(v_pass) THEN
+            table_name := NULL; checked := 0; cleared := 0; pending := 0; diverged := 0; repaired := 0;
+            unrepaired := 0;
+            SELECT format('pass %s finished: %s', v.pass_id, v.summary) INTO keys
+            FROM pgshadow.verify_passes v WHERE v.pass_id = v_pass;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
 END
 $fn$;
 

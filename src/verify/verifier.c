@@ -169,7 +169,7 @@ static void on_start(ps_pgconn *c, const PGresult *res, void *arg)
     w->v->start_check_at_ms = ps_clock_ms() + PS_VERIFY_START_CHECK_MS;
     if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) && num(res, 0, 0) != w->v->pass_id) {
         w->v->pass_id = num(res, 0, 0);
-        ps_log_info("verify: pass %lld running (verify.interval)", (long long)w->v->pass_id);
+        ps_log_info("verify: pass %lld running", (long long)w->v->pass_id);
     }
     w->last = PS_VERIFY_START;
     kick(w);
@@ -206,8 +206,9 @@ static void on_step(ps_pgconn *c, const PGresult *res, void *arg)
         }
         if (strcmp(PQgetvalue(res, 0, 5), "t") == 0) {
             v->stats.passes++;
-            snprintf(v->last_summary, sizeof v->last_summary, "%s", PQgetvalue(res, 0, 6));
-            ps_log_notice("verify: pass %lld finished: %s", (long long)pass, PQgetvalue(res, 0, 6));
+            snprintf(v->last_summary, sizeof v->last_summary, "pass %lld finished: %s", (long long)pass,
+                     PQgetvalue(res, 0, 6));
+            ps_log_notice("verify: %s", v->last_summary);
         }
     }
     kick(w);
@@ -223,6 +224,12 @@ static void on_recheck(ps_pgconn *c, const PGresult *res, void *arg)
     w->last = PS_VERIFY_RECHECK;
     w->last_found_work = PQntuples(res) > 0;
     for (int i = 0; i < PQntuples(res); i++) {
+        if (PQgetisnull(res, i, 0)) { /* a pass this call finished: its summary */
+            v->stats.passes++;
+            snprintf(v->last_summary, sizeof v->last_summary, "%s", PQgetvalue(res, i, 7));
+            ps_log_notice("verify: %s", PQgetvalue(res, i, 7));
+            continue;
+        }
         const char *table = PQgetvalue(res, i, 0);
         int64_t diverged = num(res, i, 4), repaired = num(res, i, 5), unrepaired = num(res, i, 6);
         const char *keys = PQgetisnull(res, i, 7) ? "" : PQgetvalue(res, i, 7);

@@ -192,6 +192,7 @@ static void test_finds_reports_repairs(void **state)
     }
     assert_true(wait_true(t, "SELECT diverged_count = 0 FROM shadow_migration_dashboard", 10000));
     assert_true(itest_daemon_log_count(&d, 0, "now equal (repaired)", NULL) >= 1);
+    assert_true(itest_daemon_log_count(&d, 0, "verify: pass", "finished: verified 5000 rows") >= 2);
     itest_expect_sql(t->c, "SELECT test_diff('items')", "0");
     itest_expect_sql(t->c, "SELECT count(*) FROM items_shadow WHERE _shadow_sync_status <> 'synced'", "0");
     ctl_verify(cfg, 0, "0 diverged", &r);
