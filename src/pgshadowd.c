@@ -14,6 +14,7 @@
 #include "pgshadow/errors.h"
 #include "pgshadow/control.h"
 #include "pgshadow/log.h"
+#include "pgshadow/sampler.h"
 #include "pgshadow/sync.h"
 
 #define EXIT_USAGE 2
@@ -42,6 +43,14 @@ static const ps_daemon_module *const modules[] = {
      * main connection; NOTIFYs on pgshadow_changes; the config's migration
      * and sync sections; control, to register quarantine-retry. */
     &ps_sync_module,
+    /* sampler (src/monitor/sampler.c): shadow-read sampling.
+     * Owns: the sampling timer (verify.sample_interval), one
+     * pgshadow.sample_reads round at a time, its warnings, the window's
+     * mismatches and p99 ratio (STATUS=, metrics: gate inputs).
+     * Needs: leadership; the work connection (shared with other readers);
+     * the config's migration.id and verify section. After sync: it samples
+     * only tables whose backfill sync has finished. */
+    &ps_sampler_module,
 };
 
 static void usage(FILE *out)
