@@ -40,8 +40,18 @@ static const char SQL_SAMPLE[] =
     "SELECT table_name, keys, mismatches, skipped, mismatch_keys, primary_p99_ms, shadow_p99_ms, "
     "window_mismatches, window_p99_ratio FROM pgshadow.sample_reads($1, $2::integer)";
 
-enum { COL_TABLE, COL_KEYS, COL_MISMATCHES, COL_SKIPPED, COL_MKEYS, COL_PP99, COL_SP99,
-       COL_WIN_MISMATCHES, COL_WIN_RATIO, N_COLS };
+enum {
+    COL_TABLE,
+    COL_KEYS,
+    COL_MISMATCHES,
+    COL_SKIPPED,
+    COL_MKEYS,
+    COL_PP99,
+    COL_SP99,
+    COL_WIN_MISMATCHES,
+    COL_WIN_RATIO,
+    N_COLS
+};
 
 #define KEYS_SHOWN 200 /* bytes of the mismatching keys a warning quotes */
 
@@ -88,9 +98,11 @@ static void on_sample(ps_pgconn *c, const PGresult *res, void *arg)
         s->stats.errors++;
         const char *state = ps_pgconn_errfield(res, PG_DIAG_SQLSTATE, "?");
         const char *msg = ps_pgconn_errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unexpected result");
-        if (strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0 || strcmp(state, "42P01") == 0)
+        if (strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0 ||
+            strcmp(state, "42P01") == 0)
             ps_log_error("sampler: sample_reads failed: %s %s (is this release's database side "
-                         "installed? run pgshadowctl install)", state, msg);
+                         "installed? run pgshadowctl install)",
+                         state, msg);
         else
             ps_log_warning("sampler: sample_reads failed: %s %s; the next round in %lld ms", state,
                            msg, (long long)s->interval_ms);
@@ -104,8 +116,8 @@ static void on_sample(ps_pgconn *c, const PGresult *res, void *arg)
         if (PQgetisnull(res, i, COL_TABLE)) {
             /* the migration: this round's totals were counted per table */
             s->window_mismatches = atoll(PQgetvalue(res, i, COL_WIN_MISMATCHES));
-            s->p99_ratio = PQgetisnull(res, i, COL_WIN_RATIO) ? -1
-                                                              : atof(PQgetvalue(res, i, COL_WIN_RATIO));
+            s->p99_ratio =
+                PQgetisnull(res, i, COL_WIN_RATIO) ? -1 : atof(PQgetvalue(res, i, COL_WIN_RATIO));
             ps_log_debug("sampler: round: %lld keys, %lld mismatches, %lld pending; window: %lld "
                          "mismatches, p99 ratio %s",
                          keys, mism, skipped, (long long)s->window_mismatches,

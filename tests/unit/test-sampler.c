@@ -25,8 +25,8 @@ static void expect_status(bool enabled, int64_t mism, double ratio, const char *
 static void test_status_words(void **state)
 {
     (void)state;
-    expect_status(false, 3, 1.2, "");                 /* off: nothing */
-    expect_status(true, -1, -1, "");                  /* no round yet */
+    expect_status(false, 3, 1.2, ""); /* off: nothing */
+    expect_status(true, -1, -1, "");  /* no round yet */
     expect_status(true, 0, 1.04, "sampling: p99 x1.04");
     expect_status(true, 1, 0.98, "sampling: 1 mismatch, p99 x0.98");
     expect_status(true, 12, 2.5, "sampling: 12 mismatches, p99 x2.50");
