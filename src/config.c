@@ -593,6 +593,9 @@ typedef enum {
 /* A reload cannot change it: the running value stays, and the reload says
  * the key needs a restart (ps_config_keep_restart_only). Leaf keys only. */
 #define F_RESTART 4u
+/* K_NUMBER: the value must be greater than min, not equal to it (a ratio
+ * that must be positive). */
+#define F_ABOVE_MIN 8u
 
 typedef struct section section;
 /* A string check: NULL when fine, else why not. */
@@ -608,6 +611,7 @@ typedef struct key_spec {
     size_t off;
     bool required;
     int64_t min, max, def;
+    double def_num;           /* K_NUMBER's default (def is for the integer kinds) */
     const char *def_str;
     const char *const *words; /* K_ENUM, NULL-terminated */
     const int *values;        /* K_ENUM: NULL means the index */
@@ -752,6 +756,11 @@ static const key_spec verify_keys[] = {
     { .name = "chunk_rows", .kind = K_INT, .off = CFG(verify.chunk_rows), .min = 1,
       .max = 10000000, .def = 10000 },
     { .name = "repair", .kind = K_BOOL, .off = CFG(verify.repair), .def = true },
+    /* shadow-read sampling (src/monitor/sampler.c, sql/86-sampling.sql) */
+    { .name = "sample_interval", .kind = K_DURATION, .off = CFG(verify.sample_interval_ms),
+      .min = 0, .max = DAY_MS, .def = 10 * SEC_MS },
+    { .name = "sample_keys", .kind = K_INT, .off = CFG(verify.sample_keys), .min = 1, .max = 1000,
+      .def = 20 },
 };
 
 static const key_spec monitor_keys[] = {
@@ -761,13 +770,18 @@ static const key_spec monitor_keys[] = {
 
 static const key_spec gates_keys[] = {
     { .name = "min_sync_percent", .kind = K_NUMBER, .off = CFG(cutover.gates.min_sync_percent),
-      .min = 0, .max = 100, .def = 99 },
+      .min = 0, .max = 100, .def_num = 99 },
     { .name = "max_sync_lag", .kind = K_DURATION, .off = CFG(cutover.gates.max_sync_lag_ms),
       .min = 0, .max = DAY_MS, .def = 30 * SEC_MS },
     { .name = "max_diverged", .kind = K_INT64, .off = CFG(cutover.gates.max_diverged), .min = 0,
       .max = 1000000000, .def = 5 },
     { .name = "max_quarantined", .kind = K_INT64, .off = CFG(cutover.gates.max_quarantined),
       .min = 0, .max = 1000000000, .def = 0 },
+    /* shadow-read sampling's window (sql/86-sampling.sql: pgshadow.read_sampling) */
+    { .name = "max_sample_mismatches", .kind = K_INT64,
+      .off = CFG(cutover.gates.max_sample_mismatches), .min = 0, .max = 1000000000, .def = 0 },
+    { .name = "max_latency_ratio", .kind = K_NUMBER, .off = CFG(cutover.gates.max_latency_ratio),
+      .min = 0, .max = 1000, .def_num = 1.5, .flags = F_ABOVE_MIN },
 };
 
 static const key_spec promote_keys[] = {
@@ -868,7 +882,7 @@ static void apply_defaults(const section *sec, void *base)
             *(int64_t *)f = k->def;
             break;
         case K_NUMBER:
-            *(double *)f = (double)k->def;
+            *(double *)f = k->def_num;
             break;
         case K_BOOL:
             *(bool *)f = k->def != 0;
@@ -1141,6 +1155,12 @@ static void parse_number_key(ctx *c, const key_spec *k, const node *v, const cha
     double d;
     if (!parse_number(v, &d)) {
         type_error(c, v, path, "a number");
+        return;
+    }
+    if ((k->flags & F_ABOVE_MIN) && (d <= (double)k->min || d > (double)k->max)) {
+        char t[64];
+        err_at(c, v, "%s: must be greater than %" PRId64 " and at most %" PRId64 " (got %s)", path,
+               k->min, k->max, number_text(v, t, sizeof t));
         return;
     }
     if (d < (double)k->min || d > (double)k->max) {

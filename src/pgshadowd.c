@@ -15,6 +15,7 @@
 #include "pgshadow/control.h"
 #include "pgshadow/log.h"
 #include "pgshadow/monitor.h"
+#include "pgshadow/sampler.h"
 #include "pgshadow/sync.h"
 #include "pgshadow/verifier.h"
 
@@ -63,6 +64,14 @@ static const ps_daemon_module *const modules[] = {
      * migration.id and monitor.poll_interval. After sync, whose progress
      * the dashboard shows. */
     &ps_monitor_module,
+    /* sampler (src/monitor/sampler.c): shadow-read sampling.
+     * Owns: the sampling timer (verify.sample_interval), one
+     * pgshadow.sample_reads round at a time, its warnings, the window's
+     * mismatches and p99 ratio (STATUS=, metrics: gate inputs).
+     * Needs: leadership; the work connection (shared with other readers);
+     * the config's migration.id and verify section. After sync: it samples
+     * only tables whose backfill sync has finished. */
+    &ps_sampler_module,
 };
 
 static void usage(FILE *out)

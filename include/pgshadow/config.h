@@ -81,6 +81,8 @@ typedef struct ps_config {
         int64_t interval_ms; /* default 10m; 0 = off */
         int chunk_rows;      /* default 10000, 1..10000000: most rows per verify chunk */
         bool repair;         /* default true */
+        int64_t sample_interval_ms; /* default 10s, 0 = off: shadow-read sampling rounds */
+        int sample_keys;            /* default 20, 1..1000: keys per table per round */
     } verify;
 
     struct {
@@ -94,6 +96,8 @@ typedef struct ps_config {
             int64_t max_sync_lag_ms; /* default 30s */
             int64_t max_diverged;    /* default 5 */
             int64_t max_quarantined; /* default 0 */
+            int64_t max_sample_mismatches; /* default 0: sampling mismatches in its window */
+            double max_latency_ratio;      /* default 1.5, > 0: sampled shadow p99 / primary p99 */
         } gates;
         int failures_to_trip; /* default 3, 1..1000 */
         ps_on_trip on_trip;

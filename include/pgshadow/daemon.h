@@ -145,9 +145,10 @@ struct event_base *ps_daemon_base(ps_daemon *d);
 /* "main": short writes (apply, backfill, cutover actions), in the session
  * that holds the leader lock. NULL before run. */
 ps_pgconn *ps_daemon_main_conn(ps_daemon *d);
-/* "work": long reads (verify digests, dashboard polls), so they never queue
+/* "work": long reads (dashboard polls, read sampling), so they never queue
  * ahead of a write on main. Kept up with main's session settings; the
- * monitor module polls the dashboard on it. NULL before run. */
+ * monitor module polls the dashboard on it, the sampler samples on it
+ * (verify has connections of its own). NULL before run. */
 ps_pgconn *ps_daemon_work_conn(ps_daemon *d);
 /* The command queue (control.h): the control module sets it in its create
  * hook; a module later in the table registers the commands it carries out

@@ -7,10 +7,11 @@
  * and the module table (src/daemon/modules.c). The connections:
  *  - "main": short writes (apply_batch, backfill_step, later the cutover
  *    actions); its session holds the leader lock;
- *  - "work": long reads (dashboard polls, later verify digests), so a long
- *    read never queues ahead of apply_batch in main's FIFO. Opened and kept
- *    like main (same session settings, keepalives, timeouts, reconnects);
- *    the monitor module (src/monitor/poller.c) polls on it;
+ *  - "work": long reads (dashboard polls, read sampling), so a long read
+ *    never queues ahead of apply_batch in main's FIFO. Opened and kept like
+ *    main (same session settings, keepalives, timeouts, reconnects); the
+ *    monitor module (src/monitor/poller.c) polls on it, the sampler
+ *    (src/monitor/sampler.c) samples on it;
  *  - "listen": LISTEN on pgshadow_changes and pgshadow_control, so a query's
  *    transaction never holds a NOTIFY back.
  *

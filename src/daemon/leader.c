@@ -23,9 +23,9 @@
  *  - at most one query of this module is queued or in flight (l->busy); a
  *    NULL result (connection lost) is never fatal: the next kick, when the
  *    connection is back, starts again with the settings;
- *  - the work connection gets the same settings as main, and nothing else:
- *    no module uses it yet (it is there so long reads never queue ahead of
- *    apply_batch on main).
+ *  - the work connection gets the same settings as main, and nothing else
+ *    (the dashboard poller and the read sampler use it, so long reads never
+ *    queue ahead of apply_batch on main).
  *
  * Its three queries stay here, not in sql/: they must run before pgshadow
  * is installed (a daemon started first waits as leader for the install) and

@@ -101,12 +101,16 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->verify.interval_ms, 600000);
     assert_int_equal(cfg->verify.chunk_rows, 10000);
     assert_true(cfg->verify.repair);
+    assert_int_equal(cfg->verify.sample_interval_ms, 10000);
+    assert_int_equal(cfg->verify.sample_keys, 20);
     assert_int_equal(cfg->monitor.poll_interval_ms, 10000);
     assert_int_equal(cfg->cutover.start, PS_CUTOVER_START_MANUAL);
     assert_true(cfg->cutover.gates.min_sync_percent == 99.0);
     assert_int_equal(cfg->cutover.gates.max_sync_lag_ms, 30000);
     assert_int_equal(cfg->cutover.gates.max_diverged, 5);
     assert_int_equal(cfg->cutover.gates.max_quarantined, 0);
+    assert_int_equal(cfg->cutover.gates.max_sample_mismatches, 0);
+    assert_true(cfg->cutover.gates.max_latency_ratio == 1.5);
     assert_int_equal(cfg->cutover.failures_to_trip, 3);
     assert_int_equal(cfg->cutover.on_trip, PS_ON_TRIP_STEP_DOWN);
     assert_int_equal(cfg->cutover.n_stages, 5);
@@ -155,6 +159,8 @@ static const char *full_yaml =
     "  interval: 0s\n"
     "  chunk_rows: 50\n"
     "  repair: false\n"
+    "  sample_interval: 250ms\n"
+    "  sample_keys: 1000\n"
     "monitor:\n"
     "  poll_interval: 250ms\n"
     "cutover:\n"
@@ -164,6 +170,8 @@ static const char *full_yaml =
     "    max_sync_lag: 1m\n"
     "    max_diverged: 0\n"
     "    max_quarantined: 7\n"
+    "    max_sample_mismatches: 3\n"
+    "    max_latency_ratio: 1.02\n"
     "  failures_to_trip: 1\n"
     "  on_trip: rollback\n"
     "  stages:\n"
@@ -217,12 +225,16 @@ static void test_every_key(void **state)
     assert_int_equal(cfg->verify.interval_ms, 0);
     assert_int_equal(cfg->verify.chunk_rows, 50);
     assert_false(cfg->verify.repair);
+    assert_int_equal(cfg->verify.sample_interval_ms, 250);
+    assert_int_equal(cfg->verify.sample_keys, 1000);
     assert_int_equal(cfg->monitor.poll_interval_ms, 250);
     assert_int_equal(cfg->cutover.start, PS_CUTOVER_START_AUTO);
     assert_true(cfg->cutover.gates.min_sync_percent == 99.5);
     assert_int_equal(cfg->cutover.gates.max_sync_lag_ms, 60000);
     assert_int_equal(cfg->cutover.gates.max_diverged, 0);
     assert_int_equal(cfg->cutover.gates.max_quarantined, 7);
+    assert_int_equal(cfg->cutover.gates.max_sample_mismatches, 3);
+    assert_true(cfg->cutover.gates.max_latency_ratio == 1.02);
     assert_int_equal(cfg->cutover.failures_to_trip, 1);
     assert_int_equal(cfg->cutover.on_trip, PS_ON_TRIP_ROLLBACK);
     assert_int_equal(cfg->cutover.n_stages, 2);
@@ -290,7 +302,8 @@ static void test_unknown_key(void **state)
                   "sync, verify, monitor, cutover, log, metrics)\n");
     expect_errors(MINIMAL "cutover:\n  gates:\n    min_sync: 1\n",
                   "t.yaml:9:5: cutover.gates: unknown key \"min_sync\" (known keys: "
-                  "min_sync_percent, max_sync_lag, max_diverged, max_quarantined)\n");
+                  "min_sync_percent, max_sync_lag, max_diverged, max_quarantined, "
+                  "max_sample_mismatches, max_latency_ratio)\n");
     expect_errors("database:\n  conninfo: x=1\n  \"new\\nline\": 1\n" "migration: {id: a, tables: [{name: t, kee: [a]}]}\n",
                   "t.yaml:2:13: database.conninfo: is not a valid libpq connection string "
                   "(key=value pairs or a postgresql:// URI)\n"
@@ -353,6 +366,26 @@ static void test_out_of_range(void **state)
                   "t.yaml:8:21: cutover.failures_to_trip: must be between 1 and 1000 (got 1001)\n"
                   "t.yaml:10:23: cutover.gates.min_sync_percent: must be between 0 and 100 (got -1)\n"
                   "t.yaml:11:19: cutover.gates.max_diverged: must be between 0 and 1000000000 (got -5)\n");
+    /* shadow-read sampling's keys: a ratio of 0 is refused (> 0), so is one
+     * past 1000; keys 1..1000; the interval is a duration (0s = off) */
+    expect_errors(MINIMAL "verify:\n  sample_interval: 2d\n  sample_keys: 0\n"
+                          "cutover:\n  gates:\n    max_latency_ratio: 0\n    max_sample_mismatches: -1\n",
+                  "t.yaml:8:20: verify.sample_interval: must be between 0s and 1d (got 2d)\n"
+                  "t.yaml:9:16: verify.sample_keys: must be between 1 and 1000 (got 0)\n"
+                  "t.yaml:12:24: cutover.gates.max_latency_ratio: must be greater than 0 and at most "
+                  "1000 (got 0)\n"
+                  "t.yaml:13:28: cutover.gates.max_sample_mismatches: must be between 0 and "
+                  "1000000000 (got -1)\n");
+    expect_errors(MINIMAL "verify:\n  sample_keys: 1001\ncutover:\n  gates:\n    max_latency_ratio: 1000.5\n",
+                  "t.yaml:8:16: verify.sample_keys: must be between 1 and 1000 (got 1001)\n"
+                  "t.yaml:11:24: cutover.gates.max_latency_ratio: must be greater than 0 and at most "
+                  "1000 (got 1000.5)\n");
+    ps_config *cfg = load_ok(MINIMAL "verify:\n  sample_interval: 0s\n  sample_keys: 1\n"
+                                     "cutover:\n  gates:\n    max_latency_ratio: 0.01\n");
+    assert_int_equal(cfg->verify.sample_interval_ms, 0);
+    assert_int_equal(cfg->verify.sample_keys, 1);
+    assert_true(cfg->cutover.gates.max_latency_ratio == 0.01);
+    ps_config_free(cfg);
 }
 
 /* Issue #12, the chunk engine's keys: both ends of each range load, one past
