@@ -328,8 +328,10 @@ BEGIN
             v_written := coalesce(v_written, '{}') || v_ids[i];
         END IF;
         -- Incremental verify (85-verify.sql): the keys written are looked
-        -- at again once this commits, while verify runs.
-        IF v_incr THEN
+        -- at again once this commits, while verify runs (and the table is
+        -- copied: before that, the backfill's end is what counts).
+        IF v_incr AND EXISTS (SELECT 1 FROM pgshadow.tables t WHERE t.table_id = v_ids[i]
+                                                                AND t.backfill_state = 'done') THEN
             INSERT INTO pgshadow.verify_queue (table_id, key, source, due)
             SELECT v_ids[i], x::text[], 'apply', clock_timestamp() + interval '1 second'
             FROM unnest(v_all[i]::text[]) x

@@ -267,6 +267,22 @@ $fn$;
 -- ---------------------------------------------------------------------------
 -- The daemon's calls
 -- ---------------------------------------------------------------------------
+-- Verify waits while apply is behind: a key with a change pending is only
+-- queued to be looked at again, so a chunk or a second look made while the
+-- change log holds a backlog is mostly wasted, and it takes cores and I/O
+-- from apply. Behind: the oldest pending change of a table of the
+-- migration was written more than 5 s ago (one index probe per table).
+CREATE OR REPLACE FUNCTION pgshadow._verify_hold(p_migration_id text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT EXISTS (SELECT 1 FROM pgshadow.tables t
+                   WHERE t.migration_id = p_migration_id
+                     AND (SELECT c.logged_at FROM pgshadow.change_log c WHERE c.table_id = t.table_id
+                          ORDER BY c.seq LIMIT 1) < clock_timestamp() - interval '5 seconds')
+$fn$;
+
 
 -- What the daemon runs with (on leadership and reload).
 CREATE OR REPLACE FUNCTION pgshadow.verify_configure(p_migration_id text, p_incremental boolean,
@@ -286,7 +302,8 @@ $fn$;
 -- into p_ranges ranges a table, and return its id. A pass already open is
 -- returned instead (a command joins it: p_command_id is recorded there).
 -- p_every (the timer): NULL when the last pass started less than p_every
--- ago, so the schedule survives restarts. Tables whose backfill is not
+-- ago, so the schedule survives restarts, or while a table's backfill is
+-- not done (the first timed pass follows the whole copy). Tables whose backfill is not
 -- done are skipped (said in the pass). By p_who (a role, or 'interval').
 CREATE OR REPLACE FUNCTION pgshadow.verify_start(p_migration_id text, p_table text, p_ranges integer,
                                                  p_command_id bigint, p_every interval,
@@ -328,9 +345,9 @@ BEGIN
                                          AND v.started_at > clock_timestamp() - p_every) THEN
         RETURN NULL;
     END IF;
-    IF p_every IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pgshadow.tables t WHERE t.migration_id = p_migration_id
-                                           AND t.backfill_state = 'done') THEN
-        RETURN NULL;   -- the timer waits for a first table to verify
+    IF p_every IS NOT NULL AND EXISTS (SELECT 1 FROM pgshadow.tables t WHERE t.migration_id = p_migration_id
+                                       AND t.backfill_state <> 'done') THEN
+        RETURN NULL;   -- the timer waits for every table's copy (a pass skips tables not copied)
     END IF;
     INSERT INTO pgshadow.verify_passes (migration_id, table_name, requested_by, command_ids)
     VALUES (p_migration_id, p_table, coalesce(p_who, 'interval'),
@@ -424,7 +441,8 @@ BEGIN
 END
 $fn$;
 
--- One chunk of the open pass: the next p_rows keys of a range not done
+-- One chunk of the open pass (none while apply is behind, _verify_hold):
+-- the next p_rows keys of a range not done
 -- (SKIP LOCKED: concurrent workers take different ranges), both sides
 -- digested in one statement; when the digests differ, the differing keys
 -- are queued for a second look (those with a change pending as well,
@@ -460,7 +478,7 @@ BEGIN
     END IF;
     SELECT v.pass_id INTO v_pass FROM pgshadow.verify_passes v
     WHERE v.migration_id = p_migration_id AND v.finished_at IS NULL;
-    IF v_pass IS NULL THEN
+    IF v_pass IS NULL OR pgshadow._verify_hold(p_migration_id) THEN
         RETURN;
     END IF;
     SELECT r.* INTO g FROM pgshadow.verify_ranges r
@@ -571,12 +589,23 @@ BEGIN
     END IF;
     v_repair := coalesce((SELECT s.repair FROM pgshadow.verify_settings s WHERE s.migration_id = p_migration_id),
                          false);
+    -- nothing due (the usual idle call: one index probe), or apply behind
+    IF pgshadow._verify_hold(p_migration_id) OR NOT EXISTS (SELECT 1 FROM pgshadow.verify_queue q
+                   WHERE q.due <= clock_timestamp()
+                     AND q.table_id IN (SELECT x.table_id FROM pgshadow.tables x
+                                        WHERE x.migration_id = p_migration_id)) THEN
+        RETURN;
+    END IF;
     -- take: due entries of this migration's tables, locked (SKIP LOCKED:
-    -- two workers take different ones)
-    CREATE TEMP TABLE IF NOT EXISTS pg_temp.verify_took (entry_id bigint, table_id integer, key text[],
-                                                          source text, pass_id bigint, looks integer,
-                                                          tries integer) ON COMMIT DROP;
-    TRUNCATE pg_temp.verify_took;
+    -- two workers take different ones). The session's two work tables are
+    -- created once and emptied at every commit (no catalog churn per call).
+    IF to_regclass('pg_temp.verify_took') IS NULL THEN
+        CREATE TEMP TABLE verify_took (entry_id bigint, table_id integer, key text[], source text,
+                                       pass_id bigint, looks integer, tries integer) ON COMMIT DELETE ROWS;
+        CREATE TEMP TABLE verify_seen (reason text, shadow_digest text, key text[], pending boolean,
+                                       quarantined boolean) ON COMMIT DELETE ROWS;
+    END IF;
+    DELETE FROM pg_temp.verify_took;
     INSERT INTO pg_temp.verify_took
     SELECT q.entry_id, q.table_id, q.key, q.source, q.pass_id, q.looks, q.tries
     FROM pgshadow.verify_queue q
@@ -600,9 +629,7 @@ BEGIN
         SELECT * INTO vs FROM pgshadow._verify_sql(v_tid);
         PERFORM pgshadow._owner_fn(vs.owner);
         SELECT array_agg(DISTINCT k.key::text) INTO v_keys FROM pg_temp.verify_took k WHERE k.table_id = v_tid;
-        CREATE TEMP TABLE IF NOT EXISTS pg_temp.verify_seen (reason text, shadow_digest text, key text[],
-                                                             pending boolean, quarantined boolean) ON COMMIT DROP;
-        TRUNCATE pg_temp.verify_seen;
+        DELETE FROM pg_temp.verify_seen;
         INSERT INTO pg_temp.verify_seen SELECT * FROM pgshadow._verify_differ(v_tid, vs.owner, vs.check_sql, v_keys, NULL);
 
         -- equal now: out of the queue; their open divergences are repaired
@@ -722,10 +749,11 @@ $fn$;
 -- ---------------------------------------------------------------------------
 
 -- Table p_table of any migration, whole, compared now: counts and the
--- differing keys by reason (pending: a change of the key not applied yet).
+-- differing keys by reason; apart: pending (a change of the key not applied
+-- yet) and quarantined (the shadow refused it: pgshadow.quarantine says why).
 CREATE OR REPLACE FUNCTION pgshadow.validate_shadow_consistency(p_table text)
 RETURNS TABLE (table_name text, primary_count bigint, shadow_count bigint, missing_in_shadow bigint,
-               extra_in_shadow bigint, value_differs bigint, pending bigint)
+               extra_in_shadow bigint, value_differs bigint, pending bigint, quarantined bigint)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
@@ -746,10 +774,11 @@ BEGIN
     SELECT x INTO v_d FROM pgshadow._sync_read(vs.owner, vs.digest_sql, NULL, NULL) x;
     RETURN QUERY
     SELECT t.table_name, split_part(v_d[1], ':', 1)::bigint, split_part(v_d[2], ':', 1)::bigint,
-           count(*) FILTER (WHERE d.reason = 'missing_in_shadow' AND NOT d.pending),
-           count(*) FILTER (WHERE d.reason = 'extra_in_shadow' AND NOT d.pending),
-           count(*) FILTER (WHERE d.reason = 'value_differs' AND NOT d.pending),
-           count(*) FILTER (WHERE d.pending)
+           count(*) FILTER (WHERE d.reason = 'missing_in_shadow' AND NOT d.pending AND NOT d.quarantined),
+           count(*) FILTER (WHERE d.reason = 'extra_in_shadow' AND NOT d.pending AND NOT d.quarantined),
+           count(*) FILTER (WHERE d.reason = 'value_differs' AND NOT d.pending AND NOT d.quarantined),
+           count(*) FILTER (WHERE d.pending),
+           count(*) FILTER (WHERE d.quarantined AND NOT d.pending)
     FROM pgshadow._verify_differ(t.table_id, vs.owner, vs.diff_sql, NULL, NULL) d;
 END
 $fn$;
@@ -798,7 +827,8 @@ REVOKE ALL ON pgshadow.verify_settings, pgshadow.verify_passes, pgshadow.verify_
               pgshadow.verify_queue, pgshadow.divergence FROM PUBLIC;
 GRANT SELECT ON pgshadow.verify_settings, pgshadow.verify_passes, pgshadow.verify_ranges,
                 pgshadow.divergence TO pgshadow_viewer, pgshadow_daemon;
-REVOKE ALL ON FUNCTION pgshadow._verify_digest(regclass, jsonb, boolean),
+REVOKE ALL ON FUNCTION pgshadow._verify_hold(text),
+                       pgshadow._verify_digest(regclass, jsonb, boolean),
                        pgshadow._verify_sql(integer),
                        pgshadow._verify_differ(integer, oid, text, text[], text[]),
                        pgshadow._verify_recount(integer),

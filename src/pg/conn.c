@@ -978,9 +978,13 @@ ps_pgconn *ps_pgconn_new(struct event_base *base, const ps_pgconn_options *opts,
         c->cbs = *cbs;
     c->name = strdup(opts->name && *opts->name ? opts->name : "db");
     c->conninfo = strdup(opts->conninfo ? opts->conninfo : "");
-    c->appname = strdup(opts->application_name && *opts->application_name
-                            ? opts->application_name
-                            : "pgshadowd");
+    /* pg_stat_activity tells the daemon's sessions apart: pgshadowd/main,
+     * pgshadowd/verify1, ... unless the caller named it */
+    if (opts->application_name && *opts->application_name && strcmp(opts->application_name, "pgshadowd") != 0) {
+        c->appname = strdup(opts->application_name);
+    } else if (asprintf(&c->appname, "pgshadowd/%s", c->name ? c->name : "db") < 0) {
+        c->appname = NULL;
+    }
     c->liveness_interval_ms = opts->liveness_interval_ms > 0 ? opts->liveness_interval_ms : 0;
     c->liveness_timeout_ms = opts->liveness_timeout_ms > 0 ? opts->liveness_timeout_ms : 5000;
     c->connect_timeout_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 10000;

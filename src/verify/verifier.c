@@ -4,7 +4,8 @@
  * leads.
  *
  * Owns: up to sync.workers worker connections ("verify1", ...), each with
- * its state and retry timer; one chunk-size controller per table
+ * its state and retry timer (worker 1 always while leading; the others only
+ * while a pass has chunks: worker 1 wakes them, they park when idle); one chunk-size controller per table
  * (chunk_policy.h, aiming a chunk at sync.chunk_target, at most
  * verify.chunk_rows rows); the command handler "verify"; the counters.
  *
@@ -57,6 +58,7 @@ typedef struct worker {
     uint64_t settings_session;
     bool busy;
     bool waiting; /* ev_retry armed */
+    bool parked;  /* workers 2..: no connection while there is nothing to digest */
     ps_verify_action last;
     bool last_found_work;
     struct event *ev_retry;
@@ -90,6 +92,7 @@ struct ps_verifier {
 };
 
 static void kick(worker *w);
+static void wake_parked(ps_verifier *v);
 
 static int ranges_for(const ps_config *cfg)
 {
@@ -200,6 +203,7 @@ static void on_step(ps_pgconn *c, const PGresult *res, void *arg)
             v->stats.suspects += (uint64_t)suspects;
             ps_chunk_ctl_record(ctl_for(v, table), w->rows, ps_clock_ms() - w->started_ms);
             snprintf(w->table, sizeof w->table, "%s", table);
+            wake_parked(v); /* a pass with chunks: every worker digests */
             if (differs)
                 ps_log_info("verify: %s: a chunk of %lld rows differs: %lld key(s) to look at again",
                             table, (long long)checked, (long long)suspects);
@@ -321,7 +325,7 @@ static void kick(worker *w)
 {
     ps_verifier *v = w->v;
     const ps_config *cfg = ps_daemon_config(v->d);
-    if (w->busy || w->waiting)
+    if (w->busy || w->waiting || w->parked)
         return;
     if (!v->leader || v->stopping || w->no > cfg->sync.workers) {
         if (w->c)
@@ -385,6 +389,13 @@ static void kick(worker *w)
     }
     case PS_VERIFY_IDLE:
         w->last = PS_VERIFY_IDLE;
+        if (w->no > 1) {
+            /* worker 1 watches alone (timer, due keys) and wakes the
+             * others when a pass has chunks: no idle connections */
+            close_worker(w);
+            w->parked = true;
+            return;
+        }
         wait_then(w, PS_VERIFY_IDLE_MS);
         return;
     }
@@ -404,6 +415,16 @@ static void kick_all(ps_verifier *v)
     for (int i = 0; i < MAX_WORKERS; i++)
         if (v->w[i].c || v->w[i].no <= ps_daemon_config(v->d)->sync.workers)
             kick(&v->w[i]);
+}
+
+/* The parked workers connect and digest (a pass has chunks). */
+static void wake_parked(ps_verifier *v)
+{
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (v->w[i].parked) {
+            v->w[i].parked = false;
+            kick(&v->w[i]);
+        }
 }
 
 /* Idle workers look now (a command started a pass). */
@@ -464,6 +485,8 @@ static void verify_on_leader(ps_daemon *d, bool leader, void *arg)
     }
     v->configured = false;
     v->start_check_at_ms = 0;
+    for (int i = 1; i < MAX_WORKERS; i++)
+        v->w[i].parked = true; /* worker 1 wakes them when there are chunks */
     kick_all(v);
 }
 

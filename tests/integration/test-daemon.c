@@ -595,10 +595,11 @@ static void test_tls_backends(void **state)
     char *v = NULL;
     if (up && main_up && work_up)
         v = itest_value_on(T.conninfo,
-                           "SELECT count(*) || ':' || coalesce(bool_and(s.ssl), false) || ':' || "
-                           "string_agg(DISTINCT a.usename, ',') "
+                           "SELECT count(*) FILTER (WHERE a.application_name IN ('pgshadowd/main', "
+                           "'pgshadowd/work', 'pgshadowd/listen')) || ':' || coalesce(bool_and(s.ssl), false) "
+                           "|| ':' || string_agg(DISTINCT a.usename, ',') "
                            "FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
-                           "WHERE a.application_name LIKE 'pgshadowd%'");
+                           "WHERE a.application_name LIKE 'pgshadowd/%'");
     kill(q.pid, SIGTERM);
     bool gone = itest_daemon_reap(&q, WAIT_MS);
     int st = q.exit_status;
@@ -610,7 +611,8 @@ static void test_tls_backends(void **state)
     assert_true(main_up > 0);
     assert_true(work_up > 0);
     assert_non_null(v);
-    assert_string_equal(v, "3:true:pgshadow_pw"); /* main, work and listen, all TLS */
+    /* main, work and listen; all of the daemon's sessions (verify1 too) TLS */
+    assert_string_equal(v, "3:true:pgshadow_pw");
     free(v);
     assert_false(leaked);
     assert_true(gone);
@@ -750,7 +752,7 @@ static void test_second_sigterm_exits_with_work_in_flight(void **state)
     /* the daemon's apply is now waiting for our lock */
     assert_true(itest_wait_value(T.sync_conninfo,
                               "SELECT count(*) FROM pg_stat_activity WHERE datname = '" SYNC_DB
-                              "' AND application_name LIKE 'pgshadowd%' "
+                              "' AND application_name = 'pgshadowd/main' "
                               "AND wait_event_type = 'Lock'",
                               "1", WAIT_MS));
     itest_daemon_drain(&S);
