@@ -580,6 +580,8 @@ DECLARE
     v_list   text[];
     v_now    timestamptz;
     v_queued boolean := false;
+    v_count_again boolean;
+    v_n      bigint;
     dv       pgshadow.divergence;
     r        record;
 BEGIN
@@ -666,7 +668,7 @@ BEGIN
         -- second look: a divergence (new, or again after a repair that
         -- did not hold; one that comes back over a minute after its repair
         -- counts as new)
-        diverged := 0; unrepaired := 0; v_list := '{}'; v_now := clock_timestamp();
+        diverged := 0; unrepaired := 0; v_list := '{}'; v_now := clock_timestamp(); v_count_again := false;
         FOR r IN SELECT DISTINCT ON (s.key) s.key, s.reason, s.shadow_digest, k.source, k.pass_id
                  FROM pg_temp.verify_took k JOIN pg_temp.verify_seen s ON s.key = k.key
                  WHERE k.table_id = v_tid AND NOT s.pending AND NOT s.quarantined AND k.looks >= 1
@@ -691,6 +693,7 @@ BEGIN
                 VALUES (t.migration_id, t.table_name, 'pgshadowd', 'divergence_found', dv.reason,
                         jsonb_build_object('key', to_jsonb(dv.key), 'found_by', dv.found_by, 'pass_id', dv.pass_id));
             END IF;
+            v_count_again := v_count_again OR dv.reason <> 'value_differs';
             PERFORM pgshadow._sync_run(vs.owner, vs.mark_sql, ARRAY[r.key::text], ARRAY[r.shadow_digest]);
             IF v_repair AND dv.state = 'open' AND dv.repairs < 3 THEN
                 UPDATE pgshadow.divergence d SET repairs = d.repairs + 1 WHERE d.divergence_id = dv.divergence_id;
@@ -723,6 +726,20 @@ BEGIN
                                ELSE '' END, '');
         IF diverged > 0 OR repaired > 0 OR unrepaired > 0 THEN
             PERFORM pgshadow._verify_recount(v_tid);
+        END IF;
+        -- A row missing in the shadow, or there in excess, means the
+        -- maintained counts (backfill's count plus apply's deltas) may be
+        -- off: whether they included that row is not known. The shadow is
+        -- counted again now, under the sync lock (no apply between the count
+        -- and the write of it), before the repair is applied: apply's delta
+        -- for the repair then lands on a true count.
+        IF v_count_again AND t.shadow_rows IS NOT NULL THEN
+            PERFORM pgshadow._sync_lock(p_migration_id);
+            SELECT x[1]::bigint INTO v_n FROM pgshadow._sync_run(vs.owner, (pgshadow._sync_statements(v_tid)).count_shadow_sql) x;
+            UPDATE pgshadow.tables x
+            SET shadow_rows = v_n, synced_rows = v_n, counted_at = clock_timestamp(),
+                primary_rows = pgshadow._sync_primary_rows(v_tid, vs.owner, (pgshadow._sync_statements(v_tid)).qcount_sql, v_n)
+            WHERE x.table_id = v_tid;
         END IF;
         RETURN NEXT;
     END LOOP;

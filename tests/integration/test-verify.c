@@ -195,6 +195,12 @@ static void test_finds_reports_repairs(void **state)
     assert_true(itest_daemon_log_count(&d, 0, "verify: pass", "finished: verified 5000 rows") >= 2);
     itest_expect_sql(t->c, "SELECT test_diff('items')", "0");
     itest_expect_sql(t->c, "SELECT count(*) FROM items_shadow WHERE _shadow_sync_status <> 'synced'", "0");
+    /* the maintained counts survived a row deleted and one added behind
+     * their back (counted again when those were found) */
+    itest_expect_sql(t->c,
+                     "SELECT primary_count || '/' || shadow_count || ' ' || count_source "
+                     "FROM shadow_migration_dashboard WHERE table_name = 'items'",
+                     "5000/5000 exact");
     ctl_verify(cfg, 0, "0 diverged", &r);
     itest_run_free(&r);
 
