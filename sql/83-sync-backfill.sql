@@ -82,6 +82,34 @@ BEGIN
 END
 $fn$;
 
+-- The end of the next chunk of a range (p_from, p_hi] (NULL: open) of
+-- table p_table_id: the p_rows-th key after p_from (p_bound_sql, its
+-- bf_bound_sql, run as p_owner), or p_hi when that comes first or the range
+-- has fewer keys left; NULL: to the table's end. The backfill's claims and
+-- verify's chunks.
+CREATE OR REPLACE FUNCTION pgshadow._sync_chunk_bound(p_table_id integer, p_owner oid, p_bound_sql text,
+                                                      p_from text[], p_hi text[], p_rows integer)
+RETURNS text[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_bound text[];
+    v_le    boolean;
+BEGIN
+    SELECT x INTO v_bound FROM pgshadow._sync_run(p_owner, p_bound_sql, p_from, ARRAY[p_rows::text]) x;
+    IF p_hi IS NOT NULL THEN
+        IF v_bound IS NOT NULL THEN
+            EXECUTE (pgshadow._sync_chunk_sql(p_table_id)).key_le_sql INTO v_le USING v_bound, p_hi;
+        END IF;
+        IF v_bound IS NULL OR NOT v_le THEN
+            v_bound := p_hi;
+        END IF;
+    END IF;
+    RETURN v_bound;
+END
+$fn$;
+
 -- The first step of table p_table_id's copy (the caller holds the sync
 -- lock): the estimate, the reconcile decision (a shadow that already holds
 -- rows is reconciled, or emptied when no reads are routed to it), and the
@@ -298,7 +326,6 @@ DECLARE
     st      record;
     v_from  text[];
     v_bound text[];
-    v_le    boolean;
 BEGIN
     IF p_rows IS NULL OR p_rows < 1 THEN
         RAISE EXCEPTION 'pgshadow: backfill chunk must be positive, not %', p_rows
@@ -327,15 +354,7 @@ BEGIN
     END IF;
     SELECT * INTO st FROM pgshadow._sync_statements(b.table_id);
     v_from := coalesce(b.cursor, b.lo);
-    SELECT x INTO v_bound FROM pgshadow._sync_run(st.owner, st.bf_bound_sql, v_from, ARRAY[p_rows::text]) x;
-    IF b.hi IS NOT NULL THEN
-        IF v_bound IS NOT NULL THEN
-            EXECUTE (pgshadow._sync_chunk_sql(b.table_id)).key_le_sql INTO v_le USING v_bound, b.hi;
-        END IF;
-        IF v_bound IS NULL OR NOT v_le THEN
-            v_bound := b.hi;
-        END IF;
-    END IF;
+    v_bound := pgshadow._sync_chunk_bound(b.table_id, st.owner, st.bf_bound_sql, v_from, b.hi, p_rows);
     UPDATE pgshadow.backfill_ranges x
     SET inflight = true, inflight_lo = v_from, inflight_hi = v_bound, inflight_pid = pg_backend_pid(),
         claimed_at = clock_timestamp()
@@ -509,6 +528,7 @@ $fn$;
 
 -- Privileges
 REVOKE ALL ON FUNCTION pgshadow._sync_cut_keys(integer, oid, integer, bigint),
+                       pgshadow._sync_chunk_bound(integer, oid, text, text[], text[], integer),
                        pgshadow._backfill_begin(integer, integer),
                        pgshadow._backfill_finish(integer),
                        pgshadow._backfill_copy(integer, text[], text[]),

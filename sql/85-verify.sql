@@ -466,7 +466,6 @@ DECLARE
     vs      record;
     v_from  text[];
     v_bound text[];
-    v_le    boolean;
     v_dig   text[];
     v_n     bigint;
     v_sus   integer := 0;
@@ -506,15 +505,7 @@ BEGIN
     PERFORM pgshadow._owner_fn(vs.owner);   -- its read_ twin exists before the STABLE reads below
 
     v_from := coalesce(g.cursor, g.lo);
-    SELECT x INTO v_bound FROM pgshadow._sync_run(vs.owner, vs.bound_sql, v_from, ARRAY[p_rows::text]) x;
-    IF g.hi IS NOT NULL THEN
-        IF v_bound IS NOT NULL THEN
-            EXECUTE (pgshadow._sync_chunk_sql(g.table_id)).key_le_sql INTO v_le USING v_bound, g.hi;
-        END IF;
-        IF v_bound IS NULL OR NOT v_le THEN
-            v_bound := g.hi;
-        END IF;
-    END IF;
+    v_bound := pgshadow._sync_chunk_bound(g.table_id, vs.owner, vs.bound_sql, v_from, g.hi, p_rows);
     SELECT x INTO v_dig FROM pgshadow._sync_read(vs.owner, vs.digest_sql, v_from, v_bound) x;
     v_n := split_part(v_dig[1], ':', 1)::bigint;
     differs := v_dig[1] IS DISTINCT FROM v_dig[2];

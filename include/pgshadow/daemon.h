@@ -150,6 +150,11 @@ ps_pgconn *ps_daemon_main_conn(ps_daemon *d);
  * monitor module polls the dashboard on it, the sampler samples on it
  * (verify has connections of its own). NULL before run. */
 ps_pgconn *ps_daemon_work_conn(ps_daemon *d);
+/* A connection of a module's own (a worker pool's): named name ("verify1"),
+ * to the config's conninfo as it is now, with the daemon's connection
+ * defaults, started (it connects in the background: cbs->on_up). NULL when
+ * it cannot be created (logged). The module frees it (ps_pgconn_free). */
+ps_pgconn *ps_daemon_open_conn(ps_daemon *d, const char *name, const ps_pgconn_callbacks *cbs, void *arg);
 /* The command queue (control.h): the control module sets it in its create
  * hook; a module later in the table registers the commands it carries out
  * (ps_control_register) in its own create hook. NULL without the module. */

@@ -130,24 +130,47 @@ static void json_field(ps_ctl_buf *b, const char *key, const char *value)
     ps_ctl_json_string(b, value);
 }
 
-int ps_ctl_cmd_quarantine(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
+/* The options of every command that goes through the queue, with the
+ * command's own (extra, NULL-terminated, at most 4), its operands and its
+ * arity checked: --reason TEXT, --timeout D (default 10 s), --queue. */
+typedef struct queued_opts {
+    const char *reason, *timeout_text;
+    bool queue;
+    int64_t timeout_ms;
+} queued_opts;
+
+static int parse_queued(const ps_ctl_command *cmd, int argc, char **argv, const ps_ctl_option *extra,
+                        queued_opts *q, const char **pos, int *npos)
 {
-    const char *reason = NULL, *timeout_text = NULL;
-    bool queue = false;
-    const char *pos[2];
-    int npos;
-    const ps_ctl_option opts[] = {{"--reason", NULL, &reason},
-                                  {"--timeout", NULL, &timeout_text},
-                                  {"--queue", &queue, NULL},
-                                  {NULL, NULL, NULL}};
-    int rc = ps_ctl_args(cmd, argc, argv, opts, pos, &npos);
+    ps_ctl_option opts[8];
+    size_t n = 0;
+    for (; extra && extra[n].name && n < 4; n++)
+        opts[n] = extra[n];
+    opts[n++] = (ps_ctl_option){"--reason", NULL, &q->reason};
+    opts[n++] = (ps_ctl_option){"--timeout", NULL, &q->timeout_text};
+    opts[n++] = (ps_ctl_option){"--queue", &q->queue, NULL};
+    opts[n] = (ps_ctl_option){NULL, NULL, NULL};
+    int rc = ps_ctl_args(cmd, argc, argv, opts, pos, npos);
     if (rc != PS_CTL_EXIT_OK)
         return rc;
-    int64_t timeout_ms = 10000;
+    q->timeout_ms = 10000;
     const char *why = NULL;
-    if (timeout_text && ps_duration_parse(timeout_text, &timeout_ms, &why) != 0)
-        return ps_ctl_usage_error("quarantine: --timeout needs a duration such as 10s, got '%s'", timeout_text);
-    if ((rc = ps_ctl_arity(cmd, npos)) != PS_CTL_EXIT_OK)
+    if (q->timeout_text && ps_duration_parse(q->timeout_text, &q->timeout_ms, &why) != 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s: --timeout needs a duration such as 10s, got '%s'", cmd->name,
+                 q->timeout_text);
+        return ps_ctl_usage_error("%s", msg);
+    }
+    return ps_ctl_arity(cmd, *npos);
+}
+
+int ps_ctl_cmd_quarantine(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
+{
+    queued_opts q = {0};
+    const char *pos[2];
+    int npos;
+    int rc = parse_queued(cmd, argc, argv, NULL, &q, pos, &npos);
+    if (rc != PS_CTL_EXIT_OK)
         return rc;
     if (strcmp(pos[0], "retry") != 0)
         return ps_ctl_usage_error("quarantine: '%s': this release has 'quarantine retry ID|all' only", pos[0]);
@@ -166,11 +189,11 @@ int ps_ctl_cmd_quarantine(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char
         }
         ps_ctl_buf_printf(&args, "\"id\": %lld", n);
     }
-    if (reason)
-        json_field(&args, "reason", reason);
+    if (q.reason)
+        json_field(&args, "reason", q.reason);
     ps_ctl_buf_puts(&args, "}");
     char *json = ps_ctl_buf_steal(&args);
-    rc = ps_ctl_send_command(ctl, "quarantine retry", "quarantine-retry", json, timeout_ms, queue, NULL);
+    rc = ps_ctl_send_command(ctl, "quarantine retry", "quarantine-retry", json, q.timeout_ms, q.queue, NULL);
     free(json);
     return rc;
 }
@@ -217,36 +240,26 @@ static int wait_pass(ps_ctl *ctl, int64_t id)
 
 int ps_ctl_cmd_verify(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
 {
-    const char *reason = NULL, *timeout_text = NULL;
-    bool queue = false, wait = false;
+    queued_opts q = {0};
+    bool wait = false;
     const char *pos[1];
     int npos;
-    const ps_ctl_option opts[] = {{"--wait", &wait, NULL},
-                                  {"--reason", NULL, &reason},
-                                  {"--timeout", NULL, &timeout_text},
-                                  {"--queue", &queue, NULL},
-                                  {NULL, NULL, NULL}};
-    int rc = ps_ctl_args(cmd, argc, argv, opts, pos, &npos);
+    const ps_ctl_option extra[] = {{"--wait", &wait, NULL}, {NULL, NULL, NULL}};
+    int rc = parse_queued(cmd, argc, argv, extra, &q, pos, &npos);
     if (rc != PS_CTL_EXIT_OK)
         return rc;
-    int64_t timeout_ms = 10000;
-    const char *why = NULL;
-    if (timeout_text && ps_duration_parse(timeout_text, &timeout_ms, &why) != 0)
-        return ps_ctl_usage_error("verify: --timeout needs a duration such as 10s, got '%s'", timeout_text);
-    if ((rc = ps_ctl_arity(cmd, npos)) != PS_CTL_EXIT_OK)
-        return rc;
-    if (wait && queue)
+    if (wait && q.queue)
         return ps_ctl_usage_error("verify: %s and --queue do not go together", "--wait");
     ps_ctl_buf args = {0};
     ps_ctl_buf_puts(&args, "{");
     if (npos == 1)
         json_field(&args, "table", pos[0]);
-    if (reason)
-        json_field(&args, "reason", reason);
+    if (q.reason)
+        json_field(&args, "reason", q.reason);
     ps_ctl_buf_puts(&args, "}");
     char *json = ps_ctl_buf_steal(&args);
     int64_t id = 0;
-    rc = ps_ctl_send_command(ctl, "verify", "verify", json, timeout_ms, queue, &id);
+    rc = ps_ctl_send_command(ctl, "verify", "verify", json, q.timeout_ms, q.queue, &id);
     free(json);
     if (rc != PS_CTL_EXIT_OK || !wait)
         return rc;

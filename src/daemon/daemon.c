@@ -620,6 +620,21 @@ ps_pgconn *ps_daemon_main_conn(ps_daemon *d)
     return d->main;
 }
 
+ps_pgconn *ps_daemon_open_conn(ps_daemon *d, const char *name, const ps_pgconn_callbacks *cbs, void *arg)
+{
+    ps_pgconn_options o;
+    ps_pgconn_options_init(&o);
+    o.name = name;
+    o.conninfo = d->cfg->database.conninfo;
+    ps_pgconn *c = ps_pgconn_new(d->base, &o, cbs, arg);
+    if (!c || ps_pgconn_start(c) < 0) {
+        ps_log_error("cannot open the database connection %s", name);
+        ps_pgconn_free(c);
+        return NULL;
+    }
+    return c;
+}
+
 ps_pgconn *ps_daemon_work_conn(ps_daemon *d)
 {
     return d->work;

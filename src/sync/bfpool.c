@@ -271,18 +271,11 @@ static void conn_down(ps_pgconn *c, const char *reason, void *arg)
 static bool open_worker(worker *w)
 {
     static const ps_pgconn_callbacks cbs = {.on_up = conn_up, .on_down = conn_down};
-    ps_pgconn_options o;
-    ps_pgconn_options_init(&o);
     char name[24];
     snprintf(name, sizeof name, "backfill%d", w->no);
-    o.name = name;
-    o.conninfo = ps_daemon_config(w->pool->d)->database.conninfo;
-    w->c = ps_pgconn_new(ps_daemon_base(w->pool->d), &o, &cbs, w);
-    if (!w->c || ps_pgconn_start(w->c) < 0) {
-        ps_log_error("sync: backfill worker %d: cannot open a connection", w->no);
-        close_worker(w);
+    w->c = ps_daemon_open_conn(w->pool->d, name, &cbs, w);
+    if (!w->c)
         return false;
-    }
     w->st = W_IDLE;
     return true;
 }

@@ -305,19 +305,10 @@ static void conn_down(ps_pgconn *c, const char *reason, void *arg)
 static bool open_worker(worker *w)
 {
     static const ps_pgconn_callbacks cbs = {.on_up = conn_up, .on_down = conn_down};
-    ps_pgconn_options o;
-    ps_pgconn_options_init(&o);
     char name[24];
     snprintf(name, sizeof name, "verify%d", w->no);
-    o.name = name;
-    o.conninfo = ps_daemon_config(w->v->d)->database.conninfo;
-    w->c = ps_pgconn_new(ps_daemon_base(w->v->d), &o, &cbs, w);
-    if (!w->c || ps_pgconn_start(w->c) < 0) {
-        ps_log_error("verify: worker %d: cannot open a connection", w->no);
-        close_worker(w);
-        return false;
-    }
-    return true;
+    w->c = ps_daemon_open_conn(w->v->d, name, &cbs, w);
+    return w->c != NULL;
 }
 
 /* Whatever worker w should do next, now. */
