@@ -127,12 +127,20 @@ CREATE TABLE IF NOT EXISTS pgshadow.divergence (
 -- Statement texts
 -- ---------------------------------------------------------------------------
 
--- The row digest of a row as verify sees it: hash_record_extended over the
--- row's binary image (record_send), a 64-bit value. For the primary (alias
--- p) the mapped columns cast to the shadow's column types, for the shadow
--- (alias s) its own columns, in column_map order. A type without a binary
--- output function is hashed by its text (C collation) instead. About five
--- times cheaper than the canonical sha256 of the row's text (docs/verify.md).
+-- The row digest of a row as verify sees it: hash_record_extended, a
+-- 64-bit value, over the row's columns in column_map order: for the primary
+-- (alias p) the mapped columns cast to the shadow's column types, for the
+-- shadow (alias s) its own columns. A column is hashed as itself when its
+-- type's hash is exact (equal hashes input only for identical values:
+-- integers, oid, bool, date, time, timestamps, uuid, bytea; text and
+-- varchar in the C collation, which hashes their bytes, whatever collation
+-- either side's column has); every other column (numeric,
+-- floats, jsonb, intervals, citext, char(n), arrays, domains, ...) through
+-- its binary image (record_send, one bytea for all of them), so that values
+-- its type's equality calls equal but that differ (1.0 and 1.00, -0 and 0,
+-- 'A' and 'a' in citext) differ here. A type without a binary output
+-- function is hashed by its text, in the C collation. Several times cheaper
+-- than the canonical sha256 of the row's text (docs/verify.md).
 CREATE OR REPLACE FUNCTION pgshadow._verify_digest(p_srel regclass, p_map jsonb, p_primary boolean)
 RETURNS text
 LANGUAGE sql STABLE
@@ -141,17 +149,27 @@ AS $fn$
     WITH c AS (
         SELECT o, CASE WHEN p_primary THEN format('(%s)::%s', m ->> 'expr', format_type(a.atttypid, a.atttypmod))
                        ELSE format('s.%I', m ->> 'shadow') END AS v,
-               ty.typsend <> 0 AS snd
+               CASE WHEN a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'oid'::regtype,
+                                        'bool'::regtype, 'date'::regtype, 'time'::regtype, 'timestamp'::regtype,
+                                        'timestamptz'::regtype, 'uuid'::regtype, 'bytea'::regtype)
+                    THEN 'exact'
+                    WHEN a.atttypid IN ('text'::regtype, 'varchar'::regtype) THEN 'exact text'
+                    WHEN ty.typsend <> 0 THEN 'send'
+                    ELSE 'text' END AS how
         FROM jsonb_array_elements(p_map) WITH ORDINALITY AS x(m, o)
         JOIN pg_attribute a ON a.attrelid = p_srel AND a.attname = m ->> 'shadow' AND a.attnum > 0
                            AND NOT a.attisdropped
         JOIN pg_type ty ON ty.oid = a.atttypid
     )
-    SELECT format('hash_record_extended(ROW(%s%s), 0)',
-                  coalesce('record_send(ROW(' || string_agg(c.v, ', ' ORDER BY o) FILTER (WHERE c.snd) || '))',
-                           '''''::bytea'),
-                  coalesce(string_agg(format(', ((%s)::text COLLATE "C")', c.v), '' ORDER BY o)
-                           FILTER (WHERE NOT c.snd), ''))
+    SELECT format('hash_record_extended(ROW(%s), 0)',
+                  concat_ws(', ',
+                            string_agg(CASE WHEN c.how = 'exact' THEN c.v ELSE format('(%s COLLATE "C")', c.v) END,
+                                       ', ' ORDER BY o) FILTER (WHERE c.how LIKE 'exact%'),
+                            'record_send(ROW(' || string_agg(c.v, ', ' ORDER BY o) FILTER (WHERE c.how = 'send') || '))',
+                            string_agg(format('((%s)::text COLLATE "C")', c.v), ', ' ORDER BY o)
+                                FILTER (WHERE c.how = 'text'),
+                            -- a row of one type only still hashes a constant with it
+                            '0'))
     FROM c
 $fn$;
 
