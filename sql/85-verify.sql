@@ -178,18 +178,16 @@ $fn$;
 -- return is {reason, the shadow row's digest (NULL: none), encoded key}
 -- for a key whose two sides differ; reason is value_differs,
 -- missing_in_shadow or extra_in_shadow.
---   digest_sql ($1 lo, $2 hi) the next chunk: the first %ROWS% primary rows
---              of (lo, hi] (%ROWS%: a positive integer the caller puts in
---              the text) and the shadow's rows over the same keys, read
---              once: {primary "count:sum", shadow "count:sum", the chunk's
---              last key when it has %ROWS% rows (NULL: it ends at hi)}
+--   bound_sql  ($1 cursor, $2 {n}) the n-th key after the cursor (backfill's)
+--   digest_sql ($1 lo, $2 hi) {primary "count:sum", shadow "count:sum"} of (lo, hi]
 --   diff_sql   ($1 lo, $2 hi) the differing keys of (lo, hi]
 --   check_sql  ($1 encoded keys) the differing keys among them
 --   mark_sql   ($1 encoded keys, $2 their shadow digests) sets
 --              _shadow_sync_status = 'diverged' on those shadow rows still
 --              as they were seen -> {rows}
 CREATE OR REPLACE FUNCTION pgshadow._verify_sql(p_table_id integer,
-    OUT owner oid, OUT digest_sql text, OUT diff_sql text, OUT check_sql text, OUT mark_sql text)
+    OUT owner oid, OUT bound_sql text, OUT digest_sql text, OUT diff_sql text, OUT check_sql text,
+    OUT mark_sql text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -204,13 +202,13 @@ DECLARE
     v_pl     text[]; v_sl text[]; v_cur text[]; v_bnd text[];
     v_gt     text[]; v_lt text[]; v_le text[]; v_eq text[]; v_ns text[];
     v_prange text; v_srange text; v_reason text;
-    v_pcols  text; v_desc text; v_last text[];
 BEGIN
     SELECT * INTO STRICT t FROM pgshadow.tables WHERE table_id = p_table_id;
     -- (refuses a table or shadow gone, or owned by two roles; the column
     -- map with the shadow's types as they are now)
     SELECT * INTO st FROM pgshadow._sync_statements(p_table_id);
     owner := st.owner;
+    bound_sql := st.bf_bound_sql;
     v_prel := to_regclass(format('%I.%I', t.schema_name, t.table_name));
     v_srel := to_regclass(format('%I.%I', t.schema_name, t.shadow_name));
     v_pdig := pgshadow._verify_digest(v_srel, st.column_map, true);
@@ -229,12 +227,9 @@ BEGIN
            array_agg(format('($1[%s])::%s%s', ks.o, ks.typ, ks.coll) ORDER BY ks.o),
            array_agg(format('($2[%s])::%s%s', ks.o, ks.typ, ks.coll) ORDER BY ks.o),
            array_agg(ks.gt ORDER BY ks.o), array_agg(ks.lt ORDER BY ks.o), array_agg(ks.le ORDER BY ks.o),
-           array_agg(ks.eq ORDER BY ks.o), array_agg(ks.ns ORDER BY ks.o),
-           string_agg(format('p.%I', ks.col), ', ' ORDER BY ks.o),
-           string_agg(format('c.k%s DESC', ks.o), ', ' ORDER BY ks.o),
-           array_agg(format('(SELECT l.k%s FROM l)', ks.o) ORDER BY ks.o)
+           array_agg(ks.eq ORDER BY ks.o), array_agg(ks.ns ORDER BY ks.o)
     INTO v_pk, v_sk, v_penc, v_senc, v_on, v_bk, v_pjoin, v_sjoin, v_pl, v_sl, v_cur, v_bnd,
-         v_gt, v_lt, v_le, v_eq, v_ns, v_pcols, v_desc, v_last
+         v_gt, v_lt, v_le, v_eq, v_ns
     FROM pgshadow._key_spec(v_prel, t.key_columns) ks;
     v_prange := format('($1 IS NULL OR %s) AND ($2 IS NULL OR %s)',
                        pgshadow._sync_cmp(v_pl, v_cur, v_gt, v_gt, v_eq, v_ns),
@@ -245,24 +240,9 @@ BEGIN
     v_reason := 'CASE WHEN p.h IS NULL THEN ''extra_in_shadow'' WHEN s.h IS NULL THEN ''missing_in_shadow'' '
                 'ELSE ''value_differs'' END';
 
-    -- The primary's chunk is read once (its rows in key order, digested as
-    -- they come; its last key, l, is where the shadow's side ends), rather
-    -- than once for the bound and again for the digest. The shadow side is
-    -- the chunk's key range: up to l when the chunk is full, else up to hi.
-    digest_sql := format('WITH c AS MATERIALIZED (SELECT %s, %s AS enc, %s AS h FROM %s AS p WHERE %s '
-                         'ORDER BY %s LIMIT %%ROWS%%), '
-                         'e AS (SELECT count(*) AS n, coalesce(sum(c.h), 0) AS h FROM c), '
-                         'l AS (SELECT * FROM c ORDER BY %s LIMIT 1) '
-                         'SELECT ARRAY[e.n::text || '':'' || e.h::text, '
-                         'CASE WHEN e.n >= %%ROWS%% '
-                         'THEN (SELECT count(*)::text || '':'' || coalesce(sum(%s), 0)::text FROM %s AS s '
-                         'WHERE ($1 IS NULL OR %s) AND %s) '
-                         'ELSE (SELECT count(*)::text || '':'' || coalesce(sum(%s), 0)::text FROM %s AS s WHERE %s) END, '
-                         'CASE WHEN e.n >= %%ROWS%% THEN (SELECT l.enc FROM l) END] FROM e',
-                         v_pk, v_penc, v_pdig, v_prel, v_prange, v_pcols, v_desc,
-                         v_sdig, v_srel, pgshadow._sync_cmp(v_sl, v_cur, v_gt, v_gt, v_eq, v_ns),
-                         pgshadow._sync_cmp(v_sl, v_last, v_lt, v_le, v_eq, v_ns),
-                         v_sdig, v_srel, v_srange);
+    digest_sql := format('SELECT ARRAY[(SELECT count(*)::text || '':'' || coalesce(sum(%s), 0)::text FROM %s AS p WHERE %s), '
+                         '(SELECT count(*)::text || '':'' || coalesce(sum(%s), 0)::text FROM %s AS s WHERE %s)]',
+                         v_pdig, v_prel, v_prange, v_sdig, v_srel, v_srange);
     diff_sql := format('SELECT ARRAY[%s, s.h::text, coalesce(p.enc, s.enc)] '
                        'FROM (SELECT %s, %s AS enc, %s AS h FROM %s AS p WHERE %s) p '
                        'FULL JOIN (SELECT %s, %s AS enc, %s AS h FROM %s AS s WHERE %s) s ON %s '
@@ -543,10 +523,8 @@ BEGIN
     PERFORM pgshadow._owner_fn(vs.owner);   -- its read_ twin exists before the STABLE reads below
 
     v_from := coalesce(g.cursor, g.lo);
-    -- (p_rows is a positive integer: checked above)
-    SELECT x INTO v_dig FROM pgshadow._sync_read(vs.owner, replace(vs.digest_sql, '%ROWS%', p_rows::text),
-                                                 v_from, g.hi) x;
-    v_bound := coalesce(v_dig[3]::text[], g.hi);
+    v_bound := pgshadow._sync_chunk_bound(g.table_id, vs.owner, vs.bound_sql, v_from, g.hi, p_rows);
+    SELECT x INTO v_dig FROM pgshadow._sync_read(vs.owner, vs.digest_sql, v_from, v_bound) x;
     v_n := split_part(v_dig[1], ':', 1)::bigint;
     differs := v_dig[1] IS DISTINCT FROM v_dig[2];
     IF differs THEN
@@ -819,8 +797,7 @@ BEGIN
     END IF;
     SELECT * INTO vs FROM pgshadow._verify_sql(t.table_id);
     PERFORM pgshadow._owner_fn(vs.owner);
-    SELECT x INTO v_d FROM pgshadow._sync_read(vs.owner, replace(vs.digest_sql, '%ROWS%', '9223372036854775807'),
-                                               NULL, NULL) x;
+    SELECT x INTO v_d FROM pgshadow._sync_read(vs.owner, vs.digest_sql, NULL, NULL) x;
     RETURN QUERY
     SELECT t.table_name, split_part(v_d[1], ':', 1)::bigint, split_part(v_d[2], ':', 1)::bigint,
            count(*) FILTER (WHERE d.reason = 'missing_in_shadow' AND NOT d.pending AND NOT d.quarantined),
