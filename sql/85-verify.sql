@@ -387,6 +387,9 @@ BEGIN
         FROM generate_series(1, cardinality(v_keys) + 1) o;
     END LOOP;
     UPDATE pgshadow.verify_passes v SET skipped = v_skip WHERE v.pass_id = v_pass;
+    -- the daemon's idle verify workers start at this commit, not at their
+    -- next look (payload 'verify': the command queue ignores it)
+    PERFORM pg_notify('pgshadow_control', 'verify');
     INSERT INTO pgshadow.events (migration_id, table_name, who, what, why, after)
     VALUES (p_migration_id, p_table, 'pgshadowd', 'verify_started',
             CASE WHEN p_who = 'interval' THEN 'verify.interval' ELSE 'pgshadowctl verify by ' || p_who END,
@@ -466,10 +469,10 @@ $fn$;
 -- are queued for a second look (those with a change pending as well,
 -- those quarantined not: the quarantine reports them). No row when no
 -- pass is open or none of its ranges is free; pass_done when this call
--- finished the pass.
+-- finished the pass; writes when apply wrote in the last 2 s.
 CREATE OR REPLACE FUNCTION pgshadow.verify_step(p_migration_id text, p_rows integer)
 RETURNS TABLE (pass_id bigint, table_name text, checked bigint, differs boolean, suspects integer,
-               pass_done boolean, summary text)
+               pass_done boolean, summary text, writes boolean)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres'
@@ -505,7 +508,7 @@ BEGIN
     IF g.pass_id IS NULL THEN
         IF pgshadow._verify_finish(v_pass) THEN
             RETURN QUERY SELECT v_pass, NULL::text, 0::bigint, false, 0, true,
-                                (SELECT v.summary FROM pgshadow.verify_passes v WHERE v.pass_id = v_pass);
+                                (SELECT v.summary FROM pgshadow.verify_passes v WHERE v.pass_id = v_pass), false;
         END IF;
         RETURN;
     END IF;
@@ -516,7 +519,7 @@ BEGIN
         WHERE r.pass_id = v_pass AND r.table_id = g.table_id;
         UPDATE pgshadow.verify_passes v SET skipped = v.skipped || t.table_name
         WHERE v.pass_id = v_pass AND NOT t.table_name = ANY (v.skipped);
-        RETURN QUERY SELECT v_pass, t.table_name, 0::bigint, false, 0, false, NULL::text;
+        RETURN QUERY SELECT v_pass, t.table_name, 0::bigint, false, 0, false, NULL::text, false;
         RETURN;
     END IF;
     SELECT * INTO vs FROM pgshadow._verify_sql(g.table_id);
@@ -541,9 +544,13 @@ BEGIN
         chunks_differ = r.chunks_differ + differs::integer, suspects = r.suspects + v_sus
     WHERE r.pass_id = g.pass_id AND r.table_id = g.table_id AND r.range_no = g.range_no;
     pass_done := v_done AND pgshadow._verify_finish(v_pass);
+    -- applications are writing (apply wrote in the last 2 s): the daemon
+    -- paces its workers so verification leaves cores to them
     RETURN QUERY SELECT v_pass, t.table_name, v_n, differs, v_sus, pass_done,
                         CASE WHEN pass_done THEN (SELECT v.summary FROM pgshadow.verify_passes v
-                                                  WHERE v.pass_id = v_pass) END;
+                                                  WHERE v.pass_id = v_pass) END,
+                        EXISTS (SELECT 1 FROM pgshadow.tables x WHERE x.migration_id = p_migration_id
+                                AND x.last_applied_at > clock_timestamp() - interval '2 seconds');
 END
 $fn$;
 

@@ -28,6 +28,7 @@
 #define PS_VERIFY_START_CHECK_MS 5000 /* how often worker 1 asks for the timer's pass */
 #define PS_VERIFY_ERROR_RETRY_MS 1000 /* a failed query: this worker waits */
 #define PS_VERIFY_RECHECK_KEYS 500    /* queued keys one recheck call looks at */
+#define PS_VERIFY_MAX_PAUSE_MS 5000   /* the longest rest between two chunks */
 
 /* What a worker sends next. */
 typedef enum {
@@ -52,6 +53,12 @@ typedef struct ps_verify_input {
 /* The next action: configure first (worker 1), the timer's pass when due
  * (worker 1), then chunks while there are chunks, then due keys, then idle. */
 ps_verify_action ps_verify_next(const ps_verify_input *in);
+
+/* How long a worker rests after a chunk that took chunk_ms: nothing while
+ * the tables are quiet; while applications write (apply wrote in the last
+ * 2 s), as long as the chunk took, so each worker uses at most about half a
+ * core and verification leaves the rest to the writers. */
+int64_t ps_verify_pause_ms(int64_t chunk_ms, bool writes);
 
 /* The daemon module (listed after the sync engine in src/pgshadowd.c). */
 extern const ps_daemon_module ps_verify_module;

@@ -28,3 +28,10 @@ ps_verify_action ps_verify_next(const ps_verify_input *in)
         return PS_VERIFY_STEP;
     }
 }
+
+int64_t ps_verify_pause_ms(int64_t chunk_ms, bool writes)
+{
+    if (!writes || chunk_ms <= 0)
+        return 0;
+    return chunk_ms > PS_VERIFY_MAX_PAUSE_MS ? PS_VERIFY_MAX_PAUSE_MS : chunk_ms;
+}

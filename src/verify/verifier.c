@@ -43,7 +43,7 @@ static const char SQL_CONFIGURE[] = "SELECT pgshadow.verify_configure($1, $2::bo
 static const char SQL_START[] =
     "SELECT pgshadow.verify_start($1, NULL, $2::integer, NULL, make_interval(secs => $3::float8 / 1000))";
 static const char SQL_STEP[] =
-    "SELECT pass_id, table_name, checked, differs, suspects, pass_done, summary "
+    "SELECT pass_id, table_name, checked, differs, suspects, pass_done, summary, writes "
     "FROM pgshadow.verify_step($1, $2::integer)";
 static const char SQL_RECHECK[] =
     "SELECT table_name, checked, cleared, pending, diverged, repaired, unrepaired, keys "
@@ -73,7 +73,7 @@ typedef struct table_ctl {
 } table_ctl;
 
 typedef struct ps_verify_stats {
-    uint64_t chunks, rows, chunks_differ, suspects, passes, diverged, repaired, unrepaired, errors;
+    uint64_t chunks, rows, chunks_differ, suspects, passes, diverged, repaired, unrepaired, errors, paused_ms;
 } ps_verify_stats;
 
 struct ps_verifier {
@@ -187,6 +187,7 @@ static void on_step(ps_pgconn *c, const PGresult *res, void *arg)
         return;
     w->last = PS_VERIFY_STEP;
     w->last_found_work = PQntuples(res) == 1 && !PQgetisnull(res, 0, 1);
+    int64_t pause = 0;
     if (PQntuples(res) == 1) {
         int64_t pass = num(res, 0, 0);
         if (pass != v->pass_id) {
@@ -201,7 +202,9 @@ static void on_step(ps_pgconn *c, const PGresult *res, void *arg)
             v->stats.rows += (uint64_t)checked;
             v->stats.chunks_differ += differs;
             v->stats.suspects += (uint64_t)suspects;
-            ps_chunk_ctl_record(ctl_for(v, table), w->rows, ps_clock_ms() - w->started_ms);
+            int64_t took = ps_clock_ms() - w->started_ms;
+            ps_chunk_ctl_record(ctl_for(v, table), w->rows, took);
+            pause = ps_verify_pause_ms(took, strcmp(PQgetvalue(res, 0, 7), "t") == 0);
             snprintf(w->table, sizeof w->table, "%s", table);
             wake_parked(v); /* a pass with chunks: every worker digests */
             if (differs)
@@ -214,6 +217,11 @@ static void on_step(ps_pgconn *c, const PGresult *res, void *arg)
                      PQgetvalue(res, 0, 6));
             ps_log_notice("verify: %s", v->last_summary);
         }
+    }
+    if (pause > 0) {
+        v->stats.paused_ms += (uint64_t)pause;
+        wait_then(w, pause); /* then the next chunk (last is STEP, work found) */
+        return;
     }
     kick(w);
 }
@@ -458,11 +466,23 @@ static int verify_command(const ps_control_cmd *cmd, ps_control_action *act, cha
     act->params[3] = v->cmd_id;
     act->params[4] = v->cmd_who;
     act->format = verify_result;
-    wake_idle(v); /* the pass exists once this commits: an idle worker that looks too early finds it one idle round later */
-    return 0;
+    return 0; /* verify_start's NOTIFY wakes the workers once this commits */
 }
 
 /* ---- module hooks ---- */
+
+/* verify_start NOTIFYs pgshadow_control with 'verify' when it opens a pass:
+ * every worker looks now. */
+static void verify_on_notify(ps_daemon *d, const char *channel, const char *payload, void *arg)
+{
+    ps_verifier *v = arg;
+    (void)d;
+    if (!v->leader || v->stopping || strcmp(channel, PS_DAEMON_CHANNEL_CONTROL) != 0 || !payload ||
+        strcmp(payload, "verify") != 0)
+        return;
+    wake_idle(v);
+    wake_parked(v);
+}
 
 static void verify_on_leader(ps_daemon *d, bool leader, void *arg)
 {
@@ -535,6 +555,8 @@ static void verify_collect(ps_daemon *d, const ps_metric_sink *sink, void *arg)
         {"pgshadow_verify_unrepaired_total", "diverged keys given up on after three repairs",
          offsetof(ps_verify_stats, unrepaired)},
         {"pgshadow_verify_errors_total", "failed queries of the verifier", offsetof(ps_verify_stats, errors)},
+        {"pgshadow_verify_paused_ms_total", "milliseconds verify workers rested between chunks while applications wrote",
+         offsetof(ps_verify_stats, paused_ms)},
     };
     ps_metric_counters(sink, &v->stats, counters, sizeof counters / sizeof *counters);
 }
@@ -583,6 +605,7 @@ const ps_daemon_module ps_verify_module = {
     .create = verify_create,
     .free = verify_free,
     .on_leader = verify_on_leader,
+    .on_notify = verify_on_notify,
     .on_reload = verify_on_reload,
     .on_stop = verify_on_stop,
     .status = verify_status,

@@ -90,11 +90,24 @@ static void test_no_spin(void **state)
     assert_int_equal(seq[2], PS_VERIFY_IDLE);
 }
 
+/* Resting between chunks: none while quiet, the chunk's own time while
+ * applications write (half a core a worker), never more than the cap. */
+static void test_pause(void **state)
+{
+    (void)state;
+    assert_int_equal(ps_verify_pause_ms(300, false), 0);
+    assert_int_equal(ps_verify_pause_ms(300, true), 300);
+    assert_int_equal(ps_verify_pause_ms(0, true), 0);
+    assert_int_equal(ps_verify_pause_ms(-5, true), 0);
+    assert_int_equal(ps_verify_pause_ms(PS_VERIFY_MAX_PAUSE_MS + 1, true), PS_VERIFY_MAX_PAUSE_MS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_no_spin),
+        cmocka_unit_test(test_pause),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
