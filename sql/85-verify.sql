@@ -6,6 +6,11 @@
 -- verify_step, verify_recheck (the daemon's verifier calls them);
 -- validate_shadow_consistency and validate_record_hash (people at psql).
 --
+-- Over 800 lines because it is one concern whose parts share their rules:
+-- the pass, the second look that judges the pass's suspects, the repair
+-- and the psql checks all read through the same statement texts and the
+-- same one-snapshot rule; split, each file would restate them.
+--
 -- Part of the install, run in ONE transaction in the order of
 -- sql/install.list (pgshadowctl install; docs/database.md). Idempotent:
 -- objects are created when missing or replaced in place, so running it
