@@ -17,7 +17,6 @@
 
 #include "pgshadow/daemon.h"
 
-#define PS_BFPOOL_MAX_TABLES 64     /* chunk-size controllers kept (one per table) */
 #define PS_BFPOOL_EMPTY_RETRY_MS 250 /* nothing claimable: look again after this */
 #define PS_BFPOOL_ERROR_RETRY_MS 1000 /* a failed query: this worker waits */
 

@@ -27,6 +27,7 @@
 #define PGSHADOW_CHUNK_POLICY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define PS_CHUNK_START_ROWS 1000   /* the first chunk, before any rate is known */
@@ -84,5 +85,22 @@ void ps_chunk_ctl_set_limits(ps_chunk_ctl *ctl, int64_t target_ms, int64_t max_r
  * pool's rate is about the number of busy workers times this. -1 before any
  * sample. */
 int64_t ps_chunk_ctl_rate(const ps_chunk_ctl *ctl);
+
+/* One controller per table, as a pool keeps them (the backfill's, verify's):
+ * fixed room for PS_CHUNK_TABLES tables; a table beyond that shares the last
+ * slot (its sizes are then less apt, never wrong: bounded as always). */
+#define PS_CHUNK_TABLES 64u
+typedef struct ps_chunk_ctls {
+    struct {
+        char name[128];
+        ps_chunk_ctl ctl;
+    } t[PS_CHUNK_TABLES];
+    size_t n;
+} ps_chunk_ctls;
+
+/* The controller of table `name`, created (ps_chunk_ctl_init) at first
+ * use; target_ms and max_rows are applied each time (a reload's new values
+ * take effect at the table's next chunk). */
+ps_chunk_ctl *ps_chunk_ctls_get(ps_chunk_ctls *set, const char *name, int64_t target_ms, int64_t max_rows);
 
 #endif

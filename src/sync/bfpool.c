@@ -67,37 +67,22 @@ typedef struct worker {
     int64_t rows;
 } worker;
 
-typedef struct table_ctl {
-    char name[128];
-    ps_chunk_ctl ctl;
-} table_ctl;
-
 struct ps_bfpool {
     ps_daemon *d;
     ps_bfpool_callbacks cbs;
     void *arg;
     bool running;
     worker w[MAX_WORKERS];
-    table_ctl tables[PS_BFPOOL_MAX_TABLES];
-    size_t n_tables;
+    ps_chunk_ctls ctls; /* one chunk-size controller per table */
 };
 
 static void kick(worker *w);
 
 static ps_chunk_ctl *ctl_for(ps_bfpool *p, const char *table)
 {
+    /* a reload's new target and bound take effect at the next chunk */
     const ps_config *cfg = ps_daemon_config(p->d);
-    for (size_t i = 0; i < p->n_tables; i++)
-        if (strcmp(p->tables[i].name, table) == 0) {
-            /* a reload's new target and bound take effect at the next chunk */
-            ps_chunk_ctl_set_limits(&p->tables[i].ctl, cfg->sync.chunk_target_ms,
-                                    cfg->sync.backfill_chunk);
-            return &p->tables[i].ctl;
-        }
-    size_t i = p->n_tables < PS_BFPOOL_MAX_TABLES ? p->n_tables++ : PS_BFPOOL_MAX_TABLES - 1;
-    snprintf(p->tables[i].name, sizeof p->tables[i].name, "%s", table);
-    ps_chunk_ctl_init(&p->tables[i].ctl, cfg->sync.chunk_target_ms, cfg->sync.backfill_chunk);
-    return &p->tables[i].ctl;
+    return ps_chunk_ctls_get(&p->ctls, table, cfg->sync.chunk_target_ms, cfg->sync.backfill_chunk);
 }
 
 static void retry_later(worker *w, int64_t ms)

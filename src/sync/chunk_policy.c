@@ -20,6 +20,9 @@
  */
 #include "pgshadow/chunk_policy.h"
 
+#include <stdio.h>
+#include <string.h>
+
 static int64_t clamp(int64_t x, int64_t lo, int64_t hi)
 {
     return x < lo ? lo : x > hi ? hi : x;
@@ -151,4 +154,17 @@ int64_t ps_chunk_ctl_rate(const ps_chunk_ctl *ctl)
         ms += ctl->window[i].elapsed_ms;
     }
     return rows * 1000 / ms;
+}
+
+ps_chunk_ctl *ps_chunk_ctls_get(ps_chunk_ctls *set, const char *name, int64_t target_ms, int64_t max_rows)
+{
+    for (size_t i = 0; i < set->n; i++)
+        if (strcmp(set->t[i].name, name) == 0) {
+            ps_chunk_ctl_set_limits(&set->t[i].ctl, target_ms, max_rows);
+            return &set->t[i].ctl;
+        }
+    size_t i = set->n < PS_CHUNK_TABLES ? set->n++ : PS_CHUNK_TABLES - 1;
+    snprintf(set->t[i].name, sizeof set->t[i].name, "%s", name);
+    ps_chunk_ctl_init(&set->t[i].ctl, target_ms, max_rows);
+    return &set->t[i].ctl;
 }

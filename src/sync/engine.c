@@ -50,6 +50,7 @@
 #include <libpq-fe.h>
 
 #include "pgshadow/bfpool.h"
+#include "pgshadow/chunk_policy.h"
 #include "pgshadow/duration.h"
 #include "pgshadow/leader.h"
 #include "pgshadow/log.h"
@@ -107,7 +108,7 @@ struct ps_sync {
         char name[128];
         int64_t base_rows, base_ms; /* persisted rows when this process first planned it */
         bool announced;             /* "started" / "resuming" logged */
-    } bf_seen[PS_BFPOOL_MAX_TABLES];
+    } bf_seen[PS_CHUNK_TABLES];
 
     ps_sync_stats stats;
 };
@@ -316,13 +317,13 @@ static void log_progress(ps_sync *s, int64_t now)
 }
 
 /* The slot of table's progress in bf_seen: its own, or the first free one
- * (name ""), or PS_BFPOOL_MAX_TABLES when all are taken. */
+ * (name ""), or PS_CHUNK_TABLES when all are taken. */
 static size_t bf_seen(ps_sync *s, const char *table)
 {
-    for (size_t i = 0; i < PS_BFPOOL_MAX_TABLES; i++)
+    for (size_t i = 0; i < PS_CHUNK_TABLES; i++)
         if (!s->bf_seen[i].name[0] || strcmp(s->bf_seen[i].name, table) == 0)
             return i;
-    return PS_BFPOOL_MAX_TABLES;
+    return PS_CHUNK_TABLES;
 }
 
 /* What the pool should do now: copy only on the leader, while the backfill
@@ -375,7 +376,7 @@ static void on_plan(ps_pgconn *c, const PGresult *res, void *arg)
         int64_t done = PQgetisnull(res, row, 2) ? 0 : strtoll(PQgetvalue(res, row, 2), NULL, 10);
         int64_t total = PQgetisnull(res, row, 3) ? 0 : strtoll(PQgetvalue(res, row, 3), NULL, 10);
         size_t i = bf_seen(s, table);
-        if (i < PS_BFPOOL_MAX_TABLES &&
+        if (i < PS_CHUNK_TABLES &&
             (!s->bf_seen[i].name[0] || done < s->bf_seen[i].base_rows)) {
             /* first seen by this process (what earlier runs copied is not
              * this run's rate), or copied again from the start (a resync) */
@@ -403,14 +404,14 @@ static void on_chunk(const ps_bfpool_chunk *ch, void *arg)
     int64_t now = ps_clock_ms();
     ps_log_field f[] = {{"TABLE", ch->table}, {NULL, NULL}};
     size_t i = bf_seen(s, ch->table);
-    if (i < PS_BFPOOL_MAX_TABLES && !s->bf_seen[i].name[0]) {
+    if (i < PS_CHUNK_TABLES && !s->bf_seen[i].name[0]) {
         /* not planned by this process (cannot happen: the pool runs after
          * a plan); count from this chunk */
         snprintf(s->bf_seen[i].name, sizeof s->bf_seen[i].name, "%s", ch->table);
         s->bf_seen[i].base_rows = ch->rows_done - ch->copied;
         s->bf_seen[i].base_ms = now - ch->elapsed_ms;
     }
-    if (i < PS_BFPOOL_MAX_TABLES && !s->bf_seen[i].announced) {
+    if (i < PS_CHUNK_TABLES && !s->bf_seen[i].announced) {
         s->bf_seen[i].announced = true;
         if (s->bf_seen[i].base_rows > 0)
             ps_log_fields(LOG_INFO, f, "sync: backfill %s: resuming after %lld rows (~%lld total)",
@@ -419,7 +420,7 @@ static void on_chunk(const ps_bfpool_chunk *ch, void *arg)
             ps_log_fields(LOG_INFO, f, "sync: backfill %s: started (~%lld rows)", ch->table,
                           (long long)ch->rows_total);
     }
-    if (i < PS_BFPOOL_MAX_TABLES) {
+    if (i < PS_CHUNK_TABLES) {
         s->bf_base_rows = s->bf_seen[i].base_rows;
         s->bf_base_ms = s->bf_seen[i].base_ms;
     }

@@ -37,7 +37,6 @@
 #include "pgshadow/util.h"
 
 #define MAX_WORKERS 32
-#define MAX_TABLES 64
 
 static const char SQL_CONFIGURE[] = "SELECT pgshadow.verify_configure($1, $2::boolean, $3::boolean)";
 static const char SQL_START[] =
@@ -67,11 +66,6 @@ typedef struct worker {
     int64_t started_ms;
 } worker;
 
-typedef struct table_ctl {
-    char name[128];
-    ps_chunk_ctl ctl;
-} table_ctl;
-
 typedef struct ps_verify_stats {
     uint64_t chunks, rows, chunks_differ, suspects, passes, diverged, repaired, unrepaired, errors, paused_ms;
 } ps_verify_stats;
@@ -82,8 +76,7 @@ struct ps_verifier {
     bool configured;            /* the database has the settings below */
     int64_t start_check_at_ms;  /* worker 1 asks for the timer's pass then */
     worker w[MAX_WORKERS];
-    table_ctl tables[MAX_TABLES];
-    size_t n_tables;
+    ps_chunk_ctls ctls; /* one chunk-size controller per table */
     int64_t pass_id;     /* the pass the workers last worked on (0: none seen) */
     char last_summary[256];
     ps_verify_stats stats;
@@ -103,15 +96,7 @@ static int ranges_for(const ps_config *cfg)
 static ps_chunk_ctl *ctl_for(ps_verifier *v, const char *table)
 {
     const ps_config *cfg = ps_daemon_config(v->d);
-    for (size_t i = 0; i < v->n_tables; i++)
-        if (strcmp(v->tables[i].name, table) == 0) {
-            ps_chunk_ctl_set_limits(&v->tables[i].ctl, cfg->sync.chunk_target_ms, cfg->verify.chunk_rows);
-            return &v->tables[i].ctl;
-        }
-    size_t i = v->n_tables < MAX_TABLES ? v->n_tables++ : MAX_TABLES - 1;
-    snprintf(v->tables[i].name, sizeof v->tables[i].name, "%s", table);
-    ps_chunk_ctl_init(&v->tables[i].ctl, cfg->sync.chunk_target_ms, cfg->verify.chunk_rows);
-    return &v->tables[i].ctl;
+    return ps_chunk_ctls_get(&v->ctls, table, cfg->sync.chunk_target_ms, cfg->verify.chunk_rows);
 }
 
 static void wait_then(worker *w, int64_t ms)

@@ -694,3 +694,18 @@ long itest_query_long(PGconn *c, const char *sql)
     free(v);
     return n;
 }
+
+char *itest_conninfo_as(const char *db, const char *user)
+{
+    char *s = NULL;
+    assert_true(asprintf(&s, "%s dbname=%s user=%s", itest_env("PGSHADOW_TEST_CONNINFO"), db, user) > 0);
+    return s;
+}
+
+PGconn *itest_connect_as(const char *db, const char *user)
+{
+    char *ci = itest_conninfo_as(db, user);
+    PGconn *c = itest_connect(ci);
+    free(ci);
+    return c;
+}

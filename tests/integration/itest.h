@@ -66,6 +66,12 @@ char *itest_conninfo_db(const char *dbname);
  * tests assert on results and errors, not on notices). */
 PGconn *itest_connect(const char *conninfo);
 
+/* "$PGSHADOW_TEST_CONNINFO dbname=<db> user=<user>", malloc'd. */
+char *itest_conninfo_as(const char *db, const char *user);
+
+/* Connect to db as user (a login role of the test cluster). */
+PGconn *itest_connect_as(const char *db, const char *user);
+
 /* Connect to dbname on the test cluster (NULL: the conninfo's own). */
 PGconn *itest_connect_db(const char *dbname);
 

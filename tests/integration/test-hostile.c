@@ -52,21 +52,6 @@ typedef struct {
     PGconn *d; /* connected as DAEMON_ROLE */
 } hctx;
 
-static char *conninfo_as(const char *db, const char *user)
-{
-    char *s = NULL;
-    assert_true(asprintf(&s, "%s dbname=%s user=%s", itest_env("PGSHADOW_TEST_CONNINFO"), db, user) > 0);
-    return s;
-}
-
-static PGconn *connect_as(const char *db, const char *user)
-{
-    char *ci = conninfo_as(db, user);
-    PGconn *c = itest_connect(ci);
-    free(ci);
-    return c;
-}
-
 /* Cluster-wide roles, made once; the hostile owner is reset to a plain
  * role (a failed run of an old build could have left it superuser). */
 static int group_setup(void **state)
@@ -151,7 +136,7 @@ static void install(PGconn *c, const char *registers)
 static PGconn *daemon_conn(hctx *h)
 {
     if (!h->d)
-        h->d = connect_as(h->db->name, DAEMON_ROLE);
+        h->d = itest_connect_as(h->db->name, DAEMON_ROLE);
     return h->d;
 }
 
@@ -242,7 +227,7 @@ static void test_owner_code_runs_as_owner(void **state)
 {
     hctx *h = *state;
     PGconn *c = h->db->c;
-    PGconn *app = connect_as(h->db->name, APP);
+    PGconn *app = itest_connect_as(h->db->name, APP);
     /* The review's case: a CHECK calling the owner's function, harmless at
      * install; siblings: a trigger on a shadow the owner provides, a domain
      * CHECK on a shadow column, an index expression on the shadow. */
@@ -306,7 +291,7 @@ static void test_owner_key_type(void **state)
 {
     hctx *h = *state;
     PGconn *c = h->db->c;
-    PGconn *app = connect_as(h->db->name, APP);
+    PGconn *app = itest_connect_as(h->db->name, APP);
     itest_exec_ok(app, evil_fn);
     itest_exec_ok(app, "CREATE TYPE public.color AS ENUM ('red', 'green');"
                        "CREATE FUNCTION public.color_text(public.color) RETURNS text LANGUAGE plpgsql AS "
@@ -344,7 +329,7 @@ static void test_daemon_as_daemon_role(void **state)
 {
     hctx *h = *state;
     PGconn *c = h->db->c;
-    PGconn *app = connect_as(h->db->name, APP);
+    PGconn *app = itest_connect_as(h->db->name, APP);
     itest_exec_ok(app, evil_fn);
     itest_exec_ok(app, "CREATE FUNCTION public.app_chk(id int) RETURNS boolean LANGUAGE sql AS 'SELECT true';"
                        "CREATE TABLE t (id int PRIMARY KEY, v text CHECK (public.app_chk(id)));"
@@ -363,7 +348,7 @@ static void test_daemon_as_daemon_role(void **state)
     assert_non_null(mkdtemp(dir));
     char cfg[256];
     snprintf(cfg, sizeof cfg, "%s/pgshadow.yaml", dir);
-    char *ci = conninfo_as(h->db->name, DAEMON_ROLE);
+    char *ci = itest_conninfo_as(h->db->name, DAEMON_ROLE);
     char *yaml = NULL;
     assert_true(asprintf(&yaml,
                          "database:\n  conninfo: \"%s\"\n"

@@ -84,21 +84,6 @@ static int db_teardown(void **state)
     return 0;
 }
 
-static char *conninfo_as(const char *db, const char *user)
-{
-    char *s = NULL;
-    assert_true(asprintf(&s, "%s dbname=%s user=%s", itest_env("PGSHADOW_TEST_CONNINFO"), db, user) > 0);
-    return s;
-}
-
-static PGconn *connect_as(const char *db, const char *user)
-{
-    char *ci = conninfo_as(db, user);
-    PGconn *c = itest_connect(ci);
-    free(ci);
-    return c;
-}
-
 /* The install transaction as pgshadowctl builds it, as the superuser. */
 static void install(PGconn *c, const char *registers)
 {
@@ -340,7 +325,7 @@ static void test_read_as_owner(void **state)
 {
     itest_db *db = *state;
     PGconn *c = db->c;
-    PGconn *app = connect_as(db->name, APP);
+    PGconn *app = itest_connect_as(db->name, APP);
     itest_exec_ok(app, "CREATE TABLE public.seen (who text);"
                        "CREATE FUNCTION public.whoami(v text) RETURNS text LANGUAGE plpgsql AS "
                        "  $f$ BEGIN INSERT INTO public.seen VALUES (current_user); RETURN v; END $f$;"
@@ -354,7 +339,7 @@ static void test_read_as_owner(void **state)
     itest_expect_sql(c, "SELECT has_table_privilege('" DAEMON_ROLE "', 'public.t', 'SELECT') OR "
                         "has_table_privilege('" DAEMON_ROLE "', 'public.t_shadow', 'SELECT')",
                      "f");
-    PGconn *d = connect_as(db->name, DAEMON_ROLE);
+    PGconn *d = itest_connect_as(db->name, DAEMON_ROLE);
     round_row r = sample(d, 10, "t");
     assert_int_equal(r.keys, 10);
     assert_int_equal(r.mismatches, 0);
@@ -365,7 +350,7 @@ static void test_read_as_owner(void **state)
     /* the daemon's role reads the view; a viewer reads it too, and may not
      * run a round (it writes read_samples and reads user tables) */
     itest_expect_sql(d, "SELECT rounds FROM pgshadow.read_sampling WHERE table_name = 't'", "1");
-    PGconn *v = connect_as(db->name, VIEWER_ROLE);
+    PGconn *v = itest_connect_as(db->name, VIEWER_ROLE);
     itest_expect_sql(v, "SELECT keys_sampled FROM pgshadow.read_sampling WHERE table_name IS NULL", "10");
     PGresult *res = PQexec(v, "SELECT * FROM pgshadow.sample_reads('" MIG "', 5)");
     assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
@@ -383,7 +368,7 @@ static void test_daemon_samples(void **state)
 {
     itest_db *db = *state;
     PGconn *c = db->c;
-    PGconn *app = connect_as(db->name, APP);
+    PGconn *app = itest_connect_as(db->name, APP);
     itest_exec_ok(app, "CREATE TABLE t (id int PRIMARY KEY, v text);"
                        "INSERT INTO t SELECT g, 'x' || g FROM generate_series(1, 50) g;");
     install(c, "SELECT pgshadow.register_table('public', 't', NULL, '_shadow', '" MIG "', '{}');");
@@ -392,7 +377,7 @@ static void test_daemon_samples(void **state)
     assert_non_null(mkdtemp(dir));
     char cfg[256];
     snprintf(cfg, sizeof cfg, "%s/pgshadow.yaml", dir);
-    char *ci = conninfo_as(db->name, DAEMON_ROLE);
+    char *ci = itest_conninfo_as(db->name, DAEMON_ROLE);
     char *yaml = NULL;
     assert_true(asprintf(&yaml,
                          "database:\n  conninfo: \"%s\"\n"
