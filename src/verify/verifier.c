@@ -5,8 +5,9 @@
  *
  * Owns: up to sync.workers worker connections ("verify1", ...), each with
  * its state and retry timer (worker 1 always while leading; the others only
- * while a pass has chunks: worker 1 wakes them, they park when idle); one chunk-size controller per table
- * (chunk_policy.h, aiming a chunk at sync.chunk_target, at most
+ * while a pass has chunks: a digested chunk or verify_start's NOTIFY wakes
+ * them, they park, connection closed, when idle); one chunk-size controller
+ * per table (chunk_policy.h, aiming a chunk at sync.chunk_target, at most
  * verify.chunk_rows rows); the command handler "verify"; the counters.
  *
  * Invariants:
