@@ -221,6 +221,10 @@ static void on_recheck(ps_pgconn *c, const PGresult *res, void *arg)
         return;
     w->last = PS_VERIFY_RECHECK;
     w->last_found_work = PQntuples(res) > 0;
+    /* keys to look at come from applications' writes (apply queued them):
+     * the worker rests as after a chunk, so a steady stream of second looks
+     * takes at most about half a core from apply and the writers */
+    int64_t pause = w->last_found_work ? ps_verify_pause_ms(ps_clock_ms() - w->started_ms, true) : 0;
     for (int i = 0; i < PQntuples(res); i++) {
         if (PQgetisnull(res, i, 0)) { /* a pass this call finished: its summary */
             v->stats.passes++;
@@ -243,6 +247,11 @@ static void on_recheck(ps_pgconn *c, const PGresult *res, void *arg)
         if (repaired > 0)
             ps_log_fields(LOG_NOTICE, f, "verify: %s: %lld diverged row(s) now equal (repaired)", table,
                           (long long)repaired);
+    }
+    if (pause > 0) {
+        v->stats.paused_ms += (uint64_t)pause;
+        wait_then(w, pause); /* then the next chunk, or more keys */
+        return;
     }
     kick(w);
 }
@@ -369,6 +378,7 @@ static void kick(worker *w)
         char lim[16];
         snprintf(lim, sizeof lim, "%d", PS_VERIFY_RECHECK_KEYS);
         const char *p[2] = {mig, lim};
+        w->started_ms = ps_clock_ms();
         send_query(w, SQL_RECHECK, 2, p, on_recheck);
         return;
     }
