@@ -603,6 +603,7 @@ DECLARE
     v_queued boolean := false;
     v_count_again boolean;
     v_n      bigint;
+    st       record;
     dv       pgshadow.divergence;
     r        record;
 BEGIN
@@ -756,10 +757,11 @@ BEGIN
         -- for the repair then lands on a true count.
         IF v_count_again AND t.shadow_rows IS NOT NULL THEN
             PERFORM pgshadow._sync_lock(p_migration_id);
-            SELECT x[1]::bigint INTO v_n FROM pgshadow._sync_run(vs.owner, (pgshadow._sync_statements(v_tid)).count_shadow_sql) x;
+            SELECT * INTO st FROM pgshadow._sync_statements(v_tid);   -- built once, both texts used
+            SELECT x[1]::bigint INTO v_n FROM pgshadow._sync_run(vs.owner, st.count_shadow_sql) x;
             UPDATE pgshadow.tables x
             SET shadow_rows = v_n, synced_rows = v_n, counted_at = clock_timestamp(),
-                primary_rows = pgshadow._sync_primary_rows(v_tid, vs.owner, (pgshadow._sync_statements(v_tid)).qcount_sql, v_n)
+                primary_rows = pgshadow._sync_primary_rows(v_tid, vs.owner, st.qcount_sql, v_n)
             WHERE x.table_id = v_tid;
         END IF;
         RETURN NEXT;
