@@ -59,6 +59,12 @@ typedef struct ps_monitor_snapshot {
     bool backfill_done;   /* every table's */
     bool capture_enabled; /* every table's */
     bool exact;           /* every count maintained, none a pg_class estimate */
+    /* Shadow-read sampling over the gate's window (pgshadow.sampling_window,
+     * sql/86-sampling.sql), read in the same statement: */
+    bool sampled;              /* some sampling round ended in the window */
+    int64_t sample_keys;       /* keys read from both sides in it */
+    int64_t sample_mismatches; /* of those, different (pending/quarantined ones excluded) */
+    double sample_p99_ratio;   /* shadow p99 / primary p99; < 0 unknown */
     int n_tables;         /* tables of the migration (may exceed PS_MONITOR_MAX_TABLES) */
     int n_kept;           /* rows in tables[] */
     ps_monitor_table tables[PS_MONITOR_MAX_TABLES];
