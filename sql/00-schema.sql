@@ -213,7 +213,10 @@ CREATE TABLE IF NOT EXISTS pgshadow.cutover (
     failures         integer NOT NULL DEFAULT 0,           -- consecutive failed polls
     last_good_stage  integer,
     reason           text,
-    updated_at       timestamptz NOT NULL DEFAULT now()
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    rev              bigint NOT NULL DEFAULT 0,   -- +1 per write (pgshadow.cutover_write compares it)
+    gates            jsonb,                       -- the leader's last gate evaluation
+    gates_at         timestamptz
 );
 
 -- Command queue: pgshadowctl inserts, the daemon executes and records the
@@ -277,6 +280,12 @@ BEGIN
                    AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%awaiting_decision%') THEN
         ALTER TABLE pgshadow.cutover ADD CHECK (status IN ('not_started', 'running', 'paused', 'awaiting_decision',
                                                            'promoting', 'promoted', 'rolled_back', 'aborted'));
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'pgshadow.cutover'::regclass
+                   AND attname = 'rev') THEN
+        ALTER TABLE pgshadow.cutover ADD COLUMN rev bigint NOT NULL DEFAULT 0,
+                                     ADD COLUMN gates jsonb,
+                                     ADD COLUMN gates_at timestamptz;
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'pgshadow.quarantine'::regclass
                    AND attname = 'phase') THEN
@@ -347,7 +356,10 @@ GRANT UPDATE (backfill_state, backfill_cursor, backfill_rows, backfill_total, ba
               backfill_done_at, primary_rows, shadow_rows, synced_rows, diverged_rows, counted_at,
               applied_total, last_applied_at, verify_cursor, last_verify_at, last_verify_result)
       ON pgshadow.tables TO pgshadow_daemon;
-GRANT SELECT, INSERT, UPDATE ON pgshadow.cutover TO pgshadow_daemon;
+-- the cutover row changes only through pgshadow.cutover_write
+-- (87-cutover.sql): state, percent and event in one transaction.
+REVOKE INSERT, UPDATE ON pgshadow.cutover FROM pgshadow_daemon;
+GRANT SELECT ON pgshadow.cutover TO pgshadow_daemon;
 GRANT SELECT ON pgshadow.commands TO pgshadow_daemon;
 GRANT UPDATE (state, started_at, finished_at, result) ON pgshadow.commands TO pgshadow_daemon;
 GRANT SELECT ON pgshadow.events TO pgshadow_daemon;

@@ -339,6 +339,33 @@ END
 $fn$;
 
 
+-- The cutover's sampling gates (issue #14): one migration's rounds that
+-- ended in the last p_window, as one row: rounds, keys read, mismatches,
+-- and the shadow/primary p99 ratio over every key read in it (NULL while
+-- unknown). A shorter window than the view's hour: a gate must turn green
+-- again once a mismatch is repaired, and red at once when one is found.
+-- Read by the dashboard poller in its one statement (src/monitor/poller.c).
+CREATE OR REPLACE FUNCTION pgshadow.sampling_window(p_migration_id text, p_window interval)
+RETURNS TABLE (rounds bigint, keys_sampled bigint, mismatches bigint, p99_ratio float8,
+               last_sampled_at timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH w AS (
+        SELECT r.*
+        FROM pgshadow.read_samples r
+        JOIN pgshadow.tables t ON t.table_id = r.table_id
+        WHERE t.migration_id = p_migration_id AND r.at > now() - p_window
+    ), lat AS (
+        SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY l.p) AS p99p,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY l.s) AS p99s
+        FROM w CROSS JOIN LATERAL unnest(w.primary_ms, w.shadow_ms) AS l(p, s)
+    )
+    SELECT count(*), coalesce(sum(w.keys), 0)::bigint, coalesce(sum(w.mismatches), 0)::bigint,
+           (SELECT lat.p99s / nullif(lat.p99p, 0) FROM lat), max(w.at)
+    FROM w
+$fn$;
+
 -- Privileges
 REVOKE ALL ON pgshadow.read_samples FROM PUBLIC;
 REVOKE ALL ON pgshadow.read_sampling FROM PUBLIC;
@@ -347,3 +374,5 @@ REVOKE ALL ON FUNCTION pgshadow._sample_read(oid, text, text[]),
        FROM PUBLIC;
 GRANT SELECT ON pgshadow.read_samples, pgshadow.read_sampling TO pgshadow_viewer, pgshadow_daemon;
 GRANT EXECUTE ON FUNCTION pgshadow.sample_reads(text, integer) TO pgshadow_daemon;
+REVOKE ALL ON FUNCTION pgshadow.sampling_window(text, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgshadow.sampling_window(text, interval) TO pgshadow_viewer, pgshadow_daemon;

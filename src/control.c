@@ -159,7 +159,7 @@ static void finish(ps_control *c, const char *state, const char *result)
 typedef struct {
     ps_control *c;
     void (*format)(const PGresult *res, char *out, size_t len);
-    char result[256];
+    char result[400];
     char error[512];
 } action_ctx;
 
@@ -199,7 +199,7 @@ static void on_action(ps_pgconn *conn, const PGresult *res, void *arg)
         }
         return;
     }
-    char out[256];
+    char out[400];
     if (a->format)
         a->format(res, out, sizeof out);
     else
@@ -290,7 +290,7 @@ static void on_claim(ps_pgconn *conn, const PGresult *res, void *arg)
     ps_control_cmd cmd = {.id = c->id, .name = c->name, .args = c->args, .requested_by = c->by};
     ps_control_action act;
     memset(&act, 0, sizeof act);
-    char why[256] = "";
+    char why[400] = "";
     int r = h->fn(&cmd, &act, why, sizeof why, h->arg);
     if (r > 0) {
         finish(c, "refused", why[0] ? why : "refused by its handler");

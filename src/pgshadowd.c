@@ -13,6 +13,7 @@
 #include "pgshadow/daemon.h"
 #include "pgshadow/errors.h"
 #include "pgshadow/control.h"
+#include "pgshadow/cutover.h"
 #include "pgshadow/log.h"
 #include "pgshadow/monitor.h"
 #include "pgshadow/sampler.h"
@@ -72,6 +73,18 @@ static const ps_daemon_module *const modules[] = {
      * the config's migration.id and verify section. After sync: it samples
      * only tables whose backfill sync has finished. */
     &ps_sampler_module,
+    /* cutover (src/cutover/): the staged read-percentage cutover.
+     * Owns: the pgshadow.cutover row of this migration (read on leadership,
+     * written only through pgshadow.cutover_write: state, every table's
+     * read percent and the event in one transaction), the schedule in
+     * force (kept when a reload breaks rule 6), the gate evaluation after
+     * every dashboard poll, the commands start, pause, resume, step-down,
+     * rollback, abort, extend.
+     * Needs: leadership; the main connection; control (its commands);
+     * monitor (the snapshot and its listener) and, through it, sampling's
+     * window; the config's cutover, monitor and verify sections. Last: it
+     * reads what every module above produces. */
+    &ps_cutover_module,
 };
 
 static void usage(FILE *out)

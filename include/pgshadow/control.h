@@ -35,14 +35,14 @@ typedef struct ps_control_cmd {
 /* What a handler decided to run. sql runs inside the command's transaction
  * (a failure rolls back to before it and the command ends 'failed' with the
  * server's message); its params are copied before the handler returns. */
-#define PS_CONTROL_MAX_PARAMS 6
+#define PS_CONTROL_MAX_PARAMS 8
 typedef struct ps_control_action {
     const char *sql; /* NULL: nothing to run, the command is done */
     int nparams;
     const char *params[PS_CONTROL_MAX_PARAMS];
     /* The outcome text: from sql's result when set, else result below. */
     void (*format)(const PGresult *res, char *out, size_t len);
-    char result[256];
+    char result[400];
 } ps_control_action;
 
 /* 0: carry it out as *act says; > 0: refused, the reason in why. */

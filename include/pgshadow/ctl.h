@@ -113,6 +113,11 @@ int ps_ctl_cmd_route(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **ar
 /* ctl/cmd_control.c: through the command queue */
 int ps_ctl_cmd_quarantine(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
 int ps_ctl_cmd_verify(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
+int ps_ctl_cmd_cutover(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
+int ps_ctl_cmd_extend(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
+/* ctl/cmd_status.c: reading the cutover (pgshadow_viewer is enough) */
+int ps_ctl_cmd_status(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
+int ps_ctl_cmd_events(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
 
 /* Queue `command` (args_json: a JSON object) for the leading pgshadowd as the
  * operator's own role, wait up to timeout_ms for a daemon to take it and for

@@ -171,7 +171,7 @@ typedef struct ps_co_out {
     bool percent_changed;
     bool promote;    /* ask the promote step */
     char what[32];   /* the event: "stage", "trip", "awaiting_decision", "start", ... ("": none) */
-    char why[320];   /* its reason, also the log line */
+    char why[400];   /* its reason, also the log line */
     int log_prio;    /* syslog priority of the line (0 with no event) */
 } ps_co_out;
 

@@ -149,6 +149,15 @@ const ps_monitor_snapshot *ps_monitor_latest(const ps_monitor *m, int64_t now_ms
 
 const ps_monitor_stats *ps_monitor_get_stats(const ps_monitor *m);
 
+/* Call fn(arg) after every poll that ended (succeeded or failed), after
+ * the snapshot changed: the cutover evaluates its gates at once instead of
+ * up to a poll interval later. One listener; NULL fn removes it. */
+void ps_monitor_set_listener(ps_monitor *m, void (*fn)(void *arg), void *arg);
+
+/* The sampling window a poll reads (the cutover's sampling gates): three
+ * sampling intervals, at least two poll intervals. Pure. */
+int64_t ps_monitor_sample_window_ms(const ps_config *cfg);
+
 /* The module ("monitor"): its create hook sets ps_daemon_set_monitor, so a
  * module later in the table (the cutover) reaches the snapshot through
  * ps_monitor_latest(ps_daemon_monitor(d), now). */

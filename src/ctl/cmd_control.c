@@ -265,3 +265,53 @@ int ps_ctl_cmd_verify(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **a
         return rc;
     return wait_pass(ctl, id);
 }
+
+/* start, pause, resume, step-down, rollback, abort: the command's name is
+ * the queue's; the leading daemon checks it against the cutover's state
+ * (src/cutover/machine.c) and refuses with the reason (exit 3). */
+int ps_ctl_cmd_cutover(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
+{
+    queued_opts q = {0};
+    const char *pos[1];
+    int npos;
+    int rc = parse_queued(cmd, argc, argv, NULL, &q, pos, &npos);
+    if (rc != PS_CTL_EXIT_OK)
+        return rc;
+    ps_ctl_buf args = {0};
+    ps_ctl_buf_puts(&args, "{");
+    if (q.reason)
+        json_field(&args, "reason", q.reason);
+    ps_ctl_buf_puts(&args, "}");
+    char *json = ps_ctl_buf_steal(&args);
+    rc = ps_ctl_send_command(ctl, cmd->name, cmd->name, json, q.timeout_ms, q.queue, NULL);
+    free(json);
+    return rc;
+}
+
+/* extend DURATION: the stage in force holds that much longer (from
+ * awaiting decision: runs again at the last stage until then). */
+int ps_ctl_cmd_extend(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
+{
+    queued_opts q = {0};
+    const char *pos[1];
+    int npos;
+    int rc = parse_queued(cmd, argc, argv, NULL, &q, pos, &npos);
+    if (rc != PS_CTL_EXIT_OK)
+        return rc;
+    int64_t ms = 0;
+    const char *why = NULL;
+    if (ps_duration_parse(pos[0], &ms, &why) != 0 || ms <= 0)
+        return ps_ctl_usage_error("extend: DURATION is a positive duration such as 24h, got '%s'", pos[0]);
+    char d[32];
+    ps_duration_format(ms, d, sizeof d);
+    ps_ctl_buf args = {0};
+    ps_ctl_buf_printf(&args, "{\"duration_ms\": %lld", (long long)ms);
+    json_field(&args, "duration", d);
+    if (q.reason)
+        json_field(&args, "reason", q.reason);
+    ps_ctl_buf_puts(&args, "}");
+    char *json = ps_ctl_buf_steal(&args);
+    rc = ps_ctl_send_command(ctl, "extend", "extend", json, q.timeout_ms, q.queue, NULL);
+    free(json);
+    return rc;
+}

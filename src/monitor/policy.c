@@ -137,3 +137,9 @@ size_t ps_monitor_format_status(ps_monitor_says s, char *buf, size_t len)
         return 0;
     return (size_t)n < len ? (size_t)n : len - 1;
 }
+
+int64_t ps_monitor_sample_window_ms(const ps_config *cfg)
+{
+    int64_t a = 3 * cfg->verify.sample_interval_ms, b = 2 * cfg->monitor.poll_interval_ms;
+    return a > b ? a : b;
+}

@@ -55,9 +55,11 @@ static const char SQL_POLL[] =
     "       m.total_pending_changes, m.all_backfill_done, m.all_capture_enabled, "
     "       m.count_source, m.table_count, "
     "       d.table_name, d.sync_percentage, d.sync_lag_seconds, d.diverged_count, "
-    "       d.pending_changes, d.quarantined_count, d.backfill_state, d.capture_enabled, d.status "
+    "       d.pending_changes, d.quarantined_count, d.backfill_state, d.capture_enabled, d.status, "
+    "       sw.rounds, sw.keys_sampled, sw.mismatches, sw.p99_ratio "
     "FROM public.migration_success_metrics m "
     "JOIN public.shadow_migration_dashboard d ON d.migration_id = m.migration_id "
+    "CROSS JOIN LATERAL pgshadow.sampling_window($1, make_interval(secs => $2::float8 / 1000)) sw "
     "WHERE m.migration_id = $1 "
     "ORDER BY d.table_name";
 
@@ -65,7 +67,8 @@ enum {
     COL_STATUS, COL_MIN_PCT, COL_AVG_PCT, COL_MAX_LAG, COL_DIVERGED, COL_QUARANTINED,
     COL_PENDING, COL_BACKFILL_DONE, COL_CAPTURE, COL_COUNT_SOURCE, COL_TABLES,
     COL_T_NAME, COL_T_PCT, COL_T_LAG, COL_T_DIVERGED, COL_T_PENDING, COL_T_QUARANTINED,
-    COL_T_BACKFILL, COL_T_CAPTURE, COL_T_STATUS, N_COLS
+    COL_T_BACKFILL, COL_T_CAPTURE, COL_T_STATUS,
+    COL_S_ROUNDS, COL_S_KEYS, COL_S_MISMATCHES, COL_S_P99_RATIO, N_COLS
 };
 
 /* One poll, queued or in flight. Freed by its callback; m is NULL once the
@@ -92,6 +95,8 @@ struct ps_monitor {
     ps_monitor_says reported; /* what the log last said */
 
     double poll_seconds; /* the last poll's duration, -1 before the first */
+    void (*listener)(void *arg); /* told after every poll that ended (the cutover) */
+    void *listener_arg;
     ps_monitor_stats stats;
 };
 
@@ -205,6 +210,10 @@ static int read_answer(const PGresult *res, const char *migration, ps_monitor_sn
     out->capture_enabled = truth(res, 0, COL_CAPTURE);
     out->exact = strcmp(PQgetvalue(res, 0, COL_COUNT_SOURCE), "exact") == 0;
     out->n_tables = (int)count(res, 0, COL_TABLES);
+    out->sampled = count(res, 0, COL_S_ROUNDS) > 0;
+    out->sample_keys = count(res, 0, COL_S_KEYS);
+    out->sample_mismatches = count(res, 0, COL_S_MISMATCHES);
+    out->sample_p99_ratio = PQgetisnull(res, 0, COL_S_P99_RATIO) ? -1.0 : num(res, 0, COL_S_P99_RATIO);
     for (int i = 0; i < n && out->n_kept < PS_MONITOR_MAX_TABLES; i++) {
         ps_monitor_table *t = &out->tables[out->n_kept++];
         snprintf(t->name, sizeof t->name, "%s", PQgetvalue(res, i, COL_T_NAME));
@@ -246,6 +255,8 @@ static void on_poll(ps_pgconn *c, const PGresult *res, void *arg)
                      ps_monitor_status_name(m->snap.status), (long long)(now - sent),
                      m->snap.n_tables);
         evaluate(m, now);
+        if (m->listener)
+            m->listener(m->listener_arg);
         return;
     }
     m->stats.failures++;
@@ -253,6 +264,16 @@ static void on_poll(ps_pgconn *c, const PGresult *res, void *arg)
     snprintf(m->fail_why, sizeof m->fail_why, "%s", why);
     ps_log_debug("dashboard poll failed after %lld ms: %s", (long long)(now - sent), why);
     evaluate(m, now);
+    if (m->listener)
+        m->listener(m->listener_arg);
+}
+
+void ps_monitor_set_listener(ps_monitor *m, void (*fn)(void *arg), void *arg)
+{
+    if (!m)
+        return;
+    m->listener = fn;
+    m->listener_arg = arg;
 }
 
 /* ---- the poll timer ---- */
@@ -261,12 +282,15 @@ static void send_poll(ps_monitor *m, int64_t now)
 {
     struct poll_req *req = calloc(1, sizeof *req);
     ps_pgconn *c = ps_daemon_work_conn(m->d);
-    const char *params[1] = {ps_daemon_config(m->d)->migration.id};
+    const ps_config *cfg = ps_daemon_config(m->d);
+    char window[32];
+    snprintf(window, sizeof window, "%lld", (long long)ps_monitor_sample_window_ms(cfg));
+    const char *params[2] = {cfg->migration.id, window};
     int r = -ENOMEM;
     if (req && c) {
         req->m = m;
         req->sent_ms = now;
-        r = ps_pgconn_query(c, SQL_POLL, 1, params, on_poll, req);
+        r = ps_pgconn_query(c, SQL_POLL, 2, params, on_poll, req);
     } else if (!c) {
         r = -ENOTCONN;
     }

@@ -1,0 +1,573 @@
+/*
+ * cutover/cutover.c - the cutover module (cutover.h): the shell around the
+ * pure machine (machine.c) and gates (gates.c).
+ *
+ * While this daemon leads, it reads its migration's row of pgshadow.cutover
+ * on the main connection, then evaluates the gates after every dashboard
+ * poll (the monitor's listener) and at least every poll interval (a poll
+ * that never returns still makes the snapshot stale), runs the machine,
+ * and writes what it decided with pgshadow.cutover_write
+ * (sql/87-cutover.sql): state, every table's read percent and the event in
+ * one transaction, compare-and-set on the row's rev. Operator commands
+ * (start, pause, resume, step-down, rollback, abort, extend) are handlers
+ * of the control queue: the machine decides, and the same cutover_write
+ * runs in the command's transaction.
+ *
+ * Owns: the schedule in force (a copy: a reload that breaks rule 6 leaves
+ * it), the state as last read or written (st, rev), the machine's memory,
+ * the latest gate evaluation, one read or write in flight (req), the tick
+ * timer, the counters.
+ *
+ * Invariants:
+ *  - nothing decided is believed before it commits: a write's state is
+ *    copied into st only in its callback; a failed write (a lost
+ *    connection, a rev that moved) makes the module read the row again
+ *    before it decides anything more;
+ *  - at most one read or write of this module is in flight (req); an
+ *    evaluation asked for meanwhile runs when it returns (again);
+ *  - leadership lost, a stop or the module's free orphan the request
+ *    (req->m = NULL): a late answer touches nothing;
+ *  - a standby does nothing: a new leader reads the row first, so it takes
+ *    over mid-stage with the percent, stage and hold the old one wrote.
+ */
+#include "pgshadow/cutover.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+
+#include "pgshadow/control.h"
+#include "pgshadow/duration.h"
+#include "pgshadow/log.h"
+#include "pgshadow/util.h"
+
+static const char SQL_READ[] =
+    "SELECT status, stage, percent, (extract(epoch FROM hold_earned) * 1000)::bigint, "
+    "       (extract(epoch FROM hold_extra) * 1000)::bigint, failures, coalesce(last_good_stage, 0), rev "
+    "FROM pgshadow.cutover WHERE migration_id = $1";
+
+static const char SQL_WRITE[] = "SELECT pgshadow.cutover_write($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7)";
+
+#define REREAD_MS 200 /* after a command or a failed write */
+
+enum req_kind { REQ_READ, REQ_WRITE };
+
+struct req {
+    struct ps_cutover *m;
+    enum req_kind kind;
+    ps_co_state st; /* a write's state */
+    ps_co_out out;
+};
+
+typedef struct ps_cutover {
+    ps_daemon *d;
+    struct event *ev_tick;
+    bool leading, stopping;
+    bool loaded; /* st and rev are the row's (read, or written by us, since leadership) */
+    bool again;  /* evaluate when the request in flight returns */
+    struct req *req;
+
+    ps_stage *stages;
+    size_t n_stages;
+    bool schedule_ok; /* the percent in force is a stage of the schedule */
+    char schedule_msg[sizeof(((ps_co_out *)0)->why)]; /* a reschedule to record at the next write */
+
+    ps_co_state st;
+    int64_t rev;
+    ps_co_mem mem;
+    char cmd_rev[32], cmd_state[400], cmd_gates[1200]; /* a command's parameters (copied by control) */
+    ps_gates gates;
+    int64_t written_poll; /* the poll whose gates were last written */
+    bool written_fresh;
+    ps_cutover_stats stats;
+} ps_cutover;
+
+static void kick(ps_cutover *m);
+
+static ps_co_policy policy(const ps_cutover *m)
+{
+    const ps_config *cfg = ps_daemon_config(m->d);
+    return (ps_co_policy){
+        .stages = m->stages,
+        .n_stages = m->n_stages,
+        .start = cfg->cutover.start,
+        .failures_to_trip = cfg->cutover.failures_to_trip,
+        .on_trip = cfg->cutover.on_trip,
+        .finally = cfg->cutover.finally,
+        .poll_interval_ms = cfg->monitor.poll_interval_ms,
+        .promote_available = false, /* the promote step is issue #15 */
+    };
+}
+
+static int copy_schedule(ps_cutover *m, const ps_stage *s, size_t n)
+{
+    ps_stage *c = calloc(n ? n : 1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    memcpy(c, s, n * sizeof *c);
+    free(m->stages);
+    m->stages = c;
+    m->n_stages = n;
+    return 0;
+}
+
+/* ---- JSON of the state and the gates (values only pgshadow writes) ---- */
+
+static void state_json(const ps_co_state *st, char *buf, size_t len)
+{
+    snprintf(buf, len,
+             "{\"status\": \"%s\", \"stage\": %d, \"percent\": %d, \"hold_earned_ms\": %" PRId64
+             ", \"hold_extra_ms\": %" PRId64 ", \"failures\": %d, \"last_good\": %d}",
+             ps_co_status_name(st->status), st->stage, st->percent, st->hold_earned_ms, st->hold_extra_ms,
+             st->failures, st->last_good);
+}
+
+static void gates_json(const ps_gates *g, char *buf, size_t len)
+{
+    size_t pos = 0;
+    ps_appendf(buf, len, &pos, "{\"fresh\": %s, \"ready\": %s", g->fresh ? "true" : "false",
+               g->ready ? "true" : "false");
+    for (int i = 0; i < PS_GATE_N; i++) {
+        const ps_gate *x = &g->g[i];
+        ps_appendf(buf, len, &pos, ", \"%s\": {\"color\": \"%s\", \"limit\": %.6g", ps_gate_name((ps_gate_id)i),
+                   ps_gate_color_name(x->color), x->limit);
+        if (x->color == PS_GATE_GREEN || x->color == PS_GATE_RED)
+            ps_appendf(buf, len, &pos, ", \"value\": %.6g", x->value);
+        ps_appendf(buf, len, &pos, "}");
+    }
+    ps_appendf(buf, len, &pos, "}");
+}
+
+/* ---- the row ---- */
+
+static void orphan(ps_cutover *m)
+{
+    if (m->req)
+        m->req->m = NULL;
+    m->req = NULL;
+}
+
+static void arm(ps_cutover *m, int64_t ms)
+{
+    struct timeval tv = ps_clock_tv(ms > 0 ? ms : 0);
+    evtimer_del(m->ev_tick);
+    evtimer_add(m->ev_tick, &tv);
+}
+
+static void log_event(ps_cutover *m, const ps_co_state *st, const ps_co_out *out)
+{
+    char stage[16], percent[16];
+    snprintf(stage, sizeof stage, "%d", st->stage);
+    snprintf(percent, sizeof percent, "%d", st->percent);
+    ps_log_field fields[] = {{"MIGRATION", ps_daemon_config(m->d)->migration.id},
+                             {"CUTOVER", ps_co_status_name(st->status)},
+                             {"STAGE", stage},
+                             {"PERCENT", percent},
+                             {"EVENT", out->what},
+                             {NULL, NULL}};
+    ps_log_fields(out->log_prio ? out->log_prio : LOG_NOTICE, fields, "cutover %s: %s", out->what, out->why);
+}
+
+/* Map the state read (or kept) onto the schedule in force: the stage is
+ * found by its percent; a percent that is no stage stops the machine. */
+static void fit_schedule(ps_cutover *m)
+{
+    char msg[400];
+    if (ps_co_reschedule(m->stages, m->n_stages, m->stages, m->n_stages, &m->st, msg, sizeof msg) == 0) {
+        if (!m->schedule_ok)
+            ps_log_notice("cutover: the percent in force (%d%%) is stage %d of the schedule", m->st.percent,
+                          m->st.stage);
+        m->schedule_ok = true;
+        return;
+    }
+    if (m->schedule_ok || !m->loaded)
+        ps_log_error("cutover: %s; fix cutover.stages and reload (rollback and abort still work)", msg);
+    m->schedule_ok = false;
+}
+
+static void on_read(ps_pgconn *c, const PGresult *res, void *arg)
+{
+    struct req *r = arg;
+    ps_cutover *m = r->m;
+    (void)c;
+    free(r);
+    if (!m)
+        return;
+    m->req = NULL;
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) != 8) {
+        ps_log_warning("cutover: cannot read the state of migration %s: %s",
+                       ps_daemon_config(m->d)->migration.id,
+                       !res ? "connection lost"
+                       : PQresultStatus(res) == PGRES_TUPLES_OK
+                           ? "no row in pgshadow.cutover (run pgshadowctl install)"
+                           : ps_pgconn_errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error"));
+        arm(m, ps_daemon_config(m->d)->monitor.poll_interval_ms);
+        return;
+    }
+    ps_co_state st = {0};
+    if (ps_co_status_parse(PQgetvalue(res, 0, 0), &st.status) < 0) {
+        ps_log_error("cutover: unknown status '%s' in pgshadow.cutover", PQgetvalue(res, 0, 0));
+        arm(m, ps_daemon_config(m->d)->monitor.poll_interval_ms);
+        return;
+    }
+    st.stage = atoi(PQgetvalue(res, 0, 1));
+    st.percent = atoi(PQgetvalue(res, 0, 2));
+    st.hold_earned_ms = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+    st.hold_extra_ms = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+    st.failures = atoi(PQgetvalue(res, 0, 5));
+    st.last_good = atoi(PQgetvalue(res, 0, 6));
+    bool first = !m->loaded;
+    m->st = st;
+    m->rev = strtoll(PQgetvalue(res, 0, 7), NULL, 10);
+    fit_schedule(m);
+    m->loaded = true;
+    if (first) {
+        char words[160];
+        ps_co_policy p = policy(m);
+        ps_co_format_status(&p, &m->st, words, sizeof words);
+        ps_log_info("%s (the state of migration %s, as read)", words, ps_daemon_config(m->d)->migration.id);
+    }
+    kick(m);
+}
+
+static void on_write(ps_pgconn *c, const PGresult *res, void *arg)
+{
+    struct req *r = arg;
+    ps_cutover *m = r->m;
+    (void)c;
+    if (!m) {
+        free(r);
+        return;
+    }
+    m->req = NULL;
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        m->stats.write_failures++;
+        /* serialization_failure: a command wrote the row first (its
+         * transaction goes ahead of what this module queued): expected,
+         * and what it decided is about to be read. */
+        bool raced = res && strcmp(ps_pgconn_errfield(res, PG_DIAG_SQLSTATE, ""), "40001") == 0;
+        ps_log(raced ? LOG_DEBUG : LOG_WARNING, "cutover: writing the state failed (%s); reading it again",
+               !res ? "connection lost" : ps_pgconn_errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error"));
+        m->loaded = false;
+        free(r);
+        arm(m, REREAD_MS);
+        return;
+    }
+    m->st = r->st;
+    m->rev = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    if (r->out.what[0]) {
+        m->stats.transitions++;
+        if (strcmp(r->out.what, "trip") == 0)
+            m->stats.trips++;
+        log_event(m, &m->st, &r->out);
+    }
+    free(r);
+    kick(m);
+}
+
+static int send_req(ps_cutover *m, struct req *r, const char *sql, int n, const char *const *params,
+                    ps_pg_result_cb cb)
+{
+    ps_pgconn *c = ps_daemon_main_conn(m->d);
+    int rc = c ? ps_pgconn_query(c, sql, n, params, cb, r) : -ENOTCONN;
+    if (rc < 0) {
+        free(r);
+        return rc;
+    }
+    m->req = r;
+    return 0;
+}
+
+static void read_state(ps_cutover *m)
+{
+    struct req *r = calloc(1, sizeof *r);
+    if (!r)
+        return;
+    r->m = m;
+    r->kind = REQ_READ;
+    const char *params[1] = {ps_daemon_config(m->d)->migration.id};
+    if (send_req(m, r, SQL_READ, 1, params, on_read) < 0)
+        arm(m, ps_daemon_config(m->d)->monitor.poll_interval_ms);
+}
+
+/* ---- one evaluation ---- */
+
+static void evaluate(ps_cutover *m)
+{
+    const ps_config *cfg = ps_daemon_config(m->d);
+    int64_t now = ps_clock_ms();
+    ps_gates_eval(cfg, ps_monitor_latest(ps_daemon_monitor(m->d), now), &m->gates);
+    m->stats.evaluations++;
+    ps_co_state next = m->st;
+    ps_co_out out = {0};
+    ps_co_policy p = policy(m);
+    if (m->schedule_ok)
+        ps_co_tick(&p, &next, &m->mem, &m->gates, now, &out);
+    if (!out.what[0] && m->schedule_msg[0]) {
+        snprintf(out.what, sizeof out.what, "schedule");
+        snprintf(out.why, sizeof out.why, "%s", m->schedule_msg);
+        out.log_prio = LOG_NOTICE;
+        out.write = true;
+    }
+    bool gates_news = m->gates.fresh != m->written_fresh || (m->gates.fresh && m->gates.poll != m->written_poll);
+    if (!out.write && !gates_news)
+        return;
+    struct req *r = calloc(1, sizeof *r);
+    if (!r)
+        return;
+    r->m = m;
+    r->kind = REQ_WRITE;
+    r->st = next;
+    r->out = out;
+    char rev[32], state[400], gates[1200];
+    snprintf(rev, sizeof rev, "%" PRId64, m->rev);
+    state_json(&next, state, sizeof state);
+    gates_json(&m->gates, gates, sizeof gates);
+    const char *params[7] = {cfg->migration.id, rev, state, gates, out.what[0] ? out.what : NULL,
+                             out.what[0] ? out.why : NULL, NULL};
+    if (send_req(m, r, SQL_WRITE, 7, params, on_write) == 0) {
+        m->written_poll = m->gates.poll;
+        m->written_fresh = m->gates.fresh;
+        if (strcmp(out.what, "schedule") == 0)
+            m->schedule_msg[0] = '\0';
+    }
+}
+
+static void kick(ps_cutover *m)
+{
+    if (!m->leading || m->stopping)
+        return;
+    if (m->req) {
+        m->again = true;
+        return;
+    }
+    if (!m->loaded) {
+        read_state(m);
+        return;
+    }
+    if (m->again)
+        m->again = false;
+    evaluate(m);
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    ps_cutover *m = arg;
+    (void)fd;
+    (void)what;
+    if (!m->leading || m->stopping)
+        return;
+    arm(m, ps_daemon_config(m->d)->monitor.poll_interval_ms);
+    kick(m);
+}
+
+static void on_poll(void *arg)
+{
+    kick(arg);
+}
+
+/* ---- commands ---- */
+
+static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why, size_t whylen, void *arg)
+{
+    ps_cutover *m = arg;
+    ps_co_cmd which;
+    if (ps_co_cmd_parse(cmd->name, &which) < 0)
+        return snprintf(why, whylen, "not a cutover command: %s", cmd->name), 1;
+    if (!m->loaded) {
+        snprintf(why, whylen, "the daemon has not read the cutover state yet (it just became leader); try again");
+        return 1;
+    }
+    if (!m->schedule_ok && which != PS_CO_CMD_ROLLBACK && which != PS_CO_CMD_ABORT) {
+        snprintf(why, whylen, "the percent in force (%d%%) is no stage of cutover.stages: fix the schedule "
+                              "and reload (rollback and abort still work)", m->st.percent);
+        return 1;
+    }
+    int64_t arg_ms = 0;
+    if (which == PS_CO_CMD_EXTEND) {
+        const char *k = strstr(cmd->args, "\"duration_ms\"");
+        const char *colon = k ? strchr(k, ':') : NULL;
+        arg_ms = colon ? strtoll(colon + 1, NULL, 10) : 0;
+    }
+    ps_gates g;
+    int64_t now = ps_clock_ms();
+    ps_gates_eval(ps_daemon_config(m->d), ps_monitor_latest(ps_daemon_monitor(m->d), now), &g);
+    ps_co_policy p = policy(m);
+    ps_co_state next = m->st;
+    ps_co_out out;
+    if (ps_co_command(&p, &next, which, arg_ms, &g, &out, why, whylen) != 0)
+        return 1;
+    /* The row is written in the command's transaction; this module reads
+     * it again right after, so what it believes is what committed. */
+    snprintf(m->cmd_rev, sizeof m->cmd_rev, "%" PRId64, m->rev);
+    state_json(&next, m->cmd_state, sizeof m->cmd_state);
+    gates_json(&g, m->cmd_gates, sizeof m->cmd_gates);
+    act->sql = SQL_WRITE;
+    act->nparams = 7;
+    act->params[0] = ps_daemon_config(m->d)->migration.id;
+    act->params[1] = m->cmd_rev;
+    act->params[2] = m->cmd_state;
+    act->params[3] = m->cmd_gates;
+    act->params[4] = out.what;
+    act->params[5] = out.why;
+    act->params[6] = cmd->requested_by;
+    snprintf(act->result, sizeof act->result, "%s", out.why);
+    ps_log_fields(out.log_prio, (ps_log_field[]){{"MIGRATION", ps_daemon_config(m->d)->migration.id},
+                                                 {"EVENT", out.what},
+                                                 {NULL, NULL}},
+                  "cutover %s: %s (by %s)", out.what, out.why, cmd->requested_by);
+    m->stats.transitions++;
+    m->loaded = false;
+    m->mem.last_green_ms = -1;
+    arm(m, REREAD_MS);
+    return 0;
+}
+
+/* ---- module hooks ---- */
+
+static void co_on_leader(ps_daemon *d, bool leader, void *arg)
+{
+    ps_cutover *m = arg;
+    (void)d;
+    orphan(m);
+    evtimer_del(m->ev_tick);
+    m->leading = leader && !m->stopping;
+    m->loaded = false;
+    m->again = false;
+    m->written_poll = -1;
+    m->written_fresh = false;
+    ps_co_mem_init(&m->mem);
+    if (m->leading)
+        arm(m, 0);
+}
+
+static void co_on_reload(ps_daemon *d, const ps_config *old_cfg, const ps_config *new_cfg, void *arg)
+{
+    ps_cutover *m = arg;
+    (void)d;
+    (void)old_cfg;
+    ps_co_state st = m->st;
+    char msg[400] = "";
+    /* Rule 6 is judged against the state in force; a daemon that has not
+     * read it (a standby) takes the schedule, and its first read judges. */
+    if (m->loaded && ps_co_reschedule(m->stages, m->n_stages, new_cfg->cutover.stages,
+                                      new_cfg->cutover.n_stages, &st, msg, sizeof msg) != 0) {
+        ps_log_error("cutover: reload: %s", msg);
+        return;
+    }
+    if (copy_schedule(m, new_cfg->cutover.stages, new_cfg->cutover.n_stages) < 0) {
+        ps_log_error("cutover: reload: out of memory: the running schedule stays");
+        return;
+    }
+    if (msg[0] && m->loaded) {
+        m->st = st;
+        snprintf(m->schedule_msg, sizeof m->schedule_msg, "%s", msg);
+        ps_log_notice("cutover: reload: %s", msg);
+    }
+    if (m->loaded)
+        fit_schedule(m);
+    if (m->leading)
+        kick(m);
+}
+
+static void co_on_stop(ps_daemon *d, void *arg)
+{
+    ps_cutover *m = arg;
+    (void)d;
+    /* A write in flight finishes or is lost with the connection: the row is
+     * what committed, either way. Nothing new is decided. */
+    m->stopping = true;
+    m->leading = false;
+    evtimer_del(m->ev_tick);
+}
+
+static size_t co_status(ps_daemon *d, char *buf, size_t len, void *arg)
+{
+    ps_cutover *m = arg;
+    if (!ps_daemon_is_leader(d) || !m->loaded)
+        return 0;
+    ps_co_policy p = policy(m);
+    size_t pos = ps_co_format_status(&p, &m->st, buf, len);
+    if (!m->schedule_ok)
+        ps_appendf(buf, len, &pos, " (not a stage of the schedule)");
+    else if (!m->gates.fresh)
+        ps_appendf(buf, len, &pos, ", gates stale");
+    else if (ps_gates_red(&m->gates))
+        ps_appendf(buf, len, &pos, ", gates red %d/%d", m->st.failures, p.failures_to_trip);
+    return pos;
+}
+
+static void co_collect(ps_daemon *d, const ps_metric_sink *sink, void *arg)
+{
+    ps_cutover *m = arg;
+    (void)d;
+    static const ps_metric_counter counters[] = {
+        {"pgshadow_cutover_evaluations_total", "gate evaluations", offsetof(ps_cutover_stats, evaluations)},
+        {"pgshadow_cutover_transitions_total", "cutover state changes recorded with an event",
+         offsetof(ps_cutover_stats, transitions)},
+        {"pgshadow_cutover_trips_total", "gate trips", offsetof(ps_cutover_stats, trips)},
+        {"pgshadow_cutover_write_failures_total", "cutover state writes that failed (read again, retried)",
+         offsetof(ps_cutover_stats, write_failures)},
+    };
+    ps_metric_counters(sink, &m->stats, counters, sizeof counters / sizeof *counters);
+    if (m->loaded)
+        sink->sample(sink->ctx, "pgshadow_cutover_read_percent", PS_METRIC_GAUGE, m->st.percent,
+                     "the read percent in force for every table of the migration");
+}
+
+static void co_free(void *arg)
+{
+    ps_cutover *m = arg;
+    if (!m)
+        return;
+    orphan(m);
+    ps_monitor_set_listener(ps_daemon_monitor(m->d), NULL, NULL);
+    if (m->ev_tick)
+        event_free(m->ev_tick);
+    free(m->stages);
+    free(m);
+}
+
+static int co_create(ps_daemon *d, void **arg)
+{
+    ps_cutover *m = calloc(1, sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    m->d = d;
+    m->ev_tick = evtimer_new(ps_daemon_base(d), tick_cb, m);
+    const ps_config *cfg = ps_daemon_config(d);
+    if (!m->ev_tick || copy_schedule(m, cfg->cutover.stages, cfg->cutover.n_stages) < 0) {
+        co_free(m);
+        return -ENOMEM;
+    }
+    m->schedule_ok = true;
+    ps_co_mem_init(&m->mem);
+    ps_control *c = ps_daemon_control(d);
+    for (int i = 0; c && i < PS_CO_N_CMD; i++) {
+        int r = ps_control_register(c, ps_co_cmd_name((ps_co_cmd)i), command, m);
+        if (r < 0) {
+            co_free(m);
+            return r;
+        }
+    }
+    ps_monitor_set_listener(ps_daemon_monitor(d), on_poll, m);
+    *arg = m;
+    return 0;
+}
+
+const ps_daemon_module ps_cutover_module = {
+    .name = "cutover",
+    .create = co_create,
+    .free = co_free,
+    .on_leader = co_on_leader,
+    .on_reload = co_on_reload,
+    .on_stop = co_on_stop,
+    .status = co_status,
+    .collect = co_collect,
+};
