@@ -18,7 +18,9 @@
 --    with serialization_failure and changes nothing; the caller reads the
 --    state again and decides again;
 --  * an event for every decision with a reason: what = 'cutover <what>',
---    who = the role that asked (the daemon's own for gate decisions),
+--    who = the role that queued the command being carried out (read from
+--    pgshadow.commands, never passed in: the daemon cannot put words in an
+--    operator's mouth), else session_user (the daemon, for gate decisions),
 --    before and after = the state's words; a write without a reason (hold
 --    and failure counts, gate values) writes no event.
 --
@@ -31,7 +33,7 @@
 -- "failures", "last_good"}. Returns the new rev.
 CREATE OR REPLACE FUNCTION pgshadow.cutover_write(p_migration_id text, p_rev bigint, p_state jsonb,
                                                   p_gates jsonb DEFAULT NULL, p_what text DEFAULT NULL,
-                                                  p_why text DEFAULT NULL, p_who text DEFAULT NULL)
+                                                  p_why text DEFAULT NULL, p_command_id bigint DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -40,6 +42,7 @@ DECLARE
     o pgshadow.cutover;
     n pgshadow.cutover;
     t record;
+    v_who text;
 BEGIN
     SELECT * INTO o FROM pgshadow.cutover WHERE migration_id = p_migration_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -79,8 +82,10 @@ BEGIN
         END LOOP;
     END IF;
     IF p_what IS NOT NULL THEN
+        SELECT requested_by INTO v_who FROM pgshadow.commands
+        WHERE command_id = p_command_id AND state = 'running';
         INSERT INTO pgshadow.events (migration_id, who, what, why, before, after)
-        VALUES (p_migration_id, coalesce(p_who, session_user), 'cutover ' || p_what, p_why,
+        VALUES (p_migration_id, coalesce(v_who, session_user), 'cutover ' || p_what, p_why,
                 jsonb_build_object('status', o.status, 'stage', o.stage, 'percent', o.percent),
                 jsonb_build_object('status', n.status, 'stage', n.stage, 'percent', n.percent,
                                    'gates', p_gates));
@@ -92,5 +97,5 @@ $fn$;
 -- Privileges: the daemon alone writes the cutover (operators command it
 -- through the queue, which the daemon checks against the state and the
 -- gates).
-REVOKE ALL ON FUNCTION pgshadow.cutover_write(text, bigint, jsonb, jsonb, text, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pgshadow.cutover_write(text, bigint, jsonb, jsonb, text, text, text) TO pgshadow_daemon;
+REVOKE ALL ON FUNCTION pgshadow.cutover_write(text, bigint, jsonb, jsonb, text, text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgshadow.cutover_write(text, bigint, jsonb, jsonb, text, text, bigint) TO pgshadow_daemon;

@@ -81,7 +81,7 @@ typedef struct ps_cutover {
     ps_co_state st;
     int64_t rev;
     ps_co_mem mem;
-    char cmd_rev[32], cmd_state[400], cmd_gates[1200]; /* a command's parameters (copied by control) */
+    char cmd_rev[32], cmd_id[32], cmd_state[400], cmd_gates[1200]; /* a command's parameters (copied by control) */
     ps_gates gates;
     int64_t written_poll; /* the poll whose gates were last written */
     bool written_fresh;
@@ -416,7 +416,8 @@ static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why,
     act->params[3] = m->cmd_gates;
     act->params[4] = out.what;
     act->params[5] = out.why;
-    act->params[6] = cmd->requested_by;
+    snprintf(m->cmd_id, sizeof m->cmd_id, "%" PRId64, cmd->id);
+    act->params[6] = m->cmd_id; /* who asked: read from the command's row by cutover_write */
     snprintf(act->result, sizeof act->result, "%s", out.why);
     ps_log_fields(out.log_prio, (ps_log_field[]){{"MIGRATION", ps_daemon_config(m->d)->migration.id},
                                                  {"EVENT", out.what},

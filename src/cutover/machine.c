@@ -138,6 +138,11 @@ static void trip(const ps_co_policy *p, ps_co_state *st, ps_co_mem *mem, const p
     where(st, at, sizeof at);
     int polls = st->failures;
     mem->last_green_ms = -1;
+    if (st->status == PS_CO_PAUSED && st->percent == 0) {
+        st->failures = 0; /* reads are all on the primary already: nothing to lower */
+        out->write = true;
+        return;
+    }
     switch (p->on_trip) {
     case PS_ON_TRIP_ROLLBACK:
         enter(p, st, PS_CO_ROLLED_BACK, 0, out);
