@@ -80,6 +80,8 @@ typedef enum {
     PS_GATE_QUARANTINED,      /* <= max_quarantined */
     PS_GATE_SAMPLE_MISMATCHES, /* shadow-read sampling's window, <= max_sample_mismatches */
     PS_GATE_LATENCY_RATIO,     /* sampled shadow p99 / primary p99, <= max_latency_ratio */
+    PS_GATE_CAPTURE_OFF,       /* tables whose capture is off (disable-writes): always <= 0; the
+                                * shadow misses writes, the dashboard says ROLLBACK_RECOMMENDED */
     PS_GATE_N
 } ps_gate_id;
 

@@ -26,6 +26,7 @@ static const struct {
     [PS_GATE_QUARANTINED] = {"quarantined", "quarantined rows"},
     [PS_GATE_SAMPLE_MISMATCHES] = {"sample_mismatches", "sampled read mismatches"},
     [PS_GATE_LATENCY_RATIO] = {"latency_ratio", "shadow/primary p99"},
+    [PS_GATE_CAPTURE_OFF] = {"capture_off", "tables with capture off"},
 };
 
 const char *ps_gate_name(ps_gate_id id)
@@ -84,6 +85,12 @@ void ps_gates_eval(const ps_config *cfg, const ps_monitor_snapshot *snap, ps_gat
     out->g[PS_GATE_SYNC_LAG] = judge(snap->max_sync_lag_s, out->g[PS_GATE_SYNC_LAG].limit, false);
     out->g[PS_GATE_DIVERGED] = judge((double)snap->total_diverged, (double)l->max_diverged, false);
     out->g[PS_GATE_QUARANTINED] = judge((double)snap->total_quarantined, (double)l->max_quarantined, false);
+    int off = 0;
+    for (int i = 0; i < snap->n_kept; i++)
+        off += !snap->tables[i].capture_enabled;
+    if (off == 0 && !snap->capture_enabled)
+        off = 1; /* a table beyond the kept rows */
+    out->g[PS_GATE_CAPTURE_OFF] = judge((double)off, 0, false);
     if (!sampling)
         return;
     ps_gate *sm = &out->g[PS_GATE_SAMPLE_MISMATCHES], *lr = &out->g[PS_GATE_LATENCY_RATIO];
