@@ -43,6 +43,7 @@ DECLARE
     n pgshadow.cutover;
     t record;
     v_who text;
+    v_reason text;
 BEGIN
     SELECT * INTO o FROM pgshadow.cutover WHERE migration_id = p_migration_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -82,10 +83,11 @@ BEGIN
         END LOOP;
     END IF;
     IF p_what IS NOT NULL THEN
-        SELECT requested_by INTO v_who FROM pgshadow.commands
+        SELECT requested_by, args ->> 'reason' INTO v_who, v_reason FROM pgshadow.commands
         WHERE command_id = p_command_id AND state = 'running';
         INSERT INTO pgshadow.events (migration_id, who, what, why, before, after)
-        VALUES (p_migration_id, coalesce(v_who, session_user), 'cutover ' || p_what, p_why,
+        VALUES (p_migration_id, coalesce(v_who, session_user), 'cutover ' || p_what,
+                p_why || coalesce(' (reason: ' || v_reason || ')', ''),
                 jsonb_build_object('status', o.status, 'stage', o.stage, 'percent', o.percent),
                 jsonb_build_object('status', n.status, 'stage', n.stage, 'percent', n.percent,
                                    'gates', p_gates));
