@@ -34,7 +34,9 @@ typedef struct ps_control_cmd {
 
 /* What a handler decided to run. sql runs inside the command's transaction
  * (a failure rolls back to before it and the command ends 'failed' with the
- * server's message); its params are copied before the handler returns. */
+ * server's message). sql and params are copied as soon as the handler
+ * returns: they must point at memory that outlives the call (static text,
+ * the command's own strings, the handler's arg), never at its stack. */
 #define PS_CONTROL_MAX_PARAMS 8
 typedef struct ps_control_action {
     const char *sql; /* NULL: nothing to run, the command is done */

@@ -81,7 +81,10 @@ typedef struct ps_cutover {
     ps_co_state st;
     int64_t rev;
     ps_co_mem mem;
-    char cmd_rev[32], cmd_id[32], cmd_state[400], cmd_gates[1200]; /* a command's parameters (copied by control) */
+    /* A command's parameters: control copies them after the handler
+     * returns, so they live here, not on the handler's stack. */
+    char cmd_rev[32], cmd_id[32], cmd_state[400], cmd_gates[1200];
+    ps_co_out cmd_out;
     ps_gates gates;
     int64_t written_poll; /* the poll whose gates were last written */
     bool written_fresh;
@@ -400,8 +403,8 @@ static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why,
     ps_gates_eval(ps_daemon_config(m->d), ps_monitor_latest(ps_daemon_monitor(m->d), now), &g);
     ps_co_policy p = policy(m);
     ps_co_state next = m->st;
-    ps_co_out out;
-    if (ps_co_command(&p, &next, which, arg_ms, &g, &out, why, whylen) != 0)
+    ps_co_out *out = &m->cmd_out;
+    if (ps_co_command(&p, &next, which, arg_ms, &g, out, why, whylen) != 0)
         return 1;
     /* The row is written in the command's transaction; this module reads
      * it again right after, so what it believes is what committed. */
@@ -414,15 +417,15 @@ static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why,
     act->params[1] = m->cmd_rev;
     act->params[2] = m->cmd_state;
     act->params[3] = m->cmd_gates;
-    act->params[4] = out.what;
-    act->params[5] = out.why;
+    act->params[4] = out->what;
+    act->params[5] = out->why;
     snprintf(m->cmd_id, sizeof m->cmd_id, "%" PRId64, cmd->id);
     act->params[6] = m->cmd_id; /* who asked: read from the command's row by cutover_write */
-    snprintf(act->result, sizeof act->result, "%s", out.why);
-    ps_log_fields(out.log_prio, (ps_log_field[]){{"MIGRATION", ps_daemon_config(m->d)->migration.id},
-                                                 {"EVENT", out.what},
-                                                 {NULL, NULL}},
-                  "cutover %s: %s (by %s)", out.what, out.why, cmd->requested_by);
+    snprintf(act->result, sizeof act->result, "%s", out->why);
+    ps_log_fields(out->log_prio, (ps_log_field[]){{"MIGRATION", ps_daemon_config(m->d)->migration.id},
+                                                  {"EVENT", out->what},
+                                                  {NULL, NULL}},
+                  "cutover %s: %s (by %s)", out->what, out->why, cmd->requested_by);
     m->stats.transitions++;
     m->loaded = false;
     m->mem.last_green_ms = -1;
