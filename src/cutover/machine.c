@@ -473,7 +473,7 @@ size_t ps_co_format_status(const ps_co_policy *p, const ps_co_state *st, char *b
     case PS_CO_RUNNING:
         ps_human_duration(st->hold_earned_ms, e, sizeof e);
         ps_duration_format(ps_co_hold_needed(p, st), n, sizeof n);
-        r = snprintf(buf, len, "cutover stage %d/%zu %d%%, hold %s/%s", st->stage, p->n_stages, st->percent, e, n);
+        r = snprintf(buf, len, "cutover running stage %d/%zu %d%%, hold %s/%s", st->stage, p->n_stages, st->percent, e, n);
         break;
     case PS_CO_PAUSED:
         r = snprintf(buf, len, "cutover paused stage %d/%zu %d%%", st->stage, p->n_stages, st->percent);
