@@ -147,6 +147,7 @@ static void trip(const ps_co_policy *p, ps_co_state *st, ps_co_mem *mem, const p
         return;
     case PS_ON_TRIP_PAUSE:
         st->failures = 0;
+        st->hold_earned_ms = 0; /* a trip starts the hold from zero */
         if (st->status == PS_CO_PAUSED) {
             out->write = true; /* already paused: nothing more to decide */
             return;
