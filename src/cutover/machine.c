@@ -158,6 +158,11 @@ static void trip(const ps_co_policy *p, ps_co_state *st, ps_co_mem *mem, const p
         return;
     case PS_ON_TRIP_STEP_DOWN:
     default: {
+        if (st->stage < 1) {
+            st->failures = 0; /* paused at 0% already: no stage to step down from */
+            out->write = true;
+            return;
+        }
         int target = st->last_good < st->stage - 1 ? st->last_good : st->stage - 1;
         if (target < 0)
             target = 0;
