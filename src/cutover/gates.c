@@ -145,7 +145,7 @@ size_t ps_gate_format_value(ps_gate_id id, double v, char *buf, size_t len)
 
 size_t ps_gates_format_red(const ps_gates *g, char *buf, size_t len)
 {
-    size_t pos = 0;
+    size_t total = 0; /* snprintf semantics: the whole length, however much fits */
     if (len)
         buf[0] = '\0';
     for (int i = 0; i < PS_GATE_N; i++) {
@@ -154,8 +154,11 @@ size_t ps_gates_format_red(const ps_gates *g, char *buf, size_t len)
         char v[32], l[32];
         ps_gate_format_value((ps_gate_id)i, g->g[i].value, v, sizeof v);
         ps_gate_format_value((ps_gate_id)i, g->g[i].limit, l, sizeof l);
-        ps_appendf(buf, len, &pos, "%s%s %s %s %s", pos ? "; " : "", ps_gate_words((ps_gate_id)i), v,
-                   i == PS_GATE_SYNC_PERCENT ? "<" : ">", l);
+        int n = snprintf(total < len ? buf + total : NULL, total < len ? len - total : 0, "%s%s %s %s %s",
+                         total ? "; " : "", ps_gate_words((ps_gate_id)i), v,
+                         i == PS_GATE_SYNC_PERCENT ? "<" : ">", l);
+        if (n > 0)
+            total += (size_t)n;
     }
-    return pos;
+    return total;
 }

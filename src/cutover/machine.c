@@ -152,6 +152,7 @@ static void trip(const ps_co_policy *p, ps_co_state *st, ps_co_mem *mem, const p
         return;
     case PS_ON_TRIP_PAUSE:
         st->failures = 0;
+        st->hold_earned_ms = 0; /* a trip starts the hold from zero */
         if (st->status == PS_CO_PAUSED) {
             out->write = true; /* already paused: nothing more to decide */
             return;
@@ -162,6 +163,11 @@ static void trip(const ps_co_policy *p, ps_co_state *st, ps_co_mem *mem, const p
         return;
     case PS_ON_TRIP_STEP_DOWN:
     default: {
+        if (st->stage < 1) {
+            st->failures = 0; /* paused at 0% already: no stage to step down from */
+            out->write = true;
+            return;
+        }
         int target = st->last_good < st->stage - 1 ? st->last_good : st->stage - 1;
         if (target < 0)
             target = 0;
@@ -478,7 +484,7 @@ size_t ps_co_format_status(const ps_co_policy *p, const ps_co_state *st, char *b
     case PS_CO_RUNNING:
         ps_human_duration(st->hold_earned_ms, e, sizeof e);
         ps_duration_format(ps_co_hold_needed(p, st), n, sizeof n);
-        r = snprintf(buf, len, "cutover stage %d/%zu %d%%, hold %s/%s", st->stage, p->n_stages, st->percent, e, n);
+        r = snprintf(buf, len, "cutover running stage %d/%zu %d%%, hold %s/%s", st->stage, p->n_stages, st->percent, e, n);
         break;
     case PS_CO_PAUSED:
         r = snprintf(buf, len, "cutover paused stage %d/%zu %d%%", st->stage, p->n_stages, st->percent);
