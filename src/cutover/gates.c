@@ -131,7 +131,8 @@ size_t ps_gate_format_value(ps_gate_id id, double v, char *buf, size_t len)
         n = snprintf(buf, len, "%.4g%%", v);
         break;
     case PS_GATE_SYNC_LAG:
-        n = v < 10 ? snprintf(buf, len, "%.3g s", v) : snprintf(buf, len, "%.0f s", v);
+        /* four significant digits: a lag of 30.4 s against 30 s must not read "30 s > 30 s" */
+        n = v < 1000 ? snprintf(buf, len, "%.4g s", v) : snprintf(buf, len, "%.0f s", v);
         break;
     case PS_GATE_LATENCY_RATIO:
         n = snprintf(buf, len, "x%.2f", v);

@@ -60,11 +60,12 @@ static ps_monitor_snapshot at_limits(int64_t taken_ms)
     s.sampled = true;
     s.sample_keys = 20;
     s.sample_p99_ratio = 1.5;
+    s.capture_enabled = true;
     return s;
 }
 
 typedef enum {
-    F_NONE = 0, F_PCT, F_LAG, F_DIV, F_QUAR, F_MISM, F_RATIO, F_KEYS, F_SAMPLED, F_MONITORING
+    F_NONE = 0, F_PCT, F_LAG, F_DIV, F_QUAR, F_MISM, F_RATIO, F_KEYS, F_SAMPLED, F_MONITORING, F_CAPTURE_OFF
 } field;
 typedef struct mut {
     field f;
@@ -83,6 +84,12 @@ static void apply(ps_monitor_snapshot *s, const mut *m)
     case F_KEYS: s->sample_keys = (int64_t)m->v; break;
     case F_SAMPLED: s->sampled = m->v != 0; break;
     case F_MONITORING: s->status = PS_MONITOR_MONITORING; break;
+    case F_CAPTURE_OFF:
+        s->capture_enabled = false;
+        s->n_kept = 2;
+        s->tables[1].capture_enabled = false;
+        s->tables[0].capture_enabled = m->v == 2;
+        break;
     case F_NONE: break;
     }
 }
@@ -122,7 +129,8 @@ static double value_of(const ps_monitor_snapshot *s, int i)
 {
     const double v[PS_GATE_N] = {s->min_sync_percent, s->max_sync_lag_s, (double)s->total_diverged,
                                  (double)s->total_quarantined, (double)s->sample_mismatches,
-                                 s->sample_p99_ratio};
+                                 s->sample_p99_ratio,
+                                 (double)(s->n_kept - (s->n_kept ? s->tables[0].capture_enabled + s->tables[1].capture_enabled : 0))};
     return v[i];
 }
 
@@ -136,33 +144,36 @@ static void test_gates_table(void **state)
         const char *colors; /* per gate: G green, R red, S stale, O off */
         bool green, red, ready;
     } cases[] = {
-        {"every gate exactly at its limit is green", false, false, {{0}}, "GGGGGG", true, false, true},
-        {"sync percent just under", false, false, {{F_PCT, 98.99}}, "RGGGGG", false, true, true},
-        {"sync percent 100", false, false, {{F_PCT, 100}}, "GGGGGG", true, false, true},
-        {"sync lag 1 ms over", false, false, {{F_LAG, 30.001}}, "GRGGGG", false, true, true},
-        {"sync lag 0", false, false, {{F_LAG, 0}}, "GGGGGG", true, false, true},
-        {"diverged 6 > 5", false, false, {{F_DIV, 6}}, "GGRGGG", false, true, true},
-        {"quarantined 1 > 0", false, false, {{F_QUAR, 1}}, "GGGRGG", false, true, true},
-        {"one sampled mismatch", false, false, {{F_MISM, 1}}, "GGGGRG", false, true, true},
-        {"p99 ratio 1.51 > 1.5", false, false, {{F_RATIO, 1.51}}, "GGGGGR", false, true, true},
-        {"p99 ratio 0 is known and green", false, false, {{F_RATIO, 0}}, "GGGGGG", true, false, true},
-        {"stale snapshot, sampling on", true, false, {{0}}, "SSSSSS", false, false, false},
-        {"stale snapshot, sampling off", true, true, {{0}}, "SSSSOO", false, false, false},
+        {"every gate exactly at its limit is green", false, false, {{0}}, "GGGGGGG", true, false, true},
+        {"sync percent just under", false, false, {{F_PCT, 98.99}}, "RGGGGGG", false, true, true},
+        {"sync percent 100", false, false, {{F_PCT, 100}}, "GGGGGGG", true, false, true},
+        {"sync lag 1 ms over", false, false, {{F_LAG, 30.001}}, "GRGGGGG", false, true, true},
+        {"sync lag 0", false, false, {{F_LAG, 0}}, "GGGGGGG", true, false, true},
+        {"diverged 6 > 5", false, false, {{F_DIV, 6}}, "GGRGGGG", false, true, true},
+        {"quarantined 1 > 0", false, false, {{F_QUAR, 1}}, "GGGRGGG", false, true, true},
+        {"one sampled mismatch", false, false, {{F_MISM, 1}}, "GGGGRGG", false, true, true},
+        {"p99 ratio 1.51 > 1.5", false, false, {{F_RATIO, 1.51}}, "GGGGGRG", false, true, true},
+        {"p99 ratio 0 is known and green", false, false, {{F_RATIO, 0}}, "GGGGGGG", true, false, true},
+        {"stale snapshot, sampling on", true, false, {{0}}, "SSSSSSS", false, false, false},
+        {"stale snapshot, sampling off", true, true, {{0}}, "SSSSOOS", false, false, false},
         {"sampling off: its gates off whatever the window says", false, true, {{F_MISM, 99}, {F_RATIO, 9}},
-         "GGGGOO", true, false, true},
-        {"no sampling round in the window: stale", false, false, {{F_SAMPLED, 0}, {F_MISM, 9}}, "GGGGSS",
+         "GGGGOOG", true, false, true},
+        {"no sampling round in the window: stale", false, false, {{F_SAMPLED, 0}, {F_MISM, 9}}, "GGGGSSG",
          false, false, true},
-        {"nothing to sample (no key read): off", false, false, {{F_KEYS, 0}, {F_MISM, 9}}, "GGGGOO", true,
+        {"nothing to sample (no key read): off", false, false, {{F_KEYS, 0}, {F_MISM, 9}}, "GGGGOOG", true,
          false, true},
-        {"p99 ratio unknown: stale", false, false, {{F_RATIO, -1}}, "GGGGGS", false, false, true},
-        {"p99 unknown and a mismatch: red", false, false, {{F_RATIO, -1}, {F_MISM, 1}}, "GGGGRS", false,
+        {"p99 ratio unknown: stale", false, false, {{F_RATIO, -1}}, "GGGGGSG", false, false, true},
+        {"p99 unknown and a mismatch: red", false, false, {{F_RATIO, -1}, {F_MISM, 1}}, "GGGGRSG", false,
          true, true},
-        {"red and stale together: red", false, false, {{F_SAMPLED, 0}, {F_LAG, 41}}, "GRGGSS", false, true,
+        {"red and stale together: red", false, false, {{F_SAMPLED, 0}, {F_LAG, 41}}, "GRGGSSG", false, true,
          true},
-        {"MONITORING_REQUIRED: green, not ready", false, false, {{F_MONITORING, 0}}, "GGGGGG", true, false,
+        {"capture off for one table of two: red 1 > 0", false, false, {{F_CAPTURE_OFF, 2}}, "GGGGGGR", false,
+         true, true},
+        {"capture off for both: 2", false, false, {{F_CAPTURE_OFF, 1}}, "GGGGGGR", false, true, true},
+        {"MONITORING_REQUIRED: green, not ready", false, false, {{F_MONITORING, 0}}, "GGGGGGG", true, false,
          false},
     };
-    const double limits[PS_GATE_N] = {99, 30, 5, 0, 0, 1.5};
+    const double limits[PS_GATE_N] = {99, 30, 5, 0, 0, 1.5, 0};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         ps_monitor_snapshot s = at_limits(777);
         apply(&s, &cases[i].m[0]);
