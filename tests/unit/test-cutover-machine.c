@@ -1,5 +1,5 @@
 /*
- * test-cutover.c - the cutover's pure half (include/pgshadow/cutover.h;
+ * test-cutover-machine.c - the cutover's pure half (include/pgshadow/cutover.h;
  * src/cutover/gates.c, src/cutover/machine.c), one table row per case, the
  * fake clock an input:
  *  - the gates: each one green or red at its limit (equal is green), stale
@@ -12,6 +12,10 @@
  *    stale snapshots; failures counted once a poll; each on_trip policy;
  *    a 5-stage schedule to the decision; finally wait/promote; auto start;
  *  - reschedule (rule 6 of a reload), STATUS= words, names and parsing.
+ *
+ * Over 800 lines on purpose: it is the machine's specification as tables
+ * (78 command rows cover all 56 status x command pairs, 19 tick scripts);
+ * split into files, a rule and its cases would drift apart.
  */
 #include <stdarg.h>
 #include <stddef.h>
