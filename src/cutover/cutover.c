@@ -271,7 +271,10 @@ static void on_write(ps_pgconn *c, const PGresult *res, void *arg)
         log_event(m, &m->st, &r->out);
     }
     free(r);
-    kick(m);
+    /* Only when asked meanwhile: an evaluation right after a write would
+     * earn the write's own milliseconds and write again, forever. */
+    if (m->again)
+        kick(m);
 }
 
 static int send_req(ps_cutover *m, struct req *r, const char *sql, int n, const char *const *params,
@@ -354,8 +357,7 @@ static void kick(ps_cutover *m)
         read_state(m);
         return;
     }
-    if (m->again)
-        m->again = false;
+    m->again = false;
     evaluate(m);
 }
 
