@@ -81,7 +81,10 @@ typedef struct ps_cutover {
     ps_co_state st;
     int64_t rev;
     ps_co_mem mem;
-    char cmd_rev[32], cmd_state[400], cmd_gates[1200]; /* a command's parameters (copied by control) */
+    /* a command's parameters: control copies them after the handler
+     * returned, so none may point into the handler's own stack */
+    char cmd_rev[32], cmd_state[400], cmd_gates[1200];
+    char cmd_what[sizeof(((ps_co_out *)0)->what)], cmd_why[sizeof(((ps_co_out *)0)->why)];
     ps_gates gates;
     int64_t written_poll; /* the poll whose gates were last written */
     bool written_fresh;
@@ -408,14 +411,16 @@ static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why,
     snprintf(m->cmd_rev, sizeof m->cmd_rev, "%" PRId64, m->rev);
     state_json(&next, m->cmd_state, sizeof m->cmd_state);
     gates_json(&g, m->cmd_gates, sizeof m->cmd_gates);
+    snprintf(m->cmd_what, sizeof m->cmd_what, "%s", out.what);
+    snprintf(m->cmd_why, sizeof m->cmd_why, "%s", out.why);
     act->sql = SQL_WRITE;
     act->nparams = 7;
     act->params[0] = ps_daemon_config(m->d)->migration.id;
     act->params[1] = m->cmd_rev;
     act->params[2] = m->cmd_state;
     act->params[3] = m->cmd_gates;
-    act->params[4] = out.what;
-    act->params[5] = out.why;
+    act->params[4] = m->cmd_what;
+    act->params[5] = m->cmd_why;
     act->params[6] = cmd->requested_by;
     snprintf(act->result, sizeof act->result, "%s", out.why);
     ps_log_fields(out.log_prio, (ps_log_field[]){{"MIGRATION", ps_daemon_config(m->d)->migration.id},
