@@ -54,7 +54,7 @@ static const char SQL_READ[] =
 
 static const char SQL_WRITE[] = "SELECT pgshadow.cutover_write($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7)";
 
-#define REREAD_MS 200 /* after a command or a failed write */
+#define REREAD_MS 200 /* after a failed write */
 
 enum req_kind { REQ_READ, REQ_WRITE };
 
@@ -384,7 +384,8 @@ static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why,
     if (ps_co_cmd_parse(cmd->name, &which) < 0)
         return snprintf(why, whylen, "not a cutover command: %s", cmd->name), 1;
     if (!m->loaded) {
-        snprintf(why, whylen, "the daemon has not read the cutover state yet (it just became leader); try again");
+        snprintf(why, whylen, "the daemon is reading the cutover state (it just became leader, or a write of "
+                              "it failed); try again");
         return 1;
     }
     if (!m->schedule_ok && which != PS_CO_CMD_ROLLBACK && which != PS_CO_CMD_ABORT) {
@@ -428,9 +429,15 @@ static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why,
                                                  {NULL, NULL}},
                   "cutover %s: %s (by %s)", out.what, out.why, cmd->requested_by);
     m->stats.transitions++;
+    /* What committed is read at once: this read is queued behind the rest
+     * of the command's transaction (its statements go ahead of everything
+     * queued) and ahead of the next command's BEGIN, so a command given
+     * right after this one finds the state loaded. An answer of ours still
+     * to come is from before the command: dropped. */
+    orphan(m);
     m->loaded = false;
     m->mem.last_green_ms = -1;
-    arm(m, REREAD_MS);
+    read_state(m);
     return 0;
 }
 
