@@ -76,6 +76,8 @@ typedef struct ps_cutover {
     ps_stage *stages;
     size_t n_stages;
     bool schedule_ok; /* the percent in force is a stage of the schedule */
+    ps_stage *pending; /* a reloaded schedule waiting for the state in flight (NULL: none) */
+    size_t n_pending;
     char schedule_msg[sizeof(((ps_co_out *)0)->why)]; /* a reschedule to record at the next write */
 
     ps_co_state st;
@@ -194,6 +196,42 @@ static void fit_schedule(ps_cutover *m)
     m->schedule_ok = false;
 }
 
+/* A reloaded schedule s against the state in force (rule 6): refused, or
+ * taken with the stage remapped (recorded at the next write). A daemon that
+ * has not read the state (a standby) takes it, and its first read judges. */
+static void reschedule(ps_cutover *m, const ps_stage *s, size_t n)
+{
+    ps_co_state st = m->st;
+    char msg[400] = "";
+    if (m->loaded && ps_co_reschedule(m->stages, m->n_stages, s, n, &st, msg, sizeof msg) != 0) {
+        ps_log_error("cutover: reload: %s", msg);
+        return;
+    }
+    if (copy_schedule(m, s, n) < 0) {
+        ps_log_error("cutover: reload: out of memory: the running schedule stays");
+        return;
+    }
+    if (msg[0] && m->loaded) {
+        m->st = st;
+        snprintf(m->schedule_msg, sizeof m->schedule_msg, "%s", msg);
+        ps_log_notice("cutover: reload: %s", msg);
+    }
+    if (m->loaded)
+        fit_schedule(m);
+}
+
+/* The state just landed (read, or written by us): a reload that waited
+ * for it is judged now. */
+static void take_pending(ps_cutover *m)
+{
+    ps_stage *s = m->pending;
+    if (!s)
+        return;
+    m->pending = NULL;
+    reschedule(m, s, m->n_pending);
+    free(s);
+}
+
 static void on_read(ps_pgconn *c, const PGresult *res, void *arg)
 {
     struct req *r = arg;
@@ -230,6 +268,7 @@ static void on_read(ps_pgconn *c, const PGresult *res, void *arg)
     m->rev = strtoll(PQgetvalue(res, 0, 7), NULL, 10);
     fit_schedule(m);
     m->loaded = true;
+    take_pending(m);
     if (first) {
         char words[160];
         ps_co_policy p = policy(m);
@@ -271,6 +310,7 @@ static void on_write(ps_pgconn *c, const PGresult *res, void *arg)
         log_event(m, &m->st, &r->out);
     }
     free(r);
+    take_pending(m);
     kick(m);
 }
 
@@ -464,26 +504,21 @@ static void co_on_reload(ps_daemon *d, const ps_config *old_cfg, const ps_config
     ps_cutover *m = arg;
     (void)d;
     (void)old_cfg;
-    ps_co_state st = m->st;
-    char msg[400] = "";
-    /* Rule 6 is judged against the state in force; a daemon that has not
-     * read it (a standby) takes the schedule, and its first read judges. */
-    if (m->loaded && ps_co_reschedule(m->stages, m->n_stages, new_cfg->cutover.stages,
-                                      new_cfg->cutover.n_stages, &st, msg, sizeof msg) != 0) {
-        ps_log_error("cutover: reload: %s", msg);
-        return;
+    free(m->pending);
+    m->pending = NULL;
+    /* Rule 6 is judged against the state in force. While this leader's
+     * read or write of it is in flight, that is the state its answer
+     * brings (a write may move the percent, and puts its own stage index
+     * in st): judged when it lands (take_pending). */
+    if (m->leading && (m->req || !m->loaded)) {
+        size_t n = new_cfg->cutover.n_stages;
+        if ((m->pending = calloc(n ? n : 1, sizeof *m->pending))) {
+            memcpy(m->pending, new_cfg->cutover.stages, n * sizeof *m->pending);
+            m->n_pending = n;
+            return;
+        }
     }
-    if (copy_schedule(m, new_cfg->cutover.stages, new_cfg->cutover.n_stages) < 0) {
-        ps_log_error("cutover: reload: out of memory: the running schedule stays");
-        return;
-    }
-    if (msg[0] && m->loaded) {
-        m->st = st;
-        snprintf(m->schedule_msg, sizeof m->schedule_msg, "%s", msg);
-        ps_log_notice("cutover: reload: %s", msg);
-    }
-    if (m->loaded)
-        fit_schedule(m);
+    reschedule(m, new_cfg->cutover.stages, new_cfg->cutover.n_stages);
     if (m->leading)
         kick(m);
 }
@@ -543,6 +578,7 @@ static void co_free(void *arg)
     if (m->ev_tick)
         event_free(m->ev_tick);
     free(m->stages);
+    free(m->pending);
     free(m);
 }
 
