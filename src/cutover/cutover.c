@@ -303,6 +303,9 @@ static void on_write(ps_pgconn *c, const PGresult *res, void *arg)
     }
     m->st = r->st;
     m->rev = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    /* recorded (a failed write keeps it for the next one, after the read) */
+    if (strcmp(r->out.what, "schedule") == 0 && strcmp(r->out.why, m->schedule_msg) == 0)
+        m->schedule_msg[0] = '\0';
     if (r->out.what[0]) {
         m->stats.transitions++;
         if (strcmp(r->out.what, "trip") == 0)
@@ -350,13 +353,15 @@ static void evaluate(ps_cutover *m)
     ps_co_state next = m->st;
     ps_co_out out = {0};
     ps_co_policy p = policy(m);
-    if (m->schedule_ok)
-        ps_co_tick(&p, &next, &m->mem, &m->gates, now, &out);
-    if (!out.what[0] && m->schedule_msg[0]) {
+    if (m->schedule_msg[0]) {
+        /* A reschedule is recorded before anything is decided on the new
+         * schedule: the machine runs again when this write has landed. */
         snprintf(out.what, sizeof out.what, "schedule");
         snprintf(out.why, sizeof out.why, "%s", m->schedule_msg);
         out.log_prio = LOG_NOTICE;
         out.write = true;
+    } else if (m->schedule_ok) {
+        ps_co_tick(&p, &next, &m->mem, &m->gates, now, &out);
     }
     bool gates_news = m->gates.fresh != m->written_fresh || (m->gates.fresh && m->gates.poll != m->written_poll);
     if (!out.write && !gates_news)
@@ -377,8 +382,6 @@ static void evaluate(ps_cutover *m)
     if (send_req(m, r, SQL_WRITE, 7, params, on_write) == 0) {
         m->written_poll = m->gates.poll;
         m->written_fresh = m->gates.fresh;
-        if (strcmp(out.what, "schedule") == 0)
-            m->schedule_msg[0] = '\0';
     }
 }
 
