@@ -314,7 +314,11 @@ static void on_write(ps_pgconn *c, const PGresult *res, void *arg)
     }
     free(r);
     take_pending(m);
-    kick(m);
+    /* Only what was asked for while it was in flight (a poll, the timer, a
+     * reschedule to record): evaluating after every write of our own would
+     * write again (hold earned during the round trip), back to back. */
+    if (m->again || m->schedule_msg[0])
+        kick(m);
 }
 
 static int send_req(ps_cutover *m, struct req *r, const char *sql, int n, const char *const *params,
@@ -382,6 +386,8 @@ static void evaluate(ps_cutover *m)
     if (send_req(m, r, SQL_WRITE, 7, params, on_write) == 0) {
         m->written_poll = m->gates.poll;
         m->written_fresh = m->gates.fresh;
+        if (strcmp(out.what, "schedule") == 0)
+            m->again = true; /* the machine runs once this has landed */
     }
 }
 
@@ -397,8 +403,7 @@ static void kick(ps_cutover *m)
         read_state(m);
         return;
     }
-    if (m->again)
-        m->again = false;
+    m->again = false;
     evaluate(m);
 }
 
