@@ -17,9 +17,10 @@
 --    read whole (ORDER BY random());
 --  * a key is a mismatch only when the primary row's mapped values (the
 --    canonical row hash, hash_expr over p) and the shadow row's columns
---    (shadow_hash_expr over s) differ twice in a row AND the key has no
---    pending change_log entry AND is not quarantined: apply has not caught
---    up with such a key, which is lag, not a wrong shadow;
+--    (shadow_hash_expr over s) differ in the timed reads AND again on one
+--    snapshot that also finds no pending change_log entry of the key and
+--    no quarantine of it: apply has not caught up with such a key, which
+--    is lag, not a wrong shadow;
 --  * read_samples keeps at most one hour and at most 360 rounds per table
 --    (pruned at every round); the view counts only the last hour;
 --  * every identifier reaches dynamic SQL through format('%I') / a regclass,
@@ -176,6 +177,8 @@ DECLARE
     v_pread    text;
     v_sread    text;
     v_pending  text;
+    v_judge    text;     -- both sides and v_pending, on one snapshot
+    v_differs  boolean;
     v_keys     text[];   -- the sample: encoded keys
     v_key      text[];
     v_p        record;
@@ -225,6 +228,10 @@ BEGIN
                             'AND q.phase IS DISTINCT FROM ''parse'' AND cardinality(q.key) = %s '
                             'AND array_position(q.key, NULL) IS NULL AND %s)',
                             v_n, v_ceq, v_n, v_qeq);
+        -- One statement, so one snapshot (_sync_read is STABLE: it reads
+        -- on the statement's): $1 table_id, $2 key, $3 owner, $4/$5 the reads.
+        v_judge := format('SELECT (SELECT x[1] FROM pgshadow._sync_read($3, $4, $2) x) IS DISTINCT FROM '
+                          '(SELECT x[1] FROM pgshadow._sync_read($3, $5, $2) x), (%s)', v_pending);
 
         -- The sample. Pages from the files themselves (cheap, right even
         -- when the table was never analyzed); a partitioned table's are its
@@ -272,21 +279,24 @@ BEGIN
             v_sms := v_sms || v_s.ms;
             CONTINUE WHEN v_p.hash IS NOT DISTINCT FROM v_s.hash;
             -- Different. Each read above had its own snapshot: a write and
-            -- its apply may have committed between them. Read both again
-            -- (untimed) before anything else.
-            SELECT * INTO v_p FROM pgshadow._sample_read(st.owner, v_pread, v_key);
-            SELECT * INTO v_s FROM pgshadow._sample_read(st.owner, v_sread, v_key);
-            CONTINUE WHEN v_p.hash IS NOT DISTINCT FROM v_s.hash;
-            -- Still different: a key apply has not caught up with (checked
-            -- after the compare, so a change committed while we read counts
-            -- as pending) is lag, not a wrong shadow; a quarantined key is
-            -- reported as such already. A change log key that does not
-            -- parse (quarantined by the next apply) excuses the key too.
+            -- its apply may have committed between them (or between a
+            -- second pair of reads and a look at the change log after
+            -- them: apply deletes the entry it applied). So both sides and
+            -- the key's pending entry are looked at again on ONE snapshot,
+            -- untimed: a write commits with its change log entry, and apply
+            -- writes the shadow and deletes the entry in one transaction,
+            -- so there a key that differs with nothing pending is a wrong
+            -- shadow. A key apply has not caught up with is lag; a
+            -- quarantined key is reported as such already; a change log
+            -- key that does not parse (quarantined by the next apply)
+            -- excuses the key too.
             BEGIN
-                EXECUTE v_pending INTO v_excused USING t.table_id, v_key;
+                EXECUTE v_judge INTO v_differs, v_excused USING t.table_id, v_key, st.owner, v_pread, v_sread;
             EXCEPTION WHEN data_exception THEN
+                v_differs := true;
                 v_excused := true;
             END;
+            CONTINUE WHEN NOT v_differs;
             IF v_excused THEN
                 v_skip := v_skip + 1;
             ELSE

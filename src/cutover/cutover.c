@@ -54,7 +54,7 @@ static const char SQL_READ[] =
 
 static const char SQL_WRITE[] = "SELECT pgshadow.cutover_write($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7)";
 
-#define REREAD_MS 200 /* after a command or a failed write */
+#define REREAD_MS 200 /* after a failed write */
 
 enum req_kind { REQ_READ, REQ_WRITE };
 
@@ -76,15 +76,17 @@ typedef struct ps_cutover {
     ps_stage *stages;
     size_t n_stages;
     bool schedule_ok; /* the percent in force is a stage of the schedule */
+    ps_stage *pending; /* a reloaded schedule waiting for the state in flight (NULL: none) */
+    size_t n_pending;
     char schedule_msg[sizeof(((ps_co_out *)0)->why)]; /* a reschedule to record at the next write */
 
     ps_co_state st;
     int64_t rev;
     ps_co_mem mem;
-    /* A command's parameters: control copies them after the handler
-     * returns, so they live here, not on the handler's stack. */
+    /* a command's parameters: control copies them after the handler
+     * returned, so none may point into the handler's own stack */
     char cmd_rev[32], cmd_id[32], cmd_state[400], cmd_gates[1200];
-    ps_co_out cmd_out;
+    char cmd_what[sizeof(((ps_co_out *)0)->what)], cmd_why[sizeof(((ps_co_out *)0)->why)];
     ps_gates gates;
     int64_t written_poll; /* the poll whose gates were last written */
     bool written_fresh;
@@ -194,6 +196,42 @@ static void fit_schedule(ps_cutover *m)
     m->schedule_ok = false;
 }
 
+/* A reloaded schedule s against the state in force (rule 6): refused, or
+ * taken with the stage remapped (recorded at the next write). A daemon that
+ * has not read the state (a standby) takes it, and its first read judges. */
+static void reschedule(ps_cutover *m, const ps_stage *s, size_t n)
+{
+    ps_co_state st = m->st;
+    char msg[400] = "";
+    if (m->loaded && ps_co_reschedule(m->stages, m->n_stages, s, n, &st, msg, sizeof msg) != 0) {
+        ps_log_error("cutover: reload: %s", msg);
+        return;
+    }
+    if (copy_schedule(m, s, n) < 0) {
+        ps_log_error("cutover: reload: out of memory: the running schedule stays");
+        return;
+    }
+    if (msg[0] && m->loaded) {
+        m->st = st;
+        snprintf(m->schedule_msg, sizeof m->schedule_msg, "%s", msg);
+        ps_log_notice("cutover: reload: %s", msg);
+    }
+    if (m->loaded)
+        fit_schedule(m);
+}
+
+/* The state just landed (read, or written by us): a reload that waited
+ * for it is judged now. */
+static void take_pending(ps_cutover *m)
+{
+    ps_stage *s = m->pending;
+    if (!s)
+        return;
+    m->pending = NULL;
+    reschedule(m, s, m->n_pending);
+    free(s);
+}
+
 static void on_read(ps_pgconn *c, const PGresult *res, void *arg)
 {
     struct req *r = arg;
@@ -230,6 +268,7 @@ static void on_read(ps_pgconn *c, const PGresult *res, void *arg)
     m->rev = strtoll(PQgetvalue(res, 0, 7), NULL, 10);
     fit_schedule(m);
     m->loaded = true;
+    take_pending(m);
     if (first) {
         char words[160];
         ps_co_policy p = policy(m);
@@ -264,6 +303,9 @@ static void on_write(ps_pgconn *c, const PGresult *res, void *arg)
     }
     m->st = r->st;
     m->rev = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    /* recorded (a failed write keeps it for the next one, after the read) */
+    if (strcmp(r->out.what, "schedule") == 0 && strcmp(r->out.why, m->schedule_msg) == 0)
+        m->schedule_msg[0] = '\0';
     if (r->out.what[0]) {
         m->stats.transitions++;
         if (strcmp(r->out.what, "trip") == 0)
@@ -271,9 +313,11 @@ static void on_write(ps_pgconn *c, const PGresult *res, void *arg)
         log_event(m, &m->st, &r->out);
     }
     free(r);
-    /* Only when asked meanwhile: an evaluation right after a write would
-     * earn the write's own milliseconds and write again, forever. */
-    if (m->again)
+    take_pending(m);
+    /* Only what was asked for while it was in flight (a poll, the timer, a
+     * reschedule to record): evaluating after every write of our own would
+     * write again (hold earned during the round trip), back to back. */
+    if (m->again || m->schedule_msg[0])
         kick(m);
 }
 
@@ -313,13 +357,15 @@ static void evaluate(ps_cutover *m)
     ps_co_state next = m->st;
     ps_co_out out = {0};
     ps_co_policy p = policy(m);
-    if (m->schedule_ok)
-        ps_co_tick(&p, &next, &m->mem, &m->gates, now, &out);
-    if (!out.what[0] && m->schedule_msg[0]) {
+    if (m->schedule_msg[0]) {
+        /* A reschedule is recorded before anything is decided on the new
+         * schedule: the machine runs again when this write has landed. */
         snprintf(out.what, sizeof out.what, "schedule");
         snprintf(out.why, sizeof out.why, "%s", m->schedule_msg);
         out.log_prio = LOG_NOTICE;
         out.write = true;
+    } else if (m->schedule_ok) {
+        ps_co_tick(&p, &next, &m->mem, &m->gates, now, &out);
     }
     bool gates_news = m->gates.fresh != m->written_fresh || (m->gates.fresh && m->gates.poll != m->written_poll);
     if (!out.write && !gates_news)
@@ -341,7 +387,7 @@ static void evaluate(ps_cutover *m)
         m->written_poll = m->gates.poll;
         m->written_fresh = m->gates.fresh;
         if (strcmp(out.what, "schedule") == 0)
-            m->schedule_msg[0] = '\0';
+            m->again = true; /* the machine runs once this has landed */
     }
 }
 
@@ -386,7 +432,8 @@ static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why,
     if (ps_co_cmd_parse(cmd->name, &which) < 0)
         return snprintf(why, whylen, "not a cutover command: %s", cmd->name), 1;
     if (!m->loaded) {
-        snprintf(why, whylen, "the daemon has not read the cutover state yet (it just became leader); try again");
+        snprintf(why, whylen, "the daemon is reading the cutover state (it just became leader, or a write of "
+                              "it failed); try again");
         return 1;
     }
     if (!m->schedule_ok && which != PS_CO_CMD_ROLLBACK && which != PS_CO_CMD_ABORT) {
@@ -405,33 +452,41 @@ static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why,
     ps_gates_eval(ps_daemon_config(m->d), ps_monitor_latest(ps_daemon_monitor(m->d), now), &g);
     ps_co_policy p = policy(m);
     ps_co_state next = m->st;
-    ps_co_out *out = &m->cmd_out;
-    if (ps_co_command(&p, &next, which, arg_ms, &g, out, why, whylen) != 0)
+    ps_co_out out;
+    if (ps_co_command(&p, &next, which, arg_ms, &g, &out, why, whylen) != 0)
         return 1;
     /* The row is written in the command's transaction; this module reads
      * it again right after, so what it believes is what committed. */
     snprintf(m->cmd_rev, sizeof m->cmd_rev, "%" PRId64, m->rev);
     state_json(&next, m->cmd_state, sizeof m->cmd_state);
     gates_json(&g, m->cmd_gates, sizeof m->cmd_gates);
+    snprintf(m->cmd_what, sizeof m->cmd_what, "%s", out.what);
+    snprintf(m->cmd_why, sizeof m->cmd_why, "%s", out.why);
     act->sql = SQL_WRITE;
     act->nparams = 7;
     act->params[0] = ps_daemon_config(m->d)->migration.id;
     act->params[1] = m->cmd_rev;
     act->params[2] = m->cmd_state;
     act->params[3] = m->cmd_gates;
-    act->params[4] = out->what;
-    act->params[5] = out->why;
+    act->params[4] = m->cmd_what;
+    act->params[5] = m->cmd_why;
     snprintf(m->cmd_id, sizeof m->cmd_id, "%" PRId64, cmd->id);
     act->params[6] = m->cmd_id; /* who asked: read from the command's row by cutover_write */
-    snprintf(act->result, sizeof act->result, "%s", out->why);
-    ps_log_fields(out->log_prio, (ps_log_field[]){{"MIGRATION", ps_daemon_config(m->d)->migration.id},
-                                                  {"EVENT", out->what},
-                                                  {NULL, NULL}},
-                  "cutover %s: %s (by %s)", out->what, out->why, cmd->requested_by);
+    snprintf(act->result, sizeof act->result, "%s", out.why);
+    ps_log_fields(out.log_prio, (ps_log_field[]){{"MIGRATION", ps_daemon_config(m->d)->migration.id},
+                                                 {"EVENT", out.what},
+                                                 {NULL, NULL}},
+                  "cutover %s: %s (by %s)", out.what, out.why, cmd->requested_by);
     m->stats.transitions++;
+    /* What committed is read at once: this read is queued behind the rest
+     * of the command's transaction (its statements go ahead of everything
+     * queued) and ahead of the next command's BEGIN, so a command given
+     * right after this one finds the state loaded. An answer of ours still
+     * to come is from before the command: dropped. */
+    orphan(m);
     m->loaded = false;
     m->mem.last_green_ms = -1;
-    arm(m, REREAD_MS);
+    read_state(m);
     return 0;
 }
 
@@ -458,26 +513,21 @@ static void co_on_reload(ps_daemon *d, const ps_config *old_cfg, const ps_config
     ps_cutover *m = arg;
     (void)d;
     (void)old_cfg;
-    ps_co_state st = m->st;
-    char msg[400] = "";
-    /* Rule 6 is judged against the state in force; a daemon that has not
-     * read it (a standby) takes the schedule, and its first read judges. */
-    if (m->loaded && ps_co_reschedule(m->stages, m->n_stages, new_cfg->cutover.stages,
-                                      new_cfg->cutover.n_stages, &st, msg, sizeof msg) != 0) {
-        ps_log_error("cutover: reload: %s", msg);
-        return;
+    free(m->pending);
+    m->pending = NULL;
+    /* Rule 6 is judged against the state in force. While this leader's
+     * read or write of it is in flight, that is the state its answer
+     * brings (a write may move the percent, and puts its own stage index
+     * in st): judged when it lands (take_pending). */
+    if (m->leading && (m->req || !m->loaded)) {
+        size_t n = new_cfg->cutover.n_stages;
+        if ((m->pending = calloc(n ? n : 1, sizeof *m->pending))) {
+            memcpy(m->pending, new_cfg->cutover.stages, n * sizeof *m->pending);
+            m->n_pending = n;
+            return;
+        }
     }
-    if (copy_schedule(m, new_cfg->cutover.stages, new_cfg->cutover.n_stages) < 0) {
-        ps_log_error("cutover: reload: out of memory: the running schedule stays");
-        return;
-    }
-    if (msg[0] && m->loaded) {
-        m->st = st;
-        snprintf(m->schedule_msg, sizeof m->schedule_msg, "%s", msg);
-        ps_log_notice("cutover: reload: %s", msg);
-    }
-    if (m->loaded)
-        fit_schedule(m);
+    reschedule(m, new_cfg->cutover.stages, new_cfg->cutover.n_stages);
     if (m->leading)
         kick(m);
 }
@@ -537,6 +587,7 @@ static void co_free(void *arg)
     if (m->ev_tick)
         event_free(m->ev_tick);
     free(m->stages);
+    free(m->pending);
     free(m);
 }
 
