@@ -146,7 +146,8 @@ struct event_base *ps_daemon_base(ps_daemon *d);
  * that holds the leader lock. NULL before run. */
 ps_pgconn *ps_daemon_main_conn(ps_daemon *d);
 /* "work": long reads (dashboard polls, read sampling), so they never queue
- * ahead of a write on main. Kept up with main's session settings; the
+ * ahead of a write on main, and the cutover's state writes, so a trip never
+ * waits behind apply. Kept up with main's session settings; the
  * monitor module polls the dashboard on it, the sampler samples on it
  * (verify has connections of its own). NULL before run. */
 ps_pgconn *ps_daemon_work_conn(ps_daemon *d);

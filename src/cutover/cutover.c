@@ -3,7 +3,8 @@
  * pure machine (machine.c) and gates (gates.c).
  *
  * While this daemon leads, it reads its migration's row of pgshadow.cutover
- * on the main connection, then evaluates the gates after every dashboard
+ * on the main connection (its own writes go on the work connection: see
+ * send_req), then evaluates the gates after every dashboard
  * poll (the monitor's listener) and at least every poll interval (a poll
  * that never returns still makes the snapshot stale), runs the machine,
  * and writes what it decided with pgshadow.cutover_write
@@ -321,10 +322,18 @@ static void on_write(ps_pgconn *c, const PGresult *res, void *arg)
         kick(m);
 }
 
+/* Reads go on main: the read after a command must come behind that
+ * command's transaction, which runs there. The machine's own writes go on
+ * the work connection, beside the dashboard polls they answer: on main they
+ * queued behind apply, so a trip caused by a blocked apply (lag) waited for
+ * apply's lock timeout, not for the poll (found by the integration test:
+ * 5.5 s instead of 2). Only while the leader lock's session is up; a
+ * deposed leader's late write is stopped by the rev compare. */
 static int send_req(ps_cutover *m, struct req *r, const char *sql, int n, const char *const *params,
                     ps_pg_result_cb cb)
 {
-    ps_pgconn *c = ps_daemon_main_conn(m->d);
+    ps_pgconn *c = r->kind == REQ_WRITE ? (ps_daemon_is_leader(m->d) ? ps_daemon_work_conn(m->d) : NULL)
+                                        : ps_daemon_main_conn(m->d);
     int rc = c ? ps_pgconn_query(c, sql, n, params, cb, r) : -ENOTCONN;
     if (rc < 0) {
         free(r);
