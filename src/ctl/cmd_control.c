@@ -42,8 +42,30 @@ static int poll_state(PGconn *conn, const char *id, char *state, size_t slen, ch
     return 0;
 }
 
+static int send_once(ps_ctl *ctl, const char *what, const char *command, const char *args_json,
+                     int64_t timeout_ms, bool queue, int64_t *command_id, bool last_try);
+
+/* A command whose SQL failed with serialization_failure (40001) was
+ * decided on a state that changed before its transaction wrote (the
+ * cutover's compare-and-set on rev: a gate evaluation landed in between).
+ * Nothing was done; it is asked again, like any serialization failure. */
+#define SEND_ATTEMPTS 3
+
 int ps_ctl_send_command(ps_ctl *ctl, const char *what, const char *command, const char *args_json,
                         int64_t timeout_ms, bool queue, int64_t *command_id)
+{
+    int rc = PS_CTL_EXIT_FAILED;
+    for (int attempt = 1; attempt <= SEND_ATTEMPTS; attempt++) {
+        rc = send_once(ctl, what, command, args_json, timeout_ms, queue, command_id, attempt == SEND_ATTEMPTS);
+        if (rc != -EAGAIN)
+            return rc;
+        fprintf(stderr, "pgshadowctl: %s: the state changed while the daemon decided; asking again\n", what);
+    }
+    return rc == -EAGAIN ? PS_CTL_EXIT_FAILED : rc;
+}
+
+static int send_once(ps_ctl *ctl, const char *what, const char *command, const char *args_json,
+                     int64_t timeout_ms, bool queue, int64_t *command_id, bool last_try)
 {
     if (command_id)
         *command_id = 0;
@@ -113,6 +135,8 @@ int ps_ctl_send_command(ps_ctl *ctl, const char *what, const char *command, cons
     } else if (strcmp(state, "refused") == 0) {
         fprintf(stderr, "pgshadowctl: %s: refused: %s\n", what, result);
         out = PS_CTL_EXIT_REFUSED;
+    } else if (!last_try && strstr(result, "(SQLSTATE 40001)")) {
+        out = -EAGAIN;
     } else {
         fprintf(stderr, "pgshadowctl: %s: failed: %s\n", what, result);
         out = PS_CTL_EXIT_FAILED;

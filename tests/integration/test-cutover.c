@@ -715,7 +715,7 @@ static void test_reload_schedule(void **state)
     assert_int_equal(itest_daemon_log_count(&T.a, 0, "error: cutover: reload: refused", NULL), 1);
     long h = qlong(HOLD_SQL);
     /* the running schedule goes on: 4 stages, 1h at 20% */
-    m = wait_status(&T.a, m, "cutover stage 3/4 20%, hold ");
+    m = wait_status(&T.a, m, "cutover running stage 3/4 20%, hold ");
     wait_status(&T.a, m, "/1h");
     wait_for("SELECT " HOLD_EXPR " > %ld FROM pgshadow.cutover", h);
     expect(WHERE_SQL, "running 3 20");
@@ -747,7 +747,7 @@ static void test_reload_schedule(void **state)
     expect("SELECT (before ->> 'stage') || ' ' || (before ->> 'percent') || ' -> ' || (after ->> 'stage') || ' ' "
            "|| (after ->> 'percent') FROM pgshadow.events WHERE what = 'cutover schedule'",
            "3 20 -> 2 20");
-    wait_status(&T.a, m, "cutover stage 3/5 40%, hold ");
+    wait_status(&T.a, m, "cutover running stage 3/5 40%, hold ");
     expect(PERCENTS_SQL, "40/40");
     load_stop();
 }
@@ -788,7 +788,7 @@ static void test_commands_and_roles(void **state)
     ctl_ok(op, 0, "pause: paused at stage 1, 1%", "pause", "--reason", "a graph to look at");
     expect(WHERE_SQL, "paused 1 1");
     expect("SELECT who || ' | ' || why FROM pgshadow.events WHERE what = 'cutover pause'",
-           OP " | paused at stage 1, 1%");
+           OP " | paused at stage 1, 1% (reason: a graph to look at)");
     expect("SELECT who || ' | ' || why FROM pgshadow.events WHERE what = 'command pause done'",
            OP " | a graph to look at");
     ctl_ok(op, 0, "resumed at stage 1, 1%", "resume", NULL, NULL);
