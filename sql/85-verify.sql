@@ -405,15 +405,26 @@ $fn$;
 
 -- A table's count of open (and unrepaired) divergences into the registry,
 -- where the dashboard reads it (diverged_count).
+--
+-- The registry row is locked first, in a statement of its own, and counted
+-- in the next one. Two workers recount the same table at once when both
+-- judged keys of it; in one UPDATE the count's snapshot is taken before the
+-- row lock is waited for, so the second worker wrote a count that missed
+-- what the first had just committed (repaired rows left in diverged_rows,
+-- a red 'diverged' gate with nothing diverged). Counted after the lock, the
+-- last writer counts everything committed before it.
 CREATE OR REPLACE FUNCTION pgshadow._verify_recount(p_table_id integer)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+BEGIN
+    PERFORM 1 FROM pgshadow.tables t WHERE t.table_id = p_table_id FOR NO KEY UPDATE;
     UPDATE pgshadow.tables t
     SET diverged_rows = (SELECT count(*) FROM pgshadow.divergence d
                          WHERE d.table_id = p_table_id AND d.state <> 'repaired')
-    WHERE t.table_id = p_table_id
+    WHERE t.table_id = p_table_id;
+END
 $fn$;
 
 -- Finish pass p_pass once every range is done and no key it queued is

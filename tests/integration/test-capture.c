@@ -668,7 +668,14 @@ static void test_grants(void **state)
                        ", del AS (DELETE FROM pgshadow.change_log l USING b "
                        "WHERE l.table_id = b.table_id AND l.seq = b.seq RETURNING 1) SELECT count(*) FROM del", "2");
     itest_exec_ok(t->c, "UPDATE pgshadow.tables SET backfill_state = 'done', primary_rows = 2, shadow_rows = 1");
-    itest_exec_ok(t->c, "UPDATE pgshadow.cutover SET stage = 1, percent = 1");
+    /* the cutover row moves only through cutover_write: state, every
+     * table's flag and the event in one transaction, under a rev check */
+    expect_error(t->c, "UPDATE pgshadow.cutover SET stage = 1, percent = 1", "permission denied", NULL);
+    itest_expect_sql(t->c, "SELECT pgshadow.cutover_write('m1', (SELECT rev FROM pgshadow.cutover WHERE migration_id = 'm1'), "
+                       "'{\"status\": \"running\", \"stage\": 1, \"percent\": 1, \"hold_earned_ms\": 0, "
+                       "\"hold_extra_ms\": 0, \"failures\": 0, \"last_good\": 0}', NULL, 'start', 'test') > 0", "t");
+    expect_error(t->c, "SELECT pgshadow.cutover_write('m1', 0, '{}')", "changed while this was decided", NULL);
+    itest_expect_sql(t->c, "SELECT stage || ':' || percent FROM pgshadow.cutover WHERE migration_id = 'm1'", "1:1");
     itest_exec_ok(t->c, "INSERT INTO pgshadow.events (what, why) VALUES ('stage', 'test')");
     itest_exec_ok(t->c, "INSERT INTO pgshadow.quarantine (table_id, key, sqlstate, message) SELECT table_id, '{2}', '23505', 'dup' "
                   "FROM pgshadow.tables");

@@ -16,6 +16,8 @@
  *    found without any pass;
  *  - a key whose repair never holds (a shadow trigger rewrites it) is
  *    given up after three repairs, with an event;
+ *  - two workers recounting one table at once: the last count includes
+ *    what the other committed meanwhile;
  *  - SIGKILL of the daemon mid-pass: the pass resumes where its ranges
  *    stopped, each row verified once.
  * The tables are owned by an ordinary role, not by the installer.
@@ -321,6 +323,52 @@ static void test_incremental_and_give_up(void **state)
     itest_expect_sql(t->c, "SELECT diverged_count FROM shadow_migration_dashboard", "0");
 }
 
+/* ---- two workers recount one table ----------------------------------- */
+
+/* Two verify workers that judged keys of one table both recount it
+ * (_verify_recount). The second one's count must include what the first
+ * committed while the second waited for the registry row: a count taken
+ * before that wait left the first worker's repaired row counted as
+ * diverged (a red 'diverged' gate with nothing diverged). */
+static void test_recount_two_workers(void **state)
+{
+    itest_db *t = *state;
+    install(t, 100);
+    itest_exec_ok(t->c,
+                  "INSERT INTO pgshadow.divergence (table_id, key, reason, found_by) "
+                  "SELECT table_id, ARRAY[k::text], 'value_differs', 'pass' FROM pgshadow.tables, "
+                  "generate_series(1, 3) k;"
+                  "SELECT pgshadow._verify_recount(table_id) FROM pgshadow.tables");
+    itest_expect_sql(t->c, "SELECT diverged_rows FROM pgshadow.tables", "3");
+
+    char *ci = itest_conninfo_db(t->name);
+    PGconn *b = PQconnectdb(ci);
+    free(ci);
+    assert_int_equal(PQstatus(b), CONNECTION_OK);
+    /* worker A: repairs key 1 and recounts, not yet committed */
+    itest_exec_ok(t->c, "BEGIN; UPDATE pgshadow.divergence SET state = 'repaired' WHERE key = '{1}';"
+                        "SELECT pgshadow._verify_recount(table_id) FROM pgshadow.tables");
+    /* worker B: repairs key 2 and recounts: waits for A's registry row */
+    itest_exec_ok(b, "BEGIN; UPDATE pgshadow.divergence SET state = 'repaired' WHERE key = '{2}'");
+    assert_int_equal(PQsendQuery(b, "SELECT pgshadow._verify_recount(table_id) FROM pgshadow.tables"), 1);
+    char *ci2 = itest_conninfo_db(t->name);
+    assert_true(itest_wait_true(ci2, "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                     "AND query LIKE '%_verify_recount%'", 10000));
+    free(ci2);
+    itest_exec_ok(t->c, "COMMIT");
+    PGresult *r;
+    while ((r = PQgetResult(b)) != NULL) {
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            fail_msg("worker B's recount: %s", PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    itest_exec_ok(b, "COMMIT");
+    PQfinish(b);
+    /* key 3 alone is still diverged */
+    itest_expect_sql(t->c, "SELECT diverged_rows FROM pgshadow.tables", "1");
+    itest_expect_sql(t->c, "SELECT diverged_count FROM shadow_migration_dashboard", "1");
+}
+
 /* ---- SIGKILL mid-pass -------------------------------------------------- */
 
 static void test_sigkill_mid_pass(void **state)
@@ -360,10 +408,13 @@ static void test_sigkill_mid_pass(void **state)
 
 int main(void)
 {
+    if (getenv("PGSHADOW_TEST_FILTER")) /* a cmocka pattern: some cases only */
+        cmocka_set_test_filter(getenv("PGSHADOW_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_finds_reports_repairs, db_setup, db_teardown),
         cmocka_unit_test_setup_teardown(test_no_false_positives_under_load, db_setup, db_teardown),
         cmocka_unit_test_setup_teardown(test_incremental_and_give_up, db_setup, db_teardown),
+        cmocka_unit_test_setup_teardown(test_recount_two_workers, db_setup, db_teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_mid_pass, db_setup, db_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
