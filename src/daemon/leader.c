@@ -66,8 +66,12 @@ static const char SQL_LOCK[] =
  * answers; statement_timeout as a per-query deadline (docs/sync.md
  * "Timeouts"); READ COMMITTED whatever the database's default (apply_batch
  * and backfill_step refuse anything else: each of their statements must see
- * what committed before the sync lock was granted). All user-settable; on
- * Unix sockets the TCP ones are ignored by the server. */
+ * what committed before the sync lock was granted); jit off: the daemon's
+ * statements are short and planned often, and the planner's row estimates
+ * of a bloated pgshadow.tables (rewritten on every apply) crossed the JIT
+ * cost threshold, so a dashboard poll spent 1.5-2.4 s compiling (the
+ * cutover's gates waited for it). All user-settable; on Unix sockets the
+ * TCP ones are ignored by the server. */
 static const char SQL_SESSION[] =
     /* only the settings this server has (idle_session_timeout is PG 14+), so
      * one unknown name cannot make the whole statement, and the others, fail */
@@ -75,7 +79,7 @@ static const char SQL_SESSION[] =
     "FROM (VALUES ('tcp_keepalives_idle', '10'), ('tcp_keepalives_interval', '5'), "
     "             ('tcp_keepalives_count', '3'), ('tcp_user_timeout', '30000'), "
     "             ('idle_session_timeout', $1::text), ('statement_timeout', $2::text), "
-    "             ('default_transaction_isolation', 'read committed')) v(name, val) "
+    "             ('default_transaction_isolation', 'read committed'), ('jit', 'off')) v(name, val) "
     "JOIN pg_catalog.pg_settings s ON s.name = v.name";
 
 /* Our own previous session (same pid and start time as when it took the
