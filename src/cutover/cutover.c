@@ -313,6 +313,13 @@ static void on_write(ps_pgconn *c, const PGresult *res, void *arg)
             m->stats.trips++;
         log_event(m, &m->st, &r->out);
     }
+    /* A stage the machine entered is in force from this commit, not from
+     * the decision: the time the write took (queued behind a poll or a
+     * sampling round on the work connection, 0.1-0.3 s in the demo) is not
+     * held at the new percent, so no stage is in force for less than its
+     * hold (the demo's events showed "held 3s" 2.74 s apart). */
+    if (r->out.percent_changed && m->mem.last_green_ms >= 0)
+        m->mem.last_green_ms = ps_clock_ms();
     free(r);
     take_pending(m);
     /* Only what was asked for while it was in flight (a poll, the timer, a
