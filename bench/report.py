@@ -11,6 +11,7 @@ unrounded value (0.8951 is shown as 0.90 but misses ">= 0.90").
   report.py pct FILE P [TIMEOUT_MS]   P-th percentile (nearest rank) of a file of numbers, exact;
                                       "timeout" lines count as TIMEOUT_MS (default 30000)
   report.py div A B                   A/B exactly, as "p/q" ("-" when either is missing or B is 0)
+  report.py add V...                  the sum exactly, as a decimal or "p/q" ("-" when one is missing)
   report.py ratio A B [DIGITS]        A/B for display, rounded ("-" when missing)
   report.py cmp A OP B                exit 0 when A OP B holds (OP: lt le gt ge), unrounded
   report.py summary FMT OP TARGET HEADLINE V...
@@ -91,6 +92,13 @@ def div(a, b):
     if a is None or not b:
         return None
     return a / b
+
+
+def add(vals):
+    xs = [exact(v) for v in vals]
+    if not xs or any(x is None for x in xs):
+        return None
+    return sum(xs, Fraction(0))
 
 
 def verdict(headline, op, target, rounds=()):
@@ -187,6 +195,8 @@ def main(argv):
     elif cmd == "div":
         v = div(argv[2], argv[3])
         print("-" if v is None else f"{v.numerator}/{v.denominator}")
+    elif cmd == "add":
+        print(decimal(add(argv[2:])))
     elif cmd == "ratio":
         digits = int(argv[4]) if len(argv) > 4 else 2
         v = div(argv[2], argv[3])

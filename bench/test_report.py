@@ -109,6 +109,16 @@ class Verdict(unittest.TestCase):
         self.assertEqual(report.summary("{:.2f}", "lt", "20", "median", ["19.995", "19.996"]),
                          ("20.00", "20.00-20.00", "2", "pass"))
 
+    def test_add_is_exact(self):
+        # a reaction and its phase (seconds from the database, 6 decimals)
+        self.assertEqual(run("add", "2.620012", "0.380001"), (0, "3.000013"))
+        self.assertEqual(report.add(["0.1", "0.2"]), report.exact("0.3"))
+        self.assertEqual(run("add", "1/3", "1/6")[1], "0.5")
+        self.assertEqual(run("add", "2.5", "-")[1], "-")
+        self.assertEqual(run("add")[1], "-")
+        # the sum over the bound, exactly on it, passes "<= 1"
+        self.assertEqual(report.verdict(report.div(report.add(["2.75", "0.25"]), "3"), "le", "1"), "pass")
+
     def test_percentile_nearest_rank(self):
         vals = list(range(1, 101))
         self.assertEqual(report.percentile(vals, 50), 50)
