@@ -653,11 +653,26 @@ BEGIN
         SELECT x.* INTO t FROM pgshadow.tables x WHERE x.table_id = v_tid;
         table_name := t.table_name;
         SELECT count(*) INTO checked FROM pg_temp.verify_took k WHERE k.table_id = v_tid;
-        IF t.table_id IS NULL OR t.backfill_state <> 'done' THEN
-            -- gone, or copied again: the copy and the next pass see to it
+        IF t.table_id IS NULL THEN
+            -- gone
             DELETE FROM pgshadow.verify_queue q USING pg_temp.verify_took k
             WHERE k.table_id = v_tid AND q.entry_id = k.entry_id;
             cleared := checked; pending := 0; diverged := 0; repaired := 0; unrepaired := 0; keys := NULL;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        IF t.backfill_state <> 'done' THEN
+            -- Copied again (a resync): looked at once the copy is done, out
+            -- of any pass (a pass does not wait for a copy). Dropped here,
+            -- a key with an open divergence was never looked at again: a
+            -- full pass queues only keys whose digests differ, so after the
+            -- copy had made it equal its divergence stayed open and counted
+            -- (the 'diverged' gate red, READY_FOR_CUTOVER withheld) for good.
+            UPDATE pgshadow.verify_queue q SET pass_id = NULL, source = 'diverged',
+                                               due = clock_timestamp() + interval '10 seconds'
+            FROM pg_temp.verify_took k
+            WHERE k.table_id = v_tid AND q.entry_id = k.entry_id;
+            cleared := 0; pending := checked; diverged := 0; repaired := 0; unrepaired := 0; keys := NULL;
             RETURN NEXT;
             CONTINUE;
         END IF;

@@ -16,6 +16,8 @@
  *    found without any pass;
  *  - a key whose repair never holds (a shadow trigger rewrites it) is
  *    given up after three repairs, with an event;
+ *  - a key with an open divergence looked at during a resync: looked at
+ *    again after the copy, its divergence closed;
  *  - two workers recounting one table at once: the last count includes
  *    what the other committed meanwhile;
  *  - SIGKILL of the daemon mid-pass: the pass resumes where its ranges
@@ -323,6 +325,40 @@ static void test_incremental_and_give_up(void **state)
     itest_expect_sql(t->c, "SELECT diverged_count FROM shadow_migration_dashboard", "0");
 }
 
+/* ---- a divergence whose second look falls in a resync ------------------ */
+
+/* A key with an open divergence is in the queue when the table is copied
+ * again (enable-writes after disable-writes). It must be looked at once
+ * the copy is done, and its divergence closed when the copy made it equal:
+ * dropped from the queue during the copy, nothing looked at it again and
+ * it stayed counted (the 'diverged' gate red, READY_FOR_CUTOVER withheld). */
+static void test_divergence_through_resync(void **state)
+{
+    itest_db *t = *state;
+    install(t, 200);
+    itest_exec_ok(t->c, "SELECT * FROM pgshadow.backfill_step('" MIG "', 100000)");
+    itest_exec_ok(t->c, "SELECT * FROM pgshadow.backfill_step('" MIG "', 100000)");
+    itest_exec_ok(t->c, "SELECT pgshadow.verify_configure('" MIG "', true, false)"); /* repair off */
+    itest_exec_ok(t->c, "UPDATE items SET v = 'w5' WHERE id = 5");
+    itest_exec_ok(t->c, "SELECT * FROM pgshadow.apply_batch('" MIG "', 1000)");
+    itest_exec_ok(t->c, "UPDATE items_shadow SET v = 'broken' WHERE id = 5");
+    apply_and_recheck(t->c, 3);
+    itest_expect_sql(t->c, "SELECT state FROM pgshadow.divergence WHERE key = '{5}'", "open");
+    itest_expect_sql(t->c, "SELECT diverged_rows FROM pgshadow.tables", "1");
+    /* the resync starts; the key's next look comes during it */
+    itest_exec_ok(t->c, "UPDATE pgshadow.tables SET backfill_state = 'running'; UPDATE pgshadow.verify_queue SET due = now()");
+    itest_exec_ok(t->c, "SELECT * FROM pgshadow.verify_recheck('" MIG "', 1000)");
+    itest_expect_sql(t->c, "SELECT count(*) || ':' || bool_and(pass_id IS NULL) || ':' || bool_and(due > now()) "
+                           "FROM pgshadow.verify_queue WHERE key = '{5}'", "1:true:true");
+    /* the copy makes the row equal and ends; the look after it closes the divergence */
+    itest_exec_ok(t->c, "UPDATE items_shadow s SET v = p.v FROM items p WHERE p.id = s.id AND s.id = 5;"
+                        "UPDATE pgshadow.tables SET backfill_state = 'done'; UPDATE pgshadow.verify_queue SET due = now()");
+    itest_exec_ok(t->c, "SELECT * FROM pgshadow.verify_recheck('" MIG "', 1000)");
+    itest_expect_sql(t->c, "SELECT state FROM pgshadow.divergence WHERE key = '{5}'", "repaired");
+    itest_expect_sql(t->c, "SELECT diverged_rows FROM pgshadow.tables", "0");
+    itest_expect_sql(t->c, "SELECT count(*) FROM pgshadow.verify_queue", "0");
+}
+
 /* ---- two workers recount one table ----------------------------------- */
 
 /* Two verify workers that judged keys of one table both recount it
@@ -414,6 +450,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_finds_reports_repairs, db_setup, db_teardown),
         cmocka_unit_test_setup_teardown(test_no_false_positives_under_load, db_setup, db_teardown),
         cmocka_unit_test_setup_teardown(test_incremental_and_give_up, db_setup, db_teardown),
+        cmocka_unit_test_setup_teardown(test_divergence_through_resync, db_setup, db_teardown),
         cmocka_unit_test_setup_teardown(test_recount_two_workers, db_setup, db_teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_mid_pass, db_setup, db_teardown),
     };
