@@ -61,6 +61,9 @@ DECLARE
     ins        integer;
     r          record;
 BEGIN
+    IF pgshadow._promoted(p_migration_id) THEN
+        RETURN;   -- promoted: its names mean the new tables now (88-promote.sql)
+    END IF;
     IF p_on_error IS NULL OR p_on_error NOT IN ('quarantine', 'halt') THEN
         RAISE EXCEPTION 'pgshadow: on_apply_error must be quarantine or halt, not %', p_on_error
             USING ERRCODE = 'invalid_parameter_value';
