@@ -57,8 +57,8 @@ const ps_ctl_command ps_ctl_commands[] = {
     {"promote", "[--dry-run] [--reason TEXT] [--timeout D] [--queue]",
      "swap every shadow in as the primary (--dry-run: the plan)", ps_ctl_cmd_promote, NULL, true, 0, 0},
     /* the contract's commands that a later release brings */
-    {"revert", "", NULL, NULL, "promote", true, 0, 0},
-    {"finalize", "", NULL, NULL, "promote", true, 0, 0},
+    {"revert", "", NULL, NULL, "revert", true, 0, 0},
+    {"finalize", "", NULL, NULL, "revert", true, 0, 0},
     {NULL, NULL, NULL, NULL, NULL, false, 0, 0},
 };
 
