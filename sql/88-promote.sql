@@ -446,10 +446,12 @@ BEGIN
     FROM pg_trigger g
     WHERE g.tgrelid = v_p AND NOT g.tgisinternal AND g.tgname !~ '^pgshadow_' AND g.tgenabled <> 'O'
       AND NOT EXISTS (SELECT 1 FROM pg_trigger x WHERE x.tgrelid = v_s AND x.tgname = g.tgname);
-    -- comments
+    -- comments: the table's is the primary's, also when that is none (the
+    -- shadow's own says 'pgshadow shadow of ...', which is not the new
+    -- table's: %L of NULL is NULL, and COMMENT ... IS NULL removes it)
     INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql)
     SELECT p_table_id, 170, 'comment', v_pq, format('COMMENT ON TABLE %s IS %L', v_pq, obj_description(v_p, 'pg_class'))
-    WHERE obj_description(v_p, 'pg_class') IS NOT NULL;
+    WHERE obj_description(v_p, 'pg_class') IS NOT NULL OR obj_description(v_s, 'pg_class') IS NOT NULL;
     INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql)
     SELECT p_table_id, 171, 'comment', format('%s.%I', v_pq, pa.attname),
            format('COMMENT ON COLUMN %s.%I IS %L', v_pq, pa.attname, col_description(v_p, pa.attnum))
@@ -487,14 +489,22 @@ $fn$;
 --     entries are left (or 30 s have gone), so the drain under the locks
 --     is short.
 --  3. Up to p_attempts attempts, each a subtransaction: take the sync lock
---     and every lock the swap needs, in one fixed order (by oid), within
---     a budget (the attempt's lock_timeout, ramped up from a quarter of
---     p_lock_timeout_ms to all of it, as pg_repack ramps): each LOCK waits
+--     and every lock the swap needs, all or none (NOWAIT; a busy one is
+--     waited for alone, holding none of the others), within a budget (the
+--     attempt's lock_timeout, ramped up from a quarter of
+--     p_lock_timeout_ms to all of it, as pg_repack ramps): each wait lasts
 --     only what is left of the budget, so one attempt stalls other
 --     sessions by at most the budget, however many tables it locks. A
 --     lock not granted rolls the attempt back (its locks released), the
 --     holders are named, and the next attempt comes after a backoff.
---     Never does promote cancel or kill another session.
+--     Never does promote cancel or kill another session, and a deadlock
+--     with one ends the attempt, not the other session's transaction: the
+--     budget is at most 80% of deadlock_timeout (a session that waits for
+--     a lock the attempt holds began waiting after the attempt began, so
+--     its deadlock check comes after the attempt gave up), and promote's
+--     own deadlock_timeout is 20ms when its owner may set it (a cycle
+--     promote closes is found by promote first); a deadlock is a failed
+--     attempt like a lock timeout.
 --  4. Under the locks: drain the rest, check nothing is pending, run the
 --     moves (_promote_collect), set every read_from_shadow_<t> flag to 0,
 --     mark the tables promoted, write the cutover row (promoted) and one
@@ -525,13 +535,22 @@ DECLARE
     v_hold_ms  double precision;
     v_attempt  integer := 0;
     v_done     boolean := false;
-    v_why      text;
+    v_why      jsonb;
     v_rev      bigint;
     v_state    jsonb;
     r          record;
     v_max      text;
     v_last     text;
     v_owner    oid;
+    v_waiting  regclass;     -- the relation the attempt is waiting for (NULL: none)
+    v_wait_at  timestamptz;
+    v_pids     text;
+    v_held     jsonb := '{}';  -- pid -> what it was doing, for the final error
+    v_dl_ms    double precision;
+    v_next     regclass;     -- the busy relation to wait for alone
+    v_next_rows boolean;     -- the registry rows are the busy ones
+    v_got      boolean;
+    v_timed    boolean;
 BEGIN
     PERFORM pgshadow._sync_read_committed();
     IF p_attempts < 1 OR p_lock_timeout_ms < 1 THEN
@@ -591,25 +610,84 @@ BEGIN
              ON k.contype = 'f' AND k.confrelid = format('%I.%I', x.schema_name, x.table_name)::regclass
         WHERE x.table_id = ANY (v_tables)) r2;
 
-    -- 3. the attempts
+    -- 3. the attempts. A deadlock must end the attempt, never the other
+    -- session (see above): promote's own checks come after 20ms of waiting
+    -- (only a superuser, or a role granted SET on it, may lower it), and a
+    -- budget never reaches the deadlock_timeout of the others (the server's,
+    -- as this session read it before lowering its own).
+    v_dl_ms := extract(epoch FROM current_setting('deadlock_timeout')::interval) * 1000;
+    BEGIN
+        PERFORM set_config('deadlock_timeout', '20ms', true);
+    EXCEPTION WHEN insufficient_privilege THEN
+        NULL;   -- the budget cap alone
+    END;
     WHILE NOT v_done AND v_attempt < p_attempts LOOP
         v_attempt := v_attempt + 1;
         v_budget_ms := greatest(least(p_lock_timeout_ms::double precision,
-                                      p_lock_timeout_ms * power(2, v_attempt - 1) / 4), 10);
+                                      p_lock_timeout_ms * power(2, v_attempt - 1) / 4,
+                                      v_dl_ms * 0.8), 10);
         IF clock_timestamp() - v_start + make_interval(secs => v_budget_ms * 2 / 1000) > v_budget THEN
             v_blockers := v_blockers || format('; attempt %s not started: the call''s time is up', v_attempt);
             EXIT;
         END IF;
         BEGIN
             v_t0 := clock_timestamp();
+            v_waiting := NULL;
+            v_wait_at := v_t0;
             PERFORM set_config('lock_timeout', greatest(v_budget_ms::bigint, 1) || 'ms', true);
             PERFORM pgshadow._sync_lock(p_migration_id);
-            FOR r IN SELECT rel FROM unnest(v_rels) WITH ORDINALITY u(rel, n) ORDER BY rel::oid LOOP
-                PERFORM set_config('lock_timeout',
-                                   greatest((v_budget_ms - extract(epoch FROM clock_timestamp() - v_t0) * 1000)::bigint, 1)
-                                   || 'ms', true);
-                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', r.rel);
+            -- Every lock of the swap, or none: each is taken NOWAIT, in oid
+            -- order; when one is busy, all are released and that one alone
+            -- is waited for (within what is left of the budget), then the
+            -- others are tried again. So the attempt never waits while it
+            -- holds a lock of the swap: no fixed order is safe (a view's
+            -- reader locks the view, then its tables in the view's order; a
+            -- transaction writes its tables in its own order), and waiting
+            -- while holding made a deadlock with nearly every reader of a
+            -- view under load. The registry rows come last (verify workers
+            -- lock them while they hold the tables), also NOWAIT.
+            v_next := NULL;
+            v_next_rows := false;
+            v_got := false;
+            WHILE NOT v_got LOOP
+                IF clock_timestamp() - v_t0 > make_interval(secs => v_budget_ms / 1000) THEN
+                    RAISE EXCEPTION 'pgshadow: promote: the attempt''s lock budget is spent'
+                        USING ERRCODE = 'lock_not_available';
+                END IF;
+                v_timed := false;
+                BEGIN
+                    PERFORM set_config('lock_timeout',
+                                       greatest((v_budget_ms - extract(epoch FROM clock_timestamp() - v_t0) * 1000)::bigint, 1)
+                                       || 'ms', true);
+                    v_wait_at := clock_timestamp();
+                    v_timed := true;
+                    IF v_next_rows THEN
+                        v_waiting := NULL;
+                        PERFORM 1 FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables) FOR UPDATE;
+                    ELSIF v_next IS NOT NULL THEN
+                        v_waiting := v_next;
+                        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_next);
+                    END IF;
+                    v_timed := false;
+                    FOR r IN SELECT u.rel FROM unnest(v_rels) u(rel) ORDER BY u.rel::oid LOOP
+                        CONTINUE WHEN r.rel = v_next;
+                        v_waiting := r.rel;
+                        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT', r.rel);
+                    END LOOP;
+                    v_waiting := NULL;
+                    IF NOT v_next_rows THEN
+                        PERFORM 1 FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables) FOR UPDATE NOWAIT;
+                    END IF;
+                    v_got := true;
+                EXCEPTION WHEN lock_not_available THEN
+                    IF v_timed THEN
+                        RAISE;   -- the one waited for did not come within the budget
+                    END IF;
+                    v_next := v_waiting;
+                    v_next_rows := v_waiting IS NULL;
+                END;
             END LOOP;
+            v_waiting := NULL;
             v_locked := clock_timestamp();
             PERFORM set_config('lock_timeout', '5s', true);   -- what apply's statements expect
             -- 4. under the locks: nothing writes these tables now
@@ -663,40 +741,60 @@ BEGIN
                 INSERT INTO pgshadow.promote_moves (migration_id, table_id, kind, object, statement)
                 VALUES (p_migration_id, r.table_id, r.kind, r.object, r.sql);
             END LOOP;
+            -- still in the attempt: a lock waited for here (a row of
+            -- cutover or flags) that ends in a deadlock ends the attempt,
+            -- and the next one tries again. The verify queue is emptied by
+            -- promote_validate, after the commit: verify workers hold its
+            -- rows while they read the tables.
+            UPDATE pgshadow.tables x SET promoted_at = now(), legacy_name = pgshadow._legacy_name(x.table_name)
+            WHERE x.table_id = ANY (v_tables);
+            v_wait_ms := extract(epoch FROM v_locked - v_t0) * 1000;
+            v_hold_ms := extract(epoch FROM clock_timestamp() - v_locked) * 1000;
+            PERFORM pgshadow.cutover_write(p_migration_id, p_rev, v_state, NULL, 'promoted',
+                format('promoted %s (attempt %s of %s): lock wait %s ms, locks held %s ms up to the commit%s',
+                       v_names, v_attempt, p_attempts, round(v_wait_ms::numeric, 1), round(v_hold_ms::numeric, 1),
+                       CASE WHEN v_blockers <> '' THEN '; earlier attempts' || v_blockers ELSE '' END),
+                p_command_id);
+            -- routing answers 'primary' (the new table) from this commit on
+            PERFORM pgshadow._set_flag('read_from_shadow_' || x.table_name, '0', 'promote')
+            FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables);
             v_done := true;
-        EXCEPTION WHEN lock_not_available THEN
-            -- who held what this attempt waited for (the attempt's own locks
-            -- are gone with its subtransaction)
-            SELECT string_agg(DISTINCT format('pid %s (%s, %s, in transaction %s s, on %s): %s', a.pid, a.usename,
-                                              a.state, round(extract(epoch FROM clock_timestamp() - a.xact_start)::numeric, 1),
-                                              l.relation::regclass, left(a.query, 120)), '; ')
-            INTO v_why
-            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-            WHERE l.granted AND l.relation = ANY (v_rels::oid[]) AND l.pid <> pg_backend_pid();
-            v_blockers := v_blockers || format('; attempt %s (%s ms): %s', v_attempt, round(v_budget_ms),
-                                               coalesce(v_why, SQLERRM));
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            -- who held the relation this attempt waited for (the attempt's
+            -- own locks are gone with its subtransaction): the sessions
+            -- holding it whose transaction began before the wait, not the
+            -- ones that queued behind the attempt and got it just now
+            SELECT string_agg(a.pid::text, ', ' ORDER BY a.pid),
+                   coalesce(jsonb_object_agg(a.pid::text, format('pid %s (%s, %s, in transaction %s s): %s', a.pid,
+                                             a.usename, a.state,
+                                             round(extract(epoch FROM clock_timestamp() - a.xact_start)::numeric, 1),
+                                             left(a.query, 100))), '{}')
+            INTO v_pids, v_why
+            FROM (SELECT DISTINCT l.pid FROM pg_locks l
+                  WHERE l.granted AND l.locktype = 'relation' AND l.relation = v_waiting
+                    AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+                    AND l.pid <> pg_backend_pid()) l
+            JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE a.xact_start <= v_wait_at;
+            v_held := v_held || v_why;
+            v_blockers := v_blockers || format('; attempt %s (%s ms): %s %s', v_attempt, round(v_budget_ms),
+                CASE WHEN SQLSTATE = '40P01' THEN 'a deadlock, waiting for' ELSE 'timed out waiting for' END,
+                CASE WHEN v_waiting IS NULL THEN 'a lock under the swap''s locks (' || SQLERRM || ')'
+                     ELSE v_waiting::text || ' (held by ' || coalesce('pid ' || v_pids, 'no one now') || ')' END);
             PERFORM pg_sleep(least(0.05 * power(2, v_attempt - 1), 2) * (0.5 + random()));
         END;
     END LOOP;
     IF NOT v_done THEN
-        RAISE EXCEPTION 'pgshadow: promote gave up after % attempt(s), nothing changed%', v_attempt, v_blockers
+        -- who held the locks first (the message may be cut where it is
+        -- stored), then each attempt
+        RAISE EXCEPTION 'pgshadow: promote gave up after % attempt(s), nothing changed%', v_attempt,
+                        coalesce('; the locks were held by ' || (SELECT string_agg(value, '; ' ORDER BY key::integer)
+                                                                 FROM jsonb_each_text(v_held)), '')
+                        || v_blockers
             USING ERRCODE = 'lock_not_available',
                   HINT = 'End or wait out the sessions named, then promote again; promote never cancels them.';
     END IF;
 
-    UPDATE pgshadow.tables x SET promoted_at = now(), legacy_name = pgshadow._legacy_name(x.table_name)
-    WHERE x.table_id = ANY (v_tables);
-    DELETE FROM pgshadow.verify_queue q WHERE q.table_id = ANY (v_tables);
-    v_wait_ms := extract(epoch FROM v_locked - v_t0) * 1000;
-    v_hold_ms := extract(epoch FROM clock_timestamp() - v_locked) * 1000;
-    PERFORM pgshadow.cutover_write(p_migration_id, p_rev, v_state, NULL, 'promoted',
-        format('promoted %s (attempt %s of %s): lock wait %s ms, locks held %s ms up to the commit%s',
-               v_names, v_attempt, p_attempts, round(v_wait_ms::numeric, 1), round(v_hold_ms::numeric, 1),
-               CASE WHEN v_blockers <> '' THEN '; earlier attempts' || v_blockers ELSE '' END),
-        p_command_id);
-    -- routing answers 'primary' (the new table) from this commit on
-    PERFORM pgshadow._set_flag('read_from_shadow_' || x.table_name, '0', 'promote')
-    FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables);
     RETURN format('promoted %s: lock wait %s ms, locks held %s ms (attempt %s of %s)%s', v_names,
                   round(v_wait_ms::numeric, 1), round(v_hold_ms::numeric, 1), v_attempt, p_attempts,
                   CASE WHEN EXISTS (SELECT 1 FROM pgshadow.promote_moves m WHERE m.migration_id = p_migration_id
@@ -721,6 +819,10 @@ DECLARE
     v_rel regclass;
     v_own oid;
 BEGIN
+    -- what verify queued for the promoted tables is moot (verify leaves a
+    -- promoted migration alone); promote did not wait for the queue's rows
+    DELETE FROM pgshadow.verify_queue q USING pgshadow.tables t
+    WHERE q.table_id = t.table_id AND t.migration_id = p_migration_id AND t.promoted_at IS NOT NULL;
     SELECT * INTO m FROM pgshadow.promote_moves x
     WHERE x.migration_id = p_migration_id AND x.state = 'to_validate' ORDER BY x.move_id LIMIT 1
     FOR UPDATE SKIP LOCKED;
