@@ -3,7 +3,7 @@
 --
 -- Owns: pgshadow.promote_moves (what a promote moved, for validation and the
 -- later revert and finalize), promote_plan, promote, promote_validate,
--- _promoted; it sets the registry's promoted_at and legacy_name
+-- _promoted, _promote_holders; it sets the registry's promoted_at and legacy_name
 -- (00-schema.sql).
 --
 -- Part of the install, run in ONE transaction in the order of
@@ -480,6 +480,21 @@ BEGIN
 END
 $fn$;
 
+-- The sessions (pids) holding a lock on relation p_rel now, this one
+-- aside: taken right before promote waits for it, so that a timeout names
+-- those that held it all along, not those that queued behind promote.
+CREATE OR REPLACE FUNCTION pgshadow._promote_holders(p_rel regclass)
+RETURNS integer[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT coalesce(array_agg(DISTINCT l.pid), '{}')
+    FROM pg_locks l
+    WHERE l.granted AND l.locktype = 'relation' AND l.relation = p_rel
+      AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+      AND l.pid <> pg_backend_pid()
+$fn$;
+
 -- Promote every table of the migration, at once (docs/promote.md). Called
 -- by the leading daemon for `pgshadowctl promote` (or finally: promote) in
 -- the command's transaction, with the cutover's rev it decided on.
@@ -551,6 +566,7 @@ DECLARE
     v_next_rows boolean;     -- the registry rows are the busy ones
     v_got      boolean;
     v_timed    boolean;
+    v_holders  integer[];    -- who held v_waiting when the wait began
 BEGIN
     PERFORM pgshadow._sync_read_committed();
     IF p_attempts < 1 OR p_lock_timeout_ms < 1 THEN
@@ -632,7 +648,9 @@ BEGIN
         END IF;
         BEGIN
             v_t0 := clock_timestamp();
+            v_locked := NULL;
             v_waiting := NULL;
+            v_holders := NULL;
             v_wait_at := v_t0;
             PERFORM set_config('lock_timeout', greatest(v_budget_ms::bigint, 1) || 'ms', true);
             PERFORM pgshadow._sync_lock(p_migration_id);
@@ -666,6 +684,7 @@ BEGIN
                         PERFORM 1 FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables) FOR UPDATE;
                     ELSIF v_next IS NOT NULL THEN
                         v_waiting := v_next;
+                        v_holders := pgshadow._promote_holders(v_next);
                         EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_next);
                     END IF;
                     v_timed := false;
@@ -685,11 +704,20 @@ BEGIN
                     END IF;
                     v_next := v_waiting;
                     v_next_rows := v_waiting IS NULL;
+                    v_holders := CASE WHEN v_waiting IS NOT NULL THEN pgshadow._promote_holders(v_waiting) END;
                 END;
             END LOOP;
             v_waiting := NULL;
             v_locked := clock_timestamp();
-            PERFORM set_config('lock_timeout', '5s', true);   -- what apply's statements expect
+            -- Under the locks every other session that needs these tables
+            -- waits: what the attempt still waits for here (a sequence whose
+            -- owner it changes, while an idle transaction holds a value of
+            -- it; the cutover row) is bounded by what is left of the budget,
+            -- not apply's 5 s (apply_batch keeps its own), which stalled
+            -- every writer 5 s per attempt
+            PERFORM set_config('lock_timeout',
+                               greatest((v_budget_ms - extract(epoch FROM clock_timestamp() - v_t0) * 1000)::bigint, 10)
+                               || 'ms', true);
             -- 4. under the locks: nothing writes these tables now
             LOOP
                 SELECT count(*) INTO v_pending FROM pgshadow.change_log l WHERE l.table_id = ANY (v_tables);
@@ -709,6 +737,13 @@ BEGIN
             TRUNCATE pg_temp.promote_todo;
             PERFORM pgshadow._promote_collect(x) FROM unnest(v_tables) x;
             FOR r IN SELECT * FROM pg_temp.promote_todo ORDER BY ord, table_id LOOP
+                -- a sequence is the one thing here another session may hold
+                -- (nextval in an open transaction): named if it times out
+                v_waiting := CASE WHEN r.kind = 'sequence' AND r.setval_col IS NULL THEN to_regclass(r.object) END;
+                v_wait_at := clock_timestamp();
+                IF v_waiting IS NOT NULL THEN
+                    v_holders := pgshadow._promote_holders(v_waiting);
+                END IF;
                 IF r.validate THEN
                     INSERT INTO pgshadow.promote_moves (migration_id, table_id, kind, object, statement, state)
                     VALUES (p_migration_id, r.table_id, r.kind, r.object, r.sql, 'to_validate');
@@ -746,6 +781,7 @@ BEGIN
             -- and the next one tries again. The verify queue is emptied by
             -- promote_validate, after the commit: verify workers hold its
             -- rows while they read the tables.
+            v_waiting := NULL;
             UPDATE pgshadow.tables x SET promoted_at = now(), legacy_name = pgshadow._legacy_name(x.table_name)
             WHERE x.table_id = ANY (v_tables);
             v_wait_ms := extract(epoch FROM v_locked - v_t0) * 1000;
@@ -762,8 +798,8 @@ BEGIN
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             -- who held the relation this attempt waited for (the attempt's
             -- own locks are gone with its subtransaction): the sessions
-            -- holding it whose transaction began before the wait, not the
-            -- ones that queued behind the attempt and got it just now
+            -- holding it now that held it when the wait began, not the ones
+            -- that queued behind the attempt and got it just now
             SELECT string_agg(a.pid::text, ', ' ORDER BY a.pid),
                    coalesce(jsonb_object_agg(a.pid::text, format('pid %s (%s, %s, in transaction %s s): %s', a.pid,
                                              a.usename, a.state,
@@ -775,12 +811,14 @@ BEGIN
                     AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
                     AND l.pid <> pg_backend_pid()) l
             JOIN pg_stat_activity a ON a.pid = l.pid
-            WHERE a.xact_start <= v_wait_at;
+            WHERE a.xact_start <= v_wait_at AND l.pid = ANY (coalesce(v_holders, '{}'));
             v_held := v_held || v_why;
             v_blockers := v_blockers || format('; attempt %s (%s ms): %s %s', v_attempt, round(v_budget_ms),
                 CASE WHEN SQLSTATE = '40P01' THEN 'a deadlock, waiting for' ELSE 'timed out waiting for' END,
-                CASE WHEN v_waiting IS NULL THEN 'a lock under the swap''s locks (' || SQLERRM || ')'
-                     ELSE v_waiting::text || ' (held by ' || coalesce('pid ' || v_pids, 'no one now') || ')' END);
+                CASE WHEN v_waiting IS NOT NULL
+                     THEN v_waiting::text || ' (held by ' || coalesce('pid ' || v_pids, 'no one now') || ')'
+                     WHEN v_next_rows AND v_locked IS NULL THEN 'the migration''s rows of pgshadow.tables'
+                     ELSE 'a lock under the swap''s locks (' || SQLERRM || ')' END);
             PERFORM pg_sleep(least(0.05 * power(2, v_attempt - 1), 2) * (0.5 + random()));
         END;
     END LOOP;
@@ -855,7 +893,8 @@ $fn$;
 REVOKE ALL ON FUNCTION pgshadow.promote(text, bigint, integer, integer, bigint, integer),
                        pgshadow.promote_validate(text),
                        pgshadow.promote_plan(text),
-                       pgshadow._promote_collect(integer)
+                       pgshadow._promote_collect(integer),
+                       pgshadow._promote_holders(regclass)
        FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgshadow.promote(text, bigint, integer, integer, bigint, integer),
                           pgshadow.promote_validate(text) TO pgshadow_daemon;
