@@ -251,8 +251,6 @@ static void expect(const char *sql, const char *want)
     free(got);
 }
 
-#define WHERE_SQL "SELECT status || ' ' || stage || ' ' || percent FROM pgshadow.cutover"
-
 /* pgshadowctl -c cfg args... (at most 3): exit code want, and text (unless
  * NULL) in its stdout or stderr. Its stdout and stderr, malloc'd, in one. */
 static char *ctl(const char *cfg, int want, const char *text, const char *a, const char *b, const char *c)
