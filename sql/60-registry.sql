@@ -72,9 +72,7 @@ DECLARE
     v_mode       text;
     v_id         integer;
     v_old        pgshadow.tables;
-    v_tracking   constant text[] := ARRAY['_shadow_version', '_shadow_created_at', '_shadow_source_table',
-                                          '_shadow_migration_id', '_shadow_sync_status', '_shadow_last_sync',
-                                          '_shadow_validation_hash'];
+    v_tracking   constant text[] := pgshadow._tracking_columns();
     r            record;
     v_owner      oid;
 BEGIN

@@ -257,6 +257,14 @@ BEGIN
         IF (SELECT relrowsecurity OR relforcerowsecurity FROM pg_class WHERE oid = v_p) THEN
             RETURN QUERY SELECT t.table_name, 'row level security', t.table_name, 'enabled on the new table as on the primary', true;
         END IF;
+        RETURN QUERY SELECT t.table_name, 'tracking columns', string_agg(a.attname::text, ', ' ORDER BY a.attnum),
+                            'dropped from the new table (the application sees the columns it saw)', true
+                     FROM pg_attribute a
+                     WHERE a.attrelid = v_s AND a.attnum > 0 AND NOT a.attisdropped
+                       AND a.attname::text = ANY (pgshadow._tracking_columns())
+                       AND NOT EXISTS (SELECT 1 FROM pg_attribute pa WHERE pa.attrelid = v_p
+                                       AND pa.attname = a.attname AND NOT pa.attisdropped)
+                     HAVING count(*) > 0;
         RETURN QUERY SELECT t.table_name, 'compatibility view', format('%I.%I', t.schema_name, t.shadow_name),
                             'a view of the new table, for code that read the shadow', true;
     END LOOP;
@@ -348,6 +356,18 @@ BEGIN
          format('ALTER TABLE %I.%I RENAME TO %I', t.schema_name, t.shadow_name, t.table_name));
 
     -- after the renames
+    -- pgshadow's tracking columns leave the new table (the primary had
+    -- none): what the application's `SELECT *` returned before promote it
+    -- returns after, and a prepared `SELECT *` or `RETURNING *` does not
+    -- fail with "cached plan must not change result type". Metadata only.
+    INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql)
+    SELECT p_table_id, 101, 'tracking column', format('%s.%I', v_pq, a.attname),
+           format('ALTER TABLE %s DROP COLUMN %I', v_pq, a.attname)
+    FROM pg_attribute a
+    WHERE a.attrelid = v_s AND a.attnum > 0 AND NOT a.attisdropped
+      AND a.attname::text = ANY (pgshadow._tracking_columns())
+      AND NOT EXISTS (SELECT 1 FROM pg_attribute pa WHERE pa.attrelid = v_p AND pa.attname = a.attname
+                      AND NOT pa.attisdropped);
     IF (SELECT relowner FROM pg_class WHERE oid = v_s) <> v_own THEN
         INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql)
         VALUES (p_table_id, 100, 'owner', v_pq, format('ALTER TABLE %s OWNER TO %s', v_pq, v_own));

@@ -430,6 +430,16 @@ static void check_catalog(const char *before)
            "'projects_legacy', 'tasks_legacy')",
            "projects:r:" OWNER ",projects_legacy:r:" OWNER ",projects_shadow:v:" OWNER ",tasks:r:" OWNER
            ",tasks_legacy:r:" OWNER ",tasks_shadow:v:" OWNER);
+    /* the new tables have the columns the old ones had, in their order
+     * (pgshadow's tracking columns dropped): SELECT * and a prepared
+     * SELECT * see what they saw */
+    expect("SELECT (SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'tasks'::regclass "
+           "AND attnum > 0 AND NOT attisdropped) = (SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute "
+           "WHERE attrelid = 'tasks_legacy'::regclass AND attnum > 0 AND NOT attisdropped)",
+           "t");
+    expect("SELECT count(*) FROM pg_attribute WHERE attrelid IN ('projects'::regclass, 'tasks'::regclass) "
+           "AND attname::text = ANY (pgshadow._tracking_columns()) AND NOT attisdropped",
+           "0");
     /* no capture left on either side */
     expect("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgshadow%' AND tgrelid IN ('projects'::regclass, "
            "'tasks'::regclass, 'projects_legacy'::regclass, 'tasks_legacy'::regclass)",
@@ -588,6 +598,17 @@ static void promote_under_load(const char *mode)
     to_decision(mode, "awaiting_decision");
     char *before = oids();
     size_t at = itest_daemon_log_size(&T.a);
+    /* an application session with a prepared SELECT * from before the
+     * promote: it runs after it, on the new table, with the same columns */
+    PGconn *app = PQconnectdb(T.ci);
+    assert_int_equal(PQstatus(app), CONNECTION_OK);
+    PGresult *pr = PQprepare(app, "star", "SELECT * FROM tasks WHERE id = 1", 0, NULL);
+    assert_int_equal(PQresultStatus(pr), PGRES_COMMAND_OK);
+    PQclear(pr);
+    pr = PQexecPrepared(app, "star", 0, NULL, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(pr), PGRES_TUPLES_OK);
+    int star_cols = PQnfields(pr);
+    PQclear(pr);
     itest_run r;
     int64_t t0 = itest_now_ms();
     promote(&r);
@@ -597,6 +618,12 @@ static void promote_under_load(const char *mode)
         fail_msg("pgshadowctl promote: rc %d\n%s\n%s", r.rc, r.out, r.err);
     }
     fprintf(stderr, "test-promote: -M %s: %s (pgshadowctl took %lld ms)\n", mode, r.out, (long long)took);
+    pr = PQexecPrepared(app, "star", 0, NULL, NULL, NULL, 0);
+    if (PQresultStatus(pr) != PGRES_TUPLES_OK || PQnfields(pr) != star_cols)
+        fail_msg("a prepared SELECT * after promote: %s%d columns (%d before)", PQresultErrorMessage(pr),
+                 PQnfields(pr), star_cols);
+    PQclear(pr);
+    PQfinish(app);
     itest_run_free(&r);
     char *why = itest_query(T.db->c, "SELECT why FROM pgshadow.events WHERE what = 'cutover promoted'");
     fprintf(stderr, "test-promote: -M %s: the event: %s\n", mode, why);
