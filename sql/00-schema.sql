@@ -126,6 +126,9 @@ CREATE TABLE IF NOT EXISTS pgshadow.tables (
     verify_cursor     text[],
     last_verify_at    timestamptz,
     last_verify_result text,
+    -- promote (88-promote.sql): when, and the old primary's name since
+    promoted_at       timestamptz,
+    legacy_name       text,
     UNIQUE (schema_name, table_name)
 );
 
@@ -286,6 +289,10 @@ BEGIN
         ALTER TABLE pgshadow.cutover ADD COLUMN rev bigint NOT NULL DEFAULT 0,
                                      ADD COLUMN gates jsonb,
                                      ADD COLUMN gates_at timestamptz;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'pgshadow.tables'::regclass
+                   AND attname = 'promoted_at') THEN
+        ALTER TABLE pgshadow.tables ADD COLUMN promoted_at timestamptz, ADD COLUMN legacy_name text;
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'pgshadow.quarantine'::regclass
                    AND attname = 'phase') THEN

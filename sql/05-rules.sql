@@ -25,6 +25,17 @@
 
 CREATE SCHEMA IF NOT EXISTS pgshadow;
 
+-- The tracking columns install adds to a shadow it creates (60-registry.sql)
+-- and promote removes from the new table (88-promote.sql).
+CREATE OR REPLACE FUNCTION pgshadow._tracking_columns()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT ARRAY['_shadow_version', '_shadow_created_at', '_shadow_source_table', '_shadow_migration_id',
+                 '_shadow_sync_status', '_shadow_last_sync', '_shadow_validation_hash']
+$fn$;
+
 -- The columns of a unique, valid, non-partial index on p_rel whose column
 -- set is exactly p_cols (any order): true when one exists.
 CREATE OR REPLACE FUNCTION pgshadow._has_unique_on(p_rel oid, p_cols text[])
@@ -221,9 +232,7 @@ DECLARE
     v_k        text;
     v_cols_ok  boolean := true;
     v_registry boolean := to_regclass('pgshadow.tables') IS NOT NULL;
-    v_tracking constant text[] := ARRAY['_shadow_version', '_shadow_created_at', '_shadow_source_table',
-                                        '_shadow_migration_id', '_shadow_sync_status', '_shadow_last_sync',
-                                        '_shadow_validation_hash'];
+    v_tracking constant text[] := pgshadow._tracking_columns();
     r          record;
 BEGIN
     -- The arguments (the config's values; pgshadowctl checks them first).
@@ -419,9 +428,7 @@ DECLARE
     v_qual     text := p_rel::regclass::text;
     v_squal    text := format('%I.%I', p_schema, p_shadow);
     v_k        text;
-    v_tracking constant text[] := ARRAY['_shadow_version', '_shadow_created_at', '_shadow_source_table',
-                                        '_shadow_migration_id', '_shadow_sync_status', '_shadow_last_sync',
-                                        '_shadow_validation_hash'];
+    v_tracking constant text[] := pgshadow._tracking_columns();
     r          record;
 BEGIN
     FOR r IN
@@ -577,7 +584,8 @@ END
 $fn$;
 
 -- Privileges
-REVOKE ALL ON FUNCTION pgshadow._has_unique_on(oid, text[]),
+REVOKE ALL ON FUNCTION pgshadow._tracking_columns(),
+                       pgshadow._has_unique_on(oid, text[]),
                        pgshadow._key_spec(regclass, text[]),
                        pgshadow._table_key(oid, text[]),
                        pgshadow._table_problems(text, text, text[], text, text, jsonb),

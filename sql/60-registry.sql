@@ -72,9 +72,7 @@ DECLARE
     v_mode       text;
     v_id         integer;
     v_old        pgshadow.tables;
-    v_tracking   constant text[] := ARRAY['_shadow_version', '_shadow_created_at', '_shadow_source_table',
-                                          '_shadow_migration_id', '_shadow_sync_status', '_shadow_last_sync',
-                                          '_shadow_validation_hash'];
+    v_tracking   constant text[] := pgshadow._tracking_columns();
     r            record;
     v_owner      oid;
 BEGIN
@@ -381,6 +379,11 @@ DECLARE
     v_drop text[] := '{}';
     v_deps text[];
 BEGIN
+    IF p_drop_shadow AND EXISTS (SELECT 1 FROM pgshadow.tables x WHERE x.promoted_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'pgshadow: uninstall --drop-shadow refused: a migration was promoted, its shadow tables are the primary tables now'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Uninstall without --drop-shadow: the tables stay, the <table>_shadow compatibility views and the <table>_legacy tables too (docs/promote.md).';
+    END IF;
     v_deps := ARRAY(SELECT pgshadow._foreign_dependents());
     IF cardinality(v_deps) > 0 THEN
         RAISE EXCEPTION 'pgshadow: uninstall refused: % object(s) outside pgshadow depend on it and would be dropped with it',
@@ -460,6 +463,12 @@ BEGIN
         PERFORM pgshadow.uninstall(p_drop_shadow);
         RETURN;
     END IF;
+    IF p_drop_shadow AND EXISTS (SELECT 1 FROM pgshadow.tables x WHERE x.promoted_at IS NOT NULL AND x.migration_id = p_migration_id) THEN
+        RAISE EXCEPTION 'pgshadow: uninstall --drop-shadow refused: a migration was promoted, its shadow tables are the primary tables now'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Uninstall without --drop-shadow: the tables stay, the <table>_shadow compatibility views and the <table>_legacy tables too (docs/promote.md).';
+    END IF;
+
     FOR t IN SELECT * FROM pgshadow.tables WHERE migration_id = p_migration_id ORDER BY table_id LOOP
         v_rels := ARRAY[to_regclass(format('%I.%I', t.schema_name, t.table_name)),
                         to_regclass(format('%I.%I', t.schema_name, t.shadow_name))];

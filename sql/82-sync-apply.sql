@@ -61,6 +61,13 @@ DECLARE
     ins        integer;
     r          record;
 BEGIN
+    IF pgshadow._promoted(p_migration_id) THEN
+        -- promoted: its names mean the new tables now (88-promote.sql);
+        -- one row, nothing taken, as for a migration without tables (the
+        -- daemon reads exactly one)
+        RETURN QUERY SELECT 0, 0, 0, 0, 0, NULL::text;
+        RETURN;
+    END IF;
     IF p_on_error IS NULL OR p_on_error NOT IN ('quarantine', 'halt') THEN
         RAISE EXCEPTION 'pgshadow: on_apply_error must be quarantine or halt, not %', p_on_error
             USING ERRCODE = 'invalid_parameter_value';

@@ -277,6 +277,9 @@ DECLARE
     r record;
     v_waiting integer[] := '{}';
 BEGIN
+    IF pgshadow._promoted(p_migration_id) THEN
+        RETURN;   -- promoted: its names mean the new tables now (88-promote.sql)
+    END IF;
     IF p_ranges IS NULL OR p_ranges < 1 OR p_ranges > 1024 THEN
         RAISE EXCEPTION 'pgshadow: backfill ranges must be 1..1024, not %', p_ranges
             USING ERRCODE = 'invalid_parameter_value';
@@ -327,6 +330,9 @@ DECLARE
     v_from  text[];
     v_bound text[];
 BEGIN
+    IF pgshadow._promoted(p_migration_id) THEN
+        RETURN;   -- promoted: its names mean the new tables now (88-promote.sql)
+    END IF;
     IF p_rows IS NULL OR p_rows < 1 THEN
         RAISE EXCEPTION 'pgshadow: backfill chunk must be positive, not %', p_rows
             USING ERRCODE = 'invalid_parameter_value';
@@ -501,6 +507,9 @@ DECLARE
     c record;
     k record;
 BEGIN
+    IF pgshadow._promoted(p_migration_id) THEN
+        RETURN;   -- promoted: its names mean the new tables now (88-promote.sql)
+    END IF;
     IF p_chunk IS NULL OR p_chunk < 1 THEN
         RAISE EXCEPTION 'pgshadow: backfill chunk must be positive, not %', p_chunk
             USING ERRCODE = 'invalid_parameter_value';

@@ -344,6 +344,13 @@ DECLARE
     v_skip text[] := '{}';
     r      record;
 BEGIN
+    IF pgshadow._promoted(p_migration_id) THEN
+        IF p_who = 'interval' THEN
+            RETURN NULL;   -- the timer's pass: nothing to do, nothing to say
+        END IF;
+        RAISE EXCEPTION 'pgshadow: migration % is promoted: there is no shadow left to verify', p_migration_id
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
     IF p_ranges IS NULL OR p_ranges < 1 OR p_ranges > 1024 THEN
         RAISE EXCEPTION 'pgshadow: verify ranges must be 1..1024, not %', p_ranges
             USING ERRCODE = 'invalid_parameter_value';
@@ -508,6 +515,9 @@ DECLARE
     v_sus   integer := 0;
     v_done  boolean;
 BEGIN
+    IF pgshadow._promoted(p_migration_id) THEN
+        RETURN;   -- promoted: its names mean the new tables now (88-promote.sql)
+    END IF;
     IF p_rows IS NULL OR p_rows < 1 THEN
         RAISE EXCEPTION 'pgshadow: verify chunk must be positive, not %', p_rows
             USING ERRCODE = 'invalid_parameter_value';
@@ -618,6 +628,9 @@ DECLARE
     dv       pgshadow.divergence;
     r        record;
 BEGIN
+    IF pgshadow._promoted(p_migration_id) THEN
+        RETURN;   -- promoted: its names mean the new tables now (88-promote.sql)
+    END IF;
     IF p_limit IS NULL OR p_limit < 1 THEN
         RAISE EXCEPTION 'pgshadow: verify recheck limit must be positive, not %', p_limit
             USING ERRCODE = 'invalid_parameter_value';

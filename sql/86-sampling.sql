@@ -194,6 +194,9 @@ DECLARE
     v_total_s  integer := 0;
     v_done     integer[] := '{}';
 BEGIN
+    IF pgshadow._promoted(p_migration_id) THEN
+        RETURN;   -- promoted: its names mean the new tables now (88-promote.sql)
+    END IF;
     IF p_keys IS NULL OR p_keys < 1 OR p_keys > 1000 THEN
         RAISE EXCEPTION 'pgshadow: sample keys must be 1..1000, not %', p_keys
             USING ERRCODE = 'invalid_parameter_value';

@@ -157,6 +157,7 @@ typedef enum {
     PS_CO_CMD_ROLLBACK,
     PS_CO_CMD_ABORT,
     PS_CO_CMD_EXTEND,
+    PS_CO_CMD_PROMOTE, /* awaiting the decision (or promoting, after a failed try): the swap */
     PS_CO_N_CMD
 } ps_co_cmd;
 
@@ -184,7 +185,10 @@ void ps_co_tick(const ps_co_policy *p, ps_co_state *st, ps_co_mem *mem, const ps
 
 /* An operator command (arg_ms: extend's duration). 0: carried out (*st and
  * *out changed); > 0: refused, *st untouched and the reason in why. g: the
- * latest evaluation (start is refused on a stale or red one). */
+ * latest evaluation (start and promote are refused on a stale or red one).
+ * promote sets out->promote and *st to promoting: the promote step
+ * (sql/88-promote.sql) writes promoted when the swap commits, and nothing
+ * when it does not. */
 int ps_co_command(const ps_co_policy *p, ps_co_state *st, ps_co_cmd cmd, int64_t arg_ms,
                   const ps_gates *g, ps_co_out *out, char *why, size_t whylen);
 

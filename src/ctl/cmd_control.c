@@ -339,3 +339,71 @@ int ps_ctl_cmd_extend(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **a
     free(json);
     return rc;
 }
+
+/* promote [--dry-run]: the swap, through the leading daemon (awaiting the
+ * decision, no gate red: refused with exit 3 otherwise). --dry-run prints
+ * what promote would do with every dependant of the primary tables
+ * (pgshadow.promote_plan: catalog reads only, no lock, no command) and
+ * exits 3 when something refuses it; without it, what refuses it is said
+ * and exit 3 too, with no command queued (the daemon's promote checks the
+ * plan again: a dependant created meanwhile fails the command, exit 1). The default --timeout covers every
+ * attempt: attempts x (lock_timeout + 2 s) + 60 s for the drains. */
+static const char SQL_PLAN[] =
+    "SELECT table_name, kind, object, action, ok FROM pgshadow.promote_plan($1)";
+
+int ps_ctl_cmd_promote(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
+{
+    queued_opts q = {0};
+    bool dry = false;
+    const ps_ctl_option extra[] = {{"--dry-run", &dry, NULL}, {NULL, NULL, NULL}};
+    const char *pos[1];
+    int npos;
+    int rc = parse_queued(cmd, argc, argv, extra, &q, pos, &npos);
+    if (rc != PS_CTL_EXIT_OK)
+        return rc;
+    if ((rc = ps_ctl_connect(ctl)) != PS_CTL_EXIT_OK)
+        return rc;
+    const char *params[1] = {ctl->cfg->migration.id};
+    PGresult *res = PQexecParams(ctl->conn, SQL_PLAN, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ps_ctl_print_pg_error(dry ? "promote --dry-run" : "promote", ctl->conn, res);
+        PQclear(res);
+        return PS_CTL_EXIT_FAILED;
+    }
+    int refused = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        bool ok = strcmp(PQgetvalue(res, i, 4), "t") == 0;
+        refused += !ok;
+        if (dry)
+            printf("%-12s %-20s %s: %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+                   PQgetvalue(res, i, 3));
+        else if (!ok) /* what the daemon's promote would refuse, before a command is queued: exit 3 */
+            fprintf(stderr, "%s%s: %s %s: %s", refused == 1 ? "pgshadowctl: promote: refused: " : "; ",
+                    PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
+    }
+    PQclear(res);
+    if (dry) {
+        if (refused) {
+            printf("promote would be refused: %d blocker(s) above\n", refused);
+            return PS_CTL_EXIT_REFUSED;
+        }
+        puts("nothing refuses promote (it still waits for the cutover's decision and green gates)");
+        return PS_CTL_EXIT_OK;
+    }
+    if (refused) {
+        fputs(" (pgshadowctl promote --dry-run lists what promote does with every dependant)\n", stderr);
+        return PS_CTL_EXIT_REFUSED;
+    }
+    if (!q.timeout_text)
+        q.timeout_ms = (int64_t)ctl->cfg->cutover.promote.attempts * (ctl->cfg->cutover.promote.lock_timeout_ms + 2000) +
+                       60000;
+    ps_ctl_buf args = {0};
+    ps_ctl_buf_puts(&args, "{");
+    if (q.reason)
+        json_field(&args, "reason", q.reason);
+    ps_ctl_buf_puts(&args, "}");
+    char *json = ps_ctl_buf_steal(&args);
+    rc = ps_ctl_send_command(ctl, "promote", "promote", json, q.timeout_ms, q.queue, NULL);
+    free(json);
+    return rc;
+}

@@ -54,10 +54,11 @@ const ps_ctl_command ps_ctl_commands[] = {
      ps_ctl_cmd_cutover, NULL, true, 0, 0},
     {"extend", "DURATION [--reason TEXT] [--timeout D] [--queue]", "hold the stage in force longer",
      ps_ctl_cmd_extend, NULL, true, 1, 1},
+    {"promote", "[--dry-run] [--reason TEXT] [--timeout D] [--queue]",
+     "swap every shadow in as the primary (--dry-run: the plan)", ps_ctl_cmd_promote, NULL, true, 0, 0},
     /* the contract's commands that a later release brings */
-    {"promote", "", NULL, NULL, "promote", true, 0, 0},
-    {"revert", "", NULL, NULL, "promote", true, 0, 0},
-    {"finalize", "", NULL, NULL, "promote", true, 0, 0},
+    {"revert", "", NULL, NULL, "revert", true, 0, 0},
+    {"finalize", "", NULL, NULL, "revert", true, 0, 0},
     {NULL, NULL, NULL, NULL, NULL, false, 0, 0},
 };
 

@@ -55,9 +55,16 @@ static const char SQL_READ[] =
 
 static const char SQL_WRITE[] = "SELECT pgshadow.cutover_write($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7)";
 
+/* The swap (sql/88-promote.sql): migration, rev, lock_timeout ms,
+ * attempts, the command (NULL for finally: promote). */
+static const char SQL_PROMOTE[] = "SELECT pgshadow.promote($1, $2, $3::integer, $4::integer, $5)";
+/* After the swap: one re-pointed foreign key validated per call (NULL:
+ * none left). */
+static const char SQL_VALIDATE[] = "SELECT pgshadow.promote_validate($1)";
+
 #define REREAD_MS 200 /* after a failed write */
 
-enum req_kind { REQ_READ, REQ_WRITE };
+enum req_kind { REQ_READ, REQ_WRITE, REQ_PROMOTE, REQ_VALIDATE };
 
 struct req {
     struct ps_cutover *m;
@@ -89,6 +96,12 @@ typedef struct ps_cutover {
     char cmd_rev[32], cmd_id[32], cmd_state[400], cmd_gates[1200];
     char cmd_what[sizeof(((ps_co_out *)0)->what)], cmd_why[sizeof(((ps_co_out *)0)->why)];
     ps_gates gates;
+    /* promote: finally's try failed (its error, written with the state
+     * back to awaiting the decision); the re-pointed foreign keys are all
+     * validated (or given up) */
+    char promote_failed[320];
+    bool validated;
+    char cmd_lock_timeout[24], cmd_attempts[24];
     int64_t written_poll; /* the poll whose gates were last written */
     bool written_fresh;
     ps_cutover_stats stats;
@@ -107,7 +120,7 @@ static ps_co_policy policy(const ps_cutover *m)
         .on_trip = cfg->cutover.on_trip,
         .finally = cfg->cutover.finally,
         .poll_interval_ms = cfg->monitor.poll_interval_ms,
-        .promote_available = false, /* the promote step is issue #15 */
+        .promote_available = true,
     };
 }
 
@@ -340,7 +353,8 @@ static int send_req(ps_cutover *m, struct req *r, const char *sql, int n, const 
                     ps_pg_result_cb cb)
 {
     ps_pgconn *c = r->kind == REQ_WRITE ? (ps_daemon_is_leader(m->d) ? ps_daemon_work_conn(m->d) : NULL)
-                                        : ps_daemon_main_conn(m->d);
+                   : r->kind == REQ_READ ? ps_daemon_main_conn(m->d)
+                                         : (ps_daemon_is_leader(m->d) ? ps_daemon_main_conn(m->d) : NULL);
     int rc = c ? ps_pgconn_query(c, sql, n, params, cb, r) : -ENOTCONN;
     if (rc < 0) {
         free(r);
@@ -364,10 +378,117 @@ static void read_state(ps_cutover *m)
 
 /* ---- one evaluation ---- */
 
+static void on_promote(ps_pgconn *c, const PGresult *res, void *arg);
+static void on_validate(ps_pgconn *c, const PGresult *res, void *arg);
+static void write_state(ps_cutover *m, const ps_co_state *next, const ps_co_out *out);
+
+/* The swap asked by finally: promote (state promoting, no command): run on
+ * main like a command's, where apply would otherwise contend for the sync
+ * lock it takes. A restart or a new leader that reads 'promoting' runs it
+ * again (promote is all or nothing). */
+static void send_promote(ps_cutover *m)
+{
+    const ps_config *cfg = ps_daemon_config(m->d);
+    struct req *r = calloc(1, sizeof *r);
+    if (!r)
+        return;
+    r->m = m;
+    r->kind = REQ_PROMOTE;
+    char rev[32], lt[24], at[24];
+    snprintf(rev, sizeof rev, "%" PRId64, m->rev);
+    snprintf(lt, sizeof lt, "%" PRId64, cfg->cutover.promote.lock_timeout_ms);
+    snprintf(at, sizeof at, "%d", cfg->cutover.promote.attempts);
+    const char *params[5] = {cfg->migration.id, rev, lt, at, NULL};
+    ps_log_notice("cutover: promoting migration %s (finally: promote): lock_timeout %s ms, %s attempts",
+                  cfg->migration.id, lt, at);
+    if (send_req(m, r, SQL_PROMOTE, 5, params, on_promote) < 0)
+        arm(m, cfg->monitor.poll_interval_ms);
+}
+
+static void send_validate(ps_cutover *m)
+{
+    struct req *r = calloc(1, sizeof *r);
+    if (!r)
+        return;
+    r->m = m;
+    r->kind = REQ_VALIDATE;
+    const char *params[1] = {ps_daemon_config(m->d)->migration.id};
+    if (send_req(m, r, SQL_VALIDATE, 1, params, on_validate) < 0)
+        arm(m, ps_daemon_config(m->d)->monitor.poll_interval_ms);
+}
+
+static void on_promote(ps_pgconn *c, const PGresult *res, void *arg)
+{
+    struct req *r = arg;
+    ps_cutover *m = r->m;
+    (void)c;
+    free(r);
+    if (!m)
+        return;
+    m->req = NULL;
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        const char *msg = !res ? "connection lost" : ps_pgconn_errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error");
+        ps_log_warning("cutover: promote of migration %s failed, nothing changed: %s",
+                       ps_daemon_config(m->d)->migration.id, msg);
+        /* a lost connection: the row says what happened (read again); a
+         * refusal: back to awaiting the decision, with the reason */
+        if (res)
+            snprintf(m->promote_failed, sizeof m->promote_failed, "%s", msg);
+    } else {
+        ps_log_notice("cutover: %s", PQgetvalue(res, 0, 0));
+        m->stats.transitions++;
+    }
+    m->loaded = false;
+    arm(m, REREAD_MS);
+}
+
+static void on_validate(ps_pgconn *c, const PGresult *res, void *arg)
+{
+    struct req *r = arg;
+    ps_cutover *m = r->m;
+    (void)c;
+    free(r);
+    if (!m)
+        return;
+    m->req = NULL;
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        ps_log_warning("cutover: validating the re-pointed foreign keys of %s: %s; trying again",
+                       ps_daemon_config(m->d)->migration.id,
+                       !res ? "connection lost" : ps_pgconn_errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error"));
+        arm(m, ps_daemon_config(m->d)->monitor.poll_interval_ms);
+        return;
+    }
+    if (PQgetisnull(res, 0, 0)) {
+        m->validated = true;
+        return;
+    }
+    ps_log_notice("cutover: %s", PQgetvalue(res, 0, 0));
+    kick(m);
+}
+
 static void evaluate(ps_cutover *m)
 {
     const ps_config *cfg = ps_daemon_config(m->d);
     int64_t now = ps_clock_ms();
+    if (m->st.status == PS_CO_PROMOTING) {
+        if (!m->promote_failed[0]) {
+            send_promote(m);
+            return;
+        }
+        ps_co_state next = m->st;
+        ps_co_out out = {.write = true, .log_prio = LOG_WARNING};
+        next.status = PS_CO_AWAITING;
+        snprintf(out.what, sizeof out.what, "promote_failed");
+        snprintf(out.why, sizeof out.why, "promote failed, nothing changed: %s", m->promote_failed);
+        m->promote_failed[0] = '\0';
+        write_state(m, &next, &out);
+        return;
+    }
+    if (m->st.status == PS_CO_PROMOTED) {
+        if (!m->validated)
+            send_validate(m);
+        return;
+    }
     ps_gates_eval(cfg, ps_monitor_latest(ps_daemon_monitor(m->d), now), &m->gates);
     m->stats.evaluations++;
     ps_co_state next = m->st;
@@ -386,23 +507,31 @@ static void evaluate(ps_cutover *m)
     bool gates_news = m->gates.fresh != m->written_fresh || (m->gates.fresh && m->gates.poll != m->written_poll);
     if (!out.write && !gates_news)
         return;
+    write_state(m, &next, &out);
+}
+
+/* Write next (and the latest gates) with cutover_write, compare-and-set on
+ * the rev this module holds. */
+static void write_state(ps_cutover *m, const ps_co_state *next, const ps_co_out *out)
+{
+    const ps_config *cfg = ps_daemon_config(m->d);
     struct req *r = calloc(1, sizeof *r);
     if (!r)
         return;
     r->m = m;
     r->kind = REQ_WRITE;
-    r->st = next;
-    r->out = out;
+    r->st = *next;
+    r->out = *out;
     char rev[32], state[400], gates[1200];
     snprintf(rev, sizeof rev, "%" PRId64, m->rev);
-    state_json(&next, state, sizeof state);
+    state_json(next, state, sizeof state);
     gates_json(&m->gates, gates, sizeof gates);
-    const char *params[7] = {cfg->migration.id, rev, state, gates, out.what[0] ? out.what : NULL,
-                             out.what[0] ? out.why : NULL, NULL};
+    const char *params[7] = {cfg->migration.id, rev, state, gates, out->what[0] ? out->what : NULL,
+                             out->what[0] ? out->why : NULL, NULL};
     if (send_req(m, r, SQL_WRITE, 7, params, on_write) == 0) {
         m->written_poll = m->gates.poll;
         m->written_fresh = m->gates.fresh;
-        if (strcmp(out.what, "schedule") == 0)
+        if (strcmp(out->what, "schedule") == 0)
             m->again = true; /* the machine runs once this has landed */
     }
 }
@@ -441,6 +570,12 @@ static void on_poll(void *arg)
 
 /* ---- commands ---- */
 
+/* A command's outcome: the first value of its statement's result. */
+static void first_value(const PGresult *res, char *out, size_t len)
+{
+    snprintf(out, len, "%s", PQntuples(res) > 0 && PQnfields(res) > 0 ? PQgetvalue(res, 0, 0) : "");
+}
+
 static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why, size_t whylen, void *arg)
 {
     ps_cutover *m = arg;
@@ -471,6 +606,34 @@ static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why,
     ps_co_out out;
     if (ps_co_command(&p, &next, which, arg_ms, &g, &out, why, whylen) != 0)
         return 1;
+    if (out.promote) {
+        /* The swap, in the command's transaction: promote() writes the
+         * state (promoted) and the event when it commits; when it cannot
+         * finish it raises and the command fails with its reason, the
+         * state as it was. */
+        const ps_config *cfg = ps_daemon_config(m->d);
+        snprintf(m->cmd_rev, sizeof m->cmd_rev, "%" PRId64, m->rev);
+        snprintf(m->cmd_lock_timeout, sizeof m->cmd_lock_timeout, "%" PRId64, cfg->cutover.promote.lock_timeout_ms);
+        snprintf(m->cmd_attempts, sizeof m->cmd_attempts, "%d", cfg->cutover.promote.attempts);
+        snprintf(m->cmd_id, sizeof m->cmd_id, "%" PRId64, cmd->id);
+        act->sql = SQL_PROMOTE;
+        act->nparams = 5;
+        act->params[0] = cfg->migration.id;
+        act->params[1] = m->cmd_rev;
+        act->params[2] = m->cmd_lock_timeout;
+        act->params[3] = m->cmd_attempts;
+        act->params[4] = m->cmd_id;
+        act->format = first_value;
+        ps_log_fields(LOG_NOTICE, (ps_log_field[]){{"MIGRATION", cfg->migration.id}, {"EVENT", "promote"}, {NULL, NULL}},
+                      "cutover promote: %s (by %s): lock_timeout %s ms, %s attempts", out.why, cmd->requested_by,
+                      m->cmd_lock_timeout, m->cmd_attempts);
+        orphan(m);
+        m->loaded = false;
+        m->validated = false;
+        m->mem.last_green_ms = -1;
+        read_state(m);
+        return 0;
+    }
     /* The row is written in the command's transaction; this module reads
      * it again right after, so what it believes is what committed. */
     snprintf(m->cmd_rev, sizeof m->cmd_rev, "%" PRId64, m->rev);

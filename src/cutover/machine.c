@@ -59,6 +59,7 @@ static const char *const cmd_names[PS_CO_N_CMD] = {
     [PS_CO_CMD_RESUME] = "resume",       [PS_CO_CMD_STEP_DOWN] = "step-down",
     [PS_CO_CMD_ROLLBACK] = "rollback",   [PS_CO_CMD_ABORT] = "abort",
     [PS_CO_CMD_EXTEND] = "extend",
+    [PS_CO_CMD_PROMOTE] = "promote",
 };
 
 const char *ps_co_cmd_name(ps_co_cmd c)
@@ -216,7 +217,7 @@ static void advance(const ps_co_policy *p, ps_co_state *st, int64_t now_ms, ps_c
     event(out, "awaiting_decision", LOG_NOTICE,
           "%s held %s green: awaiting the decision: pgshadowctl promote, rollback or extend DURATION%s", from,
           held,
-          p->finally == PS_FINALLY_PROMOTE ? " (finally: promote, but this build has no promote step)" : "");
+          p->finally == PS_FINALLY_PROMOTE ? " (finally: promote, but promote is not available)" : "");
 }
 
 void ps_co_tick(const ps_co_policy *p, ps_co_state *st, ps_co_mem *mem, const ps_gates *g,
@@ -325,6 +326,28 @@ int ps_co_command(const ps_co_policy *p, ps_co_state *st, ps_co_cmd cmd, int64_t
     where(st, at, sizeof at);
     const char *sname = ps_co_status_name(st->status);
     bool live = st->status == PS_CO_RUNNING || st->status == PS_CO_PAUSED || st->status == PS_CO_AWAITING;
+    if (cmd == PS_CO_CMD_PROMOTE) {
+        /* the last stage held (or finally: promote's try failed): the swap,
+         * on a fresh evaluation with no gate red */
+        if (st->status != PS_CO_AWAITING && st->status != PS_CO_PROMOTING)
+            return refuse(why, whylen, "promote: the cutover is %s at %s: promote follows the last stage's hold "
+                                       "(awaiting the decision)", sname, at);
+        if (!p->promote_available)
+            return refuse(why, whylen, "promote: this build has no promote step");
+        if (!g || !g->fresh)
+            return refuse(why, whylen, "promote: the dashboard is stale: no gate can be judged");
+        if (ps_gates_red(g)) {
+            char red[200];
+            ps_gates_format_red(g, red, sizeof red);
+            return refuse(why, whylen, "promote: gates red: %s", red);
+        }
+        n.status = PS_CO_PROMOTING;
+        n.failures = 0;
+        out->promote = true;
+        event(out, "promote", LOG_NOTICE, "promote at %s: the swap of every table", at);
+        *st = n;
+        return 0;
+    }
     if (st->status == PS_CO_PROMOTING || st->status == PS_CO_PROMOTED)
         return refuse(why, whylen, "the cutover is %s: only revert undoes a promote", sname);
     if (st->status == PS_CO_ABORTED)

@@ -70,8 +70,13 @@ static const char SQL_LOCK[] =
  * statements are short and planned often, and the planner's row estimates
  * of a bloated pgshadow.tables (rewritten on every apply) crossed the JIT
  * cost threshold, so a dashboard poll spent 1.5-2.4 s compiling (the
- * cutover's gates waited for it). All user-settable; on Unix sockets the
- * TCP ones are ignored by the server. */
+ * cutover's gates waited for it); client_connection_check_interval (PG 14+)
+ * 1 s: a statement of a daemon that died (SIGKILL, OOM) is cancelled within
+ * a second, its transaction rolled back and the leader lock freed, instead
+ * of running to its end: a promote's attempts went on for 7-8 s after the
+ * kill (test-promote), holding the leader lock, and one that got its locks
+ * could still commit with no daemon to see it. All user-settable; on Unix
+ * sockets the TCP ones are ignored by the server. */
 static const char SQL_SESSION[] =
     /* only the settings this server has (idle_session_timeout is PG 14+), so
      * one unknown name cannot make the whole statement, and the others, fail */
@@ -79,7 +84,8 @@ static const char SQL_SESSION[] =
     "FROM (VALUES ('tcp_keepalives_idle', '10'), ('tcp_keepalives_interval', '5'), "
     "             ('tcp_keepalives_count', '3'), ('tcp_user_timeout', '30000'), "
     "             ('idle_session_timeout', $1::text), ('statement_timeout', $2::text), "
-    "             ('default_transaction_isolation', 'read committed'), ('jit', 'off')) v(name, val) "
+    "             ('default_transaction_isolation', 'read committed'), ('jit', 'off'), "
+    "             ('client_connection_check_interval', '1000')) v(name, val) "
     "JOIN pg_catalog.pg_settings s ON s.name = v.name";
 
 /* Our own previous session (same pid and start time as when it took the

@@ -615,9 +615,9 @@ static void test_cli_usage(void **state)
 {
     (void)state;
     itest_run r;
-    itest_run_ctl(&r, NULL, "promote", NULL);
+    itest_run_ctl(&r, NULL, "revert", NULL);
     assert_int_equal(r.rc, 2);
-    assert_non_null(strstr(r.err, "'promote' is not available in this release"));
+    assert_non_null(strstr(r.err, "'revert' is not available in this release (it arrives with revert)"));
     itest_run_free(&r);
     itest_run_ctl(&r, NULL, "no-such-command", NULL);
     assert_int_equal(r.rc, 2);

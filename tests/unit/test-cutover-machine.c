@@ -346,8 +346,25 @@ typedef struct ccase {
         NO("", from, RESUME, 0, GREEN), NO("", from, STEP_DOWN, 0, GREEN),                \
         NO("", from, ROLLBACK, 0, GREEN), NO("", from, ABORT, 0, GREEN),                  \
         NO("", from, EXTEND, HOUR, GREEN)
+#define ALL_NO_BUT_PROMOTE(from) ALL_NO(from), NO("", from, PROMOTE, 0, GREEN)
 
 static const ccase ccases[] = {
+    /* promote: from awaiting the decision (and again from promoting, after
+     * finally's try failed), on a fresh evaluation with no gate red */
+    NO("not started", s_ns, PROMOTE, 0, GREEN),
+    NOW("running", s_run, PROMOTE, 0, GREEN,
+        "promote: the cutover is running at stage 3, 20%: promote follows the last stage's hold (awaiting the "
+        "decision)"),
+    NO("paused", s_pau, PROMOTE, 0, GREEN),
+    OKW("green", s_awa, PROMOTE, 0, GREEN, ST(PRG, 5, 100, 8 * HOUR, 0, 0, 5), "promote", 0,
+        "promote at stage 5, 100%: the swap of every table"),
+    NOW("stale", s_awa, PROMOTE, 0, STALE, "promote: the dashboard is stale: no gate can be judged"),
+    NO("no evaluation", s_awa, PROMOTE, 0, NOEVAL),
+    NO("red", s_awa, PROMOTE, 0, RED),
+    OK("again, after a failed try", s_prg, PROMOTE, 0, GREEN, ST(PRG, 5, 100, 8 * HOUR, 0, 0, 5), "promote", 0),
+    NO("promoted", s_prd, PROMOTE, 0, GREEN),
+    NO("rolled back", s_rb, PROMOTE, 0, GREEN),
+    NO("aborted", s_ab, PROMOTE, 0, GREEN),
     /* not started */
     OKW("on green READY gates", s_ns, START, 0, GREEN, ST(RUN, 1, 1, 0, 0, 0, 0), "start", 1,
         "start: stage 1, 1%"),
@@ -428,7 +445,7 @@ static const ccase ccases[] = {
 static void test_commands(void **state)
 {
     (void)state;
-    ps_co_policy p = POL(S5, MANUAL, 3, STEP_DOWN, WAIT, false);
+    ps_co_policy p = POL(S5, MANUAL, 3, STEP_DOWN, WAIT, true);
     bool seen[PS_CO_N_STATUS][PS_CO_N_CMD] = {{false}};
     for (size_t i = 0; i < sizeof ccases / sizeof *ccases; i++) {
         const ccase *c = &ccases[i];
@@ -452,7 +469,7 @@ static void test_commands(void **state)
         if (c->rc)
             continue;
         if (!out.write || strcmp(out.what, c->what) != 0 || out.percent_changed != c->percent_changed ||
-            out.why[0] == '\0' || out.log_prio == 0 || out.promote)
+            out.why[0] == '\0' || out.log_prio == 0 || out.promote != (c->cmd == PS_CO_CMD_PROMOTE))
             fail_msg("%s %s '%s': write %d what '%s' percent_changed %d why '%s' prio %d", from, cmd,
                      c->name, out.write, out.what, out.percent_changed, out.why, out.log_prio);
     }
@@ -461,6 +478,19 @@ static void test_commands(void **state)
             if (!seen[s][k])
                 fail_msg("no case for %s x %s", ps_co_status_name((ps_co_status)s),
                          ps_co_cmd_name((ps_co_cmd)k));
+
+    /* a policy without the promote step refuses promote, untouched */
+    {
+        ps_co_policy np = p;
+        np.promote_available = false;
+        ps_co_state a = s_awa;
+        ps_gates gg = gates_of(GREEN, 1);
+        ps_co_out o;
+        char w[200] = "";
+        assert_int_equal(ps_co_command(&np, &a, PS_CO_CMD_PROMOTE, 0, &gg, &o, w, sizeof w), 1);
+        assert_true(same_state(&a, &s_awa));
+        assert_string_equal(w, "promote: this build has no promote step");
+    }
 
     /* no stage configured: nothing to start */
     ps_co_policy none = p;
@@ -642,7 +672,7 @@ static const tcase tcases[] = {
      POL(SHORT, MANUAL, 1, STEP_DOWN, PROMOTE, false), ST(RUN, 5, 100, 20000, 0, 0, 4), (const tstep[]){
          T(10000, GREEN, RUN, 5, 20000, 0, ""),
          TW(20000, GREEN, AWA, 5, 30000, 0, "awaiting_decision",
-            "stage 5, 100% held 30s green: " AWAIT " (finally: promote, but this build has no promote step)"),
+            "stage 5, 100% held 30s green: " AWAIT " (finally: promote, but promote is not available)"),
          END}},
     {"start manual: READY and green start nothing",
      POL(S5, MANUAL, 1, STEP_DOWN, WAIT, false), ST(NS, 0, 0, 0, 0, 0, 0),
@@ -813,7 +843,7 @@ static void test_names(void **state)
         "promoting",   "promoted", "rolled_back", "aborted",
     };
     static const char *const cmds[PS_CO_N_CMD] = {
-        "start", "pause", "resume", "step-down", "rollback", "abort", "extend",
+        "start", "pause", "resume", "step-down", "rollback", "abort", "extend", "promote",
     };
     ps_co_status s;
     ps_co_cmd c;
@@ -826,7 +856,7 @@ static void test_names(void **state)
         assert_true(ps_co_cmd_parse(cmds[i], &c) == 0 && c == (ps_co_cmd)i);
     }
     static const char *const bad[] = {"",          "awaiting", "Running", "running ",
-                                      "step_down", "stepdown", "promote", NULL};
+                                      "step_down", "stepdown", "Promote", NULL};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         s = PS_CO_RUNNING;
         c = PS_CO_CMD_ABORT;

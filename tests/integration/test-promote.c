@@ -1,0 +1,962 @@
+/*
+ * test-promote.c - the promote step (issue #15; sql/88-promote.sql, the
+ * cutover's promote in src/cutover/, pgshadowctl promote) end to end: the
+ * real pgshadowd (as a role that is only pgshadow_daemon) and pgshadowctl
+ * (as an operator) against the real PostgreSQL. Two migrated tables owned by
+ * an ordinary role: projects (serial id) and tasks (identity id, a foreign
+ * key to projects, a user trigger, comments), a view over both (task_view),
+ * a table outside the migration referencing tasks (notes), table and column
+ * grants to another role, a row level security policy on projects.
+ *
+ *  1. under load (twice: pgbench -M simple and -M prepared): pgbench writes
+ *     all three tables and reads through the view and through routing
+ *     during the whole cutover, the promote and after it, and must see no
+ *     failed transaction. pgshadowctl promote at awaiting_decision (exit 0,
+ *     lock wait and hold said); then the catalog, exactly: the new tables
+ *     are the former shadows (oids), the old ones <t>_legacy, the view and
+ *     notes' foreign key (validated by the daemon) on the new tables,
+ *     sequence and identity owned by / restarted above every key, grants,
+ *     policy, trigger, comments as on the legacy tables, compatibility views
+ *     <t>_shadow, routing flags 0, the cutover 'promoted' with one event.
+ *     Every row written before the promote is in the new tables as it was
+ *     (each row carries whether its last writer saw the promote:
+ *     public.promoted_now()), nothing written after it reaches the legacy
+ *     tables, new ids are above every old one; and the daemon logs no error
+ *     afterwards (verify and sampling run, and leave the migration alone);
+ *  2. a long reader (a transaction idle after reading tasks), then a
+ *     transaction idle after taking a value of projects' sequence, with
+ *     lock_timeout 200ms and 3 attempts: promote fails (exit 1) naming its
+ *     pid, nothing changed, still awaiting_decision; a writer of projects
+ *     meanwhile never waits long (each INSERT timed; < 1 s asserted, the
+ *     max printed); both gone, promote succeeds;
+ *  3. a materialized view over projects: --dry-run exits 3 and lists it,
+ *     promote exits 3 saying refused, queues nothing, changes nothing; a
+ *     promote command queued anyway fails in the daemon, refused; the view
+ *     dropped, --dry-run exits 0 and promote succeeds;
+ *  4. finally: promote, pgshadowd SIGKILLed twice: while an attempt waits
+ *     for a reader's lock, and (restarted, it reads 'promoting' and
+ *     promotes again) while it holds every lock of the swap, its moves
+ *     done, waiting for the cutover row the test holds. Each time its
+ *     backend stops within about a second (client_connection_check_interval)
+ *     and nothing changed (names, capture triggers, no promote_moves,
+ *     'promoting'); rows written meanwhile are captured. Started a third
+ *     time it promotes, with those rows; a daemon started after that reads
+ *     'promoted' and, with verify and sampling on, logs nothing wrong.
+ *
+ * Every wait polls with a generous deadline (a busy 2-core machine); the
+ * only fixed sleeps watch a daemon for what it must not log. About 900
+ * lines: five cases end to end (the fourth kills the daemon twice), and the
+ * catalog and row checks every promote must pass (check_catalog,
+ * check_rows), which are the point of the test and read best in one place. PGSHADOW_TEST_FILTER (a cmocka
+ * pattern) runs some cases only.
+ *
+ * Env: as every integration test (itest.h), and PGSHADOW_TEST_PGBIN.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "itest.h"
+
+#define MIG "itest_promote"
+#define OWNER "ps_pr_owner"   /* LOGIN: owns the application's tables; pgbench runs as it */
+#define READER "ps_pr_reader" /* LOGIN: some grants, under the policy */
+#define OP "ps_pr_op"         /* LOGIN, member of pgshadow_operator: pgshadowctl */
+#define DAEMON "ps_pr_daemon" /* LOGIN, member of pgshadow_daemon only: pgshadowd */
+#define WAIT_MS 90000
+
+static struct {
+    itest_db *db;
+    char dir[64], cfg[128], opcfg[128];
+    char *ci; /* the superuser's */
+    itest_child bench;
+    bool bench_on;
+    itest_daemon a, b;
+    itest_daemon *d; /* the one whose log a failure shows */
+} T;
+
+/* ---- the database ------------------------------------------------------ */
+
+static const char APP_SQL[] =
+    "SET ROLE " OWNER ";"
+    "CREATE TABLE projects (id serial PRIMARY KEY, name text NOT NULL, budget int NOT NULL DEFAULT 0, phase int);"
+    "CREATE TABLE tasks (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    "  project_id int NOT NULL REFERENCES projects, title text NOT NULL, n int NOT NULL DEFAULT 0,"
+    "  phase int, stamp text);"
+    "CREATE FUNCTION tasks_stamp() RETURNS trigger LANGUAGE plpgsql AS "
+    "  $$BEGIN NEW.stamp := 'trg:' || TG_TABLE_NAME; RETURN NEW; END$$;"
+    "CREATE TRIGGER tasks_stamp BEFORE INSERT ON tasks FOR EACH ROW EXECUTE FUNCTION tasks_stamp();"
+    "INSERT INTO projects (name) SELECT 'p' || g FROM generate_series(1, 200) g;"
+    "INSERT INTO tasks (project_id, title) SELECT 1 + g % 200, 't' || g FROM generate_series(1, 2000) g;"
+    "CREATE TABLE notes (id serial PRIMARY KEY, task_id bigint NOT NULL REFERENCES tasks, body text);"
+    "INSERT INTO notes (task_id, body) SELECT g, 'n' || g FROM generate_series(1, 500) g;"
+    "CREATE VIEW task_view AS SELECT t.id, t.title, t.n, p.name AS project "
+    "  FROM tasks t JOIN projects p ON p.id = t.project_id;"
+    "GRANT SELECT ON projects TO " READER ";"
+    "GRANT SELECT (id, title), UPDATE (n) ON tasks TO " READER ";"
+    "GRANT SELECT ON task_view TO " READER ";"
+    "ALTER TABLE projects ENABLE ROW LEVEL SECURITY;"
+    "CREATE POLICY even_only ON projects FOR SELECT TO " READER " USING (id % 2 = 0);"
+    "COMMENT ON TABLE tasks IS 'what is to be done';"
+    "COMMENT ON COLUMN tasks.title IS 'in a few words';"
+    "RESET ROLE;";
+
+static int db_setup(void **state)
+{
+    (void)state;
+    memset(&T, 0, sizeof T);
+    T.a = T.b = (itest_daemon)ITEST_DAEMON_INIT;
+    T.db = itest_db_new("pgshadow_promote");
+    T.ci = itest_conninfo_db(T.db->name);
+    snprintf(T.dir, sizeof T.dir, "/tmp/itest-promote-XXXXXX");
+    assert_non_null(mkdtemp(T.dir));
+    snprintf(T.cfg, sizeof T.cfg, "%s/daemon.yaml", T.dir);
+    snprintf(T.opcfg, sizeof T.opcfg, "%s/op.yaml", T.dir);
+    itest_exec_ok(T.db->c, "DO $$ BEGIN "
+                           "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" OWNER "') THEN "
+                           "  CREATE ROLE " OWNER " LOGIN; END IF; "
+                           "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" READER "') THEN "
+                           "  CREATE ROLE " READER " LOGIN; END IF; END $$;"
+                           "GRANT CREATE ON SCHEMA public TO " OWNER);
+    itest_exec_ok(T.db->c, APP_SQL);
+    char *schema = itest_install_sql(), *script = NULL;
+    assert_true(asprintf(&script,
+                         "BEGIN;\n%s\n"
+                         "SELECT pgshadow.register_table('public', 'projects', NULL, '_shadow', '" MIG "', '{}');\n"
+                         "SELECT pgshadow.register_table('public', 'tasks', NULL, '_shadow', '" MIG "', '{}');\n"
+                         "SELECT pgshadow.finish_install('" MIG "');\nCOMMIT;\n",
+                         schema) > 0);
+    itest_exec_ok(T.db->c, script);
+    free(script);
+    free(schema);
+    itest_exec_ok(T.db->c, "DO $$ BEGIN "
+                           "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" OP "') THEN "
+                           "  CREATE ROLE " OP " LOGIN IN ROLE pgshadow_operator; END IF; "
+                           "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" DAEMON "') THEN "
+                           "  CREATE ROLE " DAEMON " LOGIN IN ROLE pgshadow_daemon; END IF; END $$;"
+                           /* which side of the promote a statement ran on (its snapshot) */
+                           "CREATE FUNCTION public.promoted_now() RETURNS int LANGUAGE sql STABLE "
+                           "SECURITY DEFINER SET search_path = pg_catalog AS "
+                           "$$SELECT count(*)::int FROM pgshadow.tables WHERE promoted_at IS NOT NULL$$;");
+    return 0;
+}
+
+static int db_teardown(void **state)
+{
+    (void)state;
+    if (T.bench_on) { /* a test that failed under load: no verdict, just stop it */
+        kill(T.bench.pid, SIGKILL);
+        waitpid(T.bench.pid, NULL, 0);
+        unlink(T.bench.outp);
+        unlink(T.bench.errp);
+    }
+    itest_daemon_cleanup(&T.a);
+    itest_daemon_cleanup(&T.b);
+    itest_db_free(T.db);
+    free(T.ci);
+    if (!getenv("PGSHADOW_KEEP_TMP")) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", T.dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", T.dir);
+    }
+    return 0;
+}
+
+/* The daemon's config (as DAEMON) and the operator's (as OP): the same but
+ * for the role. */
+typedef struct opts {
+    const char *finally;      /* NULL: wait */
+    const char *lock_timeout; /* NULL: 2s */
+    int attempts;             /* 0: 10 */
+    bool verify;              /* verify every 2s (repair) and sampling every 1s */
+} opts;
+
+static void write_one(const char *path, const char *user, const opts *o)
+{
+    char *ci = itest_conninfo_as(T.db->name, user), *yaml = NULL;
+    assert_true(asprintf(&yaml,
+                         "database:\n  conninfo: \"%s\"\n"
+                         "migration:\n  id: " MIG "\n  tables:\n    - name: projects\n    - name: tasks\n"
+                         "sync:\n  batch_delay: 10ms\n  catchup_interval: 250ms\n"
+                         "verify:\n  interval: %s\n  repair: true\n  sample_interval: %s\n  chunk_rows: 2000\n"
+                         "monitor:\n  poll_interval: 500ms\n"
+                         "cutover:\n  gates:\n    max_sync_lag: 30s\n    max_diverged: 0\n"
+                         "    max_latency_ratio: 1000\n"
+                         "  failures_to_trip: 3\n  on_trip: pause\n"
+                         "  stages: [{percent: 50, hold: 1s}, {percent: 100, hold: 1s}]\n"
+                         "  finally: %s\n  promote:\n    lock_timeout: %s\n    attempts: %d\n"
+                         "metrics:\n  listen: \"\"\n",
+                         ci, o->verify ? "2s" : "0s", o->verify ? "1s" : "0s", o->finally ? o->finally : "wait",
+                         o->lock_timeout ? o->lock_timeout : "2s", o->attempts ? o->attempts : 10) > 0);
+    assert_int_equal(itest_write_file(path, yaml), 0);
+    free(yaml);
+    free(ci);
+}
+
+static void write_cfg(const opts *o)
+{
+    write_one(T.cfg, DAEMON, o);
+    write_one(T.opcfg, OP, o);
+}
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static void dump(void)
+{
+    if (T.d) {
+        char *log = itest_daemon_log(T.d);
+        size_t n = strlen(log);
+        fprintf(stderr, "---- daemon log (%s), last part:\n%s\n", T.d->log, log + (n > 12000 ? n - 12000 : 0));
+        free(log);
+    }
+    char *v = itest_value_on(T.ci, "SELECT status || ' stage ' || stage || ' ' || percent || '% rev ' || rev "
+                                   "FROM pgshadow.cutover");
+    fprintf(stderr, "---- cutover: %s\n", v ? v : "?");
+    free(v);
+    v = itest_value_on(T.ci, "SELECT string_agg(event_id || ' ' || what || ': ' || coalesce(why, ''), E'\\n' "
+                             "ORDER BY event_id) FROM pgshadow.events WHERE what LIKE 'cutover %' "
+                             "OR what LIKE 'promote%' OR what LIKE 'command%'");
+    fprintf(stderr, "---- events:\n%s\n", v ? v : "?");
+    free(v);
+}
+
+static void expect_true(const char *sql, int64_t ms)
+{
+    if (itest_wait_true(T.ci, sql, ms))
+        return;
+    dump();
+    fail_msg("not true after %lld ms: %s", (long long)ms, sql);
+}
+
+static void expect(const char *sql, const char *want)
+{
+    char *got = itest_query(T.db->c, sql);
+    if (strcmp(got, want) != 0) {
+        dump();
+        fail_msg("%s\n  want: %s\n  got:  %s", sql, want, got);
+    }
+    free(got);
+}
+
+/* pgshadowctl -c cfg args... (at most 3): exit code want, and text (unless
+ * NULL) in its stdout or stderr. Its stdout and stderr, malloc'd, in one. */
+static char *ctl(const char *cfg, int want, const char *text, const char *a, const char *b, const char *c)
+{
+    itest_run r;
+    itest_run_ctl(&r, cfg, a, b, c, (char *)NULL);
+    if (r.rc != want || (text && !strstr(r.out, text) && !strstr(r.err, text))) {
+        dump();
+        fail_msg("pgshadowctl %s %s: rc %d (want %d), want '%s' in:\n%s\n%s", a, b ? b : "", r.rc, want,
+                 text ? text : "", r.out, r.err);
+    }
+    char *all = NULL;
+    assert_true(asprintf(&all, "%s%s", r.out, r.err) > 0);
+    itest_run_free(&r);
+    return all;
+}
+
+/* pgshadowctl promote (as the operator) until the daemon takes it: asked
+ * again while it answers that it is reading the state or the dashboard is
+ * stale. Exit code and output into r. */
+static void promote(itest_run *r)
+{
+    int64_t end = itest_now_ms() + WAIT_MS;
+    for (;;) {
+        itest_run_ctl(r, T.opcfg, "promote", (char *)NULL);
+        bool early = r->rc == 3 && (strstr(r->err, "stale") || strstr(r->err, "is reading the cutover state"));
+        if (!early || itest_now_ms() > end)
+            return;
+        itest_run_free(r);
+        itest_sleep_ms(300);
+    }
+}
+
+static void daemon_up(itest_daemon *d, const char *tag)
+{
+    *d = (itest_daemon)ITEST_DAEMON_INIT;
+    itest_daemon_paths(d, T.dir, tag);
+    d->sock[0] = '\0';
+    d->log_level = "info";
+    assert_int_equal(itest_daemon_start(d, T.cfg), 0);
+    T.d = d;
+}
+
+/* ---- the load ---------------------------------------------------------- */
+
+/* Every statement that writes records which side of the promote it ran on
+ * (promoted_now(): 0 before, 2 after); ids 1..2000 of tasks and 1..200 of
+ * projects are updated, new rows inserted through the serial and the
+ * identity, notes reference a new task; reads through the view and through
+ * routing (tasks_shadow while it is read from, its compatibility view
+ * after). */
+static const char PGBENCH_SCRIPT[] =
+    "\\set tid random(1, 2000)\n"
+    "\\set pid random(1, 200)\n"
+    "BEGIN;\n"
+    "INSERT INTO projects (name, phase) VALUES ('b', public.promoted_now()) RETURNING id AS np \\gset\n"
+    "INSERT INTO tasks (project_id, title, phase) VALUES (:np, 'b', public.promoted_now()) RETURNING id AS nt \\gset\n"
+    "INSERT INTO notes (task_id, body) VALUES (:nt, 'b');\n"
+    "UPDATE tasks SET n = n + 1, phase = public.promoted_now() WHERE id = :tid;\n"
+    "UPDATE projects SET budget = budget + 1, phase = public.promoted_now() WHERE id = :pid;\n"
+    "END;\n"
+    "SELECT id, title, n, project FROM task_view WHERE id = :tid;\n"
+    "SELECT CASE WHEN pgshadow.read_from_shadow('tasks', :tid::text) "
+    "THEN (SELECT title FROM tasks_shadow WHERE id = :tid) ELSE (SELECT title FROM tasks WHERE id = :tid) END;\n";
+
+static void load_start(const char *mode)
+{
+    char script[160], bin[512];
+    snprintf(script, sizeof script, "%s/load.sql", T.dir);
+    assert_int_equal(itest_write_file(script, PGBENCH_SCRIPT), 0);
+    snprintf(bin, sizeof bin, "%s/pgbench", itest_env("PGSHADOW_TEST_PGBIN"));
+    char *ci = itest_conninfo_as(T.db->name, OWNER);
+    /* -T is only an upper bound: load_stop ends the run with SIGALRM */
+    char *const argv[] = {bin, "-n", "-M", (char *)mode, "-c", "2", "-R", "100", "-T", "900", "-f", script, ci, NULL};
+    itest_child_start(&T.bench, argv);
+    T.bench_on = true;
+    free(ci);
+}
+
+static void load_stop(void)
+{
+    assert_true(T.bench_on);
+    T.bench_on = false;
+    kill(T.bench.pid, SIGALRM);
+    itest_run r;
+    itest_child_finish(&T.bench, &r);
+    static const char processed[] = "number of transactions actually processed: ";
+    const char *n = strstr(r.out, processed);
+    long done = n ? atol(n + strlen(processed)) : 0;
+    if (r.rc != 0 || !strstr(r.out, "number of failed transactions: 0 ") || done < 10) {
+        dump();
+        fail_msg("pgbench: rc %d, %ld transactions\n%s\n%s", r.rc, done, r.out, r.err);
+    }
+    fprintf(stderr, "test-promote: pgbench: %ld transactions, none failed\n", done);
+    itest_run_free(&r);
+}
+
+/* ---- getting to the decision -------------------------------------------- */
+
+/* pgshadowctl start (as the operator): asked again while the daemon has not
+ * read the state or the dashboard is not ready; then done. */
+static void start_cutover(void)
+{
+    expect_true("SELECT (gates ->> 'ready')::boolean AND (gates ->> 'fresh')::boolean FROM pgshadow.cutover",
+                WAIT_MS);
+    int64_t end = itest_now_ms() + WAIT_MS;
+    for (;;) {
+        itest_run r;
+        itest_run_ctl(&r, T.opcfg, "start", NULL);
+        bool early = r.rc == 3 && (strstr(r.err, "stale") || strstr(r.err, "READY_FOR_CUTOVER") ||
+                                   strstr(r.err, "is reading the cutover state"));
+        if (r.rc == 0 && strstr(r.out, "start: stage 1, "))
+            return itest_run_free(&r);
+        if (!early || itest_now_ms() > end) {
+            dump();
+            fail_msg("pgshadowctl start: rc %d\n%s\n%s", r.rc, r.out, r.err);
+        }
+        itest_run_free(&r);
+        itest_sleep_ms(300);
+    }
+}
+
+/* Daemon A up with the config, the backfill done, (the load running,) the
+ * cutover started and at the decision (or promoting, with finally:
+ * promote). */
+static void to_decision(const char *load_mode, const char *status)
+{
+    daemon_up(&T.a, "a");
+    expect_true("SELECT bool_and(backfill_state = 'done') FROM pgshadow.tables", WAIT_MS);
+    if (load_mode)
+        load_start(load_mode);
+    start_cutover();
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT status = '%s' FROM pgshadow.cutover", status);
+    expect_true(sql, WAIT_MS);
+}
+
+/* What must not change while nothing is promoted: the names, the kinds, the
+ * capture triggers, no move recorded. */
+#define UNCHANGED_SQL                                                                                            \
+    "SELECT to_regclass('projects_legacy') IS NULL AND to_regclass('tasks_legacy') IS NULL "                     \
+    "AND (SELECT string_agg(relname || ':' || relkind::text, ',' ORDER BY relname) FROM pg_class "                     \
+    "     WHERE relname IN ('projects', 'tasks', 'projects_shadow', 'tasks_shadow')) "                           \
+    "    = 'projects:r,projects_shadow:r,tasks:r,tasks_shadow:r' "                                               \
+    "AND (SELECT count(*) FROM pg_trigger WHERE tgrelid IN ('projects'::regclass, 'tasks'::regclass) "           \
+    "     AND tgname LIKE 'pgshadow_capture%') >= 2 "                                                            \
+    "AND NOT EXISTS (SELECT 1 FROM pgshadow.promote_moves) "                                                     \
+    "AND NOT EXISTS (SELECT 1 FROM pgshadow.tables WHERE promoted_at IS NOT NULL) "                              \
+    "AND (SELECT confrelid = 'tasks'::regclass FROM pg_constraint WHERE conrelid = 'notes'::regclass "          \
+    "     AND contype = 'f')"
+
+/* The oids of the four tables, "projects tasks projects_shadow tasks_shadow". */
+static char *oids(void)
+{
+    return itest_query(T.db->c, "SELECT 'projects'::regclass::oid || ' ' || 'tasks'::regclass::oid || ' ' || "
+                                "'projects_shadow'::regclass::oid || ' ' || 'tasks_shadow'::regclass::oid");
+}
+
+/* ---- what a promote must leave ------------------------------------------- */
+
+/* The catalog after a promote of tables whose oids before were before
+ * ("projects tasks projects_shadow tasks_shadow"), with the foreign key of
+ * notes validated by the daemon. */
+static void check_catalog(const char *before)
+{
+    long p = 0, t = 0, ps = 0, tsh = 0;
+    assert_int_equal(sscanf(before, "%ld %ld %ld %ld", &p, &t, &ps, &tsh), 4);
+    char sql[600];
+    /* the former shadows are the tables, the former tables the legacy ones */
+    snprintf(sql, sizeof sql,
+             "SELECT 'projects'::regclass::oid = %ld AND 'tasks'::regclass::oid = %ld "
+             "AND 'projects_legacy'::regclass::oid = %ld AND 'tasks_legacy'::regclass::oid = %ld",
+             ps, tsh, p, t);
+    expect(sql, "t");
+    expect("SELECT string_agg(relname || ':' || relkind::text || ':' || relowner::regrole, ',' ORDER BY relname) "
+           "FROM pg_class WHERE relname IN ('projects', 'tasks', 'projects_shadow', 'tasks_shadow', "
+           "'projects_legacy', 'tasks_legacy')",
+           "projects:r:" OWNER ",projects_legacy:r:" OWNER ",projects_shadow:v:" OWNER ",tasks:r:" OWNER
+           ",tasks_legacy:r:" OWNER ",tasks_shadow:v:" OWNER);
+    /* the new tables have the columns the old ones had, in their order
+     * (pgshadow's tracking columns dropped): SELECT * and a prepared
+     * SELECT * see what they saw */
+    expect("SELECT (SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'tasks'::regclass "
+           "AND attnum > 0 AND NOT attisdropped) = (SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute "
+           "WHERE attrelid = 'tasks_legacy'::regclass AND attnum > 0 AND NOT attisdropped)",
+           "t");
+    expect("SELECT count(*) FROM pg_attribute WHERE attrelid IN ('projects'::regclass, 'tasks'::regclass) "
+           "AND attname::text = ANY (pgshadow._tracking_columns()) AND NOT attisdropped",
+           "0");
+    /* no capture left on either side */
+    expect("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgshadow%' AND tgrelid IN ('projects'::regclass, "
+           "'tasks'::regclass, 'projects_legacy'::regclass, 'tasks_legacy'::regclass)",
+           "0");
+    /* the view reads the new tables only */
+    expect("SELECT string_agg(DISTINCT d.refobjid::regclass::text, ',' ORDER BY d.refobjid::regclass::text) "
+           "FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid "
+           "WHERE r.ev_class = 'task_view'::regclass AND d.refobjid <> 'task_view'::regclass",
+           "projects,tasks");
+    expect("SELECT pg_get_viewdef('task_view') NOT LIKE '%legacy%'", "t");
+    /* the compatibility views read the new tables */
+    expect("SELECT string_agg(DISTINCT c.relname || '->' || d.refobjid::regclass::text, ',') "
+           "FROM pg_class c JOIN pg_rewrite r ON r.ev_class = c.oid JOIN pg_depend d ON d.objid = r.oid "
+           "AND d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> c.oid "
+           "WHERE c.relname IN ('projects_shadow', 'tasks_shadow')",
+           "projects_shadow->projects,tasks_shadow->tasks");
+    /* notes' key points at the new tasks, validated */
+    expect("SELECT confrelid::regclass || ' ' || convalidated FROM pg_constraint "
+           "WHERE conrelid = 'notes'::regclass AND contype = 'f'",
+           "tasks true");
+    expect("SELECT count(*) FROM pgshadow.promote_moves WHERE state <> 'done'", "0");
+    /* tasks -> projects: the new tables' own key; the legacy tables keep theirs */
+    expect("SELECT string_agg(conrelid::regclass || '->' || confrelid::regclass, ',' ORDER BY conrelid::regclass::text) "
+           "FROM pg_constraint WHERE contype = 'f' AND conrelid IN ('tasks'::regclass, 'tasks_legacy'::regclass)",
+           "tasks->projects,tasks_legacy->projects_legacy");
+    /* the serial's sequence is owned by the new column and feeds it; the
+     * identity is one again */
+    expect("SELECT pg_get_serial_sequence('projects', 'id') || ' ' || "
+           "(SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'projects'::regclass AND adnum = 1)",
+           "public.projects_id_seq nextval('projects_id_seq'::regclass)");
+    expect("SELECT attidentity FROM pg_attribute WHERE attrelid = 'tasks'::regclass AND attname = 'id'", "a");
+    expect("SELECT pg_get_serial_sequence('tasks', 'id') IS NOT NULL", "t");
+    /* grants exactly the legacy's (table and columns) */
+    expect("SELECT (SELECT array_agg(a::text ORDER BY a::text) FROM pg_class, unnest(relacl) a "
+           "        WHERE oid = 'projects'::regclass) "
+           "IS NOT DISTINCT FROM (SELECT array_agg(a::text ORDER BY a::text) FROM pg_class, unnest(relacl) a "
+           "        WHERE oid = 'projects_legacy'::regclass)",
+           "t");
+    expect("SELECT (SELECT array_agg(a::text ORDER BY a::text) FROM pg_class, unnest(relacl) a "
+           "        WHERE oid = 'tasks'::regclass) "
+           "IS NOT DISTINCT FROM (SELECT array_agg(a::text ORDER BY a::text) FROM pg_class, unnest(relacl) a "
+           "        WHERE oid = 'tasks_legacy'::regclass)",
+           "t");
+    expect("SELECT count(*) FROM pg_attribute l JOIN pg_attribute n ON n.attrelid = 'tasks'::regclass "
+           "AND n.attname = l.attname WHERE l.attrelid = 'tasks_legacy'::regclass AND l.attnum > 0 "
+           "AND (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(l.attacl) a) IS DISTINCT FROM "
+           "    (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(n.attacl) a)",
+           "0");
+    expect("SELECT has_column_privilege('" READER "', 'tasks', 'title', 'SELECT') AND "
+           "NOT has_column_privilege('" READER "', 'tasks', 'stamp', 'SELECT') AND "
+           "has_column_privilege('" READER "', 'tasks', 'n', 'UPDATE')",
+           "t");
+    /* row level security and the policy */
+    expect("SELECT relrowsecurity || ' ' || relforcerowsecurity FROM pg_class WHERE oid = 'projects'::regclass",
+           "true false");
+    expect("SELECT polname || ' ' || polcmd::text || ' ' || polroles::regrole[]::text || ' ' || "
+           "pg_get_expr(polqual, polrelid) FROM pg_policy WHERE polrelid = 'projects'::regclass",
+           "even_only r {" READER "} ((id % 2) = 0)");
+    /* the trigger, and the comments */
+    expect("SELECT string_agg(tgname || ' ' || tgenabled::text, ',') FROM pg_trigger "
+           "WHERE tgrelid = 'tasks'::regclass AND NOT tgisinternal",
+           "tasks_stamp O");
+    expect("SELECT obj_description('tasks'::regclass, 'pg_class') || ' / ' || col_description('tasks'::regclass, "
+           "(SELECT attnum FROM pg_attribute WHERE attrelid = 'tasks'::regclass AND attname = 'title'))",
+           "what is to be done / in a few words");
+    expect("SELECT obj_description('projects'::regclass, 'pg_class') IS NOT DISTINCT FROM "
+           "obj_description('projects_legacy'::regclass, 'pg_class')",
+           "t");
+    /* routing: the primary (the new table) for every key */
+    expect("SELECT string_agg(name || '=' || value, ',' ORDER BY name) FROM pgshadow.flags "
+           "WHERE name LIKE 'read\\_from\\_shadow\\_%'",
+           "read_from_shadow_projects=0,read_from_shadow_tasks=0");
+    expect("SELECT pgshadow.read_percent('tasks') || ' ' || pgshadow.read_from_shadow('tasks', '7')", "0 false");
+    /* the cutover and its one event */
+    expect("SELECT status FROM pgshadow.cutover", "promoted");
+    expect("SELECT count(*) || ' ' || bool_and(why ~ 'lock wait [0-9.]+ ms, locks held [0-9.]+ ms') "
+           "FROM pgshadow.events WHERE what = 'cutover promoted'",
+           "1 true");
+    expect("SELECT count(*) FROM pgshadow.tables WHERE promoted_at IS NOT NULL "
+           "AND legacy_name = table_name || '_legacy'",
+           "2");
+}
+
+/* Rows: every row of a legacy table (the table as of the promote: nothing
+ * writes it after) is in the new table, equal, unless a writer that saw the
+ * promote changed it since (phase 2: then its counter went on); every row
+ * only in the new table was written after the promote, with an id above
+ * every old one; nothing after the promote reached the legacy tables. Also
+ * with the triggers' stamp and the compatibility views. */
+static void check_rows(void)
+{
+    expect("SELECT count(*) FROM tasks_legacy WHERE phase = 2", "0");
+    expect("SELECT count(*) FROM projects_legacy WHERE phase = 2", "0");
+    expect("SELECT count(*) FROM tasks_legacy l LEFT JOIN tasks t ON t.id = l.id WHERE t.id IS NULL "
+           "OR (t.phase IS DISTINCT FROM 2 AND (l.project_id, l.title, l.n, l.phase, l.stamp) "
+           "    IS DISTINCT FROM (t.project_id, t.title, t.n, t.phase, t.stamp)) "
+           "OR (t.phase = 2 AND (t.n <= l.n OR (l.project_id, l.title, l.stamp) "
+           "    IS DISTINCT FROM (t.project_id, t.title, t.stamp)))",
+           "0");
+    expect("SELECT count(*) FROM projects_legacy l LEFT JOIN projects p ON p.id = l.id WHERE p.id IS NULL "
+           "OR (p.phase IS DISTINCT FROM 2 AND (l.name, l.budget, l.phase) IS DISTINCT FROM (p.name, p.budget, p.phase)) "
+           "OR (p.phase = 2 AND (p.budget <= l.budget OR l.name IS DISTINCT FROM p.name))",
+           "0");
+    expect("SELECT count(*) FROM tasks t WHERE NOT EXISTS (SELECT 1 FROM tasks_legacy l WHERE l.id = t.id) "
+           "AND (t.phase IS DISTINCT FROM 2 OR t.id <= (SELECT max(id) FROM tasks_legacy))",
+           "0");
+    expect("SELECT count(*) FROM projects p WHERE NOT EXISTS (SELECT 1 FROM projects_legacy l WHERE l.id = p.id) "
+           "AND (p.phase IS DISTINCT FROM 2 OR p.id <= (SELECT max(id) FROM projects_legacy))",
+           "0");
+    expect("SELECT count(*) FROM tasks WHERE stamp IS DISTINCT FROM 'trg:tasks'", "0");
+    expect("SELECT count(*) FROM notes n WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = n.task_id)", "0");
+    expect("SELECT (SELECT count(*) FROM tasks_shadow) = (SELECT count(*) FROM tasks) "
+           "AND (SELECT count(*) FROM projects_shadow) = (SELECT count(*) FROM projects)",
+           "t");
+    expect("SELECT count(*) FROM pgshadow.change_log", "0");
+    /* new ids, from the test's own session: above every id of both tables */
+    expect("WITH p AS (INSERT INTO projects (name) VALUES ('after') RETURNING id), "
+           "t AS (INSERT INTO tasks (project_id, title) SELECT id, 'after' FROM p RETURNING id, stamp) "
+           "SELECT (SELECT id FROM p) > (SELECT max(id) FROM projects_legacy) "
+           "AND (SELECT id FROM t) > (SELECT max(id) FROM tasks_legacy) "
+           "AND (SELECT stamp FROM t) = 'trg:tasks'",
+           "t");
+    expect("SELECT (SELECT max(id) FROM projects) = (SELECT max(id) FROM projects WHERE name = 'after') "
+           "AND (SELECT max(id) FROM tasks) = (SELECT max(id) FROM tasks WHERE title = 'after') "
+           "AND NOT EXISTS (SELECT 1 FROM tasks_legacy WHERE title = 'after')",
+           "t");
+    /* the reader: its column grant and the policy, on the new tables */
+    PGconn *r = itest_connect_as(T.db->name, READER);
+    itest_expect_sql(r, "SELECT count(*) > 0 AND bool_and(id % 2 = 0) FROM projects", "t");
+    itest_expect_sql(r, "SELECT count(*) > 2000 FROM (SELECT id, title FROM tasks) x", "t");
+    PGresult *res = PQexec(r, "SELECT stamp FROM tasks LIMIT 1");
+    assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
+    PQclear(res);
+    PQfinish(r);
+}
+
+/* The daemon d is running and has logged no error or warning since byte
+ * at of its log. */
+static void log_clean(itest_daemon *d, size_t at)
+{
+    assert_true(kill(d->pid, 0) == 0);
+    char *log = itest_daemon_log(d);
+    const char *tail = strlen(log) >= at ? log + at : "";
+    if (strstr(tail, "error:") || strstr(tail, "warning:")) {
+        fprintf(stderr, "---- %s since byte %zu:\n%s\n", d->log, at, tail);
+        fail_msg("the daemon logged errors or warnings after the promote");
+    }
+    free(log);
+}
+
+/* ---- 1. under load --------------------------------------------------------- */
+
+static void promote_under_load(const char *mode)
+{
+    write_cfg(&(opts){.verify = true});
+    to_decision(mode, "awaiting_decision");
+    char *before = oids();
+    size_t at = itest_daemon_log_size(&T.a);
+    /* an application session with a prepared SELECT * from before the
+     * promote: it runs after it, on the new table, with the same columns */
+    PGconn *app = PQconnectdb(T.ci);
+    assert_int_equal(PQstatus(app), CONNECTION_OK);
+    PGresult *pr = PQprepare(app, "star", "SELECT * FROM tasks WHERE id = 1", 0, NULL);
+    assert_int_equal(PQresultStatus(pr), PGRES_COMMAND_OK);
+    PQclear(pr);
+    pr = PQexecPrepared(app, "star", 0, NULL, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(pr), PGRES_TUPLES_OK);
+    int star_cols = PQnfields(pr);
+    PQclear(pr);
+    itest_run r;
+    int64_t t0 = itest_now_ms();
+    promote(&r);
+    int64_t took = itest_now_ms() - t0;
+    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks: lock wait ") || !strstr(r.out, "locks held")) {
+        dump();
+        fail_msg("pgshadowctl promote: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    fprintf(stderr, "test-promote: -M %s: %s (pgshadowctl took %lld ms)\n", mode, r.out, (long long)took);
+    pr = PQexecPrepared(app, "star", 0, NULL, NULL, NULL, 0);
+    if (PQresultStatus(pr) != PGRES_TUPLES_OK || PQnfields(pr) != star_cols)
+        fail_msg("a prepared SELECT * after promote: %s%d columns (%d before)", PQresultErrorMessage(pr),
+                 PQnfields(pr), star_cols);
+    PQclear(pr);
+    PQfinish(app);
+    itest_run_free(&r);
+    char *why = itest_query(T.db->c, "SELECT why FROM pgshadow.events WHERE what = 'cutover promoted'");
+    fprintf(stderr, "test-promote: -M %s: the event: %s\n", mode, why);
+    free(why);
+    /* the daemon validates notes' key; the load writes on */
+    expect_true("SELECT convalidated FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
+                WAIT_MS);
+    expect_true("SELECT count(*) >= 100 FROM tasks WHERE phase = 2", WAIT_MS);
+    /* verify (every 2 s) and sampling (every 1 s) had their turns since */
+    if (!itest_daemon_wait_log(&T.a, at, "cutover: validated foreign key", WAIT_MS))
+        fail_msg("no validation logged");
+    /* what the daemon does after a promote is watched, so slept: two verify
+     * intervals, five sampling rounds, under the load */
+    itest_sleep_ms(5000);
+    expect_true("SELECT count(*) >= 200 FROM tasks WHERE phase = 2", WAIT_MS);
+    load_stop();
+    check_catalog(before);
+    check_rows();
+    free(before);
+    char *out = ctl(T.opcfg, 0, "promoted", "status", NULL, NULL);
+    free(out);
+    /* the daemon lives on, with nothing to complain about */
+    log_clean(&T.a, at);
+}
+
+static void test_promote_under_load_simple(void **state)
+{
+    (void)state;
+    promote_under_load("simple");
+}
+
+static void test_promote_under_load_prepared(void **state)
+{
+    (void)state;
+    promote_under_load("prepared");
+}
+
+/* ---- 2. a long reader ------------------------------------------------------ */
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Whether the child has exited (not reaped). */
+static bool child_done(const itest_child *ch)
+{
+    siginfo_t si = {0};
+    return waitid(P_PID, (id_t)ch->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == ch->pid;
+}
+
+/* pgshadowctl promote while a writer INSERTs into projects every 20 ms,
+ * each timed: the longest in *max_us, how many in *n. */
+static void promote_timed(itest_run *r, PGconn *w, int64_t *max_us, int *n)
+{
+    char *argv[] = {(char *)itest_env("PGSHADOWCTL"), "-c", T.opcfg, "promote", NULL};
+    itest_child ch;
+    *max_us = 0;
+    *n = 0;
+    itest_child_start(&ch, argv);
+    int64_t end = itest_now_ms() + WAIT_MS;
+    while (!child_done(&ch) && itest_now_ms() < end) {
+        int64_t t0 = now_us();
+        PGresult *res = PQexec(w, "INSERT INTO projects (name) VALUES ('writer')");
+        int64_t d = now_us() - t0;
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            fail_msg("the writer: %s", PQresultErrorMessage(res));
+        PQclear(res);
+        if (d > *max_us)
+            *max_us = d;
+        (*n)++;
+        itest_sleep_ms(20);
+    }
+    itest_child_finish(&ch, r);
+}
+
+/* A transaction of the owner's runs stmt and stays open: promote fails
+ * (exit 1) naming it, while a writer of projects never waits long, and
+ * nothing changes. Then it ends. */
+static void blocked_promote(PGconn *w, const char *stmt, const char *before)
+{
+    PGconn *blocker = itest_connect_as(T.db->name, OWNER);
+    itest_exec_ok(blocker, "BEGIN");
+    itest_exec_ok(blocker, stmt);
+    int pid = PQbackendPID(blocker);
+    itest_run r;
+    int64_t max_us = 0;
+    int n = 0;
+    /* the command may come while the daemon re-reads the state: asked again */
+    for (int i = 0; i < 20; i++) {
+        promote_timed(&r, w, &max_us, &n);
+        if (!(r.rc == 3 && (strstr(r.err, "stale") || strstr(r.err, "is reading the cutover state"))))
+            break;
+        itest_run_free(&r);
+        itest_sleep_ms(300);
+    }
+    fprintf(stderr, "test-promote: %s open: %d INSERTs into projects meanwhile, the longest %.1f ms\n", stmt, n,
+            max_us / 1000.0);
+    /* the blocker is named; the writer, which only queued behind the
+     * attempts, is not */
+    char want[64], writer[32];
+    snprintf(want, sizeof want, "pid %d (" OWNER ", idle in transaction", pid);
+    snprintf(writer, sizeof writer, "pid %d ", PQbackendPID(w));
+    if (r.rc != 1 || !strstr(r.err, "promote gave up after 3 attempt(s), nothing changed") || !strstr(r.err, want) ||
+        strstr(r.err, writer)) {
+        dump();
+        fail_msg("pgshadowctl promote with %s open (pid %d): rc %d\n%s\n%s", stmt, pid, r.rc, r.out, r.err);
+    }
+    fprintf(stderr, "test-promote: %s open: %s", stmt, r.err);
+    itest_run_free(&r);
+    assert_true(n >= 3);
+    if (max_us >= 1000000)
+        fail_msg("a writer of projects waited %.1f ms (lock_timeout 200ms)", max_us / 1000.0);
+    /* nothing changed */
+    expect(UNCHANGED_SQL, "t");
+    char *now = oids();
+    assert_string_equal(now, before);
+    free(now);
+    expect_true("SELECT status = 'awaiting_decision' FROM pgshadow.cutover", WAIT_MS);
+    expect("SELECT count(*) FROM pgshadow.events WHERE what = 'cutover promoted'", "0");
+    expect("SELECT pgshadow.read_percent('tasks')", "100");
+    itest_exec_ok(blocker, "COMMIT");
+    PQfinish(blocker);
+}
+
+static void test_promote_long_reader(void **state)
+{
+    (void)state;
+    write_cfg(&(opts){.lock_timeout = "200ms", .attempts = 3});
+    to_decision(NULL, "awaiting_decision");
+    char *before = oids();
+    PGconn *w = itest_connect_as(T.db->name, OWNER);
+    /* a reader of tasks; a transaction that only took a value of projects'
+     * sequence (promote changes the sequence's owner under its locks) */
+    blocked_promote(w, "SELECT id FROM tasks LIMIT 1", before);
+    blocked_promote(w, "SELECT nextval('projects_id_seq')", before);
+    /* they are gone: promoted */
+    size_t at = itest_daemon_log_size(&T.a);
+    itest_run r;
+    int64_t max_us = 0;
+    int n = 0;
+    promote_timed(&r, w, &max_us, &n);
+    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks")) {
+        dump();
+        fail_msg("pgshadowctl promote, the blockers gone: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    fprintf(stderr, "test-promote: blockers gone: %s", r.out);
+    fprintf(stderr, "test-promote: %d INSERTs meanwhile, the longest %.1f ms\n", n, max_us / 1000.0);
+    itest_run_free(&r);
+    PQfinish(w);
+    expect_true("SELECT convalidated FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
+                WAIT_MS);
+    check_catalog(before);
+    /* the writer's rows up to the promote are in the new projects, later ones there only */
+    expect("SELECT count(*) FROM projects_legacy l LEFT JOIN projects p ON p.id = l.id "
+           "WHERE p.id IS NULL OR (l.name, l.budget, l.phase) IS DISTINCT FROM (p.name, p.budget, p.phase)",
+           "0");
+    expect("SELECT count(*) FROM projects p WHERE NOT EXISTS (SELECT 1 FROM projects_legacy l WHERE l.id = p.id) "
+           "AND p.id <= (SELECT max(id) FROM projects_legacy)",
+           "0");
+    free(before);
+    log_clean(&T.a, at);
+}
+
+/* ---- 3. refused ------------------------------------------------------------- */
+
+static void test_promote_refused(void **state)
+{
+    (void)state;
+    write_cfg(&(opts){0});
+    itest_exec_ok(T.db->c, "SET ROLE " OWNER "; CREATE MATERIALIZED VIEW project_names AS SELECT name FROM projects;"
+                           "RESET ROLE");
+    to_decision(NULL, "awaiting_decision");
+    char *before = oids();
+    char *out = ctl(T.opcfg, 3, "promote would be refused: 1 blocker(s) above", "promote", "--dry-run", NULL);
+    if (!strstr(out, "materialized view") || !strstr(out, "project_names: refused: a materialized view is not moved"))
+        fail_msg("--dry-run does not list the materialized view as refused:\n%s", out);
+    free(out);
+    /* refused by pgshadowctl (exit 3, nothing queued), and by the daemon's
+     * promote itself when the plan changed after pgshadowctl looked: a
+     * command queued as an older pgshadowctl would (exit 1 there) */
+    itest_run r;
+    promote(&r);
+    if (r.rc != 3 || !strstr(r.err, "pgshadowctl: promote: refused: projects: materialized view "
+                                    "public.project_names: refused: a materialized view is not moved")) {
+        dump();
+        fail_msg("pgshadowctl promote with a materialized view: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    fprintf(stderr, "test-promote: refused: rc %d: %s", r.rc, r.err);
+    itest_run_free(&r);
+    expect("SELECT count(*) FROM pgshadow.commands WHERE command = 'promote'", "0");
+    PGconn *op = itest_connect_as(T.db->name, OP);
+    itest_exec_ok(op, "SELECT pgshadow.enqueue_command('promote', '{}', '" MIG "')");
+    PQfinish(op);
+    expect_true("SELECT state = 'failed' AND result LIKE 'pgshadow: promote refused: projects: materialized view "
+                "public.project_names: refused%' FROM pgshadow.commands WHERE command = 'promote'",
+                WAIT_MS);
+    expect(UNCHANGED_SQL, "t");
+    char *now = oids();
+    assert_string_equal(now, before);
+    free(now);
+    expect_true("SELECT status = 'awaiting_decision' FROM pgshadow.cutover", WAIT_MS);
+    /* gone: nothing refuses */
+    itest_exec_ok(T.db->c, "DROP MATERIALIZED VIEW project_names");
+    size_t at = itest_daemon_log_size(&T.a);
+    out = ctl(T.opcfg, 0, "nothing refuses promote", "promote", "--dry-run", NULL);
+    if (!strstr(out, "task_view: recreated from its definition over the new table") ||
+        !strstr(out, "notes_task_id_fkey on public.notes: points at the new table"))
+        fail_msg("--dry-run:\n%s", out);
+    free(out);
+    promote(&r);
+    if (r.rc != 0) {
+        dump();
+        fail_msg("pgshadowctl promote: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    itest_run_free(&r);
+    expect_true("SELECT convalidated FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
+                WAIT_MS);
+    check_catalog(before);
+    free(before);
+    log_clean(&T.a, at);
+}
+
+/* ---- 4. SIGKILL during a promote ---------------------------------------------- */
+
+#define PROMOTE_RUNNING "query LIKE '%pgshadow.promote(%' AND usename = '" DAEMON "'"
+
+/* d's promote is where the test holds it (ready: true then): SIGKILL d; its
+ * backend stops (the server cancels the statement of a client gone), and
+ * nothing of the promote committed. */
+static void kill_promoting(itest_daemon *d, const char *ready, const char *before, const char *tag)
+{
+    char sql[900];
+    snprintf(sql, sizeof sql, "SELECT %s", ready);
+    expect_true(sql, WAIT_MS);
+    itest_daemon_kill(d, SIGKILL);
+    int64_t t_kill = itest_now_ms();
+    expect_true("SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE " PROMOTE_RUNNING ")", WAIT_MS);
+    int64_t took = itest_now_ms() - t_kill;
+    fprintf(stderr, "test-promote: sigkill %s: the killed daemon's promote ended %lld ms after the kill\n", tag,
+            (long long)took);
+    if (took > 15000) /* client_connection_check_interval is 1 s; the hold phase's lock_timeout 5 s a try */
+        fail_msg("the killed daemon's promote went on for %lld ms", (long long)took);
+    expect(UNCHANGED_SQL, "t");
+    char *now = oids();
+    assert_string_equal(now, before);
+    free(now);
+    expect("SELECT status FROM pgshadow.cutover", "promoting");
+    expect("SELECT pgshadow.read_percent('tasks')", "100");
+}
+
+static void test_promote_sigkill(void **state)
+{
+    (void)state;
+    /* attempts of 500 ms, then 800 ms (80% of deadlock_timeout) */
+    write_cfg(&(opts){.finally = "promote", .lock_timeout = "2s", .attempts = 6});
+    char *before = oids();
+    /* (a) killed while an attempt waits for a reader's lock */
+    PGconn *reader = itest_connect_as(T.db->name, OWNER);
+    itest_exec_ok(reader, "BEGIN");
+    itest_exec_ok(reader, "SELECT id FROM tasks LIMIT 1");
+    to_decision(NULL, "promoting");
+    kill_promoting(&T.a,
+                   "EXISTS (SELECT 1 FROM pg_stat_activity WHERE " PROMOTE_RUNNING " AND wait_event_type = 'Lock')",
+                   before, "waiting");
+    itest_exec_ok(reader, "COMMIT");
+    PQfinish(reader);
+    /* written while no daemon runs: captured, applied by the promote */
+    itest_exec_ok(T.db->c, "SET ROLE " OWNER "; INSERT INTO projects (name) VALUES ('while dead');"
+                           "INSERT INTO tasks (project_id, title) SELECT max(id), 'while dead' FROM projects;"
+                           "UPDATE tasks SET n = n + 100 WHERE id = 1; RESET ROLE");
+    expect("SELECT count(*) > 0 FROM pgshadow.change_log", "t");
+    /* (b) a restarted daemon reads 'promoting' and promotes: killed while
+     * it holds every lock of the swap, its moves done, waiting for the
+     * cutover row (which the test holds) to write 'promoted' */
+    PGconn *locker = itest_connect(T.ci);
+    itest_exec_ok(locker, "BEGIN; SELECT 1 FROM pgshadow.cutover FOR UPDATE");
+    daemon_up(&T.b, "b");
+    kill_promoting(&T.b,
+                   "EXISTS (SELECT 1 FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+                   "        WHERE " PROMOTE_RUNNING " AND a.wait_event_type = 'Lock' AND l.granted "
+                   "        AND l.relation = 'tasks'::regclass AND l.mode = 'AccessExclusiveLock')",
+                   before, "holding the locks");
+    itest_exec_ok(locker, "COMMIT");
+    PQfinish(locker);
+    expect("SELECT count(*) FROM pgshadow.events WHERE what = 'cutover promoted'", "0");
+    /* (c) started again: promoted */
+    itest_daemon_cleanup(&T.a);
+    daemon_up(&T.a, "c");
+    if (!itest_daemon_wait_log(&T.a, 0, "cutover: promoting migration " MIG " (finally: promote)", WAIT_MS))
+        fail_msg("the restarted daemon did not promote");
+    expect_true("SELECT status = 'promoted' FROM pgshadow.cutover", WAIT_MS);
+    expect_true("SELECT convalidated FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
+                WAIT_MS);
+    check_catalog(before);
+    check_rows();
+    expect("SELECT count(*) FROM tasks WHERE title = 'while dead' OR (id = 1 AND n = 100)", "2");
+    expect("SELECT string_agg(what, ',' ORDER BY event_id) FROM pgshadow.events "
+           "WHERE what IN ('cutover promoting', 'cutover promoted', 'cutover promote_failed')",
+           "cutover promoting,cutover promoted");
+    char *why = itest_query(T.db->c, "SELECT why FROM pgshadow.events WHERE what = 'cutover promoted'");
+    fprintf(stderr, "test-promote: sigkill: restarted: %s\n", why);
+    free(why);
+    free(before);
+    log_clean(&T.a, 0);
+    /* (d) a daemon started on a promoted migration, verify and sampling on,
+     * has nothing to do and says nothing wrong */
+    assert_true(WIFEXITED(itest_daemon_kill(&T.a, SIGTERM)));
+    itest_daemon_cleanup(&T.b);
+    write_cfg(&(opts){.finally = "promote", .verify = true});
+    daemon_up(&T.b, "d");
+    if (!itest_daemon_wait_log(&T.b, 0, "cutover promoted 100% (the state of migration " MIG ", as read)", WAIT_MS))
+        fail_msg("the daemon started after the promote did not read the state");
+    itest_sleep_ms(3000); /* watched, so slept: a few rounds of everything */
+    expect("SELECT status FROM pgshadow.cutover", "promoted");
+    log_clean(&T.b, 0);
+}
+
+#define T_(f) cmocka_unit_test_setup_teardown(f, db_setup, db_teardown)
+
+int main(void)
+{
+    const char *const need[] = {"PGSHADOW_TEST_CONNINFO", "PGSHADOW_TEST_PGBIN", "PGSHADOW_SRCDIR", "PGSHADOWD",
+                                "PGSHADOWCTL", NULL};
+    if (!itest_require_env("itest-promote", need))
+        return 1;
+    if (getenv("PGSHADOW_TEST_FILTER")) /* e.g. "test_promote_refused": one case while working on it */
+        cmocka_set_test_filter(getenv("PGSHADOW_TEST_FILTER"));
+    const struct CMUnitTest tests[] = {
+        T_(test_promote_under_load_simple), T_(test_promote_under_load_prepared), T_(test_promote_long_reader),
+        T_(test_promote_refused),           T_(test_promote_sigkill),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
