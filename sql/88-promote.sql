@@ -1,6 +1,10 @@
 -- 88-promote.sql: promote by table swap (docs/promote.md): every table of a
 -- migration at once, in one transaction, with a bounded stall.
 --
+-- Over 800 lines: the plan and the swap must read the catalog the same way
+-- (what depends on a table, what moves, what is refused), and splitting the
+-- two across files would let them drift.
+--
 -- Owns: pgshadow.promote_moves (what a promote moved, for validation and the
 -- later revert and finalize), promote_plan, promote, promote_validate,
 -- _promoted, _promote_holders; it sets the registry's promoted_at and legacy_name
@@ -914,7 +918,9 @@ REVOKE ALL ON FUNCTION pgshadow.promote(text, bigint, integer, integer, bigint, 
                        pgshadow.promote_validate(text),
                        pgshadow.promote_plan(text),
                        pgshadow._promote_collect(integer),
-                       pgshadow._promote_holders(regclass)
+                       pgshadow._promote_holders(regclass),
+                       pgshadow._promoted(text),
+                       pgshadow._legacy_name(text)
        FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgshadow.promote(text, bigint, integer, integer, bigint, integer),
                           pgshadow.promote_validate(text) TO pgshadow_daemon;
