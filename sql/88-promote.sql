@@ -67,6 +67,35 @@ AS $fn$
     SELECT left(p_table, 56) || '_legacy'
 $fn$;
 
+-- The names of columns p_cols of p_rel, sorted: a foreign key or an index
+-- of the primary is matched on the shadow by its column names.
+CREATE OR REPLACE FUNCTION pgshadow._colnames(p_rel oid, p_cols int2[])
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a
+    WHERE a.attrelid = p_rel AND a.attnum = ANY (p_cols)
+$fn$;
+
+-- The primary's foreign keys the shadow has none of (none on the same
+-- columns): promote adds them to the new table (nm: the name there).
+CREATE OR REPLACE FUNCTION pgshadow._promote_fks_out(p_primary oid, p_shadow oid)
+RETURNS TABLE (oid oid, conname text, nm text, confrelid oid, convalidated boolean, def text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT k.oid, k.conname::text,
+           CASE WHEN EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conrelid = p_shadow AND x.conname = k.conname)
+                THEN left(k.conname, 55) || '_legacy' ELSE k.conname::text END,
+           k.confrelid, k.convalidated, pg_get_constraintdef(k.oid)
+    FROM pg_constraint k
+    WHERE k.contype = 'f' AND k.conrelid = p_primary
+      AND NOT EXISTS (SELECT 1 FROM pg_constraint x
+                      WHERE x.contype = 'f' AND x.conrelid = p_shadow
+                        AND pgshadow._colnames(p_shadow, x.conkey) = pgshadow._colnames(p_primary, k.conkey))
+$fn$;
+
 -- ---------------------------------------------------------------------------
 -- The plan
 -- ---------------------------------------------------------------------------
@@ -183,23 +212,10 @@ BEGIN
                 RETURN QUERY
                 SELECT t.table_name, 'foreign key', format('%s on %s', k.conname, k.conrelid::regclass),
                        CASE WHEN k.conrelid = ANY (v_rel) THEN 'left alone (between the migration''s tables)'
-                            WHEN NOT EXISTS (SELECT 1 FROM pg_index i
-                                             WHERE i.indrelid = v_s AND i.indisunique AND i.indpred IS NULL
-                                               AND (SELECT array_agg(sa.attname ORDER BY sa.attname)
-                                                    FROM pg_attribute sa WHERE sa.attrelid = v_s
-                                                     AND sa.attnum = ANY (i.indkey::int2[]))
-                                                 = (SELECT array_agg(pa.attname ORDER BY pa.attname)
-                                                    FROM pg_attribute pa WHERE pa.attrelid = v_p
-                                                     AND pa.attnum = ANY (k.confkey)))
+                            WHEN NOT pgshadow._has_unique_on(v_s, pgshadow._colnames(v_p, k.confkey))
                             THEN 'refused: the shadow has no unique index on the referenced columns'
                             ELSE 'points at the new table (NOT VALID, validated after the commit)' END,
-                       k.conrelid = ANY (v_rel)
-                       OR EXISTS (SELECT 1 FROM pg_index i
-                                  WHERE i.indrelid = v_s AND i.indisunique AND i.indpred IS NULL
-                                    AND (SELECT array_agg(sa.attname ORDER BY sa.attname)
-                                         FROM pg_attribute sa WHERE sa.attrelid = v_s AND sa.attnum = ANY (i.indkey::int2[]))
-                                      = (SELECT array_agg(pa.attname ORDER BY pa.attname)
-                                         FROM pg_attribute pa WHERE pa.attrelid = v_p AND pa.attnum = ANY (k.confkey)))
+                       k.conrelid = ANY (v_rel) OR pgshadow._has_unique_on(v_s, pgshadow._colnames(v_p, k.confkey))
                 FROM pg_constraint k
                 WHERE k.oid = d.objid AND k.contype = 'f' AND k.confrelid = v_p AND k.conrelid <> v_p;
             ELSIF d.classid = 'pg_trigger'::regclass THEN
@@ -242,19 +258,12 @@ BEGIN
             END IF;
         END LOOP;
         RETURN QUERY
-        SELECT t.table_name, 'foreign key', format('%s on %s', k.conname, k.conrelid::regclass),
+        SELECT t.table_name, 'foreign key', format('%s on %s', k.conname, v_p::regclass),
                format('the shadow has none on its columns: added to the new table, pointing at %s '
                       '(NOT VALID, validated after the commit)',
                       CASE WHEN k.confrelid = ANY (v_rel) THEN 'the new ' || k.confrelid::regclass::text
                            ELSE k.confrelid::regclass::text END), true
-        FROM pg_constraint k
-        WHERE k.contype = 'f' AND k.conrelid = v_p
-          AND NOT EXISTS (SELECT 1 FROM pg_constraint x
-                          WHERE x.contype = 'f' AND x.conrelid = v_s
-                            AND (SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_attribute a
-                                 WHERE a.attrelid = v_s AND a.attnum = ANY (x.conkey))
-                              = (SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_attribute a
-                                 WHERE a.attrelid = v_p AND a.attnum = ANY (k.conkey)));
+        FROM pgshadow._promote_fks_out(v_p, v_s) k;
         IF (SELECT relacl FROM pg_class WHERE oid = v_p) IS NOT NULL THEN
             RETURN QUERY SELECT t.table_name, 'grants', t.table_name, 'the new table gets exactly the primary''s', true;
         END IF;
@@ -333,17 +342,7 @@ BEGIN
     -- foreign keys of the primary the shadow does not have (one on the
     -- same columns): added to the new table; one that pointed at a table
     -- of the migration points at its new table (the definition names it)
-    FOR d IN SELECT k.conname, k.convalidated, pg_get_constraintdef(k.oid) AS def,
-                    CASE WHEN EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conrelid = v_s AND x.conname = k.conname)
-                         THEN left(k.conname, 55) || '_legacy' ELSE k.conname::text END AS nm
-             FROM pg_constraint k
-             WHERE k.contype = 'f' AND k.conrelid = v_p
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint x
-                               WHERE x.contype = 'f' AND x.conrelid = v_s
-                                 AND (SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_attribute a
-                                      WHERE a.attrelid = v_s AND a.attnum = ANY (x.conkey))
-                                   = (SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_attribute a
-                                      WHERE a.attrelid = v_p AND a.attnum = ANY (k.conkey))) LOOP
+    FOR d IN SELECT k.conname, k.convalidated, k.def, k.nm FROM pgshadow._promote_fks_out(v_p, v_s) k LOOP
         INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql) VALUES
             (p_table_id, 141, 'foreign key', format('%s on %s', d.conname, v_pq),
              format('ALTER TABLE %s ADD CONSTRAINT %I %s%s', v_pq, d.nm, d.def,
@@ -920,7 +919,9 @@ REVOKE ALL ON FUNCTION pgshadow.promote(text, bigint, integer, integer, bigint, 
                        pgshadow._promote_collect(integer),
                        pgshadow._promote_holders(regclass),
                        pgshadow._promoted(text),
-                       pgshadow._legacy_name(text)
+                       pgshadow._legacy_name(text),
+                       pgshadow._colnames(oid, int2[]),
+                       pgshadow._promote_fks_out(oid, oid)
        FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgshadow.promote(text, bigint, integer, integer, bigint, integer),
                           pgshadow.promote_validate(text) TO pgshadow_daemon;

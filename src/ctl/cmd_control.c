@@ -290,6 +290,20 @@ int ps_ctl_cmd_verify(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **a
     return wait_pass(ctl, id);
 }
 
+/* A queued command whose only argument is the optional --reason. */
+static int send_with_reason(ps_ctl *ctl, const char *name, const queued_opts *q)
+{
+    ps_ctl_buf args = {0};
+    ps_ctl_buf_puts(&args, "{");
+    if (q->reason)
+        json_field(&args, "reason", q->reason);
+    ps_ctl_buf_puts(&args, "}");
+    char *json = ps_ctl_buf_steal(&args);
+    int rc = ps_ctl_send_command(ctl, name, name, json, q->timeout_ms, q->queue, NULL);
+    free(json);
+    return rc;
+}
+
 /* start, pause, resume, step-down, rollback, abort: the command's name is
  * the queue's; the leading daemon checks it against the cutover's state
  * (src/cutover/machine.c) and refuses with the reason (exit 3). */
@@ -301,15 +315,7 @@ int ps_ctl_cmd_cutover(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **
     int rc = parse_queued(cmd, argc, argv, NULL, &q, pos, &npos);
     if (rc != PS_CTL_EXIT_OK)
         return rc;
-    ps_ctl_buf args = {0};
-    ps_ctl_buf_puts(&args, "{");
-    if (q.reason)
-        json_field(&args, "reason", q.reason);
-    ps_ctl_buf_puts(&args, "}");
-    char *json = ps_ctl_buf_steal(&args);
-    rc = ps_ctl_send_command(ctl, cmd->name, cmd->name, json, q.timeout_ms, q.queue, NULL);
-    free(json);
-    return rc;
+    return send_with_reason(ctl, cmd->name, &q);
 }
 
 /* extend DURATION: the stage in force holds that much longer (from
@@ -397,13 +403,5 @@ int ps_ctl_cmd_promote(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **
     if (!q.timeout_text)
         q.timeout_ms = (int64_t)ctl->cfg->cutover.promote.attempts * (ctl->cfg->cutover.promote.lock_timeout_ms + 2000) +
                        60000;
-    ps_ctl_buf args = {0};
-    ps_ctl_buf_puts(&args, "{");
-    if (q.reason)
-        json_field(&args, "reason", q.reason);
-    ps_ctl_buf_puts(&args, "}");
-    char *json = ps_ctl_buf_steal(&args);
-    rc = ps_ctl_send_command(ctl, "promote", "promote", json, q.timeout_ms, q.queue, NULL);
-    free(json);
-    return rc;
+    return send_with_reason(ctl, "promote", &q);
 }

@@ -364,16 +364,23 @@ static int send_req(ps_cutover *m, struct req *r, const char *sql, int n, const 
     return 0;
 }
 
-static void read_state(ps_cutover *m)
+/* A request of this module about its migration alone ($1), sent at once;
+ * when it cannot be sent, the tick timer tries again a poll later. */
+static void send_simple(ps_cutover *m, enum req_kind kind, const char *sql, ps_pg_result_cb cb)
 {
     struct req *r = calloc(1, sizeof *r);
     if (!r)
         return;
     r->m = m;
-    r->kind = REQ_READ;
+    r->kind = kind;
     const char *params[1] = {ps_daemon_config(m->d)->migration.id};
-    if (send_req(m, r, SQL_READ, 1, params, on_read) < 0)
+    if (send_req(m, r, sql, 1, params, cb) < 0)
         arm(m, ps_daemon_config(m->d)->monitor.poll_interval_ms);
+}
+
+static void read_state(ps_cutover *m)
+{
+    send_simple(m, REQ_READ, SQL_READ, on_read);
 }
 
 /* ---- one evaluation ---- */
@@ -407,14 +414,7 @@ static void send_promote(ps_cutover *m)
 
 static void send_validate(ps_cutover *m)
 {
-    struct req *r = calloc(1, sizeof *r);
-    if (!r)
-        return;
-    r->m = m;
-    r->kind = REQ_VALIDATE;
-    const char *params[1] = {ps_daemon_config(m->d)->migration.id};
-    if (send_req(m, r, SQL_VALIDATE, 1, params, on_validate) < 0)
-        arm(m, ps_daemon_config(m->d)->monitor.poll_interval_ms);
+    send_simple(m, REQ_VALIDATE, SQL_VALIDATE, on_validate);
 }
 
 static void on_promote(ps_pgconn *c, const PGresult *res, void *arg)
