@@ -174,6 +174,15 @@ int ps_ctl_cmd_uninstall(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char 
         free(script);
         return PS_CTL_EXIT_OK;
     }
+    /* promoted (docs/promote.md): say what stays in those words (to_jsonb:
+     * an install from before promote existed has no promoted_at column) */
+    const char *mig[1] = {ctl->cfg->migration.id};
+    res = PQexecParams(ctl->conn,
+                       "SELECT EXISTS (SELECT 1 FROM pgshadow.tables t WHERE t.migration_id = $1 "
+                       "AND to_jsonb(t) ->> 'promoted_at' IS NOT NULL)",
+                       1, NULL, mig, NULL, NULL, 0);
+    bool promoted = PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
     PQsetNoticeReceiver(ctl->conn, notice_receiver, NULL);
     rc = ps_ctl_run_script(ctl->conn, "uninstall", script, RETRY_ATTEMPTS);
     free(script);
@@ -181,7 +190,11 @@ int ps_ctl_cmd_uninstall(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char 
         report_failure("uninstall", rc);
         return PS_CTL_EXIT_FAILED;
     }
-    printf("uninstalled: capture removed%s; primary tables unchanged\n",
-           drop_shadow ? ", shadow tables dropped" : ", shadow tables kept");
+    if (promoted)
+        printf("uninstalled: the promoted tables stay as they are, the old ones as <table>_legacy, "
+               "the <table>_shadow views too\n");
+    else
+        printf("uninstalled: capture removed%s; primary tables unchanged\n",
+               drop_shadow ? ", shadow tables dropped" : ", shadow tables kept");
     return PS_CTL_EXIT_OK;
 }

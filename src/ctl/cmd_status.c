@@ -112,6 +112,21 @@ static int print_status(ps_ctl *ctl, bool json)
                           fresh ? "true" : "false");
         ps_ctl_json_string(&b, PQgetvalue(res, 0, S_REASON));
         ps_ctl_buf_puts(&b, ", \"gates\": {");
+    } else if (st.status == PS_CO_PROMOTED) {
+        /* promoted: the former shadows are the tables; no percent, hold or
+         * gate means anything any more (docs/promote.md) */
+        ps_ctl_buf_printf(&b,
+                          "migration %s: promoted since %s: the former shadow tables are the tables (%s tables), "
+                          "routing answers primary, the old tables are kept as <table>_legacy\n",
+                          cfg->migration.id, PQgetvalue(res, 0, S_SINCE), PQgetvalue(res, 0, S_TABLES));
+        if (PQgetvalue(res, 0, S_REASON)[0])
+            ps_ctl_buf_printf(&b, "last decision: %s\n", PQgetvalue(res, 0, S_REASON));
+        PQclear(res);
+        char *out = ps_ctl_buf_steal(&b);
+        fputs(out, stdout);
+        fflush(stdout);
+        free(out);
+        return PS_CTL_EXIT_OK;
     } else {
         ps_ctl_buf_printf(&b, "migration %s: %s", cfg->migration.id, ps_co_status_name(st.status));
         if (st.stage >= 1)

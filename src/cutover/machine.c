@@ -515,6 +515,9 @@ size_t ps_co_format_status(const ps_co_policy *p, const ps_co_state *st, char *b
     case PS_CO_AWAITING:
         r = snprintf(buf, len, "cutover awaiting decision at %d%%", st->percent);
         break;
+    case PS_CO_PROMOTED: /* no percent: the shadows are the tables, routing says primary */
+        r = snprintf(buf, len, "cutover promoted");
+        break;
     default:
         r = snprintf(buf, len, "cutover %s %d%%", ps_co_status_name(st->status), st->percent);
         break;

@@ -817,7 +817,7 @@ static void test_format_status(void **state)
         {ST(AWA, 5, 100, 8 * HOUR, 0, 0, 5), "cutover awaiting decision at 100%"},
         {ST(NS, 0, 0, 0, 0, 0, 0), "cutover not_started 0%"},
         {ST(PRG, 5, 100, 0, 0, 0, 5), "cutover promoting 100%"},
-        {ST(PRD, 5, 100, 0, 0, 0, 5), "cutover promoted 100%"},
+        {ST(PRD, 5, 100, 0, 0, 0, 5), "cutover promoted"},
         {ST(RB, 0, 0, 0, 0, 0, 0), "cutover rolled_back 0%"},
         {ST(AB, 0, 0, 0, 0, 0, 0), "cutover aborted 0%"},
     };
