@@ -18,13 +18,17 @@
 -- runs one more apply round: a writer that read "disarmed" before this
 -- commit and committed since is caught by that round; one that commits
 -- after it is caught by the next NOTIFY of any later write, or at the latest
--- by catchup_interval (docs/sync.md).
+-- by catchup_interval (docs/sync.md). A finalized migration (89-finalize.sql)
+-- has no capture left: its row, which finalize deleted, is not made again.
 CREATE OR REPLACE FUNCTION pgshadow.wakeup_arm(p_migration_id text)
 RETURNS void
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    INSERT INTO pgshadow.wakeup AS w (migration_id, armed) VALUES (p_migration_id, true)
+    INSERT INTO pgshadow.wakeup AS w (migration_id, armed)
+    SELECT p_migration_id, true
+    WHERE NOT EXISTS (SELECT 1 FROM pgshadow.cutover c
+                      WHERE c.migration_id = p_migration_id AND c.status = 'finalized')
     ON CONFLICT (migration_id) DO UPDATE SET armed = true WHERE NOT w.armed
 $fn$;
 

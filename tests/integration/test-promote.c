@@ -1187,6 +1187,7 @@ static void test_finalize(void **state)
     expect_true("SELECT state = 'refused' AND result = 'finalize: the cutover is awaiting_decision at stage 2, 100%: "
                 "finalize follows a promote' FROM pgshadow.commands WHERE command = 'finalize'",
                 WAIT_MS);
+    PQfinish(op);
     itest_exec_ok(T.db->c, "DELETE FROM pgshadow.commands WHERE command = 'finalize'");
 
     itest_run r;
@@ -1277,6 +1278,7 @@ static void test_finalize(void **state)
     char *gone = minus(objs, now), *added = minus(now, objs);
     int lines = 0;
     char *printed = printed_dropped(out, &lines);
+    free(out);
     fprintf(stderr, "test-promote: finalize: gone from the catalog:\n%s", gone);
     assert_string_equal(gone, printed);
     assert_string_equal(added, "");
@@ -1345,6 +1347,11 @@ static void test_finalize(void **state)
         fail_msg("the daemon started after the finalize did not say the migration is finalized");
     quiet(&T.b, 0, "a daemon started after");
     assert_int_equal(itest_daemon_log_count(&T.b, 0, "cutover: migration " MIG " is finalized", NULL), 1);
+    /* what finalize deleted stays deleted (a daemon's sync arms its wake-up
+     * row after its first apply round) */
+    expect("SELECT (SELECT count(*) FROM pgshadow.tables) + (SELECT count(*) FROM pgshadow.flags "
+           "WHERE name <> 'shadow_writes_enabled') + (SELECT count(*) FROM pgshadow.wakeup)",
+           "0");
     /* installed again (the same id, the tables as they are now), over an
      * install whose CHECK on the cutover's status predates 'finalized': the
      * CHECK is replaced, the migration starts afresh */
