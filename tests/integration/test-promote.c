@@ -47,7 +47,9 @@
  *     a promote (exit 3, by pgshadowctl and, for a command queued anyway,
  *     by the daemon); after it, without a terminal and --yes: the plan
  *     printed, exit 3, nothing dropped or queued; on a terminal (a pty)
- *     answered n: the same; answered y with a user's view of tasks_legacy:
+ *     answered n: the same; --yes while a transaction that read
+ *     tasks_legacy is open: exit 1 after the lock timeout, naming its pid,
+ *     nothing dropped; answered y with a user's view of tasks_legacy:
  *     exit 1 naming the view, nothing dropped; --yes under an application
  *     load that no longer names the compatibility views: exit 0, and the
  *     relations and functions gone from the catalog are exactly the ones it
@@ -1225,6 +1227,28 @@ static void test_finalize(void **state)
     assert_string_equal(now, objs);
     free(now);
     expect("SELECT count(*) FROM pgshadow.commands WHERE command = 'finalize'", "0");
+
+    /* a reader of a legacy table, idle in its transaction: finalize waits
+     * cutover.promote.lock_timeout (2s) for it, then gives up naming it,
+     * nothing dropped */
+    PGconn *reader = itest_connect_as(T.db->name, OWNER);
+    itest_exec_ok(reader, "BEGIN");
+    itest_exec_ok(reader, "SELECT count(*) FROM tasks_legacy");
+    char held[96];
+    snprintf(held, sizeof held, "held by pid %d (" OWNER ", idle in transaction", PQbackendPID(reader));
+    out = ctl(T.opcfg, 1, "finalize gave up, nothing dropped: a lock was not granted within 2000 ms", "finalize",
+              "--yes", NULL);
+    if (!strstr(out, held) || !strstr(out, "SELECT count(*) FROM tasks_legacy"))
+        fail_msg("finalize with a reader of tasks_legacy does not name it (%s):\n%s", held, out);
+    fprintf(stderr, "test-promote: finalize with a reader of a legacy table: %s", strstr(out, "pgshadowctl: "));
+    free(out);
+    itest_exec_ok(reader, "COMMIT");
+    PQfinish(reader);
+    now = itest_query(T.db->c, OBJECTS_SQL);
+    assert_string_equal(now, objs);
+    free(now);
+    expect("SELECT status FROM pgshadow.cutover", "promoted");
+    itest_exec_ok(T.db->c, "DELETE FROM pgshadow.commands WHERE command = 'finalize'");
 
     /* a view of a legacy table (on a terminal, answered y): the drop stops,
      * the dependant named, nothing dropped */
