@@ -208,7 +208,7 @@ CREATE TABLE IF NOT EXISTS pgshadow.cutover (
     percent          integer NOT NULL DEFAULT 0 CHECK (percent BETWEEN 0 AND 100),
     status           text NOT NULL DEFAULT 'not_started'
                      CHECK (status IN ('not_started', 'running', 'paused', 'awaiting_decision',
-                                       'promoting', 'promoted', 'rolled_back', 'aborted')),
+                                       'promoting', 'promoted', 'rolled_back', 'aborted', 'finalized')),
     since            timestamptz NOT NULL DEFAULT now(),   -- current stage entered
     hold_earned      interval NOT NULL DEFAULT '0',        -- green time counted at this stage
     hold_extra       interval NOT NULL DEFAULT '0',        -- pgshadowctl extend
@@ -273,16 +273,25 @@ CREATE TABLE IF NOT EXISTS pgshadow.quarantine (
 
 -- A refresh of an existing install gets the columns added since.
 DO $columns$
+DECLARE
+    r record;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'pgshadow.tables'::regclass
                    AND attname = 'backfill_reconcile') THEN
         ALTER TABLE pgshadow.tables ADD COLUMN backfill_reconcile boolean NOT NULL DEFAULT false,
                                     ADD COLUMN backfill_wait_xid xid8;
     END IF;
+    -- the statuses: an older CHECK (without 'finalized', 89-finalize.sql)
+    -- is replaced
     IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'pgshadow.cutover'::regclass
-                   AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%awaiting_decision%') THEN
-        ALTER TABLE pgshadow.cutover ADD CHECK (status IN ('not_started', 'running', 'paused', 'awaiting_decision',
-                                                           'promoting', 'promoted', 'rolled_back', 'aborted'));
+                   AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%''finalized''%') THEN
+        FOR r IN SELECT conname FROM pg_constraint WHERE conrelid = 'pgshadow.cutover'::regclass
+                 AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%status%' LOOP
+            EXECUTE format('ALTER TABLE pgshadow.cutover DROP CONSTRAINT %I', r.conname);
+        END LOOP;
+        ALTER TABLE pgshadow.cutover ADD CONSTRAINT cutover_status_check
+            CHECK (status IN ('not_started', 'running', 'paused', 'awaiting_decision',
+                              'promoting', 'promoted', 'rolled_back', 'aborted', 'finalized'));
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'pgshadow.cutover'::regclass
                    AND attname = 'rev') THEN

@@ -303,8 +303,15 @@ BEGIN
             quote_ident(r.schema_name), quote_ident(r.table_name), quote_ident(r.schema_name), quote_ident(r.shadow_name);
     END LOOP;
 
-    INSERT INTO pgshadow.cutover (migration_id) VALUES (p_migration_id)
-    ON CONFLICT (migration_id) DO NOTHING;
+    -- A finalized migration installed again (its tables registered anew)
+    -- starts a cutover afresh; any other state is kept.
+    INSERT INTO pgshadow.cutover AS c (migration_id) VALUES (p_migration_id)
+    ON CONFLICT (migration_id) DO UPDATE
+        SET status = 'not_started', stage = 0, percent = 0, since = now(), hold_earned = '0', hold_extra = '0',
+            hold_counted_at = NULL, failures = 0, last_good_stage = NULL,
+            reason = 'installed again after finalize', updated_at = now(), rev = c.rev + 1, gates = NULL,
+            gates_at = NULL
+        WHERE c.status = 'finalized';
     INSERT INTO pgshadow.events (migration_id, what, why, after)
     VALUES (p_migration_id, 'install', 'pgshadowctl install',
             jsonb_build_object('schema_version', (SELECT value FROM pgshadow.meta WHERE key = 'schema_version'),

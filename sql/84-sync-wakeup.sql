@@ -18,13 +18,17 @@
 -- runs one more apply round: a writer that read "disarmed" before this
 -- commit and committed since is caught by that round; one that commits
 -- after it is caught by the next NOTIFY of any later write, or at the latest
--- by catchup_interval (docs/sync.md).
+-- by catchup_interval (docs/sync.md). A finalized migration (89-finalize.sql)
+-- has no capture left: its row, which finalize deleted, is not made again.
 CREATE OR REPLACE FUNCTION pgshadow.wakeup_arm(p_migration_id text)
 RETURNS void
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    INSERT INTO pgshadow.wakeup AS w (migration_id, armed) VALUES (p_migration_id, true)
+    INSERT INTO pgshadow.wakeup AS w (migration_id, armed)
+    SELECT p_migration_id, true
+    WHERE NOT EXISTS (SELECT 1 FROM pgshadow.cutover c
+                      WHERE c.migration_id = p_migration_id AND c.status = 'finalized')
     ON CONFLICT (migration_id) DO UPDATE SET armed = true WHERE NOT w.armed
 $fn$;
 
@@ -116,28 +120,35 @@ $fn$;
 -- installed comparison (src/sync/registry.c): kind 'k' a key column, 'p' a
 -- column of the primary's current primary key, 'c' a column_map entry with
 -- the default expression register_table would store for it; grouped by
--- table, in order.
+-- table, in order. A finalized migration (89-finalize.sql: no table left,
+-- by design) is one row of kind 'f', every other column NULL.
 CREATE OR REPLACE FUNCTION pgshadow.registry_rows(p_migration_id text)
 RETURNS TABLE (schema_name text, table_name text, kind text, name text, expr text, dflt text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT t.schema_name, t.table_name, x.kind, x.name, x.expr, x.dflt
-    FROM pgshadow.tables t CROSS JOIN LATERAL (
-        SELECT 'k'::text, u.o, u.k, NULL::text, NULL::text
-        FROM unnest(t.key_columns) WITH ORDINALITY u(k, o)
+    SELECT r.schema_name, r.table_name, r.kind, r.name, r.expr, r.dflt FROM (
+        SELECT t.schema_name, t.table_name, x.kind, x.o, x.name, x.expr, x.dflt
+        FROM pgshadow.tables t CROSS JOIN LATERAL (
+            SELECT 'k'::text, u.o, u.k, NULL::text, NULL::text
+            FROM unnest(t.key_columns) WITH ORDINALITY u(k, o)
+            UNION ALL
+            SELECT 'p', k.o, a.attname::text, NULL, NULL
+            FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, o)
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+            WHERE i.indrelid = to_regclass(format('%I.%I', t.schema_name, t.table_name))
+              AND i.indisprimary
+            UNION ALL
+            SELECT 'c', m.o, m.e ->> 'shadow', m.e ->> 'expr', format('p.%I', m.e ->> 'shadow')
+            FROM jsonb_array_elements(t.column_map) WITH ORDINALITY m(e, o)
+        ) x(kind, o, name, expr, dflt)
+        WHERE t.migration_id = p_migration_id
         UNION ALL
-        SELECT 'p', k.o, a.attname::text, NULL, NULL
-        FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, o)
-        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-        WHERE i.indrelid = to_regclass(format('%I.%I', t.schema_name, t.table_name))
-          AND i.indisprimary
-        UNION ALL
-        SELECT 'c', m.o, m.e ->> 'shadow', m.e ->> 'expr', format('p.%I', m.e ->> 'shadow')
-        FROM jsonb_array_elements(t.column_map) WITH ORDINALITY m(e, o)
-    ) x(kind, o, name, expr, dflt)
-    WHERE t.migration_id = p_migration_id
-    ORDER BY t.schema_name, t.table_name, x.kind, x.o
+        SELECT NULL, NULL, 'f', 0, NULL, NULL, NULL
+        WHERE EXISTS (SELECT 1 FROM pgshadow.cutover c
+                      WHERE c.migration_id = p_migration_id AND c.status = 'finalized')
+    ) r
+    ORDER BY r.schema_name, r.table_name, r.kind, r.o
 $fn$;
 
 -- Privileges

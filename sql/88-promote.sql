@@ -48,7 +48,9 @@ CREATE TABLE IF NOT EXISTS pgshadow.promote_moves (
 
 -- A migration whose tables were promoted: apply, backfill, verify and
 -- sampling leave it alone (its registry names now resolve to the new
--- tables and the compatibility views).
+-- tables and the compatibility views). Also once it is finalized
+-- (89-finalize.sql: no table is registered any more; an install of it
+-- again starts its cutover afresh, and this is false again).
 CREATE OR REPLACE FUNCTION pgshadow._promoted(p_migration_id text)
 RETURNS boolean
 LANGUAGE sql STABLE
@@ -56,6 +58,8 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT EXISTS (SELECT 1 FROM pgshadow.tables t
                    WHERE t.migration_id = p_migration_id AND t.promoted_at IS NOT NULL)
+        OR EXISTS (SELECT 1 FROM pgshadow.cutover c
+                   WHERE c.migration_id = p_migration_id AND c.status = 'finalized')
 $fn$;
 
 -- The legacy name of a table: <t>_legacy, cut to fit 63 bytes.

@@ -52,6 +52,7 @@ typedef enum {
     PS_CO_PROMOTED,
     PS_CO_ROLLED_BACK, /* reads at 0%; `start` begins again */
     PS_CO_ABORTED,     /* reads at 0%; final for this migration's cutover */
+    PS_CO_FINALIZED,   /* promoted, then what promote left dropped (sql/89-finalize.sql): final, nothing left */
     PS_CO_N_STATUS
 } ps_co_status;
 
@@ -158,6 +159,7 @@ typedef enum {
     PS_CO_CMD_ABORT,
     PS_CO_CMD_EXTEND,
     PS_CO_CMD_PROMOTE, /* awaiting the decision (or promoting, after a failed try): the swap */
+    PS_CO_CMD_FINALIZE, /* promoted: drop the legacy tables, the compatibility views, pgshadow's rows */
     PS_CO_N_CMD
 } ps_co_cmd;
 
@@ -173,6 +175,7 @@ typedef struct ps_co_out {
     bool write;
     bool percent_changed;
     bool promote;    /* ask the promote step */
+    bool finalize;   /* ask the finalize step */
     char what[32];   /* the event: "stage", "trip", "awaiting_decision", "start", ... ("": none) */
     char why[400];   /* its reason, also the log line */
     int log_prio;    /* syslog priority of the line (0 with no event) */
@@ -188,7 +191,10 @@ void ps_co_tick(const ps_co_policy *p, ps_co_state *st, ps_co_mem *mem, const ps
  * latest evaluation (start and promote are refused on a stale or red one).
  * promote sets out->promote and *st to promoting: the promote step
  * (sql/88-promote.sql) writes promoted when the swap commits, and nothing
- * when it does not. */
+ * when it does not. finalize (from promoted only; the gates are not asked:
+ * there is no shadow left to judge) sets out->finalize and *st to
+ * finalized: the finalize step (sql/89-finalize.sql) writes it when its
+ * drops commit, and nothing when they do not. */
 int ps_co_command(const ps_co_policy *p, ps_co_state *st, ps_co_cmd cmd, int64_t arg_ms,
                   const ps_gates *g, ps_co_out *out, char *why, size_t whylen);
 

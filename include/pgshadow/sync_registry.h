@@ -57,11 +57,13 @@ extern const char ps_sync_registry_sql[];
 typedef struct ps_sync_registry {
     ps_sync_installed *tables;
     size_t n;
+    bool finalized; /* the migration is finalized (sql/89-finalize.sql): no table, by design */
     const char **names;          /* storage of every key and pk list */
     ps_sync_installed_col *cols; /* storage of every column map */
 } ps_sync_registry;
 
-/* Read a result of ps_sync_registry_sql into *out (cleared first). Returns 0,
+/* Read a result of ps_sync_registry_sql into *out (cleared first); a row of
+ * kind 'f' says the migration is finalized. Returns 0,
  * -EINVAL when the result is not the query's (status or column count), or
  * -ENOMEM (*out is then empty). */
 int ps_sync_registry_read(const PGresult *res, ps_sync_registry *out);

@@ -4,8 +4,9 @@
  * one that exists today: `pgshadowctl quarantine retry ID|all`.
  *
  * ps_ctl_send_command is the path every such command takes (the cutover's
- * start, pause, ... come through it): queue the command as the operator's
- * own role, wait for the daemon's outcome, print it. Exit codes: 0 done, 1
+ * start, pause, ..., promote and finalize come through it): queue the
+ * command as the operator's own role, wait for the daemon's outcome, print
+ * it; finalize asks on the terminal first (or takes --yes). Exit codes: 0 done, 1
  * failed (or no daemon took it in time), 3 refused (by the daemon, with its
  * reason, or by the database: a role that may not queue commands).
  *
@@ -17,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "pgshadow/ctl.h"
 #include "pgshadow/duration.h"
@@ -404,4 +407,106 @@ int ps_ctl_cmd_promote(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **
         q.timeout_ms = (int64_t)ctl->cfg->cutover.promote.attempts * (ctl->cfg->cutover.promote.lock_timeout_ms + 2000) +
                        60000;
     return send_with_reason(ctl, "promote", &q);
+}
+
+/* finalize [--yes]: what promote left behind goes for good (sql/89-finalize.sql):
+ * the plan (pgshadow.finalize_plan: refused, exit 3, unless the migration
+ * is promoted and its re-pointed foreign keys are validated), a question on
+ * the terminal (y/N; without a terminal only --yes answers it: exit 3
+ * otherwise, nothing queued), then the 'finalize' command with the plan's
+ * digest: the daemon's finalize drops that plan or nothing (exit 1 when
+ * something depends on an object, a lock is busy, or the plan changed
+ * meanwhile). Done, it prints what the event of the finalize lists as
+ * dropped. */
+static const char SQL_FINALIZE_PLAN[] = "SELECT kind, object, detail, digest FROM pgshadow.finalize_plan($1)";
+static const char SQL_FINALIZED[] =
+    "SELECT x.e ->> 'kind', x.e ->> 'object', x.e ->> 'detail' FROM pgshadow.events v, "
+    "jsonb_array_elements(v.after -> 'dropped') WITH ORDINALITY x(e, o) "
+    "WHERE v.what = 'cutover finalized' AND v.after ->> 'command_id' = $1 ORDER BY x.o";
+
+/* A line of stdin is y or yes (any case): confirmed. */
+static bool confirmed(void)
+{
+    char line[64];
+    if (!fgets(line, sizeof line, stdin))
+        return false;
+    line[strcspn(line, "\r\n")] = '\0';
+    return strcasecmp(line, "y") == 0 || strcasecmp(line, "yes") == 0;
+}
+
+int ps_ctl_cmd_finalize(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
+{
+    queued_opts q = {0};
+    bool yes = false;
+    const ps_ctl_option extra[] = {{"--yes", &yes, NULL}, {NULL, NULL, NULL}};
+    const char *pos[1];
+    int npos;
+    int rc = parse_queued(cmd, argc, argv, extra, &q, pos, &npos);
+    if (rc != PS_CTL_EXIT_OK)
+        return rc;
+    if ((rc = ps_ctl_connect(ctl)) != PS_CTL_EXIT_OK)
+        return rc;
+    const char *params[1] = {ctl->cfg->migration.id};
+    PGresult *res = PQexecParams(ctl->conn, SQL_FINALIZE_PLAN, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+        /* not promoted, keys to validate, finalized already, not installed */
+        bool refused = state && (strcmp(state, "55000") == 0 || strcmp(state, "42704") == 0);
+        if (refused)
+            fprintf(stderr, "pgshadowctl: finalize: refused: %s%s%s\n", msg ? msg : "?", hint ? "\nHINT: " : "",
+                    hint ? hint : "");
+        else
+            ps_ctl_print_pg_error("finalize", ctl->conn, res);
+        PQclear(res);
+        return refused ? PS_CTL_EXIT_REFUSED : PS_CTL_EXIT_FAILED;
+    }
+    int n = PQntuples(res);
+    printf("finalize of migration %s drops, for good:\n", ctl->cfg->migration.id);
+    for (int i = 0; i < n; i++)
+        printf("  %s: %s (%s)\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
+    char digest[64];
+    snprintf(digest, sizeof digest, "%s", n > 0 ? PQgetvalue(res, 0, 3) : "");
+    PQclear(res);
+    if (!yes) {
+        if (!isatty(STDIN_FILENO)) {
+            fputs("pgshadowctl: finalize: refused: stdin is not a terminal and --yes was not given; nothing "
+                  "dropped (read the list above, then finalize --yes)\n",
+                  stderr);
+            return PS_CTL_EXIT_REFUSED;
+        }
+        printf("Drop all of this? The legacy tables cannot be brought back. [y/N] ");
+        fflush(stdout);
+        if (!confirmed()) {
+            fputs("pgshadowctl: finalize: not confirmed; nothing dropped\n", stderr);
+            return PS_CTL_EXIT_REFUSED;
+        }
+    }
+    ps_ctl_buf args = {0};
+    ps_ctl_buf_puts(&args, "{");
+    json_field(&args, "plan", digest);
+    if (q.reason)
+        json_field(&args, "reason", q.reason);
+    ps_ctl_buf_puts(&args, "}");
+    char *json = ps_ctl_buf_steal(&args);
+    int64_t id = 0;
+    rc = ps_ctl_send_command(ctl, "finalize", "finalize", json, q.timeout_ms, q.queue, &id);
+    free(json);
+    if (rc != PS_CTL_EXIT_OK || id <= 0)
+        return rc; /* (queued and not taken yet: its event is not there, nothing is printed) */
+    /* what the one event of the finalize lists: what went */
+    char idtext[32];
+    snprintf(idtext, sizeof idtext, "%lld", (long long)id);
+    const char *p[1] = {idtext};
+    res = PQexecParams(ctl->conn, SQL_FINALIZED, 1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ps_ctl_print_pg_error("finalize (reading its event)", ctl->conn, res);
+        PQclear(res);
+        return PS_CTL_EXIT_FAILED;
+    }
+    for (int i = 0; i < PQntuples(res); i++)
+        printf("dropped %s: %s (%s)\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
+    PQclear(res);
+    return PS_CTL_EXIT_OK;
 }

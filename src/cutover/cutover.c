@@ -10,7 +10,8 @@
  * and writes what it decided with pgshadow.cutover_write
  * (sql/87-cutover.sql): state, every table's read percent and the event in
  * one transaction, compare-and-set on the row's rev. Operator commands
- * (start, pause, resume, step-down, rollback, abort, extend) are handlers
+ * (start, pause, resume, step-down, rollback, abort, extend; promote and
+ * finalize, whose SQL steps write the state themselves) are handlers
  * of the control queue: the machine decides, and the same cutover_write
  * runs in the command's transaction.
  *
@@ -61,6 +62,10 @@ static const char SQL_PROMOTE[] = "SELECT pgshadow.promote($1, $2, $3::integer, 
 /* After the swap: one re-pointed foreign key validated per call (NULL:
  * none left). */
 static const char SQL_VALIDATE[] = "SELECT pgshadow.promote_validate($1)";
+/* What the swap left behind, dropped (sql/89-finalize.sql): migration, rev,
+ * the command (its args carry the plan the operator confirmed), the lock
+ * timeout (promote's). */
+static const char SQL_FINALIZE[] = "SELECT pgshadow.finalize($1, $2, $3, $4::integer)";
 
 #define REREAD_MS 200 /* after a failed write */
 
@@ -101,6 +106,7 @@ typedef struct ps_cutover {
      * validated (or given up) */
     char promote_failed[320];
     bool validated;
+    bool finalized_said; /* "finalized: nothing left to do" logged, once per leadership */
     char cmd_lock_timeout[24], cmd_attempts[24];
     int64_t written_poll; /* the poll whose gates were last written */
     bool written_fresh;
@@ -489,6 +495,16 @@ static void evaluate(ps_cutover *m)
             send_validate(m);
         return;
     }
+    if (m->st.status == PS_CO_FINALIZED) {
+        /* Final: no table is registered any more, so apply, backfill,
+         * verify and sampling have nothing (sql/89-finalize.sql); said once. */
+        if (!m->finalized_said)
+            ps_log_notice("cutover: migration %s is finalized: its legacy tables and pgshadow's state of it are "
+                          "gone; nothing is left for pgshadowd to do (stop it, or give it another migration)",
+                          cfg->migration.id);
+        m->finalized_said = true;
+        return;
+    }
     ps_gates_eval(cfg, ps_monitor_latest(ps_daemon_monitor(m->d), now), &m->gates);
     m->stats.evaluations++;
     ps_co_state next = m->st;
@@ -634,6 +650,30 @@ static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why,
         read_state(m);
         return 0;
     }
+    if (out.finalize) {
+        /* The drops, in the command's transaction: finalize() checks the
+         * plan the operator confirmed (the command's args), drops it, and
+         * writes the state (finalized) and the one event; when it cannot,
+         * it raises and the command fails with its reason, nothing
+         * dropped. */
+        const ps_config *cfg = ps_daemon_config(m->d);
+        snprintf(m->cmd_rev, sizeof m->cmd_rev, "%" PRId64, m->rev);
+        snprintf(m->cmd_id, sizeof m->cmd_id, "%" PRId64, cmd->id);
+        snprintf(m->cmd_lock_timeout, sizeof m->cmd_lock_timeout, "%" PRId64, cfg->cutover.promote.lock_timeout_ms);
+        act->sql = SQL_FINALIZE;
+        act->nparams = 4;
+        act->params[0] = cfg->migration.id;
+        act->params[1] = m->cmd_rev;
+        act->params[2] = m->cmd_id;
+        act->params[3] = m->cmd_lock_timeout;
+        act->format = first_value;
+        ps_log_fields(LOG_NOTICE, (ps_log_field[]){{"MIGRATION", cfg->migration.id}, {"EVENT", "finalize"}, {NULL, NULL}},
+                      "cutover finalize: %s (by %s)", out.why, cmd->requested_by);
+        orphan(m);
+        m->loaded = false;
+        read_state(m);
+        return 0;
+    }
     /* The row is written in the command's transaction; this module reads
      * it again right after, so what it believes is what committed. */
     snprintf(m->cmd_rev, sizeof m->cmd_rev, "%" PRId64, m->rev);
@@ -679,6 +719,7 @@ static void co_on_leader(ps_daemon *d, bool leader, void *arg)
     evtimer_del(m->ev_tick);
     m->leading = leader && !m->stopping;
     m->loaded = false;
+    m->finalized_said = false;
     m->again = false;
     m->written_poll = -1;
     m->written_fresh = false;

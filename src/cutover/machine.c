@@ -17,6 +17,7 @@
  *   awaiting --extend D--> running(n) with D more to hold
  *   any but promoting/promoted/aborted --rollback / abort--> rolled_back / aborted
  *   rolled_back --start--> running(1)
+ *   promoted --finalize--> finalized (final: every command refused)
  *
  * Hold time: earned only by a fresh, all-green evaluation at running, and
  * only the time since the previous one (capped at two poll intervals and a
@@ -37,6 +38,7 @@ static const char *const status_names[PS_CO_N_STATUS] = {
     [PS_CO_PAUSED] = "paused",           [PS_CO_AWAITING] = "awaiting_decision",
     [PS_CO_PROMOTING] = "promoting",     [PS_CO_PROMOTED] = "promoted",
     [PS_CO_ROLLED_BACK] = "rolled_back", [PS_CO_ABORTED] = "aborted",
+    [PS_CO_FINALIZED] = "finalized",
 };
 
 const char *ps_co_status_name(ps_co_status s)
@@ -59,7 +61,7 @@ static const char *const cmd_names[PS_CO_N_CMD] = {
     [PS_CO_CMD_RESUME] = "resume",       [PS_CO_CMD_STEP_DOWN] = "step-down",
     [PS_CO_CMD_ROLLBACK] = "rollback",   [PS_CO_CMD_ABORT] = "abort",
     [PS_CO_CMD_EXTEND] = "extend",
-    [PS_CO_CMD_PROMOTE] = "promote",
+    [PS_CO_CMD_PROMOTE] = "promote",     [PS_CO_CMD_FINALIZE] = "finalize",
 };
 
 const char *ps_co_cmd_name(ps_co_cmd c)
@@ -243,7 +245,7 @@ void ps_co_tick(const ps_co_policy *p, ps_co_state *st, ps_co_mem *mem, const ps
     }
     if (st->status != PS_CO_RUNNING && st->status != PS_CO_PAUSED && st->status != PS_CO_AWAITING) {
         mem->last_green_ms = -1;
-        return; /* rolled back, aborted, promoting, promoted: the gates move nothing */
+        return; /* rolled back, aborted, promoting, promoted, finalized: the gates move nothing */
     }
 
     bool new_poll = g->poll != mem->last_counted_poll;
@@ -326,6 +328,9 @@ int ps_co_command(const ps_co_policy *p, ps_co_state *st, ps_co_cmd cmd, int64_t
     where(st, at, sizeof at);
     const char *sname = ps_co_status_name(st->status);
     bool live = st->status == PS_CO_RUNNING || st->status == PS_CO_PAUSED || st->status == PS_CO_AWAITING;
+    if (st->status == PS_CO_FINALIZED)
+        return refuse(why, whylen, "%s: the migration is finalized: its legacy tables are gone, nothing is left "
+                                   "to do", ps_co_cmd_name(cmd));
     if (cmd == PS_CO_CMD_PROMOTE) {
         /* the last stage held (or finally: promote's try failed): the swap,
          * on a fresh evaluation with no gate red */
@@ -345,6 +350,20 @@ int ps_co_command(const ps_co_policy *p, ps_co_state *st, ps_co_cmd cmd, int64_t
         n.failures = 0;
         out->promote = true;
         event(out, "promote", LOG_NOTICE, "promote at %s: the swap of every table", at);
+        *st = n;
+        return 0;
+    }
+    if (cmd == PS_CO_CMD_FINALIZE) {
+        /* after the swap: what it left behind goes (the SQL step checks the
+         * rest: every re-pointed foreign key validated, the plan the
+         * operator confirmed) */
+        if (st->status != PS_CO_PROMOTED)
+            return refuse(why, whylen, "finalize: the cutover is %s at %s: finalize follows a promote", sname, at);
+        n.status = PS_CO_FINALIZED;
+        n.failures = 0;
+        out->finalize = true;
+        event(out, "finalize", LOG_NOTICE, "finalize: the legacy tables, the compatibility views and pgshadow's "
+                                           "state of the migration go");
         *st = n;
         return 0;
     }

@@ -48,8 +48,15 @@
  * come from one snapshot of the database. The views do the work (the CASE
  * of the verdict is migration_success_metrics'); the filter on migration_id
  * reaches pgshadow.tables through both views, so a poll costs O(this
- * migration's tables). No row: the migration has no registered table. */
+ * migration's tables). The last column says whether the migration is
+ * finalized (sql/89-finalize.sql); it comes on one row of NULLs when the
+ * migration has no registered table, which is then a failed poll unless it
+ * is finalized. */
 static const char SQL_POLL[] =
+    "SELECT q.*, f.finalized FROM "
+    "(SELECT EXISTS (SELECT 1 FROM pgshadow.cutover c WHERE c.migration_id = $1 "
+    "                AND c.status = 'finalized') AS finalized) f "
+    "LEFT JOIN ("
     "SELECT m.migration_status, m.min_sync_percentage, m.avg_sync_percentage, "
     "       m.max_sync_lag_seconds, m.total_diverged_records, m.total_quarantined, "
     "       m.total_pending_changes, m.all_backfill_done, m.all_capture_enabled, "
@@ -60,15 +67,15 @@ static const char SQL_POLL[] =
     "FROM public.migration_success_metrics m "
     "JOIN public.shadow_migration_dashboard d ON d.migration_id = m.migration_id "
     "CROSS JOIN LATERAL pgshadow.sampling_window($1, make_interval(secs => $2::float8 / 1000)) sw "
-    "WHERE m.migration_id = $1 "
-    "ORDER BY d.table_name";
+    "WHERE m.migration_id = $1) q ON true "
+    "ORDER BY q.table_name";
 
 enum {
     COL_STATUS, COL_MIN_PCT, COL_AVG_PCT, COL_MAX_LAG, COL_DIVERGED, COL_QUARANTINED,
     COL_PENDING, COL_BACKFILL_DONE, COL_CAPTURE, COL_COUNT_SOURCE, COL_TABLES,
     COL_T_NAME, COL_T_PCT, COL_T_LAG, COL_T_DIVERGED, COL_T_PENDING, COL_T_QUARANTINED,
     COL_T_BACKFILL, COL_T_CAPTURE, COL_T_STATUS,
-    COL_S_ROUNDS, COL_S_KEYS, COL_S_MISMATCHES, COL_S_P99_RATIO, N_COLS
+    COL_S_ROUNDS, COL_S_KEYS, COL_S_MISMATCHES, COL_S_P99_RATIO, COL_FINALIZED, N_COLS
 };
 
 /* One poll, queued or in flight. Freed by its callback; m is NULL once the
@@ -93,6 +100,7 @@ struct ps_monitor {
     ps_monitor_snapshot next; /* scratch: the poll being read */
     char fail_why[256];       /* why the latest poll failed */
     ps_monitor_says reported; /* what the log last said */
+    bool finalized;           /* the last poll said the migration is finalized: nothing to watch */
 
     double poll_seconds; /* the last poll's duration, -1 before the first */
     void (*listener)(void *arg); /* told after every poll that ended (the cutover) */
@@ -107,7 +115,7 @@ static int64_t interval_ms(const ps_monitor *m)
 
 static ps_monitor_says says_at(const ps_monitor *m, int64_t now, ps_monitor_freshness *f_out)
 {
-    if (!m->leading) {
+    if (!m->leading || m->finalized) {
         if (f_out)
             *f_out = PS_MONITOR_WAITING;
         return PS_MONITOR_SAYS_NOTHING;
@@ -150,7 +158,7 @@ static void evaluate(ps_monitor *m, int64_t now)
         ps_log_fields(prio, fields, "%s", line);
     }
     m->reported = says;
-    if (m->leading && !m->stopping && (f == PS_MONITOR_FRESH || f == PS_MONITOR_WAITING)) {
+    if (m->leading && !m->stopping && !m->finalized && (f == PS_MONITOR_FRESH || f == PS_MONITOR_WAITING)) {
         int64_t since = m->clk.last_ok_ms >= 0 ? m->clk.last_ok_ms : m->clk.started_ms;
         int64_t at = since + ps_monitor_late_ms(interval_ms(m)) + 1; /* first late ms */
         struct timeval tv = ps_clock_tv(at > now ? at - now : 0);
@@ -175,7 +183,8 @@ static bool truth(const PGresult *res, int row, int col)
     return !PQgetisnull(res, row, col) && PQgetvalue(res, row, col)[0] == 't';
 }
 
-/* The answer into *out: 0, or -EINVAL with the reason in why. */
+/* The answer into *out: 0, 1 when the migration is finalized (no table
+ * left: nothing to watch), or -EINVAL with the reason in why. */
 static int read_answer(const PGresult *res, const char *migration, ps_monitor_snapshot *out,
                        char *why, size_t len)
 {
@@ -189,7 +198,9 @@ static int read_answer(const PGresult *res, const char *migration, ps_monitor_sn
         return -EINVAL;
     }
     int n = PQntuples(res);
-    if (n == 0) {
+    if (n == 0 || PQgetisnull(res, 0, COL_STATUS)) {
+        if (n == 1 && truth(res, 0, COL_FINALIZED))
+            return 1;
         snprintf(why, len, "no row for migration %s in public.migration_success_metrics (no "
                            "table registered? run pgshadowctl install)", migration);
         return -EINVAL;
@@ -244,9 +255,26 @@ static void on_poll(ps_pgconn *c, const PGresult *res, void *arg)
     m->stats.polls++;
     const ps_config *cfg = ps_daemon_config(m->d);
     char why[sizeof m->fail_why];
+    int answer = res ? read_answer(res, cfg->migration.id, &m->next, why, sizeof why) : -EINVAL;
+    if (answer == 1) {
+        /* Finalized: no snapshot, and nothing to say about that (the
+         * cutover, which needs none now, says it once); polled on, cheaply,
+         * so a migration installed again is watched again. */
+        if (!m->finalized)
+            ps_log_info("dashboard: migration %s is finalized: no table left to watch", cfg->migration.id);
+        m->finalized = true;
+        m->clk.last_failed = false;
+        m->clk.last_ok_ms = -1; /* no snapshot */
+        m->reported = PS_MONITOR_SAYS_NOTHING;
+        evtimer_del(m->ev_late);
+        if (m->listener)
+            m->listener(m->listener_arg);
+        return;
+    }
+    m->finalized = false;
     if (!res) {
         snprintf(why, sizeof why, "connection lost");
-    } else if (read_answer(res, cfg->migration.id, &m->next, why, sizeof why) == 0) {
+    } else if (answer == 0) {
         m->next.taken_ms = now;
         m->snap = m->next;
         m->clk.last_ok_ms = now;
@@ -363,6 +391,7 @@ static void monitor_on_leader(ps_daemon *d, bool leader, void *arg)
     m->leading = leader && !m->stopping;
     m->clk = (ps_monitor_clock){.started_ms = now, .last_ok_ms = -1, .last_failed = false};
     m->reported = PS_MONITOR_SAYS_NOTHING;
+    m->finalized = false;
     if (!m->leading)
         return;
     char iv[32];

@@ -495,6 +495,14 @@ static void on_registry(ps_pgconn *c, const PGresult *res, void *arg)
         step(s);
         return;
     }
+    if (reg.finalized && reg.n == 0) {
+        /* nothing registered, by design: nothing to compare, apply or copy */
+        ps_log_info("sync: migration %s is finalized: nothing to apply or backfill",
+                    ps_daemon_config(s->d)->migration.id);
+        ps_sync_registry_clear(&reg);
+        step(s);
+        return;
+    }
     int diffs = ps_sync_registry_diff(ps_daemon_config(s->d), reg.tables, reg.n, log_diff, s);
     if (diffs == 0 && s->config_differs)
         ps_log_notice("sync: the config's tables match the installed registry again");

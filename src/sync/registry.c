@@ -135,6 +135,10 @@ int ps_sync_registry_read(const PGresult *res, ps_sync_registry *out)
      * table's lists are contiguous slices of names/cols. */
     size_t n = 0, nn = 0, nc = 0;
     for (int r = 0; r < rows; r++) {
+        if (PQgetvalue(res, r, 2)[0] == 'f') { /* finalized: no table, by design */
+            out->finalized = true;
+            continue;
+        }
         const char *sch = PQgetvalue(res, r, 0), *tab = PQgetvalue(res, r, 1);
         if (n == 0 || strcmp(out->tables[n - 1].schema, sch) != 0 ||
             strcmp(out->tables[n - 1].table, tab) != 0) {

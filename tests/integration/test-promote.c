@@ -1,6 +1,7 @@
 /*
  * test-promote.c - the promote step (issue #15; sql/88-promote.sql, the
- * cutover's promote in src/cutover/, pgshadowctl promote) end to end: the
+ * cutover's promote in src/cutover/, pgshadowctl promote) and finalize
+ * (sql/89-finalize.sql, pgshadowctl finalize) end to end: the
  * real pgshadowd (as a role that is only pgshadow_daemon) and pgshadowctl
  * (as an operator) against the real PostgreSQL. Two migrated tables owned by
  * an ordinary role: projects (serial id) and tasks (identity id, a foreign
@@ -42,10 +43,29 @@
  *     'promoting'); rows written meanwhile are captured. Started a third
  *     time it promotes, with those rows; a daemon started after that reads
  *     'promoted' and, with verify and sampling on, logs nothing wrong.
+ *  5. finalize (sql/89-finalize.sql, pgshadowctl finalize): refused before
+ *     a promote (exit 3, by pgshadowctl and, for a command queued anyway,
+ *     by the daemon); after it, without a terminal and --yes: the plan
+ *     printed, exit 3, nothing dropped or queued; on a terminal (a pty)
+ *     answered n: the same; --yes while a transaction that read
+ *     tasks_legacy is open: exit 1 after the lock timeout, naming its pid,
+ *     nothing dropped; answered y with a user's view of tasks_legacy:
+ *     exit 1 naming the view, nothing dropped; --yes under an application
+ *     load that no longer names the compatibility views: exit 0, and the
+ *     relations and functions gone from the catalog are exactly the ones it
+ *     printed as dropped, nothing else; pgshadow's rows of the migration
+ *     gone but the cutover row ('finalized') and the events (one 'cutover
+ *     finalized' listing every line); the new tables the same (oids, every
+ *     row), their sequence, identity, trigger, key and the routing answer
+ *     working; pgbench saw no failure. The daemon says once that the
+ *     migration is finalized, then logs nothing and spins not (CPU time
+ *     read from /proc), nor does one started afterwards; finalize again and
+ *     rollback are refused. Installed again, over an older CHECK on the
+ *     cutover's status, the migration starts afresh.
  *
  * Every wait polls with a generous deadline (a busy 2-core machine); the
- * only fixed sleeps watch a daemon for what it must not log. About 900
- * lines: five cases end to end (the fourth kills the daemon twice), and the
+ * only fixed sleeps watch a daemon for what it must not log. About 1400
+ * lines: six cases end to end (the fourth kills the daemon twice), and the
  * catalog and row checks every promote must pass (check_catalog,
  * check_rows), which are the point of the test and read best in one place. PGSHADOW_TEST_FILTER (a cmocka
  * pattern) runs some cases only.
@@ -59,6 +79,8 @@
 #include <cmocka.h>
 
 #include <libpq-fe.h>
+#include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -316,11 +338,11 @@ static const char PGBENCH_SCRIPT[] =
     "SELECT CASE WHEN pgshadow.read_from_shadow('tasks', :tid::text) "
     "THEN (SELECT title FROM tasks_shadow WHERE id = :tid) ELSE (SELECT title FROM tasks WHERE id = :tid) END;\n";
 
-static void load_start(const char *mode)
+static void load_start_script(const char *mode, const char *text)
 {
     char script[160], bin[512];
     snprintf(script, sizeof script, "%s/load.sql", T.dir);
-    assert_int_equal(itest_write_file(script, PGBENCH_SCRIPT), 0);
+    assert_int_equal(itest_write_file(script, text), 0);
     snprintf(bin, sizeof bin, "%s/pgbench", itest_env("PGSHADOW_TEST_PGBIN"));
     char *ci = itest_conninfo_as(T.db->name, OWNER);
     /* -T is only an upper bound: load_stop ends the run with SIGALRM */
@@ -328,6 +350,11 @@ static void load_start(const char *mode)
     itest_child_start(&T.bench, argv);
     T.bench_on = true;
     free(ci);
+}
+
+static void load_start(const char *mode)
+{
+    load_start_script(mode, PGBENCH_SCRIPT);
 }
 
 static void load_stop(void)
@@ -944,6 +971,446 @@ static void test_promote_sigkill(void **state)
     log_clean(&T.b, 0);
 }
 
+/* ---- 5. finalize ------------------------------------------------------------ */
+
+/* Every relation but an index, a TOAST table or a composite type, and every
+ * function, outside the system schemas, sorted, one a line, named as
+ * finalize_plan names them (schema-qualified, %I): what finalize dropped is
+ * the difference of two of these. */
+#define OBJECTS_SQL                                                                                              \
+    "SELECT string_agg(o, E'\\n' ORDER BY o) FROM ("                                                            \
+    " SELECT format('%I.%I', n.nspname, c.relname) AS o FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace " \
+    " WHERE c.relkind NOT IN ('i', 'I', 't', 'c') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')" \
+    " UNION ALL SELECT format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) "     \
+    " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "                                             \
+    " WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')) x"
+
+/* Lines of a that are not in b (both sorted, one object a line), in a
+ * malloc'd string, one a line. */
+static char *minus(const char *a, const char *b)
+{
+    size_t cap = strlen(a) + 2, n = 0;
+    char *out = calloc(1, cap);
+    assert_non_null(out);
+    for (const char *p = a; *p;) {
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        bool found = false;
+        for (const char *q = b; *q && !found;) {
+            const char *f = strchr(q, '\n');
+            size_t l2 = f ? (size_t)(f - q) : strlen(q);
+            found = l2 == len && strncmp(p, q, len) == 0;
+            q = f ? f + 1 : q + l2;
+        }
+        if (!found) {
+            memcpy(out + n, p, len);
+            n += len;
+            out[n++] = '\n';
+        }
+        p = e ? e + 1 : p + len;
+    }
+    return out;
+}
+
+/* The objects of the "dropped <kind>: <object> (<detail>)" lines of
+ * pgshadowctl finalize's output whose kind is a relation or a function,
+ * sorted, one a line (as OBJECTS_SQL and minus() print them); *lines: how
+ * many "dropped" lines there were in all. */
+static char *printed_dropped(const char *out, int *lines)
+{
+    static const char *const kinds[] = {"legacy table", "compatibility view", "sequence", "capture function", NULL};
+    char *list[64];
+    int n = 0;
+    *lines = 0;
+    for (const char *p = strstr(out, "\ndropped "); p; p = strstr(p + 1, "\ndropped ")) {
+        (*lines)++;
+        const char *k = p + strlen("\ndropped "), *colon = strstr(k, ": ");
+        const char *e = strchr(k, '\n');
+        assert_non_null(colon);
+        const char *obj = colon + 2, *paren = strstr(obj, " (");
+        assert_true(paren && (!e || paren < e));
+        for (int i = 0; kinds[i]; i++)
+            if ((size_t)(colon - k) == strlen(kinds[i]) && strncmp(k, kinds[i], strlen(kinds[i])) == 0) {
+                assert_true(n < 64);
+                list[n++] = strndup(obj, (size_t)(paren - obj));
+            }
+    }
+    for (int i = 0; i < n; i++) /* sorted as the server sorts them here (C collation: plain bytes) */
+        for (int j = i + 1; j < n; j++)
+            if (strcmp(list[j], list[i]) < 0) {
+                char *x = list[i];
+                list[i] = list[j];
+                list[j] = x;
+            }
+    size_t len = 1;
+    for (int i = 0; i < n; i++)
+        len += strlen(list[i]) + 1;
+    char *r = calloc(1, len);
+    assert_non_null(r);
+    for (int i = 0; i < n; i++) {
+        strcat(r, list[i]);
+        strcat(r, "\n");
+        free(list[i]);
+    }
+    return r;
+}
+
+/* pgshadowctl finalize (as the operator) on a terminal (a pty), answering
+ * answer to its question: exit code, and all it printed (stdout and stderr,
+ * the answer echoed) in r->out. */
+static void finalize_on_tty(itest_run *r, const char *answer)
+{
+    int fd = -1;
+    pid_t pid = forkpty(&fd, NULL, NULL, NULL);
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl(itest_env("PGSHADOWCTL"), "pgshadowctl", "-c", T.opcfg, "finalize", (char *)NULL);
+        _exit(127);
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = calloc(1, cap);
+    assert_non_null(buf);
+    bool answered = false;
+    int64_t end = itest_now_ms() + WAIT_MS;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 200) > 0) {
+            ssize_t got = read(fd, buf + n, cap - n - 1);
+            if (got <= 0)
+                break; /* EIO: the child is gone and the pty closed */
+            n += (size_t)got;
+            buf[n] = '\0';
+        }
+        if (!answered && strstr(buf, "[y/N] ")) {
+            char line[16];
+            snprintf(line, sizeof line, "%s\n", answer);
+            assert_int_equal(write(fd, line, strlen(line)), (ssize_t)strlen(line));
+            answered = true;
+        }
+        if (itest_now_ms() > end) {
+            kill(pid, SIGKILL);
+            break;
+        }
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    close(fd);
+    r->rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r->out = buf;
+    r->err = strdup("");
+    if (!answered)
+        fail_msg("pgshadowctl finalize on a terminal asked nothing: rc %d\n%s", r->rc, buf);
+}
+
+/* CPU seconds (user + system) the process has used so far. */
+static double cpu_s(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after "pid (comm)": state is field 3, utime 14, stime 15 */
+    assert_non_null(p);
+    unsigned long ut = 0, st = 0;
+    assert_int_equal(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st), 2);
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* What the daemon of a finalized migration must not do: log an error or a
+ * warning, spin, or keep doing anything it says. Watched 6 s (three verify
+ * intervals, six sampling rounds, twelve polls): a little CPU, and no line
+ * but its "... is finalized" ones (a module may say it a moment late). */
+static void quiet(itest_daemon *d, size_t at, const char *tag)
+{
+    size_t log0 = itest_daemon_log_size(d);
+    double cpu0 = cpu_s(d->pid);
+    itest_sleep_ms(6000); /* watched, so slept */
+    double cpu = cpu_s(d->pid) - cpu0;
+    char *log = itest_daemon_log(d);
+    int other = 0;
+    for (const char *p = log + log0; *p;) {
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char line[600];
+        snprintf(line, sizeof line, "%.*s", (int)(len < sizeof line ? len : sizeof line - 1), p);
+        other += !strstr(line, " is finalized");
+        p += len + (e ? 1 : 0);
+    }
+    fprintf(stderr, "test-promote: finalize: %s: the daemon used %.2f s of CPU in 6 s and logged %d other line(s)\n",
+            tag, cpu, other);
+    if (cpu > 1.0 || other > 0) {
+        fprintf(stderr, "---- %s since byte %zu:\n%s\n", d->log, log0, log + log0);
+        fail_msg("the daemon of a finalized migration is busy: %.2f s CPU, %d lines of log in 6 s", cpu, other);
+    }
+    free(log);
+    log_clean(d, at);
+}
+
+/* An application that no longer names <t>_shadow (finalize drops it): it
+ * inserts through the serial and the identity, reads through the view and
+ * through routing (whose flags finalize deletes: primary, the new table). */
+static const char FINAL_SCRIPT[] =
+    "\\set tid random(1, 2000)\n"
+    "BEGIN;\n"
+    "INSERT INTO projects (name, phase) VALUES ('f', 3) RETURNING id AS np \\gset\n"
+    "INSERT INTO tasks (project_id, title, phase) VALUES (:np, 'f', 3) RETURNING id AS nt \\gset\n"
+    "INSERT INTO notes (task_id, body) VALUES (:nt, 'f');\n"
+    "END;\n"
+    "SELECT id, title, n, project FROM task_view WHERE id = :tid;\n"
+    "SELECT title FROM tasks WHERE id = :tid AND NOT pgshadow.read_from_shadow('tasks', :tid::text);\n";
+
+/* The rows of the new tables up to their highest ids now, as text: what
+ * finalize must leave as it is. */
+#define ROWS_SQL                                                                                                 \
+    "SELECT md5(string_agg(x, ',' ORDER BY x)) FROM ("                                                           \
+    " SELECT 'p' || t::text AS x FROM projects t WHERE id <= %ld UNION ALL "                                     \
+    " SELECT 't' || t::text FROM tasks t WHERE id <= %ld UNION ALL "                                             \
+    " SELECT 'n' || t::text FROM notes t WHERE id <= %ld) y"
+
+static void test_finalize(void **state)
+{
+    (void)state;
+    write_cfg(&(opts){.verify = true});
+    /* not promoted: refused by pgshadowctl (the plan), nothing queued */
+    char *out = ctl(T.opcfg, 3, "the cutover of " MIG " is not_started: finalize follows a promote", "finalize",
+                    "--yes", NULL);
+    free(out);
+    to_decision(NULL, "awaiting_decision");
+    out = ctl(T.opcfg, 3, "the cutover of " MIG " is awaiting_decision: finalize follows a promote", "finalize",
+              "--yes", NULL);
+    free(out);
+    expect("SELECT count(*) FROM pgshadow.commands WHERE command = 'finalize'", "0");
+    /* and by the daemon's machine, for a command queued anyway */
+    PGconn *op = itest_connect_as(T.db->name, OP);
+    itest_exec_ok(op, "SELECT pgshadow.enqueue_command('finalize', '{\"plan\": \"x\"}', '" MIG "')");
+    expect_true("SELECT state = 'refused' AND result = 'finalize: the cutover is awaiting_decision at stage 2, 100%: "
+                "finalize follows a promote' FROM pgshadow.commands WHERE command = 'finalize'",
+                WAIT_MS);
+    PQfinish(op);
+    itest_exec_ok(T.db->c, "DELETE FROM pgshadow.commands WHERE command = 'finalize'");
+
+    itest_run r;
+    promote(&r);
+    if (r.rc != 0) {
+        dump();
+        fail_msg("pgshadowctl promote: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    itest_run_free(&r);
+    expect_true("SELECT convalidated FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
+                WAIT_MS);
+    expect_true("SELECT NOT EXISTS (SELECT 1 FROM pgshadow.promote_moves WHERE state = 'to_validate')", WAIT_MS);
+    char *objs = itest_query(T.db->c, OBJECTS_SQL);
+
+    /* no terminal, no --yes: the plan printed, refused, nothing dropped,
+     * nothing queued */
+    out = ctl(T.opcfg, 3, "stdin is not a terminal and --yes was not given", "finalize", NULL, NULL);
+    if (!strstr(out, "legacy table: public.tasks_legacy (") || !strstr(out, "compatibility view: public.tasks_shadow (") ||
+        !strstr(out, "capture function: pgshadow.capture_"))
+        fail_msg("finalize without --yes did not print the plan:\n%s", out);
+    fprintf(stderr, "test-promote: finalize without a terminal:\n%s", out);
+    free(out);
+    char *now = itest_query(T.db->c, OBJECTS_SQL);
+    assert_string_equal(now, objs);
+    free(now);
+    expect("SELECT count(*) FROM pgshadow.commands WHERE command = 'finalize'", "0");
+    expect("SELECT count(*) FROM pgshadow.tables", "2");
+    /* on a terminal: the plan, the question; "n" drops nothing, queues nothing */
+    finalize_on_tty(&r, "n");
+    if (r.rc != 3 || !strstr(r.out, "legacy table: public.tasks_legacy (") || !strstr(r.out, "[y/N] n") ||
+        !strstr(r.out, "finalize: not confirmed; nothing dropped"))
+        fail_msg("finalize on a terminal, answered n: rc %d\n%s", r.rc, r.out);
+    itest_run_free(&r);
+    now = itest_query(T.db->c, OBJECTS_SQL);
+    assert_string_equal(now, objs);
+    free(now);
+    expect("SELECT count(*) FROM pgshadow.commands WHERE command = 'finalize'", "0");
+
+    /* a reader of a legacy table, idle in its transaction: finalize waits
+     * cutover.promote.lock_timeout (2s) for it, then gives up naming it,
+     * nothing dropped */
+    PGconn *reader = itest_connect_as(T.db->name, OWNER);
+    itest_exec_ok(reader, "BEGIN");
+    itest_exec_ok(reader, "SELECT count(*) FROM tasks_legacy");
+    char held[96];
+    snprintf(held, sizeof held, "held by pid %d (" OWNER ", idle in transaction", PQbackendPID(reader));
+    out = ctl(T.opcfg, 1, "finalize gave up, nothing dropped: a lock was not granted within 2000 ms", "finalize",
+              "--yes", NULL);
+    if (!strstr(out, held) || !strstr(out, "SELECT count(*) FROM tasks_legacy"))
+        fail_msg("finalize with a reader of tasks_legacy does not name it (%s):\n%s", held, out);
+    fprintf(stderr, "test-promote: finalize with a reader of a legacy table: %s", strstr(out, "pgshadowctl: "));
+    free(out);
+    itest_exec_ok(reader, "COMMIT");
+    PQfinish(reader);
+    now = itest_query(T.db->c, OBJECTS_SQL);
+    assert_string_equal(now, objs);
+    free(now);
+    expect("SELECT status FROM pgshadow.cutover", "promoted");
+    itest_exec_ok(T.db->c, "DELETE FROM pgshadow.commands WHERE command = 'finalize'");
+
+    /* a view of a legacy table (on a terminal, answered y): the drop stops,
+     * the dependant named, nothing dropped */
+    itest_exec_ok(T.db->c, "SET ROLE " OWNER "; CREATE VIEW legacy_report AS SELECT count(*) AS n FROM tasks_legacy;"
+                           "RESET ROLE");
+    finalize_on_tty(&r, "y");
+    if (r.rc != 1 || !strstr(r.out, "finalize stopped, nothing dropped") ||
+        !strstr(r.out, "view public.legacy_report depends on table public.tasks_legacy"))
+        fail_msg("finalize with a view of tasks_legacy, answered y: rc %d\n%s", r.rc, r.out);
+    fprintf(stderr, "test-promote: finalize with a view of a legacy table: %s", strstr(r.out, "pgshadowctl: "));
+    itest_run_free(&r);
+    expect("SELECT state FROM pgshadow.commands WHERE command = 'finalize'", "failed");
+    itest_exec_ok(T.db->c, "DROP VIEW legacy_report");
+    now = itest_query(T.db->c, OBJECTS_SQL);
+    assert_string_equal(now, objs);
+    free(now);
+    expect("SELECT status FROM pgshadow.cutover", "promoted");
+    expect("SELECT count(*) || ' ' || count(*) FILTER (WHERE promoted_at IS NOT NULL) FROM pgshadow.tables", "2 2");
+    expect("SELECT count(*) FROM pgshadow.events WHERE what = 'cutover finalized'", "0");
+
+    /* the rows of the new tables, and their oids, before */
+    char *ids = itest_query(T.db->c, "SELECT (SELECT max(id) FROM projects) || ' ' || (SELECT max(id) FROM tasks) "
+                                     "|| ' ' || (SELECT max(id) FROM notes)");
+    long mp = 0, mt = 0, mn = 0;
+    assert_int_equal(sscanf(ids, "%ld %ld %ld", &mp, &mt, &mn), 3);
+    free(ids);
+    char rows_sql[600];
+    snprintf(rows_sql, sizeof rows_sql, ROWS_SQL, mp, mt, mn);
+    char *rows = itest_query(T.db->c, rows_sql);
+    char *new_oids = itest_query(T.db->c, "SELECT 'projects'::regclass::oid || ' ' || 'tasks'::regclass::oid || ' ' "
+                                          "|| 'notes'::regclass::oid");
+
+    /* --yes, under the application's load */
+    size_t at = itest_daemon_log_size(&T.a);
+    load_start_script("prepared", FINAL_SCRIPT);
+    itest_sleep_ms(1000);
+    int64_t t0 = itest_now_ms();
+    out = ctl(T.opcfg, 0, "finalize: finalized " MIG ": dropped ", "finalize", "--yes", NULL);
+    int64_t took = itest_now_ms() - t0;
+    fprintf(stderr, "test-promote: finalize --yes (%lld ms):\n%s", (long long)took, out);
+    /* the application writes on after it */
+    char *last = itest_query(T.db->c, "SELECT max(id) FROM tasks");
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT count(*) >= 50 FROM tasks WHERE id > %s", last);
+    free(last);
+    expect_true(sql, WAIT_MS);
+    load_stop();
+
+    /* exactly what it printed is gone, and nothing else */
+    now = itest_query(T.db->c, OBJECTS_SQL);
+    char *gone = minus(objs, now), *added = minus(now, objs);
+    int lines = 0;
+    char *printed = printed_dropped(out, &lines);
+    free(out);
+    fprintf(stderr, "test-promote: finalize: gone from the catalog:\n%s", gone);
+    assert_string_equal(gone, printed);
+    assert_string_equal(added, "");
+    assert_non_null(strstr(gone, "public.tasks_legacy\n"));
+    assert_non_null(strstr(gone, "public.projects_shadow\n"));
+    assert_non_null(strstr(gone, "public.tasks_id_seq\n")); /* the legacy identity's sequence, printed as such */
+    free(gone);
+    free(added);
+    free(printed);
+    free(now);
+    /* the one event lists every line printed; pgshadow's state of the
+     * migration is gone but for the cutover row and the events */
+    char want[32];
+    snprintf(want, sizeof want, "1 %d", lines);
+    expect("SELECT count(*) || ' ' || max(jsonb_array_length(after -> 'dropped')) FROM pgshadow.events "
+           "WHERE what = 'cutover finalized'",
+           want);
+    expect("SELECT who FROM pgshadow.events WHERE what = 'cutover finalized'", OP);
+    expect("SELECT status FROM pgshadow.cutover", "finalized");
+    expect("SELECT (SELECT count(*) FROM pgshadow.tables) + (SELECT count(*) FROM pgshadow.promote_moves) "
+           "+ (SELECT count(*) FROM pgshadow.flags WHERE name <> 'shadow_writes_enabled') "
+           "+ (SELECT count(*) FROM pgshadow.change_log) + (SELECT count(*) FROM pgshadow.capture_switch) "
+           "+ (SELECT count(*) FROM pgshadow.wakeup)",
+           "0");
+    expect("SELECT count(*) > 0 FROM pgshadow.events WHERE what = 'cutover promoted'", "t");
+    /* the new tables: the same, with every row as it was; the sequence, the
+     * identity, the trigger, the key of notes, routing and the view work */
+    now = itest_query(T.db->c, "SELECT 'projects'::regclass::oid || ' ' || 'tasks'::regclass::oid || ' ' "
+                               "|| 'notes'::regclass::oid");
+    assert_string_equal(now, new_oids);
+    free(now);
+    now = itest_query(T.db->c, rows_sql);
+    assert_string_equal(now, rows);
+    free(now);
+    expect("SELECT confrelid::regclass || ' ' || convalidated FROM pg_constraint "
+           "WHERE conrelid = 'notes'::regclass AND contype = 'f'",
+           "tasks true");
+    PGconn *app = itest_connect_as(T.db->name, OWNER);
+    itest_expect_sql(app, "WITH p AS (INSERT INTO projects (name) VALUES ('after finalize') RETURNING id), "
+                          "t AS (INSERT INTO tasks (project_id, title) SELECT id, 'after finalize' FROM p "
+                          "RETURNING id, stamp) "
+                          "SELECT (SELECT id FROM p) > (SELECT max(id) FROM projects WHERE name <> 'after finalize') "
+                          "AND (SELECT id FROM t) > (SELECT max(id) FROM tasks WHERE title <> 'after finalize') "
+                          "AND (SELECT stamp FROM t) = 'trg:tasks'",
+                     "t");
+    itest_expect_sql(app, "SELECT pgshadow.read_percent('tasks') || ' ' || pgshadow.read_from_shadow('tasks', '7') "
+                          "|| ' ' || (SELECT count(*) > 0 FROM task_view)",
+                     "0 false true");
+    PQfinish(app);
+    /* the daemon: finalized, said once, then quiet (verify and sampling on) */
+    if (!itest_daemon_wait_log(&T.a, at, "cutover: migration " MIG " is finalized", WAIT_MS))
+        fail_msg("the daemon did not say the migration is finalized");
+    quiet(&T.a, at, "the daemon that finalized");
+    assert_int_equal(itest_daemon_log_count(&T.a, at, "cutover: migration " MIG " is finalized", NULL), 1);
+    /* what is final is final */
+    out = ctl(T.opcfg, 3, "migration " MIG " is finalized already", "finalize", "--yes", NULL);
+    free(out);
+    out = ctl(T.opcfg, 3, "the migration is finalized", "rollback", NULL, NULL);
+    free(out);
+    out = ctl(T.opcfg, 0, "finalized", "status", NULL, NULL);
+    free(out);
+    /* a daemon started on the finalized migration: says so once, quiet */
+    assert_true(WIFEXITED(itest_daemon_kill(&T.a, SIGTERM)));
+    daemon_up(&T.b, "after-finalize");
+    if (!itest_daemon_wait_log(&T.b, 0, "cutover: migration " MIG " is finalized", WAIT_MS))
+        fail_msg("the daemon started after the finalize did not say the migration is finalized");
+    quiet(&T.b, 0, "a daemon started after");
+    assert_int_equal(itest_daemon_log_count(&T.b, 0, "cutover: migration " MIG " is finalized", NULL), 1);
+    /* what finalize deleted stays deleted (a daemon's sync arms its wake-up
+     * row after its first apply round) */
+    expect("SELECT (SELECT count(*) FROM pgshadow.tables) + (SELECT count(*) FROM pgshadow.flags "
+           "WHERE name <> 'shadow_writes_enabled') + (SELECT count(*) FROM pgshadow.wakeup)",
+           "0");
+    /* installed again (the same id, the tables as they are now), over an
+     * install whose CHECK on the cutover's status predates 'finalized': the
+     * CHECK is replaced, the migration starts afresh */
+    assert_true(WIFEXITED(itest_daemon_kill(&T.b, SIGTERM)));
+    itest_exec_ok(T.db->c, "ALTER TABLE pgshadow.cutover DROP CONSTRAINT cutover_status_check;"
+                           "ALTER TABLE pgshadow.cutover ADD CONSTRAINT cutover_status_check CHECK (status IN "
+                           "('not_started', 'running', 'paused', 'awaiting_decision', 'promoting', 'promoted', "
+                           "'rolled_back', 'aborted')) NOT VALID");
+    char *schema = itest_install_sql(), *script = NULL;
+    assert_true(asprintf(&script,
+                         "BEGIN;\n%s\n"
+                         "SELECT pgshadow.register_table('public', 'projects', NULL, '_shadow', '" MIG "', '{}');\n"
+                         "SELECT pgshadow.register_table('public', 'tasks', NULL, '_shadow', '" MIG "', '{}');\n"
+                         "SELECT pgshadow.finish_install('" MIG "');\nCOMMIT;\n",
+                         schema) > 0);
+    itest_exec_ok(T.db->c, script);
+    free(script);
+    free(schema);
+    expect("SELECT string_agg((pg_get_constraintdef(oid) LIKE '%''finalized''%')::text || ' ' || convalidated, ',') "
+           "FROM pg_constraint WHERE conrelid = 'pgshadow.cutover'::regclass AND contype = 'c' "
+           "AND pg_get_constraintdef(oid) LIKE '%status%'",
+           "true true");
+    expect("SELECT status || ' ' || stage || ' ' || percent || ' ' || reason FROM pgshadow.cutover",
+           "not_started 0 0 installed again after finalize");
+    expect("SELECT count(*) || ' ' || count(*) FILTER (WHERE promoted_at IS NULL) || ' ' || "
+           "pgshadow._promoted('" MIG "') FROM pgshadow.tables",
+           "2 2 false");
+    expect("SELECT string_agg(relname || ':' || relkind::text, ',' ORDER BY relname) FROM pg_class "
+           "WHERE relname IN ('projects_shadow', 'tasks_shadow')",
+           "projects_shadow:r,tasks_shadow:r");
+    free(objs);
+    free(rows);
+    free(new_oids);
+}
+
 #define T_(f) cmocka_unit_test_setup_teardown(f, db_setup, db_teardown)
 
 int main(void)
@@ -956,7 +1423,7 @@ int main(void)
         cmocka_set_test_filter(getenv("PGSHADOW_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         T_(test_promote_under_load_simple), T_(test_promote_under_load_prepared), T_(test_promote_long_reader),
-        T_(test_promote_refused),           T_(test_promote_sigkill),
+        T_(test_promote_refused),           T_(test_promote_sigkill),           T_(test_finalize),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

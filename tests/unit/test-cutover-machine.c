@@ -11,10 +11,11 @@
  *    green evaluations (capped at 2 x poll + 1 s), across restarts and
  *    stale snapshots; failures counted once a poll; each on_trip policy;
  *    a 5-stage schedule to the decision; finally wait/promote; auto start;
+ *    finalize after a promote, final;
  *  - reschedule (rule 6 of a reload), STATUS= words, names and parsing.
  *
  * Over 800 lines on purpose: it is the machine's specification as tables
- * (78 command rows cover all 56 status x command pairs, 19 tick scripts);
+ * (111 command rows cover all 81 status x command pairs, 20 tick scripts);
  * split into files, a rule and its cases would drift apart.
  */
 #include <stdarg.h>
@@ -278,7 +279,8 @@ static const ps_stage SHORT[] = {{1, S30}, {5, S30}, {20, S30}, {50, S30}, {100,
 
 /* Short names for the statuses in the tables below. */
 enum { NS = PS_CO_NOT_STARTED, RUN = PS_CO_RUNNING, PAU = PS_CO_PAUSED, AWA = PS_CO_AWAITING,
-       PRG = PS_CO_PROMOTING, PRD = PS_CO_PROMOTED, RB = PS_CO_ROLLED_BACK, AB = PS_CO_ABORTED };
+       PRG = PS_CO_PROMOTING, PRD = PS_CO_PROMOTED, RB = PS_CO_ROLLED_BACK, AB = PS_CO_ABORTED,
+       FIN = PS_CO_FINALIZED };
 #define M10 (10 * MIN)
 
 /* status, stage, percent, hold earned, hold extra, failures, last good */
@@ -297,6 +299,7 @@ static const ps_co_state s_prg = ST(PRG, 5, 100, 8 * HOUR, 0, 0, 5);
 static const ps_co_state s_prd = ST(PRD, 5, 100, 8 * HOUR, 0, 0, 5);
 static const ps_co_state s_rb = ST(RB, 0, 0, 0, 0, 0, 0);
 static const ps_co_state s_ab = ST(AB, 0, 0, 0, 0, 0, 0);
+static const ps_co_state s_fin = ST(FIN, 5, 100, 8 * HOUR, 0, 0, 5);
 
 static bool same_state(const ps_co_state *a, const ps_co_state *b)
 {
@@ -365,6 +368,27 @@ static const ccase ccases[] = {
     NO("promoted", s_prd, PROMOTE, 0, GREEN),
     NO("rolled back", s_rb, PROMOTE, 0, GREEN),
     NO("aborted", s_ab, PROMOTE, 0, GREEN),
+    NOW("finalized", s_fin, PROMOTE, 0, GREEN,
+        "promote: the migration is finalized: its legacy tables are gone, nothing is left to do"),
+    /* finalize: from promoted alone; the gates are not asked (no shadow is
+     * left to judge): stale, red or none, the SQL step decides the rest */
+    NOW("not started", s_ns, FINALIZE, 0, GREEN,
+        "finalize: the cutover is not_started at 0%: finalize follows a promote"),
+    NO("running", s_run, FINALIZE, 0, GREEN),
+    NO("paused", s_pau, FINALIZE, 0, GREEN),
+    NOW("awaiting the decision", s_awa, FINALIZE, 0, GREEN,
+        "finalize: the cutover is awaiting_decision at stage 5, 100%: finalize follows a promote"),
+    NO("promoting", s_prg, FINALIZE, 0, GREEN),
+    OKW("promoted", s_prd, FINALIZE, 0, GREEN, ST(FIN, 5, 100, 8 * HOUR, 0, 0, 5), "finalize", 0,
+        "finalize: the legacy tables, the compatibility views and pgshadow's state of the migration go"),
+    OK("promoted, the dashboard stale", s_prd, FINALIZE, 0, STALE, ST(FIN, 5, 100, 8 * HOUR, 0, 0, 5),
+       "finalize", 0),
+    OK("promoted, no evaluation", s_prd, FINALIZE, 0, NOEVAL, ST(FIN, 5, 100, 8 * HOUR, 0, 0, 5), "finalize", 0),
+    OK("promoted, gates red", s_prd, FINALIZE, 0, RED, ST(FIN, 5, 100, 8 * HOUR, 0, 0, 5), "finalize", 0),
+    NO("rolled back", s_rb, FINALIZE, 0, GREEN),
+    NO("aborted", s_ab, FINALIZE, 0, GREEN),
+    NOW("finalized already", s_fin, FINALIZE, 0, GREEN,
+        "finalize: the migration is finalized: its legacy tables are gone, nothing is left to do"),
     /* not started */
     OKW("on green READY gates", s_ns, START, 0, GREEN, ST(RUN, 1, 1, 0, 0, 0, 0), "start", 1,
         "start: stage 1, 1%"),
@@ -440,6 +464,10 @@ static const ccase ccases[] = {
     ALL_NO(s_prd),
     NOW("", s_prd, ROLLBACK, 0, GREEN, "the cutover is promoted: only revert undoes a promote"),
     ALL_NO(s_ab),
+    ALL_NO(s_fin),
+    NOW("", s_fin, ROLLBACK, 0, GREEN,
+        "rollback: the migration is finalized: its legacy tables are gone, nothing is left to do"),
+    NOW("", s_fin, ABORT, 0, RED, "abort: the migration is finalized: its legacy tables are gone, nothing is left to do"),
 };
 
 static void test_commands(void **state)
@@ -469,7 +497,8 @@ static void test_commands(void **state)
         if (c->rc)
             continue;
         if (!out.write || strcmp(out.what, c->what) != 0 || out.percent_changed != c->percent_changed ||
-            out.why[0] == '\0' || out.log_prio == 0 || out.promote != (c->cmd == PS_CO_CMD_PROMOTE))
+            out.why[0] == '\0' || out.log_prio == 0 || out.promote != (c->cmd == PS_CO_CMD_PROMOTE) ||
+            out.finalize != (c->cmd == PS_CO_CMD_FINALIZE))
             fail_msg("%s %s '%s': write %d what '%s' percent_changed %d why '%s' prio %d", from, cmd,
                      c->name, out.write, out.what, out.percent_changed, out.why, out.log_prio);
     }
@@ -674,6 +703,12 @@ static const tcase tcases[] = {
          TW(20000, GREEN, AWA, 5, 30000, 0, "awaiting_decision",
             "stage 5, 100% held 30s green: " AWAIT " (finally: promote, but promote is not available)"),
          END}},
+    {"promoted, then finalize: finalized; the gates then move nothing, nor does anything else",
+     POL(SHORT, AUTO, 1, STEP_DOWN, PROMOTE, true), ST(PRD, 5, 100, 30000, 0, 0, 5), (const tstep[]){
+         T(10000, RED, PRD, 5, 30000, 0, ""), T(20000, GREEN, PRD, 5, 30000, 0, ""),
+         C(FINALIZE, 0, FIN, 5, 30000, 0, "finalize"), T(30000, RED, FIN, 5, 30000, 0, ""),
+         T(40000, RED, FIN, 5, 30000, 0, ""), T(50000, GREEN, FIN, 5, 30000, 0, ""), RESTART,
+         T(60000, GREEN, FIN, 5, 30000, 0, ""), END}},
     {"start manual: READY and green start nothing",
      POL(S5, MANUAL, 1, STEP_DOWN, WAIT, false), ST(NS, 0, 0, 0, 0, 0, 0),
      (const tstep[]){T(10000, GREEN, NS, 0, 0, 0, ""), T(20000, RED, NS, 0, 0, 0, ""), END}},
@@ -730,6 +765,7 @@ static void test_ticks(void **state)
                 (!same_state(&st, &before) && !out.write) ||
                 out.percent_changed != (st.percent != before.percent) ||
                 out.promote != (strcmp(out.what, "promoting") == 0) ||
+                out.finalize != (strcmp(out.what, "finalize") == 0) ||
                 (out.what[0] != '\0') != (out.log_prio != 0))
                 fail_msg("'%s' step %d: from %s to %s: write %d percent_changed %d promote %d prio %d",
                          c->name, k, show(&before), show(&st), out.write, out.percent_changed,
@@ -820,6 +856,7 @@ static void test_format_status(void **state)
         {ST(PRD, 5, 100, 0, 0, 0, 5), "cutover promoted"},
         {ST(RB, 0, 0, 0, 0, 0, 0), "cutover rolled_back 0%"},
         {ST(AB, 0, 0, 0, 0, 0, 0), "cutover aborted 0%"},
+        {ST(FIN, 5, 100, 0, 0, 0, 5), "cutover finalized 100%"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char buf[120];
@@ -840,10 +877,10 @@ static void test_names(void **state)
     (void)state;
     static const char *const statuses[PS_CO_N_STATUS] = {
         "not_started", "running",  "paused",      "awaiting_decision",
-        "promoting",   "promoted", "rolled_back", "aborted",
+        "promoting",   "promoted", "rolled_back", "aborted", "finalized",
     };
     static const char *const cmds[PS_CO_N_CMD] = {
-        "start", "pause", "resume", "step-down", "rollback", "abort", "extend", "promote",
+        "start", "pause", "resume", "step-down", "rollback", "abort", "extend", "promote", "finalize",
     };
     ps_co_status s;
     ps_co_cmd c;
@@ -856,7 +893,7 @@ static void test_names(void **state)
         assert_true(ps_co_cmd_parse(cmds[i], &c) == 0 && c == (ps_co_cmd)i);
     }
     static const char *const bad[] = {"",          "awaiting", "Running", "running ",
-                                      "step_down", "stepdown", "Promote", NULL};
+                                      "step_down", "stepdown", "Promote", "Finalize", "finalized ", NULL};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         s = PS_CO_RUNNING;
         c = PS_CO_CMD_ABORT;

@@ -231,6 +231,21 @@ static void test_registry_read(void **state)
     ps_sync_registry_clear(&reg);
     PQclear(res);
 
+    /* a finalized migration: no table, by design, said by a row of kind 'f' */
+    static const char *const fin[][6] = {{NULL, NULL, "f", NULL, NULL, NULL}};
+    res = registry_result(fin, 1);
+    assert_int_equal(ps_sync_registry_read(res, &reg), 0);
+    assert_int_equal(reg.n, 0);
+    assert_true(reg.finalized);
+    ps_sync_registry_clear(&reg);
+    assert_false(reg.finalized);
+    PQclear(res);
+    res = registry_result(rows, 8);
+    assert_int_equal(ps_sync_registry_read(res, &reg), 0);
+    assert_false(reg.finalized);
+    ps_sync_registry_clear(&reg);
+    PQclear(res);
+
     /* not the registry query's result */
     res = PQmakeEmptyPGresult(NULL, PGRES_FATAL_ERROR);
     assert_int_equal(ps_sync_registry_read(res, &reg), -EINVAL);
