@@ -252,15 +252,25 @@ static void take_pending(ps_cutover *m)
     free(s);
 }
 
-static void on_read(ps_pgconn *c, const PGresult *res, void *arg)
+/* A request's answer arrived: the request is freed; its module, with no
+ * request in flight any more, or NULL for an orphan (leadership lost, a
+ * stop: the answer touches nothing). */
+static ps_cutover *req_answered(void *arg)
 {
     struct req *r = arg;
     ps_cutover *m = r->m;
-    (void)c;
     free(r);
+    if (m)
+        m->req = NULL;
+    return m;
+}
+
+static void on_read(ps_pgconn *c, const PGresult *res, void *arg)
+{
+    (void)c;
+    ps_cutover *m = req_answered(arg);
     if (!m)
         return;
-    m->req = NULL;
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) != 8) {
         ps_log_warning("cutover: cannot read the state of migration %s: %s",
                        ps_daemon_config(m->d)->migration.id,
@@ -425,13 +435,10 @@ static void send_validate(ps_cutover *m)
 
 static void on_promote(ps_pgconn *c, const PGresult *res, void *arg)
 {
-    struct req *r = arg;
-    ps_cutover *m = r->m;
     (void)c;
-    free(r);
+    ps_cutover *m = req_answered(arg);
     if (!m)
         return;
-    m->req = NULL;
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         const char *msg = !res ? "connection lost" : ps_pgconn_errfield(res, PG_DIAG_MESSAGE_PRIMARY, "unknown error");
         ps_log_warning("cutover: promote of migration %s failed, nothing changed: %s",
@@ -450,13 +457,10 @@ static void on_promote(ps_pgconn *c, const PGresult *res, void *arg)
 
 static void on_validate(ps_pgconn *c, const PGresult *res, void *arg)
 {
-    struct req *r = arg;
-    ps_cutover *m = r->m;
     (void)c;
-    free(r);
+    ps_cutover *m = req_answered(arg);
     if (!m)
         return;
-    m->req = NULL;
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         ps_log_warning("cutover: validating the re-pointed foreign keys of %s: %s; trying again",
                        ps_daemon_config(m->d)->migration.id,
