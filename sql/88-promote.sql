@@ -157,17 +157,18 @@ BEGIN
     END IF;
     SELECT array_remove(array_agg(to_regclass(format('%I.%I', x.schema_name, x.table_name))::oid)
                         || array_agg(to_regclass(format('%I.%I', x.schema_name, x.shadow_name))::oid)
-                        || array_agg(to_regclass(format('%I.%I', x.schema_name, x.legacy_name))::oid), NULL)
+                        || array_agg(CASE WHEN x.legacy_name IS NOT NULL
+                                          THEN to_regclass(format('%I.%I', x.schema_name, x.legacy_name))::oid END), NULL)
     INTO v_rel FROM pgshadow.tables x WHERE x.migration_id = p_migration_id;
     FOR t IN SELECT x.* FROM pgshadow.tables x WHERE x.migration_id = p_migration_id ORDER BY x.table_id LOOP
         v_p := to_regclass(format('%I.%I', t.schema_name, t.table_name));
         IF p_revert THEN
-            v_s := to_regclass(format('%I.%I', t.schema_name, t.legacy_name));
-            v_v := to_regclass(format('%I.%I', t.schema_name, t.shadow_name));
             IF t.promoted_at IS NULL THEN
                 RETURN QUERY SELECT t.table_name, 'table', t.table_name, 'refused: not promoted', false;
                 CONTINUE;
             END IF;
+            v_s := to_regclass(format('%I.%I', t.schema_name, t.legacy_name));
+            v_v := to_regclass(format('%I.%I', t.schema_name, t.shadow_name));
             IF NOT t.reverse_sync THEN
                 RETURN QUERY SELECT t.table_name, 'table', t.legacy_name,
                                     'refused: promoted without reverse sync (promote --without-revert or keep_legacy: '
@@ -442,7 +443,8 @@ BEGIN
     v_own := (SELECT relowner FROM pg_class WHERE oid = v_p)::regrole;
     SELECT array_remove(array_agg(to_regclass(format('%I.%I', x.schema_name, x.table_name))::oid)
                         || array_agg(to_regclass(format('%I.%I', x.schema_name, x.shadow_name))::oid)
-                        || array_agg(to_regclass(format('%I.%I', x.schema_name, x.legacy_name))::oid), NULL)
+                        || array_agg(CASE WHEN x.legacy_name IS NOT NULL
+                                          THEN to_regclass(format('%I.%I', x.schema_name, x.legacy_name))::oid END), NULL)
     INTO v_rel FROM pgshadow.tables x WHERE x.migration_id = t.migration_id;
 
     IF p_revert AND (SELECT relkind FROM pg_class
@@ -861,8 +863,8 @@ BEGIN
         SELECT format('%I.%I', x.schema_name, x.table_name)::regclass AS rel, x.table_id AS ord
         FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables)
         UNION ALL
-        SELECT format('%I.%I', x.schema_name, x.legacy_name)::regclass, x.table_id
-        FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables) AND p_revert
+        SELECT to_regclass(format('%I.%I', x.schema_name, x.legacy_name)), x.table_id
+        FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables) AND p_revert AND x.legacy_name IS NOT NULL
         UNION ALL
         SELECT format('%I.%I', x.schema_name, x.shadow_name)::regclass, x.table_id
         FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables)

@@ -152,7 +152,11 @@ BEGIN
              ORDER BY g.tgrelid, g.tgname LOOP
         v_rows := v_rows || jsonb_build_object('ord', 10, 'kind', 'pgshadow trigger',
                                                'object', format('%I on %s', d.tgname, d.tgrelid::regclass),
-                                               'detail', 'capture left behind');
+                                               'detail', CASE WHEN EXISTS (SELECT 1 FROM pgshadow.tables x
+                                                                          WHERE x.table_id = ANY (v_tables)
+                                                                            AND x.reverse_sync)
+                                                              THEN 'reverse sync''s capture: revert is gone with it'
+                                                              ELSE 'capture left behind' END);
     END LOOP;
 
     FOR t IN SELECT x.* FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables) ORDER BY x.table_id LOOP
@@ -176,8 +180,10 @@ BEGIN
             END IF;
             SELECT count(*) INTO v_n1 FROM pg_constraint c WHERE c.conrelid = v_l;
             v_rows := v_rows || jsonb_build_object('ord', 30, 'kind', 'legacy table', 'object', v_l::text,
-                'detail', format('%s; with it its %s index(es), %s constraint(s), %s trigger(s), %s policy(ies)',
-                                 v_count,
+                'volatile', t.reverse_sync,
+                'detail', format('%s%s; with it its %s index(es), %s constraint(s), %s trigger(s), %s policy(ies)',
+                                 v_count, CASE WHEN t.reverse_sync THEN ' now (reverse-synced: they follow the writes)'
+                                               ELSE '' END,
                                  (SELECT count(*) FROM pg_index i WHERE i.indrelid = v_l),
                                  v_n1,
                                  (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = v_l AND NOT g.tgisinternal),
@@ -224,7 +230,7 @@ BEGIN
         -- 70: pending entries (none after a promote, unless written since by hand)
         SELECT count(*) INTO v_n1 FROM pgshadow.change_log l WHERE l.table_id = t.table_id;
         IF v_n1 > 0 THEN
-            v_rows := v_rows || jsonb_build_object('ord', 70, 'kind', 'change log',
+            v_rows := v_rows || jsonb_build_object('ord', 70, 'kind', 'change log', 'volatile', t.reverse_sync,
                 'object', format('pgshadow.change_log %I.%I', t.schema_name, t.table_name),
                 'detail', format('%s entries', v_n1));
         END IF;
@@ -248,8 +254,15 @@ BEGIN
     v_rows := v_rows || jsonb_build_object('ord', 90, 'kind', 'cutover', 'object', p_migration_id,
         'detail', 'kept: promoted -> finalized; every event and command kept');
 
+    -- The digest: the plan as printed, but for what reverse sync changes
+    -- with every write (a reverse-synced legacy table's row count, its
+    -- pending entries): the objects stay, their counts move
     RETURN QUERY
-    SELECT e ->> 'kind', e ->> 'object', e ->> 'detail', md5(v_rows::text)
+    SELECT e ->> 'kind', e ->> 'object', e ->> 'detail',
+           md5((SELECT coalesce(jsonb_agg(CASE WHEN (y.e ->> 'volatile')::boolean THEN y.e - 'detail' ELSE y.e END
+                                          ORDER BY y.o), '[]')
+                FROM jsonb_array_elements(v_rows) WITH ORDINALITY y(e, o)
+                WHERE NOT (y.e ->> 'ord' = '70' AND (y.e ->> 'volatile')::boolean))::text)
     FROM jsonb_array_elements(v_rows) WITH ORDINALITY x(e, o)
     ORDER BY (e ->> 'ord')::integer, x.o;
 END

@@ -378,9 +378,9 @@ static int swap_command(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char *
     int rc = parse_queued(cmd, argc, argv, revert ? revert_opts : promote_opts, &q, pos, &npos);
     if (rc != PS_CTL_EXIT_OK)
         return rc;
-    bool reverse = !revert && !without && ctl->cfg->cutover.promote.keep_legacy;
     if ((rc = ps_ctl_connect(ctl)) != PS_CTL_EXIT_OK)
         return rc;
+    bool reverse = !revert && !without && ctl->cfg->cutover.promote.keep_legacy; /* cfg: read by connect */
     const char *params[2] = {ctl->cfg->migration.id, reverse ? "true" : "false"};
     PGresult *res = PQexecParams(ctl->conn, revert ? SQL_REVERT_PLAN : SQL_PROMOTE_PLAN, revert ? 1 : 2, NULL,
                                  params, NULL, NULL, 0);

@@ -204,6 +204,7 @@ typedef struct opts {
     const char *lock_timeout; /* NULL: 2s */
     int attempts;             /* 0: 10 */
     bool verify;              /* verify every 2s (repair) and sampling every 1s */
+    bool reverse;             /* keep_legacy: true (reverse sync after promote); false in cases 1-5 */
 } opts;
 
 static void write_one(const char *path, const char *user, const opts *o)
@@ -219,10 +220,11 @@ static void write_one(const char *path, const char *user, const opts *o)
                          "    max_latency_ratio: 1000\n"
                          "  failures_to_trip: 3\n  on_trip: pause\n"
                          "  stages: [{percent: 50, hold: 1s}, {percent: 100, hold: 1s}]\n"
-                         "  finally: %s\n  promote:\n    lock_timeout: %s\n    attempts: %d\n"
+                         "  finally: %s\n  promote:\n    lock_timeout: %s\n    attempts: %d\n    keep_legacy: %s\n"
                          "metrics:\n  listen: \"\"\n",
                          ci, o->verify ? "2s" : "0s", o->verify ? "1s" : "0s", o->finally ? o->finally : "wait",
-                         o->lock_timeout ? o->lock_timeout : "2s", o->attempts ? o->attempts : 10) > 0);
+                         o->lock_timeout ? o->lock_timeout : "2s", o->attempts ? o->attempts : 10,
+                         o->reverse ? "true" : "false") > 0);
     assert_int_equal(itest_write_file(path, yaml), 0);
     free(yaml);
     free(ci);
@@ -357,7 +359,9 @@ static void load_start(const char *mode)
     load_start_script(mode, PGBENCH_SCRIPT);
 }
 
-static void load_stop(void)
+/* Stops pgbench: it must have failed no transaction. Returns how many it
+ * completed. */
+static long load_stop(void)
 {
     assert_true(T.bench_on);
     T.bench_on = false;
@@ -373,6 +377,7 @@ static void load_stop(void)
     }
     fprintf(stderr, "test-promote: pgbench: %ld transactions, none failed\n", done);
     itest_run_free(&r);
+    return done;
 }
 
 /* ---- getting to the decision -------------------------------------------- */
@@ -1411,6 +1416,211 @@ static void test_finalize(void **state)
     free(new_oids);
 }
 
+/* ---- 6. revert ------------------------------------------------------------- */
+
+/* The rows pgbench's transactions inserted ('b'): one project, one task and
+ * one note each. */
+#define B_ROWS_SQL                                                                                               \
+    "SELECT (SELECT count(*) FROM projects WHERE name = 'b') || ' ' || (SELECT count(*) FROM tasks WHERE title = 'b') " \
+    "|| ' ' || (SELECT count(*) FROM notes WHERE body = 'b')"
+
+/* Table a and table b hold the same rows in the columns the application
+ * sees (cols), both ways. */
+static void same_rows(const char *a, const char *b, const char *cols)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT (SELECT count(*) FROM (SELECT %1$s FROM %2$s EXCEPT ALL SELECT %1$s FROM %3$s) x) || ' ' || "
+             "(SELECT count(*) FROM (SELECT %1$s FROM %3$s EXCEPT ALL SELECT %1$s FROM %2$s) y)",
+             cols, a, b);
+    expect(sql, "0 0");
+}
+
+#define TASK_COLS "id, project_id, title, n, phase, stamp"
+#define PROJECT_COLS "id, name, budget, phase"
+
+/* pgshadowctl revert (as the operator) until the daemon takes it. */
+static void revert(itest_run *r)
+{
+    int64_t end = itest_now_ms() + WAIT_MS;
+    for (;;) {
+        itest_run_ctl(r, T.opcfg, "revert", (char *)NULL);
+        bool early = r->rc == 3 && strstr(r->err, "is reading the cutover state");
+        if (!early || itest_now_ms() > end)
+            return;
+        itest_run_free(r);
+        itest_sleep_ms(300);
+    }
+}
+
+/* Promote with reverse sync (keep_legacy: true, the default) under a pgbench
+ * load (-M prepared), writes go on; the legacy tables follow the new ones
+ * row by row (also the user trigger's stamp: the legacy table's own trigger
+ * is disabled while reverse sync writes it). Then revert under the same
+ * load: pgbench sees no failed transaction, every row it inserted is in the
+ * old tables (counted against the transactions it completed), the catalog
+ * is as before the promote (oids, the view, notes' foreign key, triggers,
+ * identity above every key, tracking columns back on the shadows), the
+ * cutover rolled_back at 0%, and forward sync goes on: the shadows hold
+ * what the old tables hold. */
+static void test_revert_under_load(void **state)
+{
+    (void)state;
+    write_cfg(&(opts){.verify = true, .reverse = true});
+    to_decision("prepared", "awaiting_decision");
+    char *before = oids();
+    itest_run r;
+    promote(&r);
+    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks: lock wait ")) {
+        dump();
+        fail_msg("pgshadowctl promote: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    itest_run_free(&r);
+    expect("SELECT bool_and(reverse_sync) FROM pgshadow.tables", "t");
+    expect("SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'tasks_legacy'::regclass AND tgname = 'tasks_stamp'",
+           "D");
+    expect("SELECT count(*) > 0 FROM pg_trigger WHERE tgrelid = 'tasks'::regclass AND tgname LIKE 'pgshadow_capture%'",
+           "t");
+    /* the load writes the new tables; reverse sync follows them */
+    expect_true("SELECT count(*) >= 100 FROM tasks WHERE phase = 2", WAIT_MS);
+    expect_true("SELECT count(*) > 50 FROM tasks_legacy WHERE phase = 2", WAIT_MS);
+    /* revert, under the same load */
+    int64_t t0 = itest_now_ms();
+    revert(&r);
+    if (r.rc != 0 || !strstr(r.out, "revert: reverted projects, tasks: lock wait ")) {
+        dump();
+        fail_msg("pgshadowctl revert: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    fprintf(stderr, "test-promote: revert: %s (pgshadowctl took %lld ms)\n", r.out,
+            (long long)(itest_now_ms() - t0));
+    itest_run_free(&r);
+    /* the writes go on into the old tables, and forward sync follows */
+    expect_true("SELECT count(*) >= 100 FROM tasks WHERE phase = 0 AND title = 'b' AND id > "
+                "(SELECT max(id) FROM tasks WHERE phase = 2)",
+                WAIT_MS);
+    long done = load_stop();
+    /* nothing lost: every transaction pgbench completed inserted one row
+     * of each table, before, during and after the promote */
+    char want[96];
+    snprintf(want, sizeof want, "%ld %ld %ld", done, done, done);
+    expect(B_ROWS_SQL, want);
+    expect("SELECT count(*) > 0 FROM tasks WHERE phase = 2", "t");
+    /* the catalog: the old tables under their names again, the new ones
+     * the shadows (the oids of before the promote) */
+    char *after = oids();
+    if (strcmp(before, after) != 0)
+        fail_msg("oids after revert: %s, before the promote: %s", after, before);
+    expect("SELECT to_regclass('tasks_legacy') IS NULL AND to_regclass('projects_legacy') IS NULL", "t");
+    expect("SELECT status || ' ' || stage || ' ' || percent FROM pgshadow.cutover", "rolled_back 0 0");
+    expect("SELECT count(*) FROM pgshadow.events WHERE what = 'cutover reverted'", "1");
+    expect("SELECT count(*) FROM pgshadow.tables WHERE promoted_at IS NOT NULL OR reverse_sync", "0");
+    expect("SELECT count(*) FROM pgshadow.flags WHERE name LIKE 'read_from_shadow_%' AND value <> '0'", "0");
+    expect("SELECT string_agg(tgrelid::regclass || '.' || tgname || ':' || tgenabled::text, ',' ORDER BY 1) "
+           "FROM pg_trigger WHERE tgname = 'tasks_stamp'",
+           "tasks.tasks_stamp:O");
+    expect("SELECT count(*) FROM pg_trigger WHERE tgrelid IN ('tasks'::regclass, 'projects'::regclass) "
+           "AND tgname LIKE 'pgshadow_capture%'",
+           "4");
+    expect("SELECT count(*) FROM pg_trigger WHERE tgrelid IN ('tasks_shadow'::regclass, 'projects_shadow'::regclass) "
+           "AND tgname LIKE 'pgshadow_capture%'",
+           "0");
+    expect("SELECT confrelid::regclass FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
+           "tasks");
+    expect_true("SELECT convalidated FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
+                WAIT_MS);
+    expect("SELECT string_agg(DISTINCT d.refobjid::regclass::text, ',') FROM pg_depend d "
+           "JOIN pg_rewrite w ON w.oid = d.objid WHERE w.ev_class = 'task_view'::regclass "
+           "AND d.refobjid <> 'task_view'::regclass",
+           "projects,tasks");
+    expect("SELECT attidentity FROM pg_attribute WHERE attrelid = 'tasks'::regclass AND attname = 'id'", "a");
+    expect("SELECT attidentity FROM pg_attribute WHERE attrelid = 'tasks_shadow'::regclass AND attname = 'id'", "");
+    expect("SELECT count(*) FROM pg_attribute WHERE attrelid = 'tasks_shadow'::regclass AND NOT attisdropped "
+           "AND attname LIKE '\\_shadow\\_%'",
+           "7");
+    /* forward sync: the shadows hold what the old tables hold */
+    expect_true("SELECT count(*) = 0 FROM pgshadow.change_log", WAIT_MS);
+    same_rows("tasks", "tasks_shadow", TASK_COLS);
+    same_rows("projects", "projects_shadow", PROJECT_COLS);
+    expect("SELECT count(*) FROM pgshadow.quarantine", "0");
+    /* new keys above every old one, from the old tables' own identity and sequence */
+    expect("WITH p AS (INSERT INTO projects (name) VALUES ('after') RETURNING id), "
+           "t AS (INSERT INTO tasks (project_id, title) SELECT id, 'after' FROM p RETURNING id, stamp) "
+           "SELECT (SELECT id FROM p) > (SELECT max(id) FROM projects WHERE name <> 'after') "
+           "AND (SELECT id FROM t) > (SELECT max(id) FROM tasks WHERE title <> 'after') "
+           "AND (SELECT stamp FROM t) = 'trg:tasks'",
+           "t");
+    /* revert again, finalize: refused */
+    char *out = ctl(T.opcfg, 3, "not promoted", "revert", "--dry-run", NULL);
+    free(out);
+    out = ctl(T.opcfg, 3, "refused", "finalize", "--yes", NULL);
+    free(out);
+    /* the migration goes on: the cutover again, promote (reverse sync
+     * again), and finalize under load: the legacy tables follow the writes
+     * while it plans and drops (their counts are not part of the plan's
+     * digest), reverse sync's capture goes with them */
+    load_start("simple");
+    start_cutover();
+    expect_true("SELECT status = 'awaiting_decision' FROM pgshadow.cutover", WAIT_MS);
+    promote(&r);
+    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks: lock wait ")) {
+        dump();
+        fail_msg("pgshadowctl promote again: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    itest_run_free(&r);
+    expect_true("SELECT count(*) > 20 FROM tasks_legacy WHERE phase = 2 AND id > (SELECT max(id) FROM tasks_shadow)",
+                WAIT_MS);
+    out = ctl(T.opcfg, 0, "reverse sync's capture: revert is gone with it", "finalize", "--yes", NULL);
+    free(out);
+    /* the application writes on */
+    char *n0 = itest_query(T.db->c, "SELECT count(*) FROM tasks"), sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) >= %s + 20 FROM tasks", n0);
+    expect_true(sql, WAIT_MS);
+    free(n0);
+    long done2 = load_stop();
+    snprintf(want, sizeof want, "%ld %ld %ld", done + done2, done + done2, done + done2);
+    expect(B_ROWS_SQL, want);
+    expect("SELECT to_regclass('tasks_legacy') IS NULL AND to_regclass('tasks_shadow') IS NULL "
+           "AND (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgshadow%') = 0",
+           "t");
+    expect("SELECT status FROM pgshadow.cutover", "finalized");
+    free(before);
+    free(after);
+}
+
+/* Never a silent lossy revert: a columns: mapping that is not a plain copy
+ * makes its table not revertable: promote --dry-run (reverse sync, the
+ * default) lists it and exits 3, naming the column and the way out;
+ * --without-revert is accepted; a reverse_columns expression makes it
+ * revertable. And revert before a promote is refused. */
+static void test_revert_needs_reverse(void **state)
+{
+    (void)state;
+    write_cfg(&(opts){.reverse = true});
+    itest_exec_ok(T.db->c, "SELECT pgshadow.register_table('public', 'projects', NULL, '_shadow', '" MIG "', "
+                           "'{\"budget\": \"p.budget + 0\"}')");
+    char *out = ctl(T.opcfg, 3, "column budget: the new column is p.budget + 0, not a plain copy: give "
+                                "reverse_columns.budget", "promote", "--dry-run", NULL);
+    if (!strstr(out, "promote --without-revert"))
+        fail_msg("no way out named:\n%s", out);
+    free(out);
+    out = ctl(T.opcfg, 0, "kept as of the promote", "promote", "--dry-run", "--without-revert");
+    free(out);
+    itest_exec_ok(T.db->c, "SELECT pgshadow.set_reverse_columns('public', 'projects', '{\"budget\": \"p.budget\"}')");
+    out = ctl(T.opcfg, 0, "reverse-synced from the new table (budget <- p.budget)", "promote", "--dry-run", NULL);
+    free(out);
+    out = ctl(T.opcfg, 3, "not promoted", "revert", "--dry-run", NULL);
+    free(out);
+    /* a reverse expression for a column that is not there, or for the key */
+    PGresult *res = PQexec(T.db->c, "SELECT pgshadow.set_reverse_columns('public', 'projects', '{\"nope\": \"1\"}')");
+    assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
+    assert_non_null(strstr(PQresultErrorMessage(res), "nope is not a written column"));
+    PQclear(res);
+    res = PQexec(T.db->c, "SELECT pgshadow.set_reverse_columns('public', 'projects', '{\"id\": \"p.id\"}')");
+    assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
+    assert_non_null(strstr(PQresultErrorMessage(res), "id is a key column"));
+    PQclear(res);
+}
+
 #define T_(f) cmocka_unit_test_setup_teardown(f, db_setup, db_teardown)
 
 int main(void)
@@ -1424,6 +1634,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T_(test_promote_under_load_simple), T_(test_promote_under_load_prepared), T_(test_promote_long_reader),
         T_(test_promote_refused),           T_(test_promote_sigkill),           T_(test_finalize),
+        T_(test_revert_under_load),         T_(test_revert_needs_reverse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
