@@ -62,10 +62,21 @@
  *     read from /proc), nor does one started afterwards; finalize again and
  *     rollback are refused. Installed again, over an older CHECK on the
  *     cutover's status, the migration starts afresh.
+ *  6. revert (sql/90-revert.sql; keep_legacy: true, which cases 1-5 turn
+ *     off to check the legacy tables as promote left them): under pgbench,
+ *     promote with reverse sync (the legacy tables follow the writes, their
+ *     own trigger disabled), revert (the oids of before the promote back,
+ *     view, foreign key, trigger, identity, tracking columns, forward sync
+ *     equal), promote again and a revert whose daemon is SIGKILLed holding
+ *     every lock (nothing changed; the next daemon reverts), promote a
+ *     third time and finalize under the load: pgbench failed nothing, and
+ *     every row each of its transactions inserted is there at the end.
+ *     And the refusals: a columns: mapping that is not a plain copy needs
+ *     reverse_columns (or --without-revert); revert before a promote.
  *
  * Every wait polls with a generous deadline (a busy 2-core machine); the
- * only fixed sleeps watch a daemon for what it must not log. About 1400
- * lines: six cases end to end (the fourth kills the daemon twice), and the
+ * only fixed sleeps watch a daemon for what it must not log. About 1700
+ * lines: eight cases end to end (the fourth kills the daemon twice), and the
  * catalog and row checks every promote must pass (check_catalog,
  * check_rows), which are the point of the test and read best in one place. PGSHADOW_TEST_FILTER (a cmocka
  * pattern) runs some cases only.
@@ -1437,6 +1448,7 @@ static void same_rows(const char *a, const char *b, const char *cols)
 }
 
 #define TASK_COLS "id, project_id, title, n, phase, stamp"
+#define REVERT_RUNNING "a.query LIKE '%pgshadow.revert(%' AND a.usename = '" DAEMON "'"
 #define PROJECT_COLS "id, name, budget, phase"
 
 /* pgshadowctl revert (as the operator) until the daemon takes it. */
@@ -1554,10 +1566,11 @@ static void test_revert_under_load(void **state)
     free(out);
     out = ctl(T.opcfg, 3, "refused", "finalize", "--yes", NULL);
     free(out);
-    /* the migration goes on: the cutover again, promote (reverse sync
-     * again), and finalize under load: the legacy tables follow the writes
-     * while it plans and drops (their counts are not part of the plan's
-     * digest), reverse sync's capture goes with them */
+    /* the migration goes on, under load again: the cutover, promote
+     * (reverse sync again), and a revert whose daemon is SIGKILLed while
+     * it holds every lock, its moves done, waiting for the cutover row
+     * (which the test holds): nothing changed, still promoted; the next
+     * daemon takes the command again and reverts */
     load_start("simple");
     start_cutover();
     expect_true("SELECT status = 'awaiting_decision' FROM pgshadow.cutover", WAIT_MS);
@@ -1567,7 +1580,61 @@ static void test_revert_under_load(void **state)
         fail_msg("pgshadowctl promote again: rc %d\n%s\n%s", r.rc, r.out, r.err);
     }
     itest_run_free(&r);
-    expect_true("SELECT count(*) > 20 FROM tasks_legacy WHERE phase = 2 AND id > (SELECT max(id) FROM tasks_shadow)",
+    expect_true("SELECT count(*) > 20 FROM tasks_legacy WHERE phase = 2", WAIT_MS);
+    PGconn *locker = itest_connect(T.ci);
+    itest_exec_ok(locker, "BEGIN; SELECT 1 FROM pgshadow.cutover FOR UPDATE");
+    /* pgshadowctl waits for the command's end: in the background, and
+     * ended with the daemon (it said nothing more to wait for) */
+    itest_child ctl_bg;
+    char *const argv[] = {(char *)itest_env("PGSHADOWCTL"), "-c", T.opcfg, "revert", NULL};
+    itest_child_start(&ctl_bg, argv);
+    expect_true("SELECT EXISTS (SELECT 1 FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+                "WHERE " REVERT_RUNNING " AND a.wait_event_type = 'Lock' AND l.granted "
+                "AND l.relation = 'tasks'::regclass AND l.mode = 'AccessExclusiveLock')",
+                WAIT_MS);
+    itest_daemon_kill(&T.a, SIGKILL);
+    expect_true("SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE " REVERT_RUNNING ")", WAIT_MS);
+    itest_exec_ok(locker, "COMMIT");
+    PQfinish(locker);
+    kill(ctl_bg.pid, SIGTERM);
+    itest_child_finish(&ctl_bg, &r);
+    itest_run_free(&r);
+    expect("SELECT status || ' ' || (SELECT relkind::text FROM pg_class WHERE oid = 'tasks_shadow'::regclass) || ' ' "
+           "|| (to_regclass('tasks_legacy') IS NOT NULL) || ' ' || (SELECT bool_and(reverse_sync) FROM pgshadow.tables) "
+           "|| ' ' || (SELECT count(*) FROM pgshadow.events WHERE what = 'cutover reverted') FROM pgshadow.cutover",
+           "promoted v true true 1");
+    /* the command the killed daemon ran went back to the queue with its
+     * transaction; the next daemon may take it before it has read the
+     * cutover state (then it refuses it: try again), so it is asked again */
+    daemon_up(&T.b, "b");
+    revert(&r);
+    if (!(r.rc == 0 && strstr(r.out, "revert: reverted projects, tasks: lock wait ")) &&
+        !(r.rc == 3 && strstr(r.err, "revert: the cutover is rolled_back"))) {
+        dump();
+        fail_msg("pgshadowctl revert after the kill: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    itest_run_free(&r);
+    expect_true("SELECT status = 'rolled_back' FROM pgshadow.cutover", WAIT_MS);
+    expect("SELECT count(*) FROM pgshadow.events WHERE what = 'cutover reverted'", "2");
+    expect("SELECT relkind FROM pg_class WHERE oid = 'tasks_shadow'::regclass", "r");
+    long done2 = load_stop();
+    snprintf(want, sizeof want, "%ld %ld %ld", done + done2, done + done2, done + done2);
+    expect(B_ROWS_SQL, want);
+    /* and finalize under load after promote (a third time): the legacy
+     * tables follow the writes while it plans and drops (their counts are
+     * not part of the plan's digest), reverse sync's capture goes with them.
+     * The application's load no longer names the compatibility views
+     * (finalize drops them): 'f' rows */
+    load_start_script("simple", FINAL_SCRIPT);
+    start_cutover();
+    expect_true("SELECT status = 'awaiting_decision' FROM pgshadow.cutover", WAIT_MS);
+    promote(&r);
+    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks: lock wait ")) {
+        dump();
+        fail_msg("pgshadowctl promote a third time: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    itest_run_free(&r);
+    expect_true("SELECT convalidated FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
                 WAIT_MS);
     out = ctl(T.opcfg, 0, "reverse sync's capture: revert is gone with it", "finalize", "--yes", NULL);
     free(out);
@@ -1576,7 +1643,11 @@ static void test_revert_under_load(void **state)
     snprintf(sql, sizeof sql, "SELECT count(*) >= %s + 20 FROM tasks", n0);
     expect_true(sql, WAIT_MS);
     free(n0);
-    long done2 = load_stop();
+    long done3 = load_stop();
+    snprintf(want, sizeof want, "%ld %ld %ld", done3, done3, done3);
+    expect("SELECT (SELECT count(*) FROM projects WHERE name = 'f') || ' ' || "
+           "(SELECT count(*) FROM tasks WHERE title = 'f') || ' ' || (SELECT count(*) FROM notes WHERE body = 'f')",
+           want);
     snprintf(want, sizeof want, "%ld %ld %ld", done + done2, done + done2, done + done2);
     expect(B_ROWS_SQL, want);
     expect("SELECT to_regclass('tasks_legacy') IS NULL AND to_regclass('tasks_shadow') IS NULL "
