@@ -62,7 +62,10 @@
  *     read from /proc), nor does one started afterwards; finalize again and
  *     rollback are refused. Installed again, over an older CHECK on the
  *     cutover's status, the migration starts afresh.
- *  6. revert (sql/90-revert.sql; keep_legacy: true, which cases 1-5 turn
+ *  6. finally: promote refused by the plan (a materialized view): one
+ *     'cutover promote_failed' event, nothing changed, back to
+ *     awaiting_decision and not tried again by itself; then promote.
+ *  7. revert (sql/90-revert.sql; keep_legacy: true, which cases 1-5 turn
  *     off to check the legacy tables as promote left them): under pgbench,
  *     promote with reverse sync (the legacy tables follow the writes, their
  *     own trigger disabled), revert (the oids of before the promote back,
@@ -76,7 +79,7 @@
  *
  * Every wait polls with a generous deadline (a busy 2-core machine); the
  * only fixed sleeps watch a daemon for what it must not log. About 1700
- * lines: eight cases end to end (the fourth kills the daemon twice), and the
+ * lines: nine cases end to end (the fourth kills the daemon twice), and the
  * catalog and row checks every promote must pass (check_catalog,
  * check_rows), which are the point of the test and read best in one place. PGSHADOW_TEST_FILTER (a cmocka
  * pattern) runs some cases only.
@@ -1427,7 +1430,47 @@ static void test_finalize(void **state)
     free(new_oids);
 }
 
-/* ---- 6. revert ------------------------------------------------------------- */
+/* finally: promote that cannot promote (a materialized view refuses it):
+ * the daemon's try fails, nothing changes, the state goes back to
+ * awaiting_decision with one 'cutover promote_failed' event saying why, for
+ * an operator to decide; the view gone, pgshadowctl promote succeeds. */
+static void test_promote_finally_fails(void **state)
+{
+    (void)state;
+    write_cfg(&(opts){.finally = "promote"});
+    itest_exec_ok(T.db->c, "SET ROLE " OWNER "; CREATE MATERIALIZED VIEW project_names AS SELECT name FROM projects;"
+                           "RESET ROLE");
+    char *before = oids();
+    daemon_up(&T.a, "a");
+    expect_true("SELECT bool_and(backfill_state = 'done') FROM pgshadow.tables", WAIT_MS);
+    start_cutover();
+    expect_true("SELECT count(*) > 0 FROM pgshadow.events WHERE what = 'cutover promote_failed'", WAIT_MS);
+    expect_true("SELECT status = 'awaiting_decision' FROM pgshadow.cutover", WAIT_MS);
+    expect("SELECT why LIKE 'promote failed, nothing changed: pgshadow: promote refused: projects: materialized view "
+           "public.project_names: refused%' FROM pgshadow.events WHERE what = 'cutover promote_failed'",
+           "t");
+    expect(UNCHANGED_SQL, "t");
+    char *now = oids();
+    assert_string_equal(now, before);
+    free(now);
+    /* it does not try again by itself: the decision is the operator's */
+    itest_sleep_ms(3000);
+    expect("SELECT count(*) || ' ' || (SELECT status FROM pgshadow.cutover) FROM pgshadow.events "
+           "WHERE what = 'cutover promote_failed'",
+           "1 awaiting_decision");
+    itest_exec_ok(T.db->c, "DROP MATERIALIZED VIEW project_names");
+    itest_run r;
+    promote(&r);
+    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks")) {
+        dump();
+        fail_msg("pgshadowctl promote: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    itest_run_free(&r);
+    expect("SELECT status FROM pgshadow.cutover", "promoted");
+    free(before);
+}
+
+/* ---- 7. revert ------------------------------------------------------------- */
 
 /* The rows pgbench's transactions inserted ('b'): one project, one task and
  * one note each. */
@@ -1705,7 +1748,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T_(test_promote_under_load_simple), T_(test_promote_under_load_prepared), T_(test_promote_long_reader),
         T_(test_promote_refused),           T_(test_promote_sigkill),           T_(test_finalize),
-        T_(test_revert_under_load),         T_(test_revert_needs_reverse),
+        T_(test_promote_finally_fails),     T_(test_revert_under_load),         T_(test_revert_needs_reverse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
