@@ -61,6 +61,10 @@ CREATE TABLE IF NOT EXISTS pgshadow.promote_moves (
     at           timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
+-- The legacy table promote left (its oid): finalize drops that table and
+-- no other of its name (89-finalize.sql).
+ALTER TABLE pgshadow.tables ADD COLUMN IF NOT EXISTS legacy_oid oid;
+
 -- A migration whose tables were promoted: apply, backfill, verify and
 -- sampling leave it alone (its registry names now resolve to the new
 -- tables and the compatibility views). Also once it is finalized
@@ -1043,12 +1047,15 @@ BEGIN
                 -- the names mean the tables of the old schema again, and
                 -- their shadows; promote's record is history (the event of
                 -- the promote keeps its summary); forward capture resumes
-                UPDATE pgshadow.tables x SET promoted_at = NULL, legacy_name = NULL, reverse_sync = false
+                UPDATE pgshadow.tables x SET promoted_at = NULL, legacy_name = NULL, legacy_oid = NULL,
+                                             reverse_sync = false
                 WHERE x.table_id = ANY (v_tables);
                 DELETE FROM pgshadow.promote_moves m WHERE m.migration_id = p_migration_id AND m.move_id <= v_first;
                 PERFORM pgshadow._install_capture(x) FROM unnest(v_tables) x;
             ELSE
                 UPDATE pgshadow.tables x SET promoted_at = now(), legacy_name = pgshadow._legacy_name(x.table_name),
+                                             legacy_oid = to_regclass(format('%I.%I', x.schema_name,
+                                                                             pgshadow._legacy_name(x.table_name))),
                                              reverse_sync = p_reverse
                 WHERE x.table_id = ANY (v_tables);
                 IF p_reverse THEN

@@ -131,6 +131,13 @@ BEGIN
                 USING ERRCODE = 'object_not_in_prerequisite_state',
                       HINT = 'Rename it, or drop it yourself, then finalize again.';
         END IF;
+        v_l := to_regclass(format('%I.%I', t.schema_name, t.legacy_name));
+        IF v_l IS NOT NULL AND t.legacy_oid IS NOT NULL AND v_l::oid <> t.legacy_oid THEN
+            RAISE EXCEPTION 'pgshadow: finalize refused: %.% is not the legacy table promote left (that one was '
+                            'dropped and this one made since)', quote_ident(t.schema_name), quote_ident(t.legacy_name)
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Rename it, or drop it yourself, then finalize again.';
+        END IF;
         IF to_regprocedure(format('pgshadow.%I()', 'capture_' || t.table_id)) IS NOT NULL THEN
             v_fns := v_fns || to_regprocedure(format('pgshadow.%I()', 'capture_' || t.table_id))::oid;
         END IF;

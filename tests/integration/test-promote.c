@@ -64,7 +64,8 @@
  *     cutover's status, the migration starts afresh.
  *  6. finally: promote refused by the plan (a materialized view): one
  *     'cutover promote_failed' event, nothing changed, back to
- *     awaiting_decision and not tried again by itself; then promote.
+ *     awaiting_decision and not tried again by itself; then promote, and
+ *     finalize refused by a table made since under a legacy table's name.
  *  7. revert (sql/90-revert.sql; keep_legacy: true, which cases 1-5 turn
  *     off to check the legacy tables as promote left them): under pgbench,
  *     promote with reverse sync (the legacy tables follow the writes, their
@@ -1467,6 +1468,18 @@ static void test_promote_finally_fails(void **state)
     }
     itest_run_free(&r);
     expect("SELECT status FROM pgshadow.cutover", "promoted");
+    /* finalize drops the legacy table promote left, never another of its
+     * name: one made since refuses it, nothing dropped */
+    expect_true("SELECT convalidated FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
+                WAIT_MS);
+    itest_exec_ok(T.db->c, "ALTER TABLE projects_legacy RENAME TO projects_legacy_kept;"
+                           "CREATE TABLE projects_legacy (id int)");
+    char *out = ctl(T.opcfg, 3, "public.projects_legacy is not the legacy table promote left", "finalize", "--yes",
+                    NULL);
+    free(out);
+    expect("SELECT to_regclass('projects_legacy') IS NOT NULL AND to_regclass('projects_legacy_kept') IS NOT NULL "
+           "AND to_regclass('tasks_legacy') IS NOT NULL",
+           "t");
     free(before);
 }
 
