@@ -1106,6 +1106,14 @@ BEGIN
                      WHEN v_next_rows AND v_locked IS NULL THEN 'the migration''s rows of pgshadow.tables'
                      ELSE 'a lock under the swap''s locks (' || SQLERRM || ')' END);
             PERFORM pg_sleep(least(0.05 * power(2, v_attempt - 1), 2) * (0.5 + random()));
+            -- what was written during the failed attempt and the backoff,
+            -- applied now, outside the locks (the attempt's are gone with
+            -- its subtransaction): the next attempt drains less under them
+            BEGIN
+                PERFORM * FROM pgshadow.apply_batch(p_migration_id, 5000);
+            EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+                NULL;   -- the next attempt drains under its locks instead
+            END;
         END;
     END LOOP;
     IF NOT v_done THEN
