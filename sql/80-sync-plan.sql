@@ -35,19 +35,9 @@
 -- again is a refresh. Plain SQL and PL/pgSQL only.
 
 -- Helpers of an earlier layout of this file (a refresh of such an install).
-DO $old$
-DECLARE
-    f text;
-BEGIN
-    FOREACH f IN ARRAY ARRAY['pgshadow._sync_unstick_sql(integer)',
-                             'pgshadow._sync_apply_keys(integer, text, text, text, bigint[])',
-                             'pgshadow._sync_halt_reason(integer, text, text, text, bigint[], text, text)'] LOOP
-        IF to_regprocedure(f) IS NOT NULL THEN
-            EXECUTE 'DROP FUNCTION ' || f;
-        END IF;
-    END LOOP;
-END
-$old$;
+SELECT pgshadow._drop_functions(ARRAY['pgshadow._sync_unstick_sql(integer)',
+                                      'pgshadow._sync_apply_keys(integer, text, text, text, bigint[])',
+                                      'pgshadow._sync_halt_reason(integer, text, text, text, bigint[], text, text)']);
 
 -- ---------------------------------------------------------------------------
 -- Plan: the tables of a migration in foreign-key order, with the statement

@@ -33,18 +33,8 @@
 
 -- Signatures of an earlier release (a call would be ambiguous beside the
 -- ones below)
-DO $old$
-DECLARE
-    f text;
-BEGIN
-    FOREACH f IN ARRAY ARRAY['pgshadow.promote(text, bigint, integer, integer, bigint, integer)',
-                             'pgshadow.promote_plan(text)', 'pgshadow._promote_collect(integer)'] LOOP
-        IF to_regprocedure(f) IS NOT NULL THEN
-            EXECUTE 'DROP FUNCTION ' || f;
-        END IF;
-    END LOOP;
-END
-$old$;
+SELECT pgshadow._drop_functions(ARRAY['pgshadow.promote(text, bigint, integer, integer, bigint, integer)',
+                                      'pgshadow.promote_plan(text)', 'pgshadow._promote_collect(integer)']);
 
 -- What a promote moved, one row per object: the statement that moved it
 -- (for the record), and its state ('done'; a foreign key re-pointed NOT
@@ -153,6 +143,8 @@ DECLARE
     v_p    oid;      -- the table that gives way (promote: the primary; revert: the new table)
     v_s    oid;      -- the one that takes its name (promote: the shadow; revert: the legacy table)
     v_v    oid;
+    v_in   text;     -- the name of v_s
+    v_out  text;     -- the name v_p takes
     v_rel  oid[];
     v_bad  text;
 BEGIN
@@ -171,21 +163,33 @@ BEGIN
                 RETURN QUERY SELECT t.table_name, 'table', t.table_name, 'refused: not promoted', false;
                 CONTINUE;
             END IF;
-            v_s := to_regclass(format('%I.%I', t.schema_name, t.legacy_name));
-            v_v := to_regclass(format('%I.%I', t.schema_name, t.shadow_name));
             IF NOT t.reverse_sync THEN
                 RETURN QUERY SELECT t.table_name, 'table', t.legacy_name,
                                     'refused: promoted without reverse sync (promote --without-revert or keep_legacy: '
                                     'false): the legacy table misses every write since the promote', false;
                 CONTINUE;
             END IF;
-            IF v_p IS NULL OR v_s IS NULL OR (SELECT relkind FROM pg_class WHERE oid = v_s) <> 'r' THEN
-                RETURN QUERY SELECT t.table_name, 'table', t.legacy_name,
-                                    'refused: the table or its legacy table is missing, or that is not a plain table', false;
+            v_in := t.legacy_name;
+            v_out := t.shadow_name;
+        ELSE
+            IF t.promoted_at IS NOT NULL THEN
+                RETURN QUERY SELECT t.table_name, 'table', t.table_name, 'already promoted', false;
                 CONTINUE;
             END IF;
-            RETURN QUERY SELECT t.table_name, 'table', format('%I.%I', t.schema_name, t.table_name),
-                                format('rename to %I; %I renamed to %I', t.shadow_name, t.legacy_name, t.table_name), true;
+            v_in := t.shadow_name;
+            v_out := pgshadow._legacy_name(t.table_name);
+        END IF;
+        v_s := to_regclass(format('%I.%I', t.schema_name, v_in));
+        IF v_p IS NULL OR v_s IS NULL OR (SELECT relkind FROM pg_class WHERE oid = v_s) <> 'r' THEN
+            RETURN QUERY SELECT t.table_name, 'table', v_in,
+                                format('refused: %I or %I is missing, or %I is not a plain table', t.table_name, v_in,
+                                       v_in), false;
+            CONTINUE;
+        END IF;
+        RETURN QUERY SELECT t.table_name, 'table', format('%I.%I', t.schema_name, t.table_name),
+                            format('rename to %I; %I renamed to %I', v_out, v_in, t.table_name), true;
+        IF p_revert THEN
+            v_v := to_regclass(format('%I.%I', t.schema_name, t.shadow_name));
             IF v_v IS NOT NULL AND (SELECT relkind FROM pg_class WHERE oid = v_v) <> 'v' THEN
                 RETURN QUERY SELECT t.table_name, 'table', t.shadow_name,
                                     'refused: the name is taken by something other than promote''s compatibility view', false;
@@ -206,22 +210,8 @@ BEGIN
                                     false;
             END IF;
         ELSE
-            v_s := to_regclass(format('%I.%I', t.schema_name, t.shadow_name));
-            IF t.promoted_at IS NOT NULL THEN
-                RETURN QUERY SELECT t.table_name, 'table', t.table_name, 'already promoted', false;
-                CONTINUE;
-            END IF;
-            IF v_p IS NULL OR v_s IS NULL OR (SELECT relkind FROM pg_class WHERE oid = v_s) <> 'r' THEN
-                RETURN QUERY SELECT t.table_name, 'table', t.shadow_name,
-                                    'refused: the primary or its shadow is missing, or the shadow is not a plain table', false;
-                CONTINUE;
-            END IF;
-            RETURN QUERY SELECT t.table_name, 'table', format('%I.%I', t.schema_name, t.table_name),
-                                format('rename to %I; %I renamed to %I', pgshadow._legacy_name(t.table_name),
-                                       t.shadow_name, t.table_name), true;
-            IF to_regclass(format('%I.%I', t.schema_name, pgshadow._legacy_name(t.table_name))) IS NOT NULL THEN
-                RETURN QUERY SELECT t.table_name, 'table', pgshadow._legacy_name(t.table_name),
-                                    'refused: the name is taken', false;
+            IF to_regclass(format('%I.%I', t.schema_name, v_out)) IS NOT NULL THEN
+                RETURN QUERY SELECT t.table_name, 'table', v_out, 'refused: the name is taken', false;
             END IF;
             IF p_reverse THEN
                 -- every legacy column needs a source in the new table
@@ -715,6 +705,87 @@ AS $fn$
       AND l.pid <> pg_backend_pid()
 $fn$;
 
+-- Every relation of p_rels in ACCESS EXCLUSIVE mode, and then the row
+-- locks of p_rows_sql (a SELECT ... FOR UPDATE, or NULL), all or none,
+-- before p_deadline: each is taken NOWAIT, relations in oid order; when one
+-- is busy, every lock taken is released (the block's subtransaction) and
+-- that one alone is waited for, within what is left, then the others are
+-- tried again. So the caller never waits while it holds one of them: no
+-- fixed order is safe (a view's reader locks the view, then its tables in
+-- the view's order; a transaction writes its tables in its own order), and
+-- waiting while holding made a deadlock with nearly every reader of a view
+-- under load. All held: busy NULL, busy_rows false (the locks stay with the
+-- caller's transaction). Not: none held, and busy (or busy_rows) says what
+-- did not come, holders who held it when the wait began (wait_at),
+-- deadlock whether the wait ended in one. Used by the swap (promote,
+-- revert) and by finalize (89-finalize.sql).
+CREATE OR REPLACE FUNCTION pgshadow._lock_all(p_rels regclass[], p_rows_sql text, p_deadline timestamptz,
+                                              OUT busy regclass, OUT busy_rows boolean, OUT holders integer[],
+                                              OUT wait_at timestamptz, OUT deadlock boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_next  regclass;             -- the busy relation, waited for alone
+    v_rows  boolean := false;     -- the rows are the busy ones
+    v_cur   regclass;             -- what is being taken (NULL: the rows)
+    v_timed boolean;
+    r       regclass;
+BEGIN
+    busy_rows := false;
+    deadlock := false;
+    wait_at := clock_timestamp();
+    LOOP
+        IF clock_timestamp() >= p_deadline THEN
+            busy := v_next;
+            busy_rows := v_rows;
+            RETURN;
+        END IF;
+        v_timed := false;
+        BEGIN
+            PERFORM set_config('lock_timeout',
+                               greatest((extract(epoch FROM p_deadline - clock_timestamp()) * 1000)::bigint, 1) || 'ms',
+                               true);
+            wait_at := clock_timestamp();
+            v_timed := true;
+            IF v_rows THEN
+                v_cur := NULL;
+                EXECUTE p_rows_sql;
+            ELSIF v_next IS NOT NULL THEN
+                v_cur := v_next;
+                holders := pgshadow._promote_holders(v_next);
+                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_next);
+            END IF;
+            v_timed := false;
+            FOR r IN SELECT u FROM unnest(p_rels) u WHERE u IS NOT NULL ORDER BY u::oid LOOP
+                CONTINUE WHEN r = v_next;
+                v_cur := r;
+                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT', r);
+            END LOOP;
+            v_cur := NULL;
+            IF p_rows_sql IS NOT NULL AND NOT v_rows THEN
+                EXECUTE p_rows_sql || ' NOWAIT';
+            END IF;
+            busy := NULL;
+            busy_rows := false;
+            holders := NULL;
+            RETURN;   -- all held: the block's subtransaction commits into the caller's
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            IF v_timed OR SQLSTATE = '40P01' THEN
+                -- the one waited for did not come in time (or a deadlock)
+                busy := v_cur;
+                busy_rows := v_cur IS NULL;
+                deadlock := SQLSTATE = '40P01';
+                RETURN;
+            END IF;
+            v_next := v_cur;
+            v_rows := v_cur IS NULL;
+            holders := CASE WHEN v_cur IS NOT NULL THEN pgshadow._promote_holders(v_cur) END;
+        END;
+    END LOOP;
+END
+$fn$;
+
 -- Promote every table of the migration, at once (docs/promote.md). Called
 -- by the leading daemon for `pgshadowctl promote` (or finally: promote) in
 -- the command's transaction, with the cutover's rev it decided on.
@@ -808,10 +879,8 @@ DECLARE
     v_pids     text;
     v_held     jsonb := '{}';  -- pid -> what it was doing, for the final error
     v_dl_ms    double precision;
-    v_next     regclass;     -- the busy relation to wait for alone
-    v_next_rows boolean;     -- the registry rows are the busy ones
-    v_got      boolean;
-    v_timed    boolean;
+    v_lk       record;       -- _lock_all's answer
+    v_next_rows boolean := false;  -- the registry rows were the busy ones
     v_holders  integer[];    -- who held v_waiting when the wait began
 BEGIN
     PERFORM pgshadow._sync_read_committed();
@@ -912,61 +981,24 @@ BEGIN
             v_waiting := NULL;
             v_holders := NULL;
             v_wait_at := v_t0;
+            v_next_rows := false;
             PERFORM set_config('lock_timeout', greatest(v_budget_ms::bigint, 1) || 'ms', true);
             PERFORM pgshadow._sync_lock(p_migration_id);
-            -- Every lock of the swap, or none: each is taken NOWAIT, in oid
-            -- order; when one is busy, all are released and that one alone
-            -- is waited for (within what is left of the budget), then the
-            -- others are tried again. So the attempt never waits while it
-            -- holds a lock of the swap: no fixed order is safe (a view's
-            -- reader locks the view, then its tables in the view's order; a
-            -- transaction writes its tables in its own order), and waiting
-            -- while holding made a deadlock with nearly every reader of a
-            -- view under load. The registry rows come last (verify workers
-            -- lock them while they hold the tables), also NOWAIT.
-            v_next := NULL;
-            v_next_rows := false;
-            v_got := false;
-            WHILE NOT v_got LOOP
-                IF clock_timestamp() - v_t0 > make_interval(secs => v_budget_ms / 1000) THEN
-                    RAISE EXCEPTION 'pgshadow: %: the attempt''s lock budget is spent', v_verb
-                        USING ERRCODE = 'lock_not_available';
-                END IF;
-                v_timed := false;
-                BEGIN
-                    PERFORM set_config('lock_timeout',
-                                       greatest((v_budget_ms - extract(epoch FROM clock_timestamp() - v_t0) * 1000)::bigint, 1)
-                                       || 'ms', true);
-                    v_wait_at := clock_timestamp();
-                    v_timed := true;
-                    IF v_next_rows THEN
-                        v_waiting := NULL;
-                        PERFORM 1 FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables) FOR UPDATE;
-                    ELSIF v_next IS NOT NULL THEN
-                        v_waiting := v_next;
-                        v_holders := pgshadow._promote_holders(v_next);
-                        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_next);
-                    END IF;
-                    v_timed := false;
-                    FOR r IN SELECT u.rel FROM unnest(v_rels) u(rel) ORDER BY u.rel::oid LOOP
-                        CONTINUE WHEN r.rel = v_next;
-                        v_waiting := r.rel;
-                        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT', r.rel);
-                    END LOOP;
-                    v_waiting := NULL;
-                    IF NOT v_next_rows THEN
-                        PERFORM 1 FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables) FOR UPDATE NOWAIT;
-                    END IF;
-                    v_got := true;
-                EXCEPTION WHEN lock_not_available THEN
-                    IF v_timed THEN
-                        RAISE;   -- the one waited for did not come within the budget
-                    END IF;
-                    v_next := v_waiting;
-                    v_next_rows := v_waiting IS NULL;
-                    v_holders := CASE WHEN v_waiting IS NOT NULL THEN pgshadow._promote_holders(v_waiting) END;
-                END;
-            END LOOP;
+            -- Every lock of the swap, or none (_lock_all): the attempt never
+            -- waits while it holds one. The registry rows come last (verify
+            -- workers lock them while they hold the tables), also NOWAIT.
+            SELECT * INTO v_lk FROM pgshadow._lock_all(
+                v_rels, format('SELECT 1 FROM pgshadow.tables x WHERE x.table_id = ANY (%L::integer[]) FOR UPDATE',
+                               v_tables),
+                v_t0 + make_interval(secs => v_budget_ms / 1000));
+            IF v_lk.busy IS NOT NULL OR v_lk.busy_rows THEN
+                v_waiting := v_lk.busy;
+                v_next_rows := v_lk.busy_rows;
+                v_holders := v_lk.holders;
+                v_wait_at := v_lk.wait_at;
+                RAISE EXCEPTION 'pgshadow: %: a lock was not granted within the attempt''s budget', v_verb
+                    USING ERRCODE = CASE WHEN v_lk.deadlock THEN '40P01' ELSE '55P03' END;
+            END IF;
             v_waiting := NULL;
             v_locked := clock_timestamp();
             -- Under the locks every other session that needs these tables
@@ -1192,6 +1224,7 @@ REVOKE ALL ON FUNCTION pgshadow.promote(text, bigint, integer, integer, bigint, 
                        pgshadow.promote_plan(text, boolean),
                        pgshadow._promote_collect(integer, boolean, boolean),
                        pgshadow._promote_holders(regclass),
+                       pgshadow._lock_all(regclass[], text, timestamptz),
                        pgshadow._promoted(text),
                        pgshadow._legacy_name(text),
                        pgshadow._colnames(oid, int2[]),
