@@ -282,8 +282,9 @@ BEGIN
                    AND dp.refobjid = (SELECT reltype FROM pg_class WHERE oid = v_p) AND dp.deptype = 'n' LOOP
             IF d.classid = 'pg_rewrite'::regclass THEN
                 RETURN QUERY
-                SELECT t.table_name, CASE c.relkind WHEN 'v' THEN 'view' ELSE 'materialized view' END,
-                       c.oid::regclass::text,
+                SELECT v.table_name, v.kind, v.object, v.action, v.action !~ '^refused' FROM (
+                SELECT t.table_name, CASE c.relkind WHEN 'v' THEN 'view' ELSE 'materialized view' END AS kind,
+                       c.oid::regclass::text AS object,
                        CASE WHEN c.relkind <> 'v' THEN 'refused: a materialized view is not moved'
                             WHEN c.oid = ANY (v_rel) THEN 'left alone'
                             WHEN EXISTS (SELECT 1 FROM pg_depend x
@@ -294,10 +295,10 @@ BEGIN
                                                            WHERE sa.attrelid = v_s AND sa.attname = pa.attname
                                                              AND NOT sa.attisdropped))
                             THEN format('refused: it reads a column %s does not have', v_s::regclass)
-                            ELSE 'recreated from its definition over the new table' END,
-                       c.relkind = 'v'
+                            ELSE CASE WHEN p_revert THEN 'recreated from its definition over the legacy table (named t again)'
+                                      ELSE 'recreated from its definition over the new table' END END AS action
                 FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
-                WHERE r.oid = d.objid AND r.ev_class <> v_p;
+                WHERE r.oid = d.objid AND r.ev_class <> v_p) v;
                 IF EXISTS (SELECT 1 FROM pg_rewrite r WHERE r.oid = d.objid AND r.ev_class = v_p) THEN
                     RETURN QUERY SELECT t.table_name, 'rule', (SELECT r.rulename::text FROM pg_rewrite r WHERE r.oid = d.objid),
                                         'refused: a rule on the primary is not moved', false;

@@ -75,6 +75,20 @@ BEGIN
 END
 $fn$;
 
+-- A type with its domains stripped.
+CREATE OR REPLACE FUNCTION pgshadow._reverse_base_type(p_type oid)
+RETURNS oid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH RECURSIVE d (oid, base) AS (
+        SELECT t.oid, t.typbasetype FROM pg_type t WHERE t.oid = p_type
+        UNION ALL
+        SELECT t.oid, t.typbasetype FROM d JOIN pg_type t ON t.oid = d.base WHERE d.base <> 0
+    )
+    SELECT d.oid FROM d WHERE d.base = 0
+$fn$;
+
 -- Where each written column of the legacy table p_legacy comes from, over
 -- the new table's row p (p_new): the configured reverse expression; else
 -- the new column a plain copy filled from it (columns: absent or
@@ -90,6 +104,17 @@ AS $fn$
            t.reverse_map ->> a.attname::text IS NULL AND f.src IS NOT NULL,
            CASE WHEN t.reverse_map ? a.attname::text OR f.src IS NOT NULL THEN NULL
                 WHEN EXISTS (SELECT 1 FROM jsonb_array_elements(t.column_map) e
+                             JOIN pg_attribute n ON n.attrelid = p_new AND n.attname = e ->> 'shadow'
+                                                AND NOT n.attisdropped
+                             WHERE e ->> 'expr' = format('p.%I', a.attname))
+                THEN format('column %I: the new column is %s, the legacy one %s: a value may not come back '
+                            'unchanged: give reverse_columns.%s', a.attname,
+                            (SELECT format_type(n.atttypid, n.atttypmod) FROM jsonb_array_elements(t.column_map) e
+                             JOIN pg_attribute n ON n.attrelid = p_new AND n.attname = e ->> 'shadow'
+                                                AND NOT n.attisdropped
+                             WHERE e ->> 'expr' = format('p.%I', a.attname) LIMIT 1),
+                            format_type(a.atttypid, a.atttypmod), a.attname)
+                WHEN EXISTS (SELECT 1 FROM jsonb_array_elements(t.column_map) e
                              WHERE e ->> 'shadow' = a.attname::text)
                 THEN format('column %I: the new column is %s, not a plain copy: give reverse_columns.%s',
                             a.attname, (SELECT e ->> 'expr' FROM jsonb_array_elements(t.column_map) e
@@ -103,6 +128,12 @@ AS $fn$
         FROM jsonb_array_elements(t.column_map) e
         JOIN pg_attribute n ON n.attrelid = p_new AND n.attname = e ->> 'shadow' AND NOT n.attisdropped
         WHERE e ->> 'expr' = format('p.%I', a.attname)
+          -- a copy back only when no value can change on the way: the same
+          -- type (a domain over it on the new side is fine), and the legacy
+          -- column no narrower (numeric(12,4) -> numeric(10,2) rounds,
+          -- timestamp(6) -> timestamp(0) too, silently)
+          AND pgshadow._reverse_base_type(n.atttypid) = pgshadow._reverse_base_type(a.atttypid)
+          AND (a.atttypmod = -1 OR a.atttypmod = n.atttypmod)
         ORDER BY (e ->> 'shadow') = a.attname::text DESC
         LIMIT 1) f ON true
     WHERE t.table_id = p_table_id
@@ -115,7 +146,18 @@ $fn$;
 -- as text); NULL: every row (a TRUNCATE of t).
 --   ups: t's rows of those keys into t_legacy (ON CONFLICT on the key);
 --   del: t_legacy's rows of those keys that t does not have.
-CREATE OR REPLACE FUNCTION pgshadow._reverse_sql(p_table_id integer, OUT ups text, OUT del text)
+--   unstick: delete t_legacy's rows of those keys (a unique value swapped
+--            between keys of a batch: _sync_apply_keys deletes them, then
+--            upserts them together); NULL when a foreign key cascades from
+--            t_legacy (the delete would reach other rows);
+--   keys: every key of t and of t_legacy, as the change log writes them (a
+--         TRUNCATE of t whose whole-table write failed is logged again key
+--         by key).
+-- (Its result row grew: a refresh drops the earlier one. Its callers are
+-- PL/pgSQL, nothing depends on it.)
+DROP FUNCTION IF EXISTS pgshadow._reverse_sql(integer);
+CREATE OR REPLACE FUNCTION pgshadow._reverse_sql(p_table_id integer, OUT ups text, OUT del text,
+                                                 OUT unstick text, OUT keys text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -135,10 +177,18 @@ BEGIN
     SELECT * INTO STRICT t FROM pgshadow.tables x WHERE x.table_id = p_table_id;
     v_new := format('%I.%I', t.schema_name, t.table_name)::regclass;
     v_leg := format('%I.%I', t.schema_name, t.legacy_name)::regclass;
+    -- Every column in the SET, the key columns included: a key can change
+    -- spelling without changing identity (numeric 1.0 -> 1.00, 'Alice' ->
+    -- 'alice' in a citext key), and the legacy row takes the new one (as
+    -- apply does, 80-sync-plan.sql). Not an identity column GENERATED
+    -- ALWAYS: an UPDATE may only set it to DEFAULT, and naming it fails
+    -- every upsert of the table (it is written on insert, OVERRIDING
+    -- SYSTEM VALUE).
     SELECT string_agg(format('%I', r.col), ', '), string_agg(format('(%s)', r.expr), ', '),
-           string_agg(format('%1$I = EXCLUDED.%1$I', r.col), ', ') FILTER (WHERE r.col <> ALL (t.key_columns))
+           string_agg(format('%1$I = EXCLUDED.%1$I', r.col), ', ') FILTER (WHERE a.attidentity <> 'a')
     INTO v_cols, v_exprs, v_set
-    FROM pgshadow._reverse_columns(p_table_id, v_leg, v_new) r;
+    FROM pgshadow._reverse_columns(p_table_id, v_leg, v_new) r
+    JOIN pg_attribute a ON a.attrelid = v_leg AND a.attname = r.col;
     IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_leg AND a.attidentity = 'a' AND NOT a.attisdropped) THEN
         v_over := ' OVERRIDING SYSTEM VALUE';
     END IF;
@@ -156,6 +206,18 @@ BEGIN
                   '(SELECT 1 FROM (SELECT x::text[] AS k FROM unnest($1) x) k WHERE %s)) '
                   'AND NOT EXISTS (SELECT 1 FROM %s AS p WHERE %s)',
                   v_leg, v_kl, v_new, v_pl);
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.contype = 'f' AND con.confrelid = v_leg
+                   AND con.confdeltype IN ('c', 'n', 'd')) THEN
+        unstick := format('#DELETE FROM %s AS l WHERE EXISTS '
+                          '(SELECT 1 FROM (SELECT x::text[] AS k FROM unnest($1) x) k WHERE %s)', v_leg, v_kl);
+    END IF;
+    -- key text through the output function (format's %s), as capture
+    -- writes it (50-capture.sql)
+    SELECT format('SELECT ARRAY[%1$s] FROM %3$s AS p UNION SELECT ARRAY[%2$s] FROM %4$s AS l',
+                  string_agg(format('pg_catalog.format(''%%s'', p.%I)', k.col), ', ' ORDER BY k.o),
+                  string_agg(format('pg_catalog.format(''%%s'', l.%I)', k.col), ', ' ORDER BY k.o), v_new, v_leg)
+    INTO keys
+    FROM pgshadow._key_spec(v_leg, t.key_columns) k;
 END
 $fn$;
 
@@ -189,9 +251,14 @@ DECLARE
     v_pass   integer;
     v_tid    integer;
     v_redo   integer[] := '{}';   -- tables whose deletes failed in pass 1
-    k        text;
+    v_relog  integer[] := '{}';   -- tables whose TRUNCATE was logged again key by key
+    v_failed text[];
     c        bigint;
 BEGIN
+    -- one applier at a time, as apply (_sync_lock, 80-sync-plan.sql): two
+    -- batches on different snapshots could write a key's older state last
+    PERFORM pgshadow._sync_lock(p_migration_id);
+    SET CONSTRAINTS ALL IMMEDIATE;
     -- the tables, parents first (their foreign keys between the new tables)
     WITH RECURSIVE r AS (
         SELECT x.table_id, to_regclass(format('%I.%I', x.schema_name, x.table_name)) AS rel
@@ -245,6 +312,7 @@ BEGIN
             WHERE x.table_id = v_tid AND x.op <> 'T';
             CONTINUE WHEN v_keys IS NULL AND NOT v_all;
             CONTINUE WHEN v_pass = 3 AND v_tid <> ALL (v_redo);
+            CONTINUE WHEN v_tid = ANY (v_relog);
             IF v_all THEN
                 v_keys := NULL;
                 v_tr := v_tr + CASE WHEN v_pass = 1 THEN 1 ELSE 0 END;
@@ -252,6 +320,19 @@ BEGIN
             SELECT relowner INTO v_owner FROM pg_class
             WHERE oid = (SELECT format('%I.%I', x.schema_name, x.table_name)::regclass FROM pgshadow.tables x
                          WHERE x.table_id = v_tid);
+            -- forced row level security would hide rows of t from its owner,
+            -- and the delete would take them from t_legacy: stop instead
+            IF EXISTS (SELECT 1 FROM pgshadow.tables x JOIN pg_class cl
+                         ON cl.oid IN (to_regclass(format('%I.%I', x.schema_name, x.table_name)),
+                                       to_regclass(format('%I.%I', x.schema_name, x.legacy_name)))
+                       WHERE x.table_id = v_tid AND cl.relforcerowsecurity) THEN
+                RAISE EXCEPTION 'pgshadow: reverse sync of %: the table or its legacy table has FORCE ROW LEVEL '
+                                'SECURITY: its policies would hide rows from the owner, and reverse sync would '
+                                'delete them from the legacy table',
+                                (SELECT x.table_name FROM pgshadow.tables x WHERE x.table_id = v_tid)
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          HINT = 'ALTER TABLE ... NO FORCE ROW LEVEL SECURITY while the legacy table is kept.';
+            END IF;
             PERFORM pgshadow._owner_fn(v_owner);
             SELECT * INTO v_sql FROM pgshadow._reverse_sql(v_tid);
             BEGIN
@@ -271,28 +352,30 @@ BEGIN
                     CONTINUE;
                 END IF;
                 IF v_keys IS NULL THEN
-                    -- a TRUNCATE of t: no key to set apart; the batch stays
-                    -- in the log and the daemon retries it, the error logged
-                    RAISE;
+                    -- a TRUNCATE of t whose whole-table write a row fails:
+                    -- every key of both tables goes through the log again,
+                    -- so the one that fails is set apart alone (raising
+                    -- here failed every batch of the migration, forever)
+                    INSERT INTO pgshadow.change_log (table_id, op, key)
+                    SELECT v_tid, 'U', x FROM pgshadow._sync_run(v_owner, v_sql.keys) x;
+                    v_relog := v_relog || v_tid;
+                    CONTINUE;
                 END IF;
-                -- one key at a time: the one that fails alone is the row's
-                FOREACH k IN ARRAY v_keys
-                LOOP
-                    BEGIN
-                        SELECT x[1]::bigint INTO c FROM pgshadow._sync_run(v_owner,
-                            CASE WHEN v_pass = 2 THEN v_sql.ups ELSE v_sql.del END, ARRAY[k]) x;
-                        IF v_pass = 2 THEN v_up := v_up + c; ELSE v_del := v_del + c; END IF;
-                        DELETE FROM pgshadow.quarantine q WHERE q.table_id = v_tid AND q.key::text = k;
-                    EXCEPTION WHEN lock_not_available OR query_canceled OR deadlock_detected OR admin_shutdown
-                                   OR serialization_failure OR insufficient_resources OR program_limit_exceeded THEN
-                        RAISE;
-                    WHEN OTHERS THEN
-                        PERFORM pgshadow._sync_quarantine(v_tid, k::text[], SQLSTATE,
-                                                          'reverse sync to the legacy table: ' || SQLERRM, NULL,
-                                                          CASE WHEN v_pass = 2 THEN 'upsert' ELSE 'delete' END);
-                        v_q := v_q + 1;
-                    END;
-                END LOOP;
+                -- key by key (halves first, a few rounds, so a key whose
+                -- parent row of the same table came later in the batch gets
+                -- it; a unique value swapped between keys is repaired): the
+                -- one that fails alone is the row's, and is quarantined
+                SELECT k.n_rows, k.failed INTO c, v_failed
+                FROM pgshadow._sync_apply_keys(v_tid, v_owner, CASE WHEN v_pass = 2 THEN 'upsert' ELSE 'delete' END,
+                                               CASE WHEN v_pass = 2 THEN v_sql.ups ELSE v_sql.del END, v_keys,
+                                               CASE WHEN v_pass = 2 THEN v_sql.unstick END) k;
+                IF v_pass = 2 THEN v_up := v_up + c; ELSE v_del := v_del + c; END IF;
+                v_q := v_q + cardinality(v_failed);
+                DELETE FROM pgshadow.quarantine q WHERE q.table_id = v_tid AND q.key::text = ANY (v_keys)
+                  AND NOT q.key::text = ANY (v_failed) AND q.phase IS DISTINCT FROM 'parse';
+                UPDATE pgshadow.quarantine q SET message = 'reverse sync to the legacy table: ' || q.message
+                WHERE q.table_id = v_tid AND q.key::text = ANY (v_failed)
+                  AND q.message NOT LIKE 'reverse sync to the legacy table: %';
             END;
         END LOOP;
     END LOOP;
@@ -333,6 +416,7 @@ AS $fn$
 $fn$;
 
 REVOKE ALL ON FUNCTION pgshadow.set_reverse_columns(text, text, jsonb),
+                       pgshadow._reverse_base_type(oid),
                        pgshadow._reverse_columns(integer, oid, oid),
                        pgshadow._reverse_sql(integer),
                        pgshadow._reverse_apply(text, integer),
