@@ -202,6 +202,12 @@ BEGIN
                 FROM pg_depend dp JOIN pg_rewrite r ON r.oid = dp.objid JOIN pg_class c ON c.oid = r.ev_class
                 WHERE dp.classid = 'pg_rewrite'::regclass AND dp.refobjid = v_v AND c.oid <> v_v;
             END IF;
+            IF pgshadow._reverse_forced(t.table_id) THEN
+                RETURN QUERY SELECT t.table_name, 'reverse sync', t.legacy_name,
+                                    'refused: stopped while the table or its legacy table has FORCE ROW LEVEL SECURITY '
+                                    '(its policies would hide rows from the owner): ALTER TABLE ... NO FORCE ROW '
+                                    'LEVEL SECURITY, and reverse sync catches up', false;
+            END IF;
             IF EXISTS (SELECT 1 FROM pgshadow.quarantine q WHERE q.table_id = t.table_id) THEN
                 RETURN QUERY SELECT t.table_name, 'quarantine', t.legacy_name,
                                     format('refused: %s key(s) the legacy table rejected would be lost '

@@ -1757,7 +1757,9 @@ static void test_revert_needs_reverse(void **state)
  * quarantined with it; after a TRUNCATE of the new table, a row the legacy
  * table rejects is quarantined alone and the others apply; a copy back
  * into a narrower column refuses the promote; a view that reads a column
- * the legacy table lacks refuses the revert (ok = false, not only said). */
+ * the legacy table lacks refuses the revert (ok = false, not only said);
+ * FORCE ROW LEVEL SECURITY on a new table holds its reverse sync back (the
+ * plan says why), not the other tables'. */
 static void test_reverse_sync_edges(void **state)
 {
     (void)state;
@@ -1817,6 +1819,21 @@ static void test_reverse_sync_edges(void **state)
     itest_expect_sql(c, "SELECT string_agg(t.table_name || q.key::text || q.sqlstate, ',' ORDER BY t.table_name) "
                         "FROM pgshadow.quarantine q JOIN pgshadow.tables t USING (table_id)",
                      "e_self{2020}23514,e_tr{6}23514");
+    /* FORCE ROW LEVEL SECURITY on a new table: its reverse sync waits (its
+     * entry stays in the log, the revert plan says why), the other tables
+     * go on; without it, it catches up */
+    itest_exec_ok(c, "ALTER TABLE e_num ENABLE ROW LEVEL SECURITY; ALTER TABLE e_num FORCE ROW LEVEL SECURITY;"
+                     "UPDATE e_num SET v = 'c'; UPDATE e_uq SET email = 'z' WHERE id = 1");
+    itest_exec_ok(c, "SELECT * FROM pgshadow.apply_batch('edge', 1000)");
+    itest_expect_sql(c, "SELECT (SELECT count(*) FROM pgshadow.change_log) || ' ' || "
+                        "(SELECT email FROM e_uq_legacy WHERE id = 1) || ' ' || (SELECT v FROM e_num_legacy)",
+                     "1 z b");
+    itest_expect_sql(c, "SELECT action ~ 'FORCE ROW LEVEL SECURITY' AND NOT ok FROM pgshadow.revert_plan('edge') "
+                        "WHERE table_name = 'e_num' AND kind = 'reverse sync'", "t");
+    itest_exec_ok(c, "ALTER TABLE e_num NO FORCE ROW LEVEL SECURITY");
+    itest_exec_ok(c, "SELECT * FROM pgshadow.apply_batch('edge', 1000)");
+    itest_expect_sql(c, "SELECT (SELECT count(*) FROM pgshadow.change_log) || ' ' || (SELECT v FROM e_num_legacy)",
+                     "0 c");
     /* a view the revert cannot re-create refuses it in the plan */
     itest_exec_ok(c, "ALTER TABLE e_uq ADD COLUMN extra int; CREATE VIEW e_uq_extra AS SELECT id, extra FROM e_uq");
     itest_expect_sql(c, "SELECT ok FROM pgshadow.revert_plan('edge') WHERE object = 'public.e_uq_extra'", "f");
