@@ -82,7 +82,8 @@ BEGIN
            array_agg(t.capture_mode = 'row' ORDER BY d.depth, t.table_id)
     INTO v_ids, v_rowmode
     FROM pgshadow.tables t JOIN pgshadow._sync_fk_depth(p_migration_id) d USING (table_id)
-    WHERE t.migration_id = p_migration_id;
+    WHERE t.migration_id = p_migration_id
+      AND NOT pgshadow._rls_forced(t.table_id);   -- held back (05-rules.sql): the others go on
     IF v_ids IS NULL THEN
         RETURN QUERY SELECT 0, 0, 0, 0, 0, NULL::text;
         RETURN;

@@ -202,7 +202,7 @@ BEGIN
                 FROM pg_depend dp JOIN pg_rewrite r ON r.oid = dp.objid JOIN pg_class c ON c.oid = r.ev_class
                 WHERE dp.classid = 'pg_rewrite'::regclass AND dp.refobjid = v_v AND c.oid <> v_v;
             END IF;
-            IF pgshadow._reverse_forced(t.table_id) THEN
+            IF pgshadow._rls_forced(t.table_id) THEN
                 RETURN QUERY SELECT t.table_name, 'reverse sync', t.legacy_name,
                                     'refused: stopped while the table or its legacy table has FORCE ROW LEVEL SECURITY '
                                     '(its policies would hide rows from the owner): ALTER TABLE ... NO FORCE ROW '
@@ -218,6 +218,12 @@ BEGIN
         ELSE
             IF to_regclass(format('%I.%I', t.schema_name, v_out)) IS NOT NULL THEN
                 RETURN QUERY SELECT t.table_name, 'table', v_out, 'refused: the name is taken', false;
+            END IF;
+            IF pgshadow._rls_forced(t.table_id) THEN
+                RETURN QUERY SELECT t.table_name, 'sync', t.table_name,
+                                    'refused: the table or its shadow has FORCE ROW LEVEL SECURITY: apply holds its '
+                                    'changes back (the owner''s policies would hide rows from it): ALTER TABLE ... NO '
+                                    'FORCE ROW LEVEL SECURITY, let verify check it, then promote', false;
             END IF;
             IF p_reverse THEN
                 -- every legacy column needs a source in the new table

@@ -89,19 +89,6 @@ AS $fn$
     SELECT d.oid FROM d WHERE d.base = 0
 $fn$;
 
--- Reverse sync of the table stops while its new or legacy table has FORCE
--- ROW LEVEL SECURITY (see _reverse_apply).
-CREATE OR REPLACE FUNCTION pgshadow._reverse_forced(p_table_id integer)
-RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT EXISTS (SELECT 1 FROM pgshadow.tables x JOIN pg_class cl
-                     ON cl.oid IN (to_regclass(format('%I.%I', x.schema_name, x.table_name)),
-                                   to_regclass(format('%I.%I', x.schema_name, x.legacy_name)))
-                   WHERE x.table_id = p_table_id AND x.legacy_name IS NOT NULL AND cl.relforcerowsecurity)
-$fn$;
-
 -- Where each written column of the legacy table p_legacy comes from, over
 -- the new table's row p (p_new): the configured reverse expression; else
 -- the new column a plain copy filled from it (columns: absent or
@@ -280,7 +267,7 @@ BEGIN
     WITH RECURSIVE r AS (
         SELECT x.table_id, to_regclass(format('%I.%I', x.schema_name, x.table_name)) AS rel
         FROM pgshadow.tables x WHERE x.migration_id = p_migration_id AND x.reverse_sync
-          AND NOT pgshadow._reverse_forced(x.table_id)
+          AND NOT pgshadow._rls_forced(x.table_id)
     ), e AS (
         SELECT DISTINCT ch.table_id AS child, pa.table_id AS parent
         FROM pg_constraint con JOIN r ch ON con.conrelid = ch.rel JOIN r pa ON con.confrelid = pa.rel
@@ -422,7 +409,6 @@ $fn$;
 
 REVOKE ALL ON FUNCTION pgshadow.set_reverse_columns(text, text, jsonb),
                        pgshadow._reverse_base_type(oid),
-                       pgshadow._reverse_forced(integer),
                        pgshadow._reverse_columns(integer, oid, oid),
                        pgshadow._reverse_sql(integer),
                        pgshadow._reverse_apply(text, integer),

@@ -1718,7 +1718,9 @@ static void test_revert_under_load(void **state)
  * makes its table not revertable: promote --dry-run (reverse sync, the
  * default) lists it and exits 3, naming the column and the way out;
  * --without-revert is accepted; a reverse_columns expression makes it
- * revertable. And revert before a promote is refused. */
+ * revertable. And revert before a promote is refused. And FORCE ROW LEVEL
+ * SECURITY set on a primary after install holds its apply back, not the
+ * other table's, and refuses promote. */
 static void test_revert_needs_reverse(void **state)
 {
     (void)state;
@@ -1737,6 +1739,26 @@ static void test_revert_needs_reverse(void **state)
     free(out);
     out = ctl(T.opcfg, 3, "not promoted", "revert", "--dry-run", NULL);
     free(out);
+    /* FORCE ROW LEVEL SECURITY set on a primary after install: apply holds
+     * its changes back (the owner's policies would hide rows from apply's
+     * reads, and it would delete them from the shadow), the other table
+     * goes on, promote refuses; NO FORCE, and it catches up */
+    for (int i = 0; i < 10; i++) /* the backfill, without a daemon */
+        itest_exec_ok(T.db->c, "SELECT * FROM pgshadow.backfill_step('" MIG "', 10000)");
+    itest_exec_ok(T.db->c, "SELECT * FROM pgshadow.apply_batch('" MIG "', 10000)");
+    expect("SELECT (SELECT count(*) FROM tasks_shadow) || ' ' || (SELECT count(*) FROM projects_shadow)", "2000 200");
+    itest_exec_ok(T.db->c, "ALTER TABLE projects FORCE ROW LEVEL SECURITY;"
+                           "UPDATE projects SET budget = 7 WHERE id = 2; UPDATE tasks SET n = 7 WHERE id = 2");
+    itest_exec_ok(T.db->c, "SELECT * FROM pgshadow.apply_batch('" MIG "', 10000)");
+    expect("SELECT (SELECT count(*) FROM pgshadow.change_log) || ' ' || (SELECT n FROM tasks_shadow WHERE id = 2) "
+           "|| ' ' || (SELECT budget FROM projects_shadow WHERE id = 2)",
+           "1 7 0");
+    out = ctl(T.opcfg, 3, "has FORCE ROW LEVEL SECURITY: apply holds its changes back", "promote", "--dry-run", NULL);
+    free(out);
+    itest_exec_ok(T.db->c, "ALTER TABLE projects NO FORCE ROW LEVEL SECURITY");
+    itest_exec_ok(T.db->c, "SELECT * FROM pgshadow.apply_batch('" MIG "', 10000)");
+    expect("SELECT (SELECT count(*) FROM pgshadow.change_log) || ' ' || (SELECT budget FROM projects_shadow WHERE id = 2)",
+           "0 7");
     /* a reverse expression for a column that is not there, or for the key */
     PGresult *res = PQexec(T.db->c, "SELECT pgshadow.set_reverse_columns('public', 'projects', '{\"nope\": \"1\"}')");
     assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
