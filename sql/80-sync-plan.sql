@@ -47,8 +47,9 @@ SELECT pgshadow._drop_functions(ARRAY['pgshadow._sync_unstick_sql(integer)',
 -- A registered table whose primary, shadow or (after promote) legacy table
 -- has FORCE ROW LEVEL SECURITY now. Install refuses it (05-rules.sql), but an
 -- owner may set it later: then the owner's policies hide rows from the
--- owner's own reads, through which apply and reverse sync copy and delete,
--- and a hidden row would be deleted from the other side. Apply and reverse
+-- owner's own reads, through which apply and reverse sync copy and delete:
+-- a hidden row's change is missed (an UPDATE lost, seen in
+-- test_revert_needs_reverse) or the row deleted from the other side. Apply and reverse
 -- sync hold such a table's entries back (the other tables go on), promote
 -- and revert refuse it.
 CREATE OR REPLACE FUNCTION pgshadow._rls_forced(p_table_id integer)
