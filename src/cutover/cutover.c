@@ -616,9 +616,10 @@ static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why,
     if (ps_co_cmd_parse(cmd->name, &which) < 0)
         return snprintf(why, whylen, "not a cutover command: %s", cmd->name), 1;
     if (!m->loaded) {
-        snprintf(why, whylen, "the daemon is reading the cutover state (it just became leader, or a write of "
-                              "it failed); try again");
-        return 1;
+        /* a new leader (or one whose write failed) reading the state: the
+         * command waits in the queue, taken again at the next poll */
+        snprintf(why, whylen, "the daemon is reading the cutover state");
+        return PS_CONTROL_LATER;
     }
     if (!m->schedule_ok && which != PS_CO_CMD_ROLLBACK && which != PS_CO_CMD_ABORT) {
         snprintf(why, whylen, "the percent in force (%d%%) is no stage of cutover.stages: fix the schedule "
