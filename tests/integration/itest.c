@@ -2,8 +2,8 @@
  * itest.c - the integration tests' shared helpers (see itest.h).
  *
  * Owns nothing between calls except what a caller's itest_db / itest_run /
- * itest_daemon holds. Everything that must succeed fails the current cmocka
- * test with the reason; nothing skips.
+ * itest_daemon / itest_bench holds. Everything that must succeed fails the
+ * current cmocka test with the reason; nothing skips.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -708,4 +708,83 @@ PGconn *itest_connect_as(const char *db, const char *user)
     PGconn *c = itest_connect(ci);
     free(ci);
     return c;
+}
+
+/* ---- background pgbench ----------------------------------------------- */
+
+void itest_bench_start(itest_bench *b, const char *dir, const char *script, const char *conninfo,
+                       const char *mode)
+{
+    assert_false(b->on);
+    char path[4096], bin[4096];
+    snprintf(path, sizeof path, "%s/load.sql", dir);
+    assert_int_equal(itest_write_file(path, script), 0);
+    snprintf(bin, sizeof bin, "%s/pgbench", itest_env("PGSHADOW_TEST_PGBIN"));
+    char *argv[16];
+    int n = 0;
+    argv[n++] = bin;
+    argv[n++] = "-n";
+    if (mode) {
+        argv[n++] = "-M";
+        argv[n++] = (char *)mode;
+    }
+    char *const rest[] = {"-c", "2", "-R", "100", "-T", "900", "-f", path, (char *)conninfo, NULL};
+    for (int i = 0; rest[i]; i++)
+        argv[n++] = rest[i];
+    argv[n] = NULL;
+    itest_child_start(&b->child, argv);
+    b->on = true;
+}
+
+long itest_bench_stop(itest_bench *b, const char *tag, void (*on_fail)(void))
+{
+    assert_true(b->on);
+    b->on = false;
+    kill(b->child.pid, SIGALRM);
+    itest_run r;
+    itest_child_finish(&b->child, &r);
+    static const char processed[] = "number of transactions actually processed: ";
+    const char *n = strstr(r.out, processed);
+    long done = n ? atol(n + strlen(processed)) : 0;
+    if (r.rc != 0 || !strstr(r.out, "number of failed transactions: 0 ") || done < 10) {
+        if (on_fail)
+            on_fail();
+        fail_msg("pgbench: rc %d, %ld transactions\n%s\n%s", r.rc, done, r.out, r.err);
+    }
+    fprintf(stderr, "%s: pgbench: %ld transactions, none failed\n", tag, done);
+    itest_run_free(&r);
+    return done;
+}
+
+void itest_bench_abort(itest_bench *b)
+{
+    if (!b->on)
+        return;
+    b->on = false;
+    kill(b->child.pid, SIGKILL);
+    waitpid(b->child.pid, NULL, 0);
+    unlink(b->child.outp);
+    unlink(b->child.errp);
+}
+
+/* ---- roles and teardown --------------------------------------------------- */
+
+void itest_role_ensure(PGconn *c, const char *role, const char *member_of)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '%s') THEN "
+             "CREATE ROLE %s LOGIN%s%s; END IF; END $$",
+             role, role, member_of ? " IN ROLE " : "", member_of ? member_of : "");
+    itest_exec_ok(c, sql);
+}
+
+void itest_tmpdir_remove(const char *dir)
+{
+    if (!dir[0] || getenv("PGSHADOW_KEEP_TMP"))
+        return;
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
 }

@@ -246,4 +246,58 @@ int itest_daemon_kill(itest_daemon *d, int sig);
  * be started again after resetting it to ITEST_DAEMON_INIT. */
 void itest_daemon_cleanup(itest_daemon *d);
 
+/* ---- background pgbench ----------------------------------------------- */
+
+/* A pgbench run in the background while a test acts: an application's
+ * steady write load, whose verdict (no failed transaction) the test takes
+ * at the end. */
+typedef struct itest_bench {
+    itest_child child;
+    bool on; /* started and not yet stopped or aborted */
+} itest_bench;
+
+/* Write script (a pgbench script's text) to <dir>/load.sql and start
+ * $PGSHADOW_TEST_PGBIN/pgbench -n [-M mode] -c 2 -R 100 -T 900 -f it
+ * against conninfo, in the background. mode: "simple", "prepared", or NULL
+ * for pgbench's default. -T is only an upper bound (above meson's timeout):
+ * itest_bench_stop ends the run. */
+void itest_bench_start(itest_bench *b, const char *dir, const char *script, const char *conninfo,
+                       const char *mode);
+
+/* End the run with SIGALRM (how pgbench ends a timed run itself, so it still
+ * prints its summary) and take its verdict: exit 0, "number of failed
+ * transactions: 0", at least 10 transactions processed. Prints "<tag>:
+ * pgbench: N transactions, none failed" and returns N; otherwise calls
+ * on_fail (unless NULL: e.g. to print the daemon's log) and fails the test
+ * with pgbench's output. */
+long itest_bench_stop(itest_bench *b, const char *tag, void (*on_fail)(void));
+
+/* For a teardown (a test that failed under load): SIGKILL the run, reap it,
+ * remove its output files; no verdict. A no-op unless b->on. */
+void itest_bench_abort(itest_bench *b);
+
+/* ---- roles and teardown --------------------------------------------------- */
+
+/* An end-to-end test with daemons under an application's load (as
+ * test-cutover.c and test-promote.c) sets up its roles with
+ * itest_role_ensure, and its teardown is, in this order:
+ *
+ *     itest_bench_abort(&T.bench);   (a case that failed under load)
+ *     itest_daemon_cleanup(&T.a);    (each daemon)
+ *     itest_db_free(T.db);
+ *     itest_tmpdir_remove(T.dir);
+ */
+
+/* CREATE ROLE role LOGIN [IN ROLE member_of] unless it exists. Roles are the
+ * cluster's: they outlive each test's database and earlier runs, so a test
+ * makes sure of them rather than creating them. member_of: NULL for none,
+ * else a role that exists (e.g. pgshadow_operator, which the install
+ * creates). */
+void itest_role_ensure(PGconn *c, const char *role, const char *member_of);
+
+/* rm -rf a test's temp dir, unless PGSHADOW_KEEP_TMP is set (then it is kept
+ * for a look at the daemons' logs). Says so on stderr when it cannot; never
+ * fails the test (for a teardown). */
+void itest_tmpdir_remove(const char *dir);
+
 #endif

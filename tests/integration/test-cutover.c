@@ -34,9 +34,10 @@
  *
  * Every wait polls with a generous deadline (ASan, a busy machine). The
  * only fixed sleep is the stale window of 3, which must be watched.
- * PGSHADOW_TEST_FILTER (a cmocka pattern) runs some cases only. A little
- * over 800 lines: eight cases end to end, and the helpers only they use
- * (the load, the start, the waits on the cutover row) kept here.
+ * PGSHADOW_TEST_FILTER (a cmocka pattern) runs some cases only. The load
+ * (itest_bench), the roles and the teardown's parts are itest.h's; the
+ * helpers only these cases use (the start, the waits on the cutover row)
+ * are kept here.
  *
  * Env: as every integration test (itest.h), and PGSHADOW_TEST_PGBIN.
  */
@@ -52,7 +53,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "itest.h"
@@ -68,8 +68,7 @@ static struct {
     itest_db *db;
     char dir[64], cfg[128];
     char *ci;
-    itest_child bench;
-    bool bench_on;
+    itest_bench bench;
     itest_daemon a, b;
     itest_daemon *d; /* the one whose log a failure shows */
 } T;
@@ -135,35 +134,21 @@ static int db_setup(void **state)
     itest_exec_ok(T.db->c, script);
     free(script);
     free(schema);
-    itest_exec_ok(T.db->c, "DO $$ BEGIN "
-                           "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" OP "') THEN "
-                           "  CREATE ROLE " OP " LOGIN IN ROLE pgshadow_operator; END IF; "
-                           "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" VIEW "') THEN "
-                           "  CREATE ROLE " VIEW " LOGIN IN ROLE pgshadow_viewer; END IF; "
-                           "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" NOBODY "') THEN "
-                           "  CREATE ROLE " NOBODY " LOGIN; END IF; END $$");
+    itest_role_ensure(T.db->c, OP, "pgshadow_operator");
+    itest_role_ensure(T.db->c, VIEW, "pgshadow_viewer");
+    itest_role_ensure(T.db->c, NOBODY, NULL);
     return 0;
 }
 
 static int db_teardown(void **state)
 {
     (void)state;
-    if (T.bench_on) { /* a test that failed under load: no verdict, just stop it */
-        kill(T.bench.pid, SIGKILL);
-        waitpid(T.bench.pid, NULL, 0);
-        unlink(T.bench.outp);
-        unlink(T.bench.errp);
-    }
+    itest_bench_abort(&T.bench); /* a test that failed under load: no verdict, just stop it */
     itest_daemon_cleanup(&T.a);
     itest_daemon_cleanup(&T.b);
     itest_db_free(T.db);
     free(T.ci);
-    if (!getenv("PGSHADOW_KEEP_TMP")) {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", T.dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", T.dir);
-    }
+    itest_tmpdir_remove(T.dir);
     return 0;
 }
 
@@ -288,33 +273,15 @@ static const char PGBENCH_SCRIPT[] =
     "SELECT CASE WHEN pgshadow.read_from_shadow('items', :id::text) "
     "THEN (SELECT v FROM items_shadow WHERE id = :id) ELSE (SELECT v FROM items WHERE id = :id) END;\n";
 
+/* as the superuser, 2 clients at 100 tps in all (itest_bench_start) */
 static void load_start(void)
 {
-    char script[160], bin[512];
-    snprintf(script, sizeof script, "%s/load.sql", T.dir);
-    assert_int_equal(itest_write_file(script, PGBENCH_SCRIPT), 0);
-    snprintf(bin, sizeof bin, "%s/pgbench", itest_env("PGSHADOW_TEST_PGBIN"));
-    /* -T is only an upper bound: load_stop ends the run with SIGALRM, which
-     * is how pgbench ends a timed run itself (it still prints its summary) */
-    char *const argv[] = {bin, "-n", "-c", "2", "-R", "100", "-T", "600", "-f", script, T.ci, NULL};
-    itest_child_start(&T.bench, argv);
-    T.bench_on = true;
+    itest_bench_start(&T.bench, T.dir, PGBENCH_SCRIPT, T.ci, NULL);
 }
 
 static void load_stop(void)
 {
-    assert_true(T.bench_on);
-    T.bench_on = false;
-    kill(T.bench.pid, SIGALRM);
-    itest_run r;
-    itest_child_finish(&T.bench, &r);
-    static const char processed[] = "number of transactions actually processed: ";
-    const char *n = strstr(r.out, processed);
-    long done = n ? atol(n + strlen(processed)) : 0;
-    if (r.rc != 0 || !strstr(r.out, "number of failed transactions: 0 ") || done < 10)
-        fail_msg("pgbench: rc %d, %ld transactions\n%s\n%s", r.rc, done, r.out, r.err);
-    fprintf(stderr, "test-cutover: pgbench: %ld transactions, none failed\n", done);
-    itest_run_free(&r);
+    itest_bench_stop(&T.bench, "test-cutover", NULL);
 }
 
 /* ---- getting to a stage --------------------------------------------------- */

@@ -118,8 +118,7 @@ static struct {
     itest_db *db;
     char dir[64], cfg[128], opcfg[128];
     char *ci; /* the superuser's */
-    itest_child bench;
-    bool bench_on;
+    itest_bench bench;
     itest_daemon a, b;
     itest_daemon *d; /* the one whose log a failure shows */
 } T;
@@ -161,12 +160,9 @@ static int db_setup(void **state)
     assert_non_null(mkdtemp(T.dir));
     snprintf(T.cfg, sizeof T.cfg, "%s/daemon.yaml", T.dir);
     snprintf(T.opcfg, sizeof T.opcfg, "%s/op.yaml", T.dir);
-    itest_exec_ok(T.db->c, "DO $$ BEGIN "
-                           "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" OWNER "') THEN "
-                           "  CREATE ROLE " OWNER " LOGIN; END IF; "
-                           "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" READER "') THEN "
-                           "  CREATE ROLE " READER " LOGIN; END IF; END $$;"
-                           "GRANT CREATE ON SCHEMA public TO " OWNER);
+    itest_role_ensure(T.db->c, OWNER, NULL);
+    itest_role_ensure(T.db->c, READER, NULL);
+    itest_exec_ok(T.db->c, "GRANT CREATE ON SCHEMA public TO " OWNER);
     itest_exec_ok(T.db->c, APP_SQL);
     char *schema = itest_install_sql(), *script = NULL;
     assert_true(asprintf(&script,
@@ -178,12 +174,9 @@ static int db_setup(void **state)
     itest_exec_ok(T.db->c, script);
     free(script);
     free(schema);
-    itest_exec_ok(T.db->c, "DO $$ BEGIN "
-                           "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" OP "') THEN "
-                           "  CREATE ROLE " OP " LOGIN IN ROLE pgshadow_operator; END IF; "
-                           "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" DAEMON "') THEN "
-                           "  CREATE ROLE " DAEMON " LOGIN IN ROLE pgshadow_daemon; END IF; END $$;"
-                           /* which side of the promote a statement ran on (its snapshot) */
+    itest_role_ensure(T.db->c, OP, "pgshadow_operator");
+    itest_role_ensure(T.db->c, DAEMON, "pgshadow_daemon");
+    itest_exec_ok(T.db->c, /* which side of the promote a statement ran on (its snapshot) */
                            "CREATE FUNCTION public.promoted_now() RETURNS int LANGUAGE sql STABLE "
                            "SECURITY DEFINER SET search_path = pg_catalog AS "
                            "$$SELECT count(*)::int FROM pgshadow.tables WHERE promoted_at IS NOT NULL$$;");
@@ -193,22 +186,12 @@ static int db_setup(void **state)
 static int db_teardown(void **state)
 {
     (void)state;
-    if (T.bench_on) { /* a test that failed under load: no verdict, just stop it */
-        kill(T.bench.pid, SIGKILL);
-        waitpid(T.bench.pid, NULL, 0);
-        unlink(T.bench.outp);
-        unlink(T.bench.errp);
-    }
+    itest_bench_abort(&T.bench); /* a test that failed under load: no verdict, just stop it */
     itest_daemon_cleanup(&T.a);
     itest_daemon_cleanup(&T.b);
     itest_db_free(T.db);
     free(T.ci);
-    if (!getenv("PGSHADOW_KEEP_TMP")) {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", T.dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", T.dir);
-    }
+    itest_tmpdir_remove(T.dir);
     return 0;
 }
 
@@ -355,17 +338,11 @@ static const char PGBENCH_SCRIPT[] =
     "SELECT CASE WHEN pgshadow.read_from_shadow('tasks', :tid::text) "
     "THEN (SELECT title FROM tasks_shadow WHERE id = :tid) ELSE (SELECT title FROM tasks WHERE id = :tid) END;\n";
 
+/* as the owner, 2 clients at 100 tps in all (itest_bench_start) */
 static void load_start_script(const char *mode, const char *text)
 {
-    char script[160], bin[512];
-    snprintf(script, sizeof script, "%s/load.sql", T.dir);
-    assert_int_equal(itest_write_file(script, text), 0);
-    snprintf(bin, sizeof bin, "%s/pgbench", itest_env("PGSHADOW_TEST_PGBIN"));
     char *ci = itest_conninfo_as(T.db->name, OWNER);
-    /* -T is only an upper bound: load_stop ends the run with SIGALRM */
-    char *const argv[] = {bin, "-n", "-M", (char *)mode, "-c", "2", "-R", "100", "-T", "900", "-f", script, ci, NULL};
-    itest_child_start(&T.bench, argv);
-    T.bench_on = true;
+    itest_bench_start(&T.bench, T.dir, text, ci, mode);
     free(ci);
 }
 
@@ -378,21 +355,7 @@ static void load_start(const char *mode)
  * completed. */
 static long load_stop(void)
 {
-    assert_true(T.bench_on);
-    T.bench_on = false;
-    kill(T.bench.pid, SIGALRM);
-    itest_run r;
-    itest_child_finish(&T.bench, &r);
-    static const char processed[] = "number of transactions actually processed: ";
-    const char *n = strstr(r.out, processed);
-    long done = n ? atol(n + strlen(processed)) : 0;
-    if (r.rc != 0 || !strstr(r.out, "number of failed transactions: 0 ") || done < 10) {
-        dump();
-        fail_msg("pgbench: rc %d, %ld transactions\n%s\n%s", r.rc, done, r.out, r.err);
-    }
-    fprintf(stderr, "test-promote: pgbench: %ld transactions, none failed\n", done);
-    itest_run_free(&r);
-    return done;
+    return itest_bench_stop(&T.bench, "test-promote", dump);
 }
 
 /* ---- getting to the decision -------------------------------------------- */
