@@ -9,7 +9,8 @@
  * Environment (set by tests/run and tests/harness/pgcluster.sh):
  * PGSHADOW_TEST_CONNINFO, PGSHADOW_TEST_CLUSTER, PGSHADOW_TEST_PGBIN,
  * PGSHADOW_SRCDIR, PGSHADOWD, PGSHADOWCTL. A missing one is a failure, never
- * a skip.
+ * a skip. The one skip there is: PGSHADOW_TEST_SKIP_LOAD (tests/run sets it
+ * for the ASan build) skips the load cases, visibly (ITEST_LOAD_CASE below).
  */
 #ifndef PGSHADOW_ITEST_H
 #define PGSHADOW_ITEST_H
@@ -245,6 +246,37 @@ int itest_daemon_kill(itest_daemon *d, int sig);
 /* SIGKILL it if still running, close the socket, free the messages; d can
  * be started again after resetting it to ITEST_DAEMON_INIT. */
 void itest_daemon_cleanup(itest_daemon *d);
+
+/* ---- load cases -------------------------------------------------------- */
+
+/* A load case is one whose point is a sustained write load (pgbench, or
+ * test-sync's chaos writers), and whose wall time is mostly that load. It
+ * runs in the -Werror build and is skipped in the ASan build: tests/run sets
+ * PGSHADOW_TEST_SKIP_LOAD=1 there only, since the load drives the same C
+ * code as the light cases, only longer. Every other case runs in both
+ * builds, so tag a case only when a light case covers the code it runs.
+ * Now: test-promote's two under-load cases, test-verify's no false
+ * positives under load, test-sync's chaos.
+ *
+ * In main()'s case table, in place of cmocka_unit_test_setup_teardown(f,
+ * setup, teardown) (setup and teardown may be NULL):
+ *
+ *     ITEST_LOAD_CASE(test_promote_under_load_simple, db_setup, db_teardown),
+ *
+ * With PGSHADOW_TEST_SKIP_LOAD set, the case keeps its name (so
+ * PGSHADOW_TEST_FILTER still selects it) but runs itest_load_skipped
+ * instead, without setup or teardown: cmocka prints it as SKIPPED, with the
+ * reason, and tests/run lists it. Never a silent skip. */
+#define ITEST_LOAD_CASE(f, setup, teardown)                                                \
+    (itest_skip_load() ? (struct CMUnitTest){#f, itest_load_skipped, NULL, NULL, NULL}    \
+                       : (struct CMUnitTest)cmocka_unit_test_setup_teardown(f, setup, teardown))
+
+/* PGSHADOW_TEST_SKIP_LOAD is set and not empty or "0". */
+bool itest_skip_load(void);
+
+/* A load case's stand-in while PGSHADOW_TEST_SKIP_LOAD is set: prints why,
+ * then cmocka's skip(). */
+void itest_load_skipped(void **state);
 
 /* ---- background pgbench ----------------------------------------------- */
 

@@ -37,7 +37,8 @@
  * PGSHADOW_TEST_FILTER (a cmocka pattern) runs some cases only. The load
  * (itest_bench), the roles and the teardown's parts are itest.h's; the
  * helpers only these cases use (the start, the waits on the cutover row)
- * are kept here.
+ * are kept here. No case is a load case (ITEST_LOAD_CASE): the load runs
+ * beside what each case is about, and every case runs in both builds.
  *
  * Env: as every integration test (itest.h), and PGSHADOW_TEST_PGBIN.
  */

@@ -17,7 +17,10 @@
  *     random moments 12 times (restarted each time; each kill lands on a
  *     daemon that has taken the leader lock) and PostgreSQL is
  *     restarted with -m immediate twice; then drain and the same equality.
- *     The seed is printed; PGSHADOW_CHAOS_SEED=<n> replays its choices;
+ *     The seed is printed; PGSHADOW_CHAOS_SEED=<n> replays its choices.
+ *     A load case (ITEST_LOAD_CASE): tests/run runs it in the -Werror build
+ *     only, and the cases after it start from what 1. left when it is
+ *     skipped;
  *  3. poison rows (a shadow CHECK stricter than the primary) land in the
  *     quarantine with SQLSTATE and message while the others apply; a later
  *     change to a poisoned key retries it and clears the quarantine;
@@ -1390,7 +1393,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backfill),
-        cmocka_unit_test(test_chaos),
+        /* a load case: not under ASan (itest.h); the cases after it do not need it */
+        ITEST_LOAD_CASE(test_chaos, NULL, NULL),
         cmocka_unit_test(test_quarantine),
         cmocka_unit_test(test_wakeup),
         cmocka_unit_test(test_reload_and_halt),

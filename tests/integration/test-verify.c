@@ -11,7 +11,9 @@
  *    repairs them through apply, and the shadow equals the primary again.
  *    (A digest compare that were a no-op finds nothing here: the test fails.)
  *  - pgbench writing while passes run: no failed transaction, no key
- *    reported diverged but the one the test breaks on purpose meanwhile;
+ *    reported diverged but the one the test breaks on purpose meanwhile (a
+ *    load case, ITEST_LOAD_CASE: tests/run runs it in the -Werror build
+ *    only);
  *  - incremental verify: a key apply wrote and that is then broken is
  *    found without any pass;
  *  - a key whose repair never holds (a shadow trigger rewrites it) is
@@ -451,7 +453,8 @@ int main(void)
         cmocka_set_test_filter(getenv("PGSHADOW_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_finds_reports_repairs, db_setup, db_teardown),
-        cmocka_unit_test_setup_teardown(test_no_false_positives_under_load, db_setup, db_teardown),
+        /* a load case: not under ASan (itest.h) */
+        ITEST_LOAD_CASE(test_no_false_positives_under_load, db_setup, db_teardown),
         cmocka_unit_test_setup_teardown(test_incremental_and_give_up, db_setup, db_teardown),
         cmocka_unit_test_setup_teardown(test_divergence_through_resync, db_setup, db_teardown),
         cmocka_unit_test_setup_teardown(test_recount_two_workers, db_setup, db_teardown),
