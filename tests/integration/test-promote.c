@@ -310,6 +310,20 @@ static void promote(itest_run *r)
     }
 }
 
+/* pgshadowctl promote, which must promote both tables (exit 0, "promote:
+ * promoted projects, tasks: lock wait ..."); what names the step in a
+ * failure. */
+static void promote_ok(const char *what)
+{
+    itest_run r;
+    promote(&r);
+    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks: lock wait ")) {
+        dump();
+        fail_msg("pgshadowctl promote (%s): rc %d\n%s\n%s", what, r.rc, r.out, r.err);
+    }
+    itest_run_free(&r);
+}
+
 static void daemon_up(itest_daemon *d, const char *tag)
 {
     *d = (itest_daemon)ITEST_DAEMON_INIT;
@@ -1179,13 +1193,8 @@ static void test_finalize(void **state)
     PQfinish(op);
     itest_exec_ok(T.db->c, "DELETE FROM pgshadow.commands WHERE command = 'finalize'");
 
+    promote_ok("before finalize");
     itest_run r;
-    promote(&r);
-    if (r.rc != 0) {
-        dump();
-        fail_msg("pgshadowctl promote: rc %d\n%s\n%s", r.rc, r.out, r.err);
-    }
-    itest_run_free(&r);
     expect_true("SELECT convalidated FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
                 WAIT_MS);
     expect_true("SELECT NOT EXISTS (SELECT 1 FROM pgshadow.promote_moves WHERE state = 'to_validate')", WAIT_MS);
@@ -1427,13 +1436,7 @@ static void test_promote_finally_fails(void **state)
            "WHERE what = 'cutover promote_failed'",
            "1 awaiting_decision");
     itest_exec_ok(T.db->c, "DROP MATERIALIZED VIEW project_names");
-    itest_run r;
-    promote(&r);
-    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks")) {
-        dump();
-        fail_msg("pgshadowctl promote: rc %d\n%s\n%s", r.rc, r.out, r.err);
-    }
-    itest_run_free(&r);
+    promote_ok("after finally: promote failed");
     expect("SELECT status FROM pgshadow.cutover", "promoted");
     /* finalize drops the legacy table promote left, never another of its
      * name: one made since refuses it, nothing dropped */
@@ -1505,12 +1508,7 @@ static void test_revert_under_load(void **state)
     to_decision("prepared", "awaiting_decision");
     char *before = oids();
     itest_run r;
-    promote(&r);
-    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks: lock wait ")) {
-        dump();
-        fail_msg("pgshadowctl promote: rc %d\n%s\n%s", r.rc, r.out, r.err);
-    }
-    itest_run_free(&r);
+    promote_ok("with reverse sync");
     expect("SELECT bool_and(reverse_sync) FROM pgshadow.tables", "t");
     expect("SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'tasks_legacy'::regclass AND tgname = 'tasks_stamp'",
            "D");
@@ -1597,12 +1595,7 @@ static void test_revert_under_load(void **state)
     load_start("simple");
     start_cutover();
     expect_true("SELECT status = 'awaiting_decision' FROM pgshadow.cutover", WAIT_MS);
-    promote(&r);
-    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks: lock wait ")) {
-        dump();
-        fail_msg("pgshadowctl promote again: rc %d\n%s\n%s", r.rc, r.out, r.err);
-    }
-    itest_run_free(&r);
+    promote_ok("again, after a revert");
     expect_true("SELECT count(*) > 20 FROM tasks_legacy WHERE phase = 2", WAIT_MS);
     PGconn *locker = itest_connect(T.ci);
     itest_exec_ok(locker, "BEGIN; SELECT 1 FROM pgshadow.cutover FOR UPDATE");
@@ -1646,12 +1639,7 @@ static void test_revert_under_load(void **state)
     load_start_script("simple", FINAL_SCRIPT);
     start_cutover();
     expect_true("SELECT status = 'awaiting_decision' FROM pgshadow.cutover", WAIT_MS);
-    promote(&r);
-    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks: lock wait ")) {
-        dump();
-        fail_msg("pgshadowctl promote a third time: rc %d\n%s\n%s", r.rc, r.out, r.err);
-    }
-    itest_run_free(&r);
+    promote_ok("a third time");
     expect_true("SELECT convalidated FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
                 WAIT_MS);
     out = ctl(T.opcfg, 0, "reverse sync's capture: revert is gone with it", "finalize", "--yes", NULL);
