@@ -335,6 +335,26 @@ CREATE TABLE IF NOT EXISTS pgshadow.wakeup (
     armed        boolean NOT NULL DEFAULT true
 );
 
+-- Functions of an earlier release whose signature changed, dropped by the
+-- file that replaces them (a call would be ambiguous beside the new one);
+-- the missing ones are skipped.
+CREATE OR REPLACE FUNCTION pgshadow._drop_functions(p_sigs text[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    f text;
+BEGIN
+    FOREACH f IN ARRAY p_sigs LOOP
+        IF to_regprocedure(f) IS NOT NULL THEN
+            EXECUTE 'DROP FUNCTION ' || f;
+        END IF;
+    END LOOP;
+END
+$fn$;
+REVOKE ALL ON FUNCTION pgshadow._drop_functions(text[]) FROM PUBLIC;
+
 -- ---------------------------------------------------------------------------
 -- Privileges on the tables (each later file grants on its own functions)
 -- ---------------------------------------------------------------------------

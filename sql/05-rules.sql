@@ -36,6 +36,29 @@ AS $fn$
                  '_shadow_sync_status', '_shadow_last_sync', '_shadow_validation_hash']
 $fn$;
 
+-- The tracking columns' definitions (type and default), in
+-- _tracking_columns' order: register_table creates a shadow with them,
+-- revert (88-promote.sql) adds them back to the shadow. The CHECK of
+-- _shadow_sync_status is _tracking_status_check().
+CREATE OR REPLACE FUNCTION pgshadow._tracking_column_defs(p_source text, p_migration_id text)
+RETURNS TABLE (col text, def text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT c, d FROM unnest(pgshadow._tracking_columns(),
+                            ARRAY['integer DEFAULT 1', 'timestamptz DEFAULT CURRENT_TIMESTAMP',
+                                  format('text DEFAULT %L', p_source), format('text DEFAULT %L', p_migration_id),
+                                  'varchar(20) DEFAULT ''pending''', 'timestamptz', 'varchar(64)']) u(c, d)
+$fn$;
+
+CREATE OR REPLACE FUNCTION pgshadow._tracking_status_check()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT '_shadow_sync_status IN (''pending'', ''synced'', ''diverged'')'
+$fn$;
+
 -- The columns of a unique, valid, non-partial index on p_rel whose column
 -- set is exactly p_cols (any order): true when one exists.
 CREATE OR REPLACE FUNCTION pgshadow._has_unique_on(p_rel oid, p_cols text[])
@@ -585,6 +608,8 @@ $fn$;
 
 -- Privileges
 REVOKE ALL ON FUNCTION pgshadow._tracking_columns(),
+                       pgshadow._tracking_column_defs(text, text),
+                       pgshadow._tracking_status_check(),
                        pgshadow._has_unique_on(oid, text[]),
                        pgshadow._key_spec(regclass, text[]),
                        pgshadow._table_key(oid, text[]),

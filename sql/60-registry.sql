@@ -109,16 +109,11 @@ BEGIN
         -- (the daemon writes explicit values). Foreign keys: finish_install.
         EXECUTE format(
             'CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES '
-            'INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMPRESSION INCLUDING COMMENTS, '
-            '_shadow_version integer DEFAULT 1, '
-            '_shadow_created_at timestamptz DEFAULT CURRENT_TIMESTAMP, '
-            '_shadow_source_table text DEFAULT %L, '
-            '_shadow_migration_id text DEFAULT %L, '
-            '_shadow_sync_status varchar(20) DEFAULT ''pending'' '
-            '    CHECK (_shadow_sync_status IN (''pending'', ''synced'', ''diverged'')), '
-            '_shadow_last_sync timestamptz, '
-            '_shadow_validation_hash varchar(64))',
-            p_schema, v_shadow, p_schema, p_table, p_table, p_migration_id);
+            'INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMPRESSION INCLUDING COMMENTS, %s, CHECK (%s))',
+            p_schema, v_shadow, p_schema, p_table,
+            (SELECT string_agg(format('%I %s', c.col, c.def), ', ')
+             FROM pgshadow._tracking_column_defs(p_table, p_migration_id) c),
+            pgshadow._tracking_status_check());
         EXECUTE format('COMMENT ON TABLE %I.%I IS %L', p_schema, v_shadow,
                        format('pgshadow shadow of %s (migration %s)', v_qual, p_migration_id));
         SELECT c.oid INTO STRICT v_shadow_rel

@@ -35,24 +35,34 @@
 -- again is a refresh. Plain SQL and PL/pgSQL only.
 
 -- Helpers of an earlier layout of this file (a refresh of such an install).
-DO $old$
-DECLARE
-    f text;
-BEGIN
-    FOREACH f IN ARRAY ARRAY['pgshadow._sync_unstick_sql(integer)',
-                             'pgshadow._sync_apply_keys(integer, text, text, text, bigint[])',
-                             'pgshadow._sync_halt_reason(integer, text, text, text, bigint[], text, text)'] LOOP
-        IF to_regprocedure(f) IS NOT NULL THEN
-            EXECUTE 'DROP FUNCTION ' || f;
-        END IF;
-    END LOOP;
-END
-$old$;
+SELECT pgshadow._drop_functions(ARRAY['pgshadow._sync_unstick_sql(integer)',
+                                      'pgshadow._sync_apply_keys(integer, text, text, text, bigint[])',
+                                      'pgshadow._sync_halt_reason(integer, text, text, text, bigint[], text, text)']);
 
 -- ---------------------------------------------------------------------------
 -- Plan: the tables of a migration in foreign-key order, with the statement
 -- texts apply and backfill execute for each. Built once per call.
 -- ---------------------------------------------------------------------------
+
+-- A registered table whose primary, shadow or (after promote) legacy table
+-- has FORCE ROW LEVEL SECURITY now. Install refuses it (05-rules.sql), but an
+-- owner may set it later: then the owner's policies hide rows from the
+-- owner's own reads, through which apply and reverse sync copy and delete:
+-- a hidden row's change is missed (an UPDATE lost, seen in
+-- test_revert_needs_reverse) or the row deleted from the other side. Apply and reverse
+-- sync hold such a table's entries back (the other tables go on), promote
+-- and revert refuse it.
+CREATE OR REPLACE FUNCTION pgshadow._rls_forced(p_table_id integer)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT EXISTS (SELECT 1 FROM pgshadow.tables x
+                   CROSS JOIN LATERAL (VALUES (x.table_name), (x.shadow_name), (x.legacy_name)) n(nm)
+                   JOIN pg_class cl ON cl.oid = CASE WHEN n.nm IS NOT NULL
+                                                     THEN to_regclass(format('%I.%I', x.schema_name, n.nm)) END
+                   WHERE x.table_id = p_table_id AND cl.relforcerowsecurity)
+$fn$;
 
 -- Depth of each shadow table in the foreign-key graph among the migration's
 -- shadow tables (0 = references no other registered shadow). Parents have a
@@ -471,7 +481,8 @@ $fn$;
 
 
 -- Privileges
-REVOKE ALL ON FUNCTION pgshadow._sync_fk_depth(text),
+REVOKE ALL ON FUNCTION pgshadow._rls_forced(integer),
+                       pgshadow._sync_fk_depth(text),
                        pgshadow._sync_taken(text),
                        pgshadow._sync_cmp(text[], text[], text[], text[], text[], text[]),
                        pgshadow._sync_statements(integer),

@@ -62,10 +62,11 @@ DECLARE
     r          record;
 BEGIN
     IF pgshadow._promoted(p_migration_id) THEN
-        -- promoted: its names mean the new tables now (88-promote.sql);
-        -- one row, nothing taken, as for a migration without tables (the
-        -- daemon reads exactly one)
-        RETURN QUERY SELECT 0, 0, 0, 0, 0, NULL::text;
+        -- promoted: its names mean the new tables now (88-promote.sql), and
+        -- the change log holds their changes for reverse sync to the legacy
+        -- tables (90-revert.sql; nothing when promoted without it). One row
+        -- (the daemon reads exactly one).
+        RETURN QUERY SELECT * FROM pgshadow._reverse_apply(p_migration_id, p_limit);
         RETURN;
     END IF;
     IF p_on_error IS NULL OR p_on_error NOT IN ('quarantine', 'halt') THEN
@@ -81,7 +82,8 @@ BEGIN
            array_agg(t.capture_mode = 'row' ORDER BY d.depth, t.table_id)
     INTO v_ids, v_rowmode
     FROM pgshadow.tables t JOIN pgshadow._sync_fk_depth(p_migration_id) d USING (table_id)
-    WHERE t.migration_id = p_migration_id;
+    WHERE t.migration_id = p_migration_id
+      AND NOT pgshadow._rls_forced(t.table_id);   -- held back (05-rules.sql): the others go on
     IF v_ids IS NULL THEN
         RETURN QUERY SELECT 0, 0, 0, 0, 0, NULL::text;
         RETURN;

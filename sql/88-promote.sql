@@ -31,6 +31,11 @@
 -- VALIDATE CONSTRAINT runs after the commit, as the referencing table's
 -- owner.
 
+-- Signatures of an earlier release (a call would be ambiguous beside the
+-- ones below)
+SELECT pgshadow._drop_functions(ARRAY['pgshadow.promote(text, bigint, integer, integer, bigint, integer)',
+                                      'pgshadow.promote_plan(text)', 'pgshadow._promote_collect(integer)']);
+
 -- What a promote moved, one row per object: the statement that moved it
 -- (for the record), and its state ('done'; a foreign key re-pointed NOT
 -- VALID is 'to_validate' until promote_validate validated it).
@@ -45,6 +50,10 @@ CREATE TABLE IF NOT EXISTS pgshadow.promote_moves (
     detail       text,
     at           timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+
+-- The legacy table promote left (its oid): finalize drops that table and
+-- no other of its name (89-finalize.sql).
+ALTER TABLE pgshadow.tables ADD COLUMN IF NOT EXISTS legacy_oid oid;
 
 -- A migration whose tables were promoted: apply, backfill, verify and
 -- sampling leave it alone (its registry names now resolve to the new
@@ -107,43 +116,136 @@ $fn$;
 -- What promote will do with every object that depends on the migration's
 -- primary tables, and what it refuses: one row per object, ok = false for
 -- a blocker (promote refuses to start while there is one). Catalog reads
--- only: `pgshadowctl promote --dry-run` prints it.
-CREATE OR REPLACE FUNCTION pgshadow.promote_plan(p_migration_id text)
+-- only: `pgshadowctl promote --dry-run` prints it. p_reverse: promote
+-- sets up reverse sync (90-revert.sql), so every table must be revertable.
+CREATE OR REPLACE FUNCTION pgshadow.promote_plan(p_migration_id text, p_reverse boolean DEFAULT true)
 RETURNS TABLE (table_name text, kind text, object text, action text, ok boolean)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN QUERY SELECT * FROM pgshadow._swap_plan(p_migration_id, false, p_reverse);
+END
+$fn$;
+
+-- The plan of a swap: promote's (p_revert false: the primary t gives way
+-- to its shadow) or revert's (true: the new t gives way to t_legacy, the
+-- table it replaced; 90-revert.sql). One reading of the catalog for both,
+-- so what moves one way moves back the other.
+CREATE OR REPLACE FUNCTION pgshadow._swap_plan(p_migration_id text, p_revert boolean, p_reverse boolean)
+RETURNS TABLE (table_name text, kind text, object text, action text, ok boolean)
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     t      record;
     d      record;
-    v_p    oid;
-    v_s    oid;
+    v_p    oid;      -- the table that gives way (promote: the primary; revert: the new table)
+    v_s    oid;      -- the one that takes its name (promote: the shadow; revert: the legacy table)
+    v_v    oid;
+    v_in   text;     -- the name of v_s
+    v_out  text;     -- the name v_p takes
     v_rel  oid[];
+    v_bad  text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pgshadow.tables x WHERE x.migration_id = p_migration_id) THEN
         RAISE EXCEPTION 'pgshadow: migration % has no tables', p_migration_id USING ERRCODE = 'undefined_object';
     END IF;
-    SELECT array_agg(to_regclass(format('%I.%I', x.schema_name, x.table_name))::oid)
-           || array_agg(to_regclass(format('%I.%I', x.schema_name, x.shadow_name))::oid)
+    SELECT array_remove(array_agg(to_regclass(format('%I.%I', x.schema_name, x.table_name))::oid)
+                        || array_agg(to_regclass(format('%I.%I', x.schema_name, x.shadow_name))::oid)
+                        || array_agg(CASE WHEN x.legacy_name IS NOT NULL
+                                          THEN to_regclass(format('%I.%I', x.schema_name, x.legacy_name))::oid END), NULL)
     INTO v_rel FROM pgshadow.tables x WHERE x.migration_id = p_migration_id;
     FOR t IN SELECT x.* FROM pgshadow.tables x WHERE x.migration_id = p_migration_id ORDER BY x.table_id LOOP
         v_p := to_regclass(format('%I.%I', t.schema_name, t.table_name));
-        v_s := to_regclass(format('%I.%I', t.schema_name, t.shadow_name));
-        IF t.promoted_at IS NOT NULL THEN
-            RETURN QUERY SELECT t.table_name, 'table', t.table_name, 'already promoted', false;
-            CONTINUE;
+        IF p_revert THEN
+            IF t.promoted_at IS NULL THEN
+                RETURN QUERY SELECT t.table_name, 'table', t.table_name, 'refused: not promoted', false;
+                CONTINUE;
+            END IF;
+            IF NOT t.reverse_sync THEN
+                RETURN QUERY SELECT t.table_name, 'table', t.legacy_name,
+                                    'refused: promoted without reverse sync (promote --without-revert or keep_legacy: '
+                                    'false): the legacy table misses every write since the promote', false;
+                CONTINUE;
+            END IF;
+            v_in := t.legacy_name;
+            v_out := t.shadow_name;
+        ELSE
+            IF t.promoted_at IS NOT NULL THEN
+                RETURN QUERY SELECT t.table_name, 'table', t.table_name, 'already promoted', false;
+                CONTINUE;
+            END IF;
+            v_in := t.shadow_name;
+            v_out := pgshadow._legacy_name(t.table_name);
         END IF;
+        v_s := to_regclass(format('%I.%I', t.schema_name, v_in));
         IF v_p IS NULL OR v_s IS NULL OR (SELECT relkind FROM pg_class WHERE oid = v_s) <> 'r' THEN
-            RETURN QUERY SELECT t.table_name, 'table', t.shadow_name,
-                                'refused: the primary or its shadow is missing, or the shadow is not a plain table', false;
+            RETURN QUERY SELECT t.table_name, 'table', v_in,
+                                format('refused: %I or %I is missing, or %I is not a plain table', t.table_name, v_in,
+                                       v_in), false;
             CONTINUE;
         END IF;
         RETURN QUERY SELECT t.table_name, 'table', format('%I.%I', t.schema_name, t.table_name),
-                            format('rename to %I; %I renamed to %I', pgshadow._legacy_name(t.table_name),
-                                   t.shadow_name, t.table_name), true;
-        IF to_regclass(format('%I.%I', t.schema_name, pgshadow._legacy_name(t.table_name))) IS NOT NULL THEN
-            RETURN QUERY SELECT t.table_name, 'table', pgshadow._legacy_name(t.table_name),
-                                'refused: the name is taken', false;
+                            format('rename to %I; %I renamed to %I', v_out, v_in, t.table_name), true;
+        IF p_revert THEN
+            v_v := to_regclass(format('%I.%I', t.schema_name, t.shadow_name));
+            IF v_v IS NOT NULL AND (SELECT relkind FROM pg_class WHERE oid = v_v) <> 'v' THEN
+                RETURN QUERY SELECT t.table_name, 'table', t.shadow_name,
+                                    'refused: the name is taken by something other than promote''s compatibility view', false;
+            ELSIF v_v IS NOT NULL THEN
+                RETURN QUERY
+                SELECT t.table_name, 'compatibility view', format('%I.%I', t.schema_name, t.shadow_name),
+                       coalesce('refused: ' || string_agg(DISTINCT c.oid::regclass::text, ', ') || ' read it',
+                                'dropped (the shadow table takes its name back)'),
+                       count(c.oid) = 0
+                FROM pg_depend dp JOIN pg_rewrite r ON r.oid = dp.objid JOIN pg_class c ON c.oid = r.ev_class
+                WHERE dp.classid = 'pg_rewrite'::regclass AND dp.refobjid = v_v AND c.oid <> v_v;
+            END IF;
+            IF pgshadow._rls_forced(t.table_id) THEN
+                RETURN QUERY SELECT t.table_name, 'reverse sync', t.legacy_name,
+                                    'refused: stopped while the table or its legacy table has FORCE ROW LEVEL SECURITY '
+                                    '(its policies would hide rows from the owner): ALTER TABLE ... NO FORCE ROW '
+                                    'LEVEL SECURITY, and reverse sync catches up', false;
+            END IF;
+            IF EXISTS (SELECT 1 FROM pgshadow.quarantine q WHERE q.table_id = t.table_id) THEN
+                RETURN QUERY SELECT t.table_name, 'quarantine', t.legacy_name,
+                                    format('refused: %s key(s) the legacy table rejected would be lost '
+                                           '(pgshadowctl quarantine)',
+                                           (SELECT count(*) FROM pgshadow.quarantine q WHERE q.table_id = t.table_id)),
+                                    false;
+            END IF;
+        ELSE
+            IF to_regclass(format('%I.%I', t.schema_name, v_out)) IS NOT NULL THEN
+                RETURN QUERY SELECT t.table_name, 'table', v_out, 'refused: the name is taken', false;
+            END IF;
+            IF pgshadow._rls_forced(t.table_id) THEN
+                RETURN QUERY SELECT t.table_name, 'sync', t.table_name,
+                                    'refused: the table or its shadow has FORCE ROW LEVEL SECURITY: apply holds its '
+                                    'changes back (the owner''s policies would hide rows from it): ALTER TABLE ... NO '
+                                    'FORCE ROW LEVEL SECURITY, let verify check it, then promote', false;
+            END IF;
+            IF p_reverse THEN
+                -- every legacy column needs a source in the new table
+                SELECT string_agg(r.problem, '; ') INTO v_bad FROM pgshadow._reverse_columns(t.table_id, v_p, v_s) r
+                WHERE r.problem IS NOT NULL;
+                RETURN QUERY SELECT t.table_name, 'reverse sync', pgshadow._legacy_name(t.table_name),
+                    coalesce('refused: not revertable: ' || v_bad || ' (or promote --without-revert: no way back)',
+                             'kept, reverse-synced from the new table'
+                             || coalesce(' (' || (SELECT string_agg(format('%I <- %s', r.col, r.expr), ', ')
+                                                  FROM pgshadow._reverse_columns(t.table_id, v_p, v_s) r
+                                                  WHERE NOT r.plain) || ')', '')
+                             || ': revert loses nothing'), v_bad IS NULL;
+                RETURN QUERY SELECT t.table_name, 'trigger', g.tgname::text,
+                                    'disabled on the legacy table while reverse sync writes it; revert enables it again',
+                                    true
+                             FROM pg_trigger g
+                             WHERE g.tgrelid = v_p AND NOT g.tgisinternal AND g.tgname !~ '^pgshadow_'
+                               AND g.tgenabled <> 'D';
+            ELSE
+                RETURN QUERY SELECT t.table_name, 'reverse sync', pgshadow._legacy_name(t.table_name),
+                                    'none: the legacy table is kept as of the promote; revert is refused', true;
+            END IF;
         END IF;
         IF t.partitioned OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid IN (v_p, v_s)
                                     OR i.inhparent IN (v_p, v_s)) THEN
@@ -192,8 +294,9 @@ BEGIN
                    AND dp.refobjid = (SELECT reltype FROM pg_class WHERE oid = v_p) AND dp.deptype = 'n' LOOP
             IF d.classid = 'pg_rewrite'::regclass THEN
                 RETURN QUERY
-                SELECT t.table_name, CASE c.relkind WHEN 'v' THEN 'view' ELSE 'materialized view' END,
-                       c.oid::regclass::text,
+                SELECT v.table_name, v.kind, v.object, v.action, v.action !~ '^refused' FROM (
+                SELECT t.table_name, CASE c.relkind WHEN 'v' THEN 'view' ELSE 'materialized view' END AS kind,
+                       c.oid::regclass::text AS object,
                        CASE WHEN c.relkind <> 'v' THEN 'refused: a materialized view is not moved'
                             WHEN c.oid = ANY (v_rel) THEN 'left alone'
                             WHEN EXISTS (SELECT 1 FROM pg_depend x
@@ -203,11 +306,11 @@ BEGIN
                                                             AND pa.attnum = x.refobjsubid
                                                            WHERE sa.attrelid = v_s AND sa.attname = pa.attname
                                                              AND NOT sa.attisdropped))
-                            THEN 'refused: it reads a column the shadow does not have'
-                            ELSE 'recreated from its definition over the new table' END,
-                       c.relkind = 'v'
+                            THEN format('refused: it reads a column %s does not have', v_s::regclass)
+                            ELSE CASE WHEN p_revert THEN 'recreated from its definition over the legacy table (named t again)'
+                                      ELSE 'recreated from its definition over the new table' END END AS action
                 FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
-                WHERE r.oid = d.objid AND r.ev_class <> v_p;
+                WHERE r.oid = d.objid AND r.ev_class <> v_p) v;
                 IF EXISTS (SELECT 1 FROM pg_rewrite r WHERE r.oid = d.objid AND r.ev_class = v_p) THEN
                     RETURN QUERY SELECT t.table_name, 'rule', (SELECT r.rulename::text FROM pg_rewrite r WHERE r.oid = d.objid),
                                         'refused: a rule on the primary is not moved', false;
@@ -217,7 +320,7 @@ BEGIN
                 SELECT t.table_name, 'foreign key', format('%s on %s', k.conname, k.conrelid::regclass),
                        CASE WHEN k.conrelid = ANY (v_rel) THEN 'left alone (between the migration''s tables)'
                             WHEN NOT pgshadow._has_unique_on(v_s, pgshadow._colnames(v_p, k.confkey))
-                            THEN 'refused: the shadow has no unique index on the referenced columns'
+                            THEN format('refused: %s has no unique index on the referenced columns', v_s::regclass)
                             ELSE 'points at the new table (NOT VALID, validated after the commit)' END,
                        k.conrelid = ANY (v_rel) OR pgshadow._has_unique_on(v_s, pgshadow._colnames(v_p, k.confkey))
                 FROM pg_constraint k
@@ -261,29 +364,42 @@ BEGIN
                                     'refused: a dependant promote does not know how to move', false;
             END IF;
         END LOOP;
-        RETURN QUERY
-        SELECT t.table_name, 'foreign key', format('%s on %s', k.conname, v_p::regclass),
-               format('the shadow has none on its columns: added to the new table, pointing at %s '
-                      '(NOT VALID, validated after the commit)',
-                      CASE WHEN k.confrelid = ANY (v_rel) THEN 'the new ' || k.confrelid::regclass::text
-                           ELSE k.confrelid::regclass::text END), true
-        FROM pgshadow._promote_fks_out(v_p, v_s) k;
+        IF NOT p_revert THEN
+            RETURN QUERY
+            SELECT t.table_name, 'foreign key', format('%s on %s', k.conname, v_p::regclass),
+                   format('the shadow has none on its columns: added to the new table, pointing at %s '
+                          '(NOT VALID, validated after the commit)',
+                          CASE WHEN k.confrelid = ANY (v_rel) THEN 'the new ' || k.confrelid::regclass::text
+                               ELSE k.confrelid::regclass::text END), true
+            FROM pgshadow._promote_fks_out(v_p, v_s) k;
+        END IF;
         IF (SELECT relacl FROM pg_class WHERE oid = v_p) IS NOT NULL THEN
             RETURN QUERY SELECT t.table_name, 'grants', t.table_name, 'the new table gets exactly the primary''s', true;
         END IF;
         IF (SELECT relrowsecurity OR relforcerowsecurity FROM pg_class WHERE oid = v_p) THEN
             RETURN QUERY SELECT t.table_name, 'row level security', t.table_name, 'enabled on the new table as on the primary', true;
         END IF;
-        RETURN QUERY SELECT t.table_name, 'tracking columns', string_agg(a.attname::text, ', ' ORDER BY a.attnum),
-                            'dropped from the new table (the application sees the columns it saw)', true
-                     FROM pg_attribute a
-                     WHERE a.attrelid = v_s AND a.attnum > 0 AND NOT a.attisdropped
-                       AND a.attname::text = ANY (pgshadow._tracking_columns())
-                       AND NOT EXISTS (SELECT 1 FROM pg_attribute pa WHERE pa.attrelid = v_p
-                                       AND pa.attname = a.attname AND NOT pa.attisdropped)
-                     HAVING count(*) > 0;
-        RETURN QUERY SELECT t.table_name, 'compatibility view', format('%I.%I', t.schema_name, t.shadow_name),
-                            'a view of the new table, for code that read the shadow', true;
+        IF p_revert THEN
+            RETURN QUERY SELECT t.table_name, 'tracking columns', t.shadow_name,
+                                'added back to the shadow (metadata only; rows read synced): forward sync resumes', true;
+            RETURN QUERY SELECT t.table_name, 'trigger', m.object,
+                                CASE WHEN m.kind = 'legacy trigger' THEN 'enabled again on the table, as it was'
+                                     ELSE format('dropped from %I (promote made it there)', t.shadow_name) END, true
+                         FROM pgshadow.promote_moves m
+                         WHERE m.table_id = t.table_id AND (m.kind = 'legacy trigger'
+                                                            OR (m.kind = 'trigger' AND m.statement ~ '^CREATE'));
+        ELSE
+            RETURN QUERY SELECT t.table_name, 'tracking columns', string_agg(a.attname::text, ', ' ORDER BY a.attnum),
+                                'dropped from the new table (the application sees the columns it saw)', true
+                         FROM pg_attribute a
+                         WHERE a.attrelid = v_s AND a.attnum > 0 AND NOT a.attisdropped
+                           AND a.attname::text = ANY (pgshadow._tracking_columns())
+                           AND NOT EXISTS (SELECT 1 FROM pg_attribute pa WHERE pa.attrelid = v_p
+                                           AND pa.attname = a.attname AND NOT pa.attisdropped)
+                         HAVING count(*) > 0;
+            RETURN QUERY SELECT t.table_name, 'compatibility view', format('%I.%I', t.schema_name, t.shadow_name),
+                                'a view of the new table, for code that read the shadow', true;
+        END IF;
     END LOOP;
 END
 $fn$;
@@ -297,33 +413,55 @@ $fn$;
 -- after the renames it means the new table. Into pg_temp.promote_todo in
 -- order (ord): first what must go before the renames (ord < 100), then the
 -- rest.
-CREATE OR REPLACE FUNCTION pgshadow._promote_collect(p_table_id integer)
+--
+-- Revert (p_revert, 90-revert.sql) reads the same way with the roles
+-- turned: the new table t gives way (to t_shadow, once the compatibility
+-- view is dropped) and t_legacy takes the name back; what promote itself
+-- added is undone from its record (promote_moves): the identity it added
+-- and the triggers it made on the new table go, the legacy table's own
+-- triggers it disabled come back, pgshadow's tracking columns return to the
+-- shadow. p_reverse (promote): the legacy table's own triggers are
+-- disabled, since reverse sync writes it.
+CREATE OR REPLACE FUNCTION pgshadow._promote_collect(p_table_id integer, p_revert boolean DEFAULT false,
+                                                     p_reverse boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     t     pgshadow.tables;
-    v_p   oid;
-    v_s   oid;
-    v_pq  text;   -- the primary, qualified (after the renames: the new table)
-    v_lq  text;   -- the legacy table, qualified
+    v_p   oid;    -- gives way (promote: the primary; revert: the new table)
+    v_s   oid;    -- takes its name (promote: the shadow; revert: the legacy table)
+    v_pq  text;   -- the table's name, qualified (after the renames: v_s)
+    v_lq  text;   -- v_p after the renames, qualified
+    v_out text;   -- v_p's name after the renames
+    v_in  text;   -- v_s's name before them
     v_own regrole;
     d     record;
     v_rel oid[];
 BEGIN
     SELECT * INTO STRICT t FROM pgshadow.tables x WHERE x.table_id = p_table_id;
+    v_out := CASE WHEN p_revert THEN t.shadow_name ELSE pgshadow._legacy_name(t.table_name) END;
+    v_in := CASE WHEN p_revert THEN t.legacy_name ELSE t.shadow_name END;
     v_p := format('%I.%I', t.schema_name, t.table_name)::regclass;
-    v_s := format('%I.%I', t.schema_name, t.shadow_name)::regclass;
+    v_s := format('%I.%I', t.schema_name, v_in)::regclass;
     v_pq := format('%I.%I', t.schema_name, t.table_name);
-    v_lq := format('%I.%I', t.schema_name, pgshadow._legacy_name(t.table_name));
+    v_lq := format('%I.%I', t.schema_name, v_out);
     v_own := (SELECT relowner FROM pg_class WHERE oid = v_p)::regrole;
-    SELECT array_agg(to_regclass(format('%I.%I', x.schema_name, x.table_name))::oid)
-           || array_agg(to_regclass(format('%I.%I', x.schema_name, x.shadow_name))::oid)
+    SELECT array_remove(array_agg(to_regclass(format('%I.%I', x.schema_name, x.table_name))::oid)
+                        || array_agg(to_regclass(format('%I.%I', x.schema_name, x.shadow_name))::oid)
+                        || array_agg(CASE WHEN x.legacy_name IS NOT NULL
+                                          THEN to_regclass(format('%I.%I', x.schema_name, x.legacy_name))::oid END), NULL)
     INTO v_rel FROM pgshadow.tables x WHERE x.migration_id = t.migration_id;
 
-    -- before the renames: pgshadow's capture leaves the primary (nothing
-    -- writes the legacy table; revert's reverse capture is not built), and
+    IF p_revert AND (SELECT relkind FROM pg_class
+                     WHERE oid = to_regclass(format('%I.%I', t.schema_name, t.shadow_name))) = 'v' THEN
+        INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql) VALUES
+            (p_table_id, 5, 'compatibility view', format('%I.%I', t.schema_name, t.shadow_name),
+             format('DROP VIEW %I.%I', t.schema_name, t.shadow_name));
+    END IF;
+    -- before the renames: pgshadow's capture leaves the table that gives
+    -- way (the swap installs it where it is needed after: 88's _swap), and
     -- foreign keys of other tables let go of it
     INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql)
     SELECT p_table_id, 10, 'capture', g.tgname, format('DROP TRIGGER %I ON %s', g.tgname, v_pq)
@@ -345,8 +483,10 @@ BEGIN
     END LOOP;
     -- foreign keys of the primary the shadow does not have (one on the
     -- same columns): added to the new table; one that pointed at a table
-    -- of the migration points at its new table (the definition names it)
-    FOR d IN SELECT k.conname, k.convalidated, k.def, k.nm FROM pgshadow._promote_fks_out(v_p, v_s) k LOOP
+    -- of the migration points at its new table (the definition names it).
+    -- Not by revert: the legacy table keeps the constraints it had.
+    FOR d IN SELECT k.conname, k.convalidated, k.def, k.nm FROM pgshadow._promote_fks_out(v_p, v_s) k
+             WHERE NOT p_revert LOOP
         INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql) VALUES
             (p_table_id, 141, 'foreign key', format('%s on %s', d.conname, v_pq),
              format('ALTER TABLE %s ADD CONSTRAINT %I %s%s', v_pq, d.nm, d.def,
@@ -358,9 +498,60 @@ BEGIN
         END IF;
     END LOOP;
     INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql) VALUES
-        (p_table_id, 50, 'table', v_pq, format('ALTER TABLE %s RENAME TO %I', v_pq, pgshadow._legacy_name(t.table_name))),
-        (p_table_id, 60, 'table', format('%I.%I', t.schema_name, t.shadow_name),
-         format('ALTER TABLE %I.%I RENAME TO %I', t.schema_name, t.shadow_name, t.table_name));
+        (p_table_id, 50, 'table', v_pq, format('ALTER TABLE %s RENAME TO %I', v_pq, v_out)),
+        (p_table_id, 60, 'table', format('%I.%I', t.schema_name, v_in),
+         format('ALTER TABLE %I.%I RENAME TO %I', t.schema_name, v_in, t.table_name));
+    IF p_reverse THEN
+        -- reverse sync writes the legacy table: the application's triggers
+        -- there must not fire for it (they fire on the new table)
+        INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql, detail)
+        SELECT p_table_id, 65, 'legacy trigger', g.tgname, format('ALTER TABLE %s DISABLE TRIGGER %I', v_lq, g.tgname),
+               g.tgenabled::text
+        FROM pg_trigger g
+        WHERE g.tgrelid = v_p AND NOT g.tgisinternal AND g.tgname !~ '^pgshadow_' AND g.tgenabled <> 'D';
+    END IF;
+    IF p_revert THEN
+        -- what promote added, undone: the identity it added to the new
+        -- table, the triggers it made there; the legacy table's triggers it
+        -- disabled are enabled as they were
+        INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql)
+        SELECT p_table_id, 112, 'identity', m.object,
+               format('ALTER TABLE %s ALTER COLUMN %s DROP IDENTITY IF EXISTS', v_lq,
+                      substring(m.statement FROM ' ALTER COLUMN (.*) ADD GENERATED '))
+        FROM pgshadow.promote_moves m
+        WHERE m.table_id = p_table_id AND m.kind = 'identity' AND m.statement ~ ' ADD GENERATED ';
+        INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql)
+        SELECT p_table_id, 103, 'trigger', m.object, format('DROP TRIGGER IF EXISTS %I ON %s', m.object, v_lq)
+        FROM pgshadow.promote_moves m
+        WHERE m.table_id = p_table_id AND m.kind = 'trigger' AND m.statement ~ '^CREATE';
+        INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql)
+        SELECT p_table_id, 162, 'legacy trigger', m.object,
+               format('ALTER TABLE %s %s TRIGGER %I', v_pq,
+                      CASE m.detail WHEN 'A' THEN 'ENABLE ALWAYS' WHEN 'R' THEN 'ENABLE REPLICA' ELSE 'ENABLE' END,
+                      m.object)
+        FROM pgshadow.promote_moves m
+        WHERE m.table_id = p_table_id AND m.kind = 'legacy trigger';
+        -- pgshadow's tracking columns back on the shadow, metadata only
+        -- (no rewrite, no scan under the locks): the rows read 'synced' (they
+        -- are: reverse sync made the legacy table what this one holds), new
+        -- rows 'pending'; the CHECK is added NOT VALID
+        INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql)
+        SELECT p_table_id, 104, 'tracking column', format('%s.%I', v_lq, c.col),
+               format('ALTER TABLE %s ADD COLUMN %I %s', v_lq, c.col,
+                      CASE WHEN c.col = '_shadow_sync_status' THEN 'varchar(20) DEFAULT ''synced''' ELSE c.def END)
+        FROM pgshadow._tracking_column_defs(t.table_name, t.migration_id) c
+        WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_p AND a.attname = c.col
+                          AND NOT a.attisdropped);
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_p AND a.attname = '_shadow_sync_status'
+                       AND NOT a.attisdropped) THEN
+            INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql) VALUES
+                (p_table_id, 105, 'tracking column', format('%s._shadow_sync_status', v_lq),
+                 format('ALTER TABLE %s ALTER COLUMN _shadow_sync_status SET DEFAULT ''pending''', v_lq)),
+                (p_table_id, 106, 'tracking column', format('%s._shadow_sync_status', v_lq),
+                 format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (%s) NOT VALID', v_lq,
+                        left(t.shadow_name, 40) || '__shadow_sync_status_check', pgshadow._tracking_status_check()));
+        END IF;
+    END IF;
 
     -- after the renames
     -- pgshadow's tracking columns leave the new table (the primary had
@@ -371,7 +562,7 @@ BEGIN
     SELECT p_table_id, 101, 'tracking column', format('%s.%I', v_pq, a.attname),
            format('ALTER TABLE %s DROP COLUMN %I', v_pq, a.attname)
     FROM pg_attribute a
-    WHERE a.attrelid = v_s AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE NOT p_revert AND a.attrelid = v_s AND a.attnum > 0 AND NOT a.attisdropped
       AND a.attname::text = ANY (pgshadow._tracking_columns())
       AND NOT EXISTS (SELECT 1 FROM pg_attribute pa WHERE pa.attrelid = v_p AND pa.attname = a.attname
                       AND NOT pa.attisdropped);
@@ -388,7 +579,9 @@ BEGIN
                   AND dp.refobjsubid = a.attnum AND dp.classid = 'pg_class'::regclass AND dp.deptype IN ('a', 'i')
              LEFT JOIN pg_class s ON s.oid = dp.objid AND s.relkind = 'S'
              WHERE a.attrelid = v_p AND a.attnum > 0 AND NOT a.attisdropped AND s.oid IS NOT NULL LOOP
-        IF d.attidentity <> '' THEN
+        IF d.attidentity <> '' AND p_revert AND coalesce(d.s_ident, '') = '' THEN
+            NULL;   -- the new schema's own identity: the legacy column stays as it was
+        ELSIF d.attidentity <> '' THEN
             IF coalesce(d.s_ident, '') = '' THEN
                 INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql) VALUES
                     (p_table_id, 110, 'identity', format('%s.%I', v_pq, d.attname),
@@ -492,6 +685,9 @@ BEGIN
     FROM pg_publication_rel pr JOIN pg_publication pb ON pb.oid = pr.prpubid,
          LATERAL (VALUES (0, 'ADD', v_pq), (1, 'DROP', v_lq)) x(n, w, rel)
     WHERE pr.prrelid = v_p;
+    IF p_revert THEN
+        RETURN;
+    END IF;
     -- the compatibility view, as the shadow was: same owner, same grants
     INSERT INTO pg_temp.promote_todo (table_id, ord, kind, object, sql) VALUES
         (p_table_id, 190, 'compatibility view', format('%I.%I', t.schema_name, t.shadow_name),
@@ -533,6 +729,87 @@ AS $fn$
       AND l.pid <> pg_backend_pid()
 $fn$;
 
+-- Every relation of p_rels in ACCESS EXCLUSIVE mode, and then the row
+-- locks of p_rows_sql (a SELECT ... FOR UPDATE, or NULL), all or none,
+-- before p_deadline: each is taken NOWAIT, relations in oid order; when one
+-- is busy, every lock taken is released (the block's subtransaction) and
+-- that one alone is waited for, within what is left, then the others are
+-- tried again. So the caller never waits while it holds one of them: no
+-- fixed order is safe (a view's reader locks the view, then its tables in
+-- the view's order; a transaction writes its tables in its own order), and
+-- waiting while holding made a deadlock with nearly every reader of a view
+-- under load. All held: busy NULL, busy_rows false (the locks stay with the
+-- caller's transaction). Not: none held, and busy (or busy_rows) says what
+-- did not come, holders who held it when the wait began (wait_at),
+-- deadlock whether the wait ended in one. Used by the swap (promote,
+-- revert) and by finalize (89-finalize.sql).
+CREATE OR REPLACE FUNCTION pgshadow._lock_all(p_rels regclass[], p_rows_sql text, p_deadline timestamptz,
+                                              OUT busy regclass, OUT busy_rows boolean, OUT holders integer[],
+                                              OUT wait_at timestamptz, OUT deadlock boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_next  regclass;             -- the busy relation, waited for alone
+    v_rows  boolean := false;     -- the rows are the busy ones
+    v_cur   regclass;             -- what is being taken (NULL: the rows)
+    v_timed boolean;
+    r       regclass;
+BEGIN
+    busy_rows := false;
+    deadlock := false;
+    wait_at := clock_timestamp();
+    LOOP
+        IF clock_timestamp() >= p_deadline THEN
+            busy := v_next;
+            busy_rows := v_rows;
+            RETURN;
+        END IF;
+        v_timed := false;
+        BEGIN
+            PERFORM set_config('lock_timeout',
+                               greatest((extract(epoch FROM p_deadline - clock_timestamp()) * 1000)::bigint, 1) || 'ms',
+                               true);
+            wait_at := clock_timestamp();
+            v_timed := true;
+            IF v_rows THEN
+                v_cur := NULL;
+                EXECUTE p_rows_sql;
+            ELSIF v_next IS NOT NULL THEN
+                v_cur := v_next;
+                holders := pgshadow._promote_holders(v_next);
+                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_next);
+            END IF;
+            v_timed := false;
+            FOR r IN SELECT u FROM unnest(p_rels) u WHERE u IS NOT NULL ORDER BY u::oid LOOP
+                CONTINUE WHEN r = v_next;
+                v_cur := r;
+                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT', r);
+            END LOOP;
+            v_cur := NULL;
+            IF p_rows_sql IS NOT NULL AND NOT v_rows THEN
+                EXECUTE p_rows_sql || ' NOWAIT';
+            END IF;
+            busy := NULL;
+            busy_rows := false;
+            holders := NULL;
+            RETURN;   -- all held: the block's subtransaction commits into the caller's
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            IF v_timed OR SQLSTATE = '40P01' THEN
+                -- the one waited for did not come in time (or a deadlock)
+                busy := v_cur;
+                busy_rows := v_cur IS NULL;
+                deadlock := SQLSTATE = '40P01';
+                RETURN;
+            END IF;
+            v_next := v_cur;
+            v_rows := v_cur IS NULL;
+            holders := CASE WHEN v_cur IS NOT NULL THEN pgshadow._promote_holders(v_cur) END;
+        END;
+    END LOOP;
+END
+$fn$;
+
 -- Promote every table of the migration, at once (docs/promote.md). Called
 -- by the leading daemon for `pgshadowctl promote` (or finally: promote) in
 -- the command's transaction, with the cutover's rev it decided on.
@@ -564,15 +841,41 @@ $fn$;
 --     event with the lock wait and the hold measured up to here.
 -- Nothing changes unless it all commits; a failure raises with the reason
 -- (for a lock: who held it, doing what, for how long).
+--
+-- p_reverse: reverse sync from the commit on (90-revert.sql): pgshadow's
+-- capture on the new tables, the legacy tables' own triggers disabled; every
+-- table must be revertable (promote_plan). False (promote --without-revert,
+-- or keep_legacy: false): the legacy tables are kept as of the promote.
 CREATE OR REPLACE FUNCTION pgshadow.promote(p_migration_id text, p_rev bigint, p_lock_timeout_ms integer,
                                             p_attempts integer, p_command_id bigint DEFAULT NULL,
-                                            p_drain_rows integer DEFAULT 1000)
+                                            p_drain_rows integer DEFAULT 1000, p_reverse boolean DEFAULT true)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN pgshadow._swap(p_migration_id, p_rev, p_lock_timeout_ms, p_attempts, p_command_id, p_drain_rows,
+                          false, p_reverse);
+END
+$fn$;
+
+-- The swap of promote, and of revert (p_revert: 90-revert.sql), as above.
+-- Revert's differences: its plan (_swap_plan), its drain is reverse sync
+-- (apply_batch of a promoted migration), the legacy tables are locked and
+-- take the names back (_promote_collect), and at the end forward capture is
+-- on the tables again, promote's record is deleted, the cutover row is
+-- rolled_back at 0% with one event 'cutover reverted'.
+CREATE OR REPLACE FUNCTION pgshadow._swap(p_migration_id text, p_rev bigint, p_lock_timeout_ms integer,
+                                          p_attempts integer, p_command_id bigint, p_drain_rows integer,
+                                          p_revert boolean, p_reverse boolean)
+RETURNS text
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD'
 AS $fn$
 DECLARE
+    v_verb     text := CASE WHEN p_revert THEN 'revert' ELSE 'promote' END;
+    v_first    bigint;       -- the last move of the promote a revert undoes
     v_start    timestamptz := clock_timestamp();
     v_budget   interval;     -- for the whole call: below the caller's statement_timeout
     v_blockers text := '';
@@ -600,30 +903,38 @@ DECLARE
     v_pids     text;
     v_held     jsonb := '{}';  -- pid -> what it was doing, for the final error
     v_dl_ms    double precision;
-    v_next     regclass;     -- the busy relation to wait for alone
-    v_next_rows boolean;     -- the registry rows are the busy ones
-    v_got      boolean;
-    v_timed    boolean;
+    v_lk       record;       -- _lock_all's answer
+    v_next_rows boolean := false;  -- the registry rows were the busy ones
     v_holders  integer[];    -- who held v_waiting when the wait began
 BEGIN
     PERFORM pgshadow._sync_read_committed();
     IF p_attempts < 1 OR p_lock_timeout_ms < 1 THEN
-        RAISE EXCEPTION 'pgshadow: promote needs attempts >= 1 and lock_timeout > 0' USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'pgshadow: % needs attempts >= 1 and lock_timeout > 0', v_verb USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT c.rev, jsonb_build_object('status', 'promoted', 'stage', c.stage, 'percent', c.percent,
-                                     'hold_earned_ms', (extract(epoch FROM c.hold_earned) * 1000)::bigint,
-                                     'hold_extra_ms', (extract(epoch FROM c.hold_extra) * 1000)::bigint,
-                                     'failures', 0, 'last_good', coalesce(c.last_good_stage, 0))
-    INTO v_rev, v_state FROM pgshadow.cutover c WHERE c.migration_id = p_migration_id;
+    IF p_revert THEN
+        IF NOT EXISTS (SELECT 1 FROM pgshadow.cutover c WHERE c.migration_id = p_migration_id AND c.status = 'promoted') THEN
+            RAISE EXCEPTION 'pgshadow: revert refused: the cutover of % is not promoted', p_migration_id
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        SELECT c.rev, jsonb_build_object('status', 'rolled_back', 'stage', 0, 'percent', 0, 'hold_earned_ms', 0,
+                                         'hold_extra_ms', 0, 'failures', 0, 'last_good', 0)
+        INTO v_rev, v_state FROM pgshadow.cutover c WHERE c.migration_id = p_migration_id;
+    ELSE
+        SELECT c.rev, jsonb_build_object('status', 'promoted', 'stage', c.stage, 'percent', c.percent,
+                                         'hold_earned_ms', (extract(epoch FROM c.hold_earned) * 1000)::bigint,
+                                         'hold_extra_ms', (extract(epoch FROM c.hold_extra) * 1000)::bigint,
+                                         'failures', 0, 'last_good', coalesce(c.last_good_stage, 0))
+        INTO v_rev, v_state FROM pgshadow.cutover c WHERE c.migration_id = p_migration_id;
+    END IF;
     IF v_rev IS DISTINCT FROM p_rev THEN
         RAISE EXCEPTION 'pgshadow: the cutover state of % changed while this was decided (rev % is now %)',
                         p_migration_id, p_rev, v_rev USING ERRCODE = 'serialization_failure';
     END IF;
     SELECT string_agg(format('%s: %s %s: %s', p.table_name, p.kind, p.object, p.action), '; ')
-    INTO v_refused FROM pgshadow.promote_plan(p_migration_id) p WHERE NOT p.ok;
+    INTO v_refused FROM pgshadow._swap_plan(p_migration_id, p_revert, p_reverse) p WHERE NOT p.ok;
     IF v_refused IS NOT NULL THEN
-        RAISE EXCEPTION 'pgshadow: promote refused: %', v_refused USING ERRCODE = 'object_not_in_prerequisite_state',
-              HINT = 'pgshadowctl promote --dry-run lists what promote does with every dependant.';
+        RAISE EXCEPTION 'pgshadow: % refused: %', v_verb, v_refused USING ERRCODE = 'object_not_in_prerequisite_state',
+              HINT = format('pgshadowctl %s --dry-run lists what %s does with every dependant.', v_verb, v_verb);
     END IF;
     -- the caller's statement_timeout bounds the whole call; attempts that
     -- cannot finish inside it are not started
@@ -642,11 +953,15 @@ BEGIN
         PERFORM * FROM pgshadow.apply_batch(p_migration_id, 5000);
     END LOOP;
 
-    -- what the swap locks: the tables, their shadows, the views it
-    -- re-creates and the tables whose foreign keys it re-points
+    -- what the swap locks: the tables, their shadows (revert: the
+    -- compatibility views) and legacy tables, the views it re-creates and
+    -- the tables whose foreign keys it re-points
     SELECT array_agg(DISTINCT r2.rel) INTO v_rels FROM (
         SELECT format('%I.%I', x.schema_name, x.table_name)::regclass AS rel, x.table_id AS ord
         FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables)
+        UNION ALL
+        SELECT to_regclass(format('%I.%I', x.schema_name, x.legacy_name)), x.table_id
+        FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables) AND p_revert AND x.legacy_name IS NOT NULL
         UNION ALL
         SELECT format('%I.%I', x.schema_name, x.shadow_name)::regclass, x.table_id
         FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables)
@@ -690,61 +1005,24 @@ BEGIN
             v_waiting := NULL;
             v_holders := NULL;
             v_wait_at := v_t0;
+            v_next_rows := false;
             PERFORM set_config('lock_timeout', greatest(v_budget_ms::bigint, 1) || 'ms', true);
             PERFORM pgshadow._sync_lock(p_migration_id);
-            -- Every lock of the swap, or none: each is taken NOWAIT, in oid
-            -- order; when one is busy, all are released and that one alone
-            -- is waited for (within what is left of the budget), then the
-            -- others are tried again. So the attempt never waits while it
-            -- holds a lock of the swap: no fixed order is safe (a view's
-            -- reader locks the view, then its tables in the view's order; a
-            -- transaction writes its tables in its own order), and waiting
-            -- while holding made a deadlock with nearly every reader of a
-            -- view under load. The registry rows come last (verify workers
-            -- lock them while they hold the tables), also NOWAIT.
-            v_next := NULL;
-            v_next_rows := false;
-            v_got := false;
-            WHILE NOT v_got LOOP
-                IF clock_timestamp() - v_t0 > make_interval(secs => v_budget_ms / 1000) THEN
-                    RAISE EXCEPTION 'pgshadow: promote: the attempt''s lock budget is spent'
-                        USING ERRCODE = 'lock_not_available';
-                END IF;
-                v_timed := false;
-                BEGIN
-                    PERFORM set_config('lock_timeout',
-                                       greatest((v_budget_ms - extract(epoch FROM clock_timestamp() - v_t0) * 1000)::bigint, 1)
-                                       || 'ms', true);
-                    v_wait_at := clock_timestamp();
-                    v_timed := true;
-                    IF v_next_rows THEN
-                        v_waiting := NULL;
-                        PERFORM 1 FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables) FOR UPDATE;
-                    ELSIF v_next IS NOT NULL THEN
-                        v_waiting := v_next;
-                        v_holders := pgshadow._promote_holders(v_next);
-                        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_next);
-                    END IF;
-                    v_timed := false;
-                    FOR r IN SELECT u.rel FROM unnest(v_rels) u(rel) ORDER BY u.rel::oid LOOP
-                        CONTINUE WHEN r.rel = v_next;
-                        v_waiting := r.rel;
-                        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE NOWAIT', r.rel);
-                    END LOOP;
-                    v_waiting := NULL;
-                    IF NOT v_next_rows THEN
-                        PERFORM 1 FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables) FOR UPDATE NOWAIT;
-                    END IF;
-                    v_got := true;
-                EXCEPTION WHEN lock_not_available THEN
-                    IF v_timed THEN
-                        RAISE;   -- the one waited for did not come within the budget
-                    END IF;
-                    v_next := v_waiting;
-                    v_next_rows := v_waiting IS NULL;
-                    v_holders := CASE WHEN v_waiting IS NOT NULL THEN pgshadow._promote_holders(v_waiting) END;
-                END;
-            END LOOP;
+            -- Every lock of the swap, or none (_lock_all): the attempt never
+            -- waits while it holds one. The registry rows come last (verify
+            -- workers lock them while they hold the tables), also NOWAIT.
+            SELECT * INTO v_lk FROM pgshadow._lock_all(
+                v_rels, format('SELECT 1 FROM pgshadow.tables x WHERE x.table_id = ANY (%L::integer[]) FOR UPDATE',
+                               v_tables),
+                v_t0 + make_interval(secs => v_budget_ms / 1000));
+            IF v_lk.busy IS NOT NULL OR v_lk.busy_rows THEN
+                v_waiting := v_lk.busy;
+                v_next_rows := v_lk.busy_rows;
+                v_holders := v_lk.holders;
+                v_wait_at := v_lk.wait_at;
+                RAISE EXCEPTION 'pgshadow: %: a lock was not granted within the attempt''s budget', v_verb
+                    USING ERRCODE = CASE WHEN v_lk.deadlock THEN '40P01' ELSE '55P03' END;
+            END IF;
             v_waiting := NULL;
             v_locked := clock_timestamp();
             -- Under the locks every other session that needs these tables
@@ -762,18 +1040,19 @@ BEGIN
                 EXIT WHEN v_pending = 0;
                 PERFORM * FROM pgshadow.apply_batch(p_migration_id, 50000);
                 IF clock_timestamp() - v_locked > interval '60 seconds' THEN
-                    RAISE EXCEPTION 'pgshadow: promote: the change log did not drain under the locks (% left)', v_pending;
+                    RAISE EXCEPTION 'pgshadow: %: the change log did not drain under the locks (% left)', v_verb, v_pending;
                 END IF;
             END LOOP;
             IF EXISTS (SELECT 1 FROM pgshadow.quarantine q WHERE q.table_id = ANY (v_tables)) THEN
-                RAISE EXCEPTION 'pgshadow: promote refused: quarantined keys would be lost (pgshadowctl quarantine)'
+                RAISE EXCEPTION 'pgshadow: % refused: quarantined keys would be lost (pgshadowctl quarantine)', v_verb
                     USING ERRCODE = 'object_not_in_prerequisite_state';
             END IF;
             CREATE TEMP TABLE IF NOT EXISTS promote_todo (
-                table_id integer, ord integer, kind text, object text, sql text,
+                table_id integer, ord integer, kind text, object text, sql text, detail text,
                 setval_col name, setval_from oid, validate boolean NOT NULL DEFAULT false) ON COMMIT DROP;
             TRUNCATE pg_temp.promote_todo;
-            PERFORM pgshadow._promote_collect(x) FROM unnest(v_tables) x;
+            PERFORM pgshadow._promote_collect(x, p_revert, p_reverse) FROM unnest(v_tables) x;
+            SELECT max(m.move_id) INTO v_first FROM pgshadow.promote_moves m WHERE m.migration_id = p_migration_id;
             FOR r IN SELECT * FROM pg_temp.promote_todo ORDER BY ord, table_id LOOP
                 -- a sequence is the one thing here another session may hold
                 -- (nextval in an open transaction): named if it times out
@@ -811,8 +1090,8 @@ BEGIN
                     END IF;
                 END IF;
                 EXECUTE r.sql;
-                INSERT INTO pgshadow.promote_moves (migration_id, table_id, kind, object, statement)
-                VALUES (p_migration_id, r.table_id, r.kind, r.object, r.sql);
+                INSERT INTO pgshadow.promote_moves (migration_id, table_id, kind, object, statement, detail)
+                VALUES (p_migration_id, r.table_id, r.kind, r.object, r.sql, r.detail);
             END LOOP;
             -- still in the attempt: a lock waited for here (a row of
             -- cutover or flags) that ends in a deadlock ends the attempt,
@@ -820,13 +1099,38 @@ BEGIN
             -- promote_validate, after the commit: verify workers hold its
             -- rows while they read the tables.
             v_waiting := NULL;
-            UPDATE pgshadow.tables x SET promoted_at = now(), legacy_name = pgshadow._legacy_name(x.table_name)
-            WHERE x.table_id = ANY (v_tables);
+            IF p_revert THEN
+                -- the names mean the tables of the old schema again, and
+                -- their shadows; promote's record is history (the event of
+                -- the promote keeps its summary); forward capture resumes
+                UPDATE pgshadow.tables x SET promoted_at = NULL, legacy_name = NULL, legacy_oid = NULL,
+                                             reverse_sync = false
+                WHERE x.table_id = ANY (v_tables);
+                DELETE FROM pgshadow.promote_moves m WHERE m.migration_id = p_migration_id AND m.move_id <= v_first;
+                PERFORM pgshadow._install_capture(x) FROM unnest(v_tables) x;
+            ELSE
+                UPDATE pgshadow.tables x SET promoted_at = now(), legacy_name = pgshadow._legacy_name(x.table_name),
+                                             legacy_oid = to_regclass(format('%I.%I', x.schema_name,
+                                                                             pgshadow._legacy_name(x.table_name))),
+                                             reverse_sync = p_reverse
+                WHERE x.table_id = ANY (v_tables);
+                IF p_reverse THEN
+                    -- reverse sync: pgshadow's capture on the new tables
+                    -- (the registry's names mean them now), under the same
+                    -- table ids (90-revert.sql)
+                    PERFORM pgshadow._install_capture(x) FROM unnest(v_tables) x;
+                END IF;
+            END IF;
             v_wait_ms := extract(epoch FROM v_locked - v_t0) * 1000;
             v_hold_ms := extract(epoch FROM clock_timestamp() - v_locked) * 1000;
-            PERFORM pgshadow.cutover_write(p_migration_id, p_rev, v_state, NULL, 'promoted',
-                format('promoted %s (attempt %s of %s): lock wait %s ms, locks held %s ms up to the commit%s',
+            PERFORM pgshadow.cutover_write(p_migration_id, p_rev, v_state, NULL,
+                CASE WHEN p_revert THEN 'reverted' ELSE 'promoted' END,
+                format('%s %s (attempt %s of %s): lock wait %s ms, locks held %s ms up to the commit%s%s',
+                       CASE WHEN p_revert THEN 'reverted' ELSE 'promoted' END,
                        v_names, v_attempt, p_attempts, round(v_wait_ms::numeric, 1), round(v_hold_ms::numeric, 1),
+                       CASE WHEN p_revert THEN '; reads on the old tables, forward sync resumes'
+                            WHEN p_reverse THEN '; the legacy tables are reverse-synced (revert loses nothing)'
+                            ELSE '; the legacy tables are kept as of now, not reverse-synced' END,
                        CASE WHEN v_blockers <> '' THEN '; earlier attempts' || v_blockers ELSE '' END),
                 p_command_id);
             -- routing answers 'primary' (the new table) from this commit on
@@ -858,20 +1162,29 @@ BEGIN
                      WHEN v_next_rows AND v_locked IS NULL THEN 'the migration''s rows of pgshadow.tables'
                      ELSE 'a lock under the swap''s locks (' || SQLERRM || ')' END);
             PERFORM pg_sleep(least(0.05 * power(2, v_attempt - 1), 2) * (0.5 + random()));
+            -- what was written during the failed attempt and the backoff,
+            -- applied now, outside the locks (the attempt's are gone with
+            -- its subtransaction): the next attempt drains less under them
+            BEGIN
+                PERFORM * FROM pgshadow.apply_batch(p_migration_id, 5000);
+            EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+                NULL;   -- the next attempt drains under its locks instead
+            END;
         END;
     END LOOP;
     IF NOT v_done THEN
         -- who held the locks first (the message may be cut where it is
         -- stored), then each attempt
-        RAISE EXCEPTION 'pgshadow: promote gave up after % attempt(s), nothing changed%', v_attempt,
+        RAISE EXCEPTION 'pgshadow: % gave up after % attempt(s), nothing changed%', v_verb, v_attempt,
                         coalesce('; the locks were held by ' || (SELECT string_agg(value, '; ' ORDER BY key::integer)
                                                                  FROM jsonb_each_text(v_held)), '')
                         || v_blockers
             USING ERRCODE = 'lock_not_available',
-                  HINT = 'End or wait out the sessions named, then promote again; promote never cancels them.';
+                  HINT = format('End or wait out the sessions named, then %s again; %s never cancels them.', v_verb, v_verb);
     END IF;
 
-    RETURN format('promoted %s: lock wait %s ms, locks held %s ms (attempt %s of %s)%s', v_names,
+    RETURN format('%s %s: lock wait %s ms, locks held %s ms (attempt %s of %s)%s',
+                  CASE WHEN p_revert THEN 'reverted' ELSE 'promoted' END, v_names,
                   round(v_wait_ms::numeric, 1), round(v_hold_ms::numeric, 1), v_attempt, p_attempts,
                   CASE WHEN EXISTS (SELECT 1 FROM pgshadow.promote_moves m WHERE m.migration_id = p_migration_id
                                     AND m.state = 'to_validate')
@@ -928,18 +1241,21 @@ $fn$;
 
 -- Privileges: the daemon promotes (operators ask through the queue);
 -- everyone who may read the status may read the plan.
-REVOKE ALL ON FUNCTION pgshadow.promote(text, bigint, integer, integer, bigint, integer),
+REVOKE ALL ON FUNCTION pgshadow.promote(text, bigint, integer, integer, bigint, integer, boolean),
+                       pgshadow._swap(text, bigint, integer, integer, bigint, integer, boolean, boolean),
+                       pgshadow._swap_plan(text, boolean, boolean),
                        pgshadow.promote_validate(text),
-                       pgshadow.promote_plan(text),
-                       pgshadow._promote_collect(integer),
+                       pgshadow.promote_plan(text, boolean),
+                       pgshadow._promote_collect(integer, boolean, boolean),
                        pgshadow._promote_holders(regclass),
+                       pgshadow._lock_all(regclass[], text, timestamptz),
                        pgshadow._promoted(text),
                        pgshadow._legacy_name(text),
                        pgshadow._colnames(oid, int2[]),
                        pgshadow._promote_fks_out(oid, oid)
        FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pgshadow.promote(text, bigint, integer, integer, bigint, integer),
+GRANT EXECUTE ON FUNCTION pgshadow.promote(text, bigint, integer, integer, bigint, integer, boolean),
                           pgshadow.promote_validate(text) TO pgshadow_daemon;
-GRANT EXECUTE ON FUNCTION pgshadow.promote_plan(text) TO pgshadow_viewer, pgshadow_operator, pgshadow_daemon;
+GRANT EXECUTE ON FUNCTION pgshadow.promote_plan(text, boolean) TO pgshadow_viewer, pgshadow_operator, pgshadow_daemon;
 REVOKE ALL ON pgshadow.promote_moves FROM PUBLIC;
 GRANT SELECT ON pgshadow.promote_moves TO pgshadow_viewer, pgshadow_daemon;

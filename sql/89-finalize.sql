@@ -131,6 +131,13 @@ BEGIN
                 USING ERRCODE = 'object_not_in_prerequisite_state',
                       HINT = 'Rename it, or drop it yourself, then finalize again.';
         END IF;
+        v_l := to_regclass(format('%I.%I', t.schema_name, t.legacy_name));
+        IF v_l IS NOT NULL AND t.legacy_oid IS NOT NULL AND v_l::oid <> t.legacy_oid THEN
+            RAISE EXCEPTION 'pgshadow: finalize refused: %.% is not the legacy table promote left (that one was '
+                            'dropped and this one made since)', quote_ident(t.schema_name), quote_ident(t.legacy_name)
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Rename it, or drop it yourself, then finalize again.';
+        END IF;
         IF to_regprocedure(format('pgshadow.%I()', 'capture_' || t.table_id)) IS NOT NULL THEN
             v_fns := v_fns || to_regprocedure(format('pgshadow.%I()', 'capture_' || t.table_id))::oid;
         END IF;
@@ -152,7 +159,11 @@ BEGIN
              ORDER BY g.tgrelid, g.tgname LOOP
         v_rows := v_rows || jsonb_build_object('ord', 10, 'kind', 'pgshadow trigger',
                                                'object', format('%I on %s', d.tgname, d.tgrelid::regclass),
-                                               'detail', 'capture left behind');
+                                               'detail', CASE WHEN EXISTS (SELECT 1 FROM pgshadow.tables x
+                                                                          WHERE x.table_id = ANY (v_tables)
+                                                                            AND x.reverse_sync)
+                                                              THEN 'reverse sync''s capture: revert is gone with it'
+                                                              ELSE 'capture left behind' END);
     END LOOP;
 
     FOR t IN SELECT x.* FROM pgshadow.tables x WHERE x.table_id = ANY (v_tables) ORDER BY x.table_id LOOP
@@ -176,8 +187,10 @@ BEGIN
             END IF;
             SELECT count(*) INTO v_n1 FROM pg_constraint c WHERE c.conrelid = v_l;
             v_rows := v_rows || jsonb_build_object('ord', 30, 'kind', 'legacy table', 'object', v_l::text,
-                'detail', format('%s; with it its %s index(es), %s constraint(s), %s trigger(s), %s policy(ies)',
-                                 v_count,
+                'volatile', t.reverse_sync,
+                'detail', format('%s%s; with it its %s index(es), %s constraint(s), %s trigger(s), %s policy(ies)',
+                                 v_count, CASE WHEN t.reverse_sync THEN ' now (reverse-synced: they follow the writes)'
+                                               ELSE '' END,
                                  (SELECT count(*) FROM pg_index i WHERE i.indrelid = v_l),
                                  v_n1,
                                  (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = v_l AND NOT g.tgisinternal),
@@ -224,7 +237,7 @@ BEGIN
         -- 70: pending entries (none after a promote, unless written since by hand)
         SELECT count(*) INTO v_n1 FROM pgshadow.change_log l WHERE l.table_id = t.table_id;
         IF v_n1 > 0 THEN
-            v_rows := v_rows || jsonb_build_object('ord', 70, 'kind', 'change log',
+            v_rows := v_rows || jsonb_build_object('ord', 70, 'kind', 'change log', 'volatile', t.reverse_sync,
                 'object', format('pgshadow.change_log %I.%I', t.schema_name, t.table_name),
                 'detail', format('%s entries', v_n1));
         END IF;
@@ -248,8 +261,15 @@ BEGIN
     v_rows := v_rows || jsonb_build_object('ord', 90, 'kind', 'cutover', 'object', p_migration_id,
         'detail', 'kept: promoted -> finalized; every event and command kept');
 
+    -- The digest: the plan as printed, but for what reverse sync changes
+    -- with every write (a reverse-synced legacy table's row count, its
+    -- pending entries): the objects stay, their counts move
     RETURN QUERY
-    SELECT e ->> 'kind', e ->> 'object', e ->> 'detail', md5(v_rows::text)
+    SELECT e ->> 'kind', e ->> 'object', e ->> 'detail',
+           md5((SELECT coalesce(jsonb_agg(CASE WHEN (y.e ->> 'volatile')::boolean THEN y.e - 'detail' ELSE y.e END
+                                          ORDER BY y.o), '[]')
+                FROM jsonb_array_elements(v_rows) WITH ORDINALITY y(e, o)
+                WHERE NOT (y.e ->> 'ord' = '70' AND (y.e ->> 'volatile')::boolean))::text)
     FROM jsonb_array_elements(v_rows) WITH ORDINALITY x(e, o)
     ORDER BY (e ->> 'ord')::integer, x.o;
 END
@@ -290,7 +310,14 @@ DECLARE
     v_pids   text;
     v_tables integer[];
     v_sum    text;
-    r        record;
+    v_stmts  text[];
+    v_stmt   text;
+    v_rels   regclass[];
+    v_lk     record;
+    v_dl_ms  double precision;
+    v_budget double precision;
+    v_start  timestamptz;
+    v_t0     timestamptz;
 BEGIN
     IF p_lock_timeout_ms IS NULL OR p_lock_timeout_ms < 1 THEN
         RAISE EXCEPTION 'pgshadow: finalize needs a lock_timeout > 0' USING ERRCODE = 'invalid_parameter_value';
@@ -324,62 +351,91 @@ BEGIN
     SELECT array_agg(x.table_id ORDER BY x.table_id) INTO v_tables
     FROM pgshadow.tables x WHERE x.migration_id = p_migration_id;
 
-    -- the drops, by name, no CASCADE, each lock waited for at most
-    -- p_lock_timeout_ms (LOCK TABLE is not used: on a view it would lock
-    -- the new table under it too, and the application with it; DROP VIEW
-    -- locks the view alone). A busy relation fails it all, naming the
+    -- the drops, by name, no CASCADE, in attempts within p_lock_timeout_ms
+    -- (LOCK TABLE is not used: on a view it would lock the new table under
+    -- it too, and the application with it; DROP VIEW locks the view
+    -- alone). With reverse sync its capture triggers are on the new tables,
+    -- which the application writes: an attempt's lock waits together last
+    -- at most 80% of deadlock_timeout, so a session that queues behind a
+    -- lock it holds (it began waiting after the attempt began) has its
+    -- deadlock check only after the attempt gave up: finalize never ends
+    -- an application transaction in a deadlock (as promote, 88-promote.sql).
+    -- A busy relation past p_lock_timeout_ms fails it all, naming the
     -- sessions that held it from before; what still depends on an object
     -- stops it all, with the server's list.
     SELECT coalesce(array_agg(DISTINCT h), '{}') INTO v_holders
     FROM jsonb_array_elements(v_plan) p, unnest(pgshadow._promote_holders((p ->> 'object')::regclass)) h
     WHERE p ->> 'kind' IN ('compatibility view', 'legacy table');
+    SELECT array_agg(x.sql ORDER BY x.o) INTO v_stmts FROM (
+        SELECT 'DROP TRIGGER ' || (p ->> 'object') AS sql, o   -- "%I on <regclass>", as the plan printed it
+        FROM jsonb_array_elements(v_plan) WITH ORDINALITY y(p, o) WHERE p ->> 'kind' = 'pgshadow trigger'
+        UNION ALL
+        SELECT 'DROP VIEW ' || string_agg(p ->> 'object', ', '), 1000000
+        FROM jsonb_array_elements(v_plan) p WHERE p ->> 'kind' = 'compatibility view' HAVING count(*) > 0
+        UNION ALL   -- one statement: the legacy tables' foreign keys to each other
+        SELECT 'DROP TABLE ' || string_agg(p ->> 'object', ', '), 1000001
+        FROM jsonb_array_elements(v_plan) p WHERE p ->> 'kind' = 'legacy table' HAVING count(*) > 0
+        UNION ALL
+        SELECT 'DROP FUNCTION ' || string_agg(p ->> 'object', ', '), 1000002
+        FROM jsonb_array_elements(v_plan) p WHERE p ->> 'kind' = 'capture function' HAVING count(*) > 0) x;
+    -- what the drops lock first, all or none (88-promote.sql's _lock_all):
+    -- the legacy tables, and with reverse sync the new tables its capture
+    -- triggers are on (the application's: never waited for while holding)
+    SELECT array_agg(DISTINCT x.rel) INTO v_rels FROM (
+        SELECT (p ->> 'object')::regclass AS rel FROM jsonb_array_elements(v_plan) p
+        WHERE p ->> 'kind' = 'legacy table'
+        UNION ALL
+        SELECT to_regclass(format('%I.%I', t.schema_name, t.table_name)) FROM pgshadow.tables t
+        WHERE t.table_id = ANY (v_tables) AND t.reverse_sync) x;
     v_lt := current_setting('lock_timeout');
-    PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
-    BEGIN
-        FOR r IN SELECT p ->> 'object' AS obj FROM jsonb_array_elements(v_plan) p
-                 WHERE p ->> 'kind' = 'pgshadow trigger' LOOP
-            EXECUTE 'DROP TRIGGER ' || r.obj;   -- "%I on <regclass>", as the plan printed it
-        END LOOP;
-        SELECT string_agg(p ->> 'object', ', ') INTO v_list FROM jsonb_array_elements(v_plan) p
-        WHERE p ->> 'kind' = 'compatibility view';
-        IF v_list IS NOT NULL THEN
-            EXECUTE 'DROP VIEW ' || v_list;
-        END IF;
-        -- one statement: the legacy tables' foreign keys to each other
-        SELECT string_agg(p ->> 'object', ', ') INTO v_list FROM jsonb_array_elements(v_plan) p
-        WHERE p ->> 'kind' = 'legacy table';
-        IF v_list IS NOT NULL THEN
-            EXECUTE 'DROP TABLE ' || v_list;
-        END IF;
-        SELECT string_agg(p ->> 'object', ', ') INTO v_list FROM jsonb_array_elements(v_plan) p
-        WHERE p ->> 'kind' = 'capture function';
-        IF v_list IS NOT NULL THEN
-            EXECUTE 'DROP FUNCTION ' || v_list;
-        END IF;
-    EXCEPTION
-    WHEN lock_not_available THEN
-        -- this block's locks are released: who holds one of these now, and
-        -- held it before (not those that queued behind the drop)
-        SELECT string_agg(format('pid %s (%s, %s, in transaction %s s): %s', a.pid, a.usename, a.state,
-                                 round(extract(epoch FROM clock_timestamp() - a.xact_start)::numeric, 1),
-                                 left(a.query, 100)), '; ' ORDER BY a.pid)
-        INTO v_pids FROM pg_stat_activity a
-        WHERE a.pid = ANY (v_holders)
-          AND EXISTS (SELECT 1 FROM pg_locks l, jsonb_array_elements(v_plan) p
-                      WHERE l.pid = a.pid AND l.granted AND l.locktype = 'relation'
-                        AND p ->> 'kind' IN ('compatibility view', 'legacy table')
-                        AND l.relation = (p ->> 'object')::regclass);
-        RAISE EXCEPTION 'pgshadow: finalize gave up, nothing dropped: a lock was not granted within % ms%',
-                        p_lock_timeout_ms, coalesce('; held by ' || v_pids, '')
-            USING ERRCODE = 'lock_not_available',
-                  HINT = 'Who still reads a legacy table or a compatibility view? End or wait out the sessions named, then finalize again.';
-    WHEN dependent_objects_still_exist THEN
-        GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
-        RAISE EXCEPTION 'pgshadow: finalize stopped, nothing dropped: %: %', v_msg,
-                        replace(coalesce(nullif(v_detail, ''), '?'), E'\n', '; ')
-            USING ERRCODE = 'dependent_objects_still_exist',
-                  HINT = 'Drop or change what depends on it (or keep it, and do not finalize), then finalize again.';
-    END;
+    v_dl_ms := extract(epoch FROM current_setting('deadlock_timeout')::interval) * 1000;
+    v_start := clock_timestamp();
+    LOOP
+        v_budget := least(p_lock_timeout_ms - extract(epoch FROM clock_timestamp() - v_start) * 1000, v_dl_ms * 0.8);
+        v_t0 := clock_timestamp();
+        BEGIN
+            SELECT * INTO v_lk FROM pgshadow._lock_all(v_rels, NULL, v_t0 + make_interval(secs => v_budget / 1000));
+            IF v_lk.busy IS NOT NULL THEN
+                RAISE EXCEPTION 'pgshadow: finalize: % was not granted in time', v_lk.busy
+                    USING ERRCODE = CASE WHEN v_lk.deadlock THEN '40P01' ELSE '55P03' END;
+            END IF;
+            FOREACH v_stmt IN ARRAY coalesce(v_stmts, '{}') LOOP
+                PERFORM set_config('lock_timeout',
+                                   greatest((v_budget - extract(epoch FROM clock_timestamp() - v_t0) * 1000)::bigint, 1)
+                                   || 'ms', true);
+                EXECUTE v_stmt;
+            END LOOP;
+            EXIT;
+        EXCEPTION
+        WHEN lock_not_available OR deadlock_detected THEN
+            -- this attempt's locks are released: who holds one of these
+            -- now, and held it before (not those that queued behind the drop)
+            IF clock_timestamp() - v_start + interval '50 ms' < make_interval(secs => p_lock_timeout_ms / 1000.0) THEN
+                PERFORM pg_sleep(0.02 + 0.03 * random());
+                CONTINUE;
+            END IF;
+            PERFORM pg_stat_clear_snapshot();
+            SELECT string_agg(format('pid %s (%s, %s, in transaction %s s): %s', a.pid, a.usename, a.state,
+                                     round(extract(epoch FROM clock_timestamp() - a.xact_start)::numeric, 1),
+                                     left(a.query, 100)), '; ' ORDER BY a.pid)
+            INTO v_pids FROM pg_stat_activity a
+            WHERE a.pid = ANY (v_holders)
+              AND EXISTS (SELECT 1 FROM pg_locks l, jsonb_array_elements(v_plan) p
+                          WHERE l.pid = a.pid AND l.granted AND l.locktype = 'relation'
+                            AND p ->> 'kind' IN ('compatibility view', 'legacy table')
+                            AND l.relation = (p ->> 'object')::regclass);
+            RAISE EXCEPTION 'pgshadow: finalize gave up, nothing dropped: a lock was not granted within % ms%',
+                            p_lock_timeout_ms, coalesce('; held by ' || v_pids, '')
+                USING ERRCODE = 'lock_not_available',
+                      HINT = 'Who still reads a legacy table or a compatibility view? End or wait out the sessions named, then finalize again.';
+        WHEN dependent_objects_still_exist THEN
+            GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
+            RAISE EXCEPTION 'pgshadow: finalize stopped, nothing dropped: %: %', v_msg,
+                            replace(coalesce(nullif(v_detail, ''), '?'), E'\n', '; ')
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = 'Drop or change what depends on it (or keep it, and do not finalize), then finalize again.';
+        END;
+    END LOOP;
 
     PERFORM set_config('lock_timeout', v_lt, true);
 

@@ -700,6 +700,7 @@ static void parse_tables(ctx *c, const node *v, const char *path, void *base);
 static size_t diff_tables(const void *a, const void *b, ps_errors *out);
 static void parse_key_columns(ctx *c, const node *v, const char *path, void *base);
 static void parse_columns(ctx *c, const node *v, const char *path, void *base);
+static void parse_reverse_columns(ctx *c, const node *v, const char *path, void *base);
 static void parse_stages(ctx *c, const node *v, const char *path, void *base);
 static void init_stages(void *base);
 static size_t diff_stages(const void *a, const void *b, ps_errors *out);
@@ -847,6 +848,7 @@ static const key_spec table_keys[] = {
       .check = check_identifier },
     { .name = "key", .kind = K_CUSTOM, .parse = parse_key_columns },
     { .name = "columns", .kind = K_CUSTOM, .parse = parse_columns },
+    { .name = "reverse_columns", .kind = K_CUSTOM, .parse = parse_reverse_columns },
 };
 static const section table_section = SECTION(table_keys);
 
@@ -1326,9 +1328,9 @@ static void parse_key_columns(ctx *c, const node *v, const char *path, void *bas
         t->key[i] = xstrdup(v->kids[i]->text);
 }
 
-static void parse_columns(ctx *c, const node *v, const char *path, void *base)
+/* columns: and reverse_columns: column name -> SQL expression. */
+static void parse_column_map(ctx *c, const node *v, const char *path, ps_column_map **out, size_t *n_out)
 {
-    ps_table_config *t = base;
     if (v->kind != N_MAP) {
         type_error(c, v, path, "a mapping");
         return;
@@ -1361,15 +1363,28 @@ static void parse_columns(ctx *c, const node *v, const char *path, void *base)
     }
     if (!ok)
         return;
-    t->columns = xcalloc(v->n / 2, sizeof *t->columns);
-    t->n_columns = v->n / 2;
-    for (size_t i = 0; i < t->n_columns; i++) {
+    ps_column_map *m = xcalloc(v->n / 2, sizeof *m);
+    for (size_t i = 0; i < v->n / 2; i++) {
         const node *col = v->kids[2 * i], *expr = v->kids[2 * i + 1];
-        t->columns[i].column = xstrdup(col->text);
-        t->columns[i].expr = xstrdup(expr->text);
-        t->columns[i].line = col->line;
-        t->columns[i].column_no = col->col;
+        m[i].column = xstrdup(col->text);
+        m[i].expr = xstrdup(expr->text);
+        m[i].line = col->line;
+        m[i].column_no = col->col;
     }
+    *out = m;
+    *n_out = v->n / 2;
+}
+
+static void parse_columns(ctx *c, const node *v, const char *path, void *base)
+{
+    ps_table_config *t = base;
+    parse_column_map(c, v, path, &t->columns, &t->n_columns);
+}
+
+static void parse_reverse_columns(ctx *c, const node *v, const char *path, void *base)
+{
+    ps_table_config *t = base;
+    parse_column_map(c, v, path, &t->reverse, &t->n_reverse);
 }
 
 /* cutover.stages ------------------------------------------------------ */
@@ -1560,6 +1575,11 @@ void ps_config_free(ps_config *cfg)
             free(t->columns[k].expr);
         }
         free(t->columns);
+        for (size_t k = 0; k < t->n_reverse; k++) {
+            free(t->reverse[k].column);
+            free(t->reverse[k].expr);
+        }
+        free(t->reverse);
     }
     free(cfg->migration.tables);
     free(cfg->cutover.stages);
@@ -1705,17 +1725,21 @@ static size_t diff_section(const section *sec, const char *path, const void *a, 
     return n;
 }
 
-static bool table_equal(const ps_table_config *x, const ps_table_config *y)
+static bool maps_equal(const ps_column_map *x, size_t nx, const ps_column_map *y, size_t ny)
 {
-    if (!ps_strv_equal((const char *const *)x->key, x->n_key, (const char *const *)y->key,
-                       y->n_key) ||
-        x->n_columns != y->n_columns)
+    if (nx != ny)
         return false;
-    for (size_t i = 0; i < x->n_columns; i++)
-        if (strcmp(x->columns[i].column, y->columns[i].column) != 0 ||
-            strcmp(x->columns[i].expr, y->columns[i].expr) != 0)
+    for (size_t i = 0; i < nx; i++)
+        if (strcmp(x[i].column, y[i].column) != 0 || strcmp(x[i].expr, y[i].expr) != 0)
             return false;
     return true;
+}
+
+static bool table_equal(const ps_table_config *x, const ps_table_config *y)
+{
+    return ps_strv_equal((const char *const *)x->key, x->n_key, (const char *const *)y->key, y->n_key) &&
+           maps_equal(x->columns, x->n_columns, y->columns, y->n_columns) &&
+           maps_equal(x->reverse, x->n_reverse, y->reverse, y->n_reverse);
 }
 
 static size_t diff_tables(const void *a, const void *b, ps_errors *out)
@@ -1728,7 +1752,7 @@ static size_t diff_tables(const void *a, const void *b, ps_errors *out)
         if (u == NULL)
             change(out, "migration.tables: removed \"%s\"", t->name), n++;
         else if (!table_equal(t, u))
-            change(out, "migration.tables: \"%s\" changed (key or columns)", t->name), n++;
+            change(out, "migration.tables: \"%s\" changed (key, columns or reverse_columns)", t->name), n++;
     }
     for (size_t i = 0; i < y->migration.n_tables; i++) {
         const ps_table_config *u = &y->migration.tables[i];

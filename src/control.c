@@ -15,7 +15,9 @@
  *  - a command nobody registered, or one its handler refuses, ends
  *    'refused' with the reason; a handler SQL error ends it 'failed' with
  *    the server's message (rolled back to before the SQL): never pending
- *    forever, never retried in a loop;
+ *    forever, never retried in a loop; a handler that answers "later" (its
+ *    module still reading its state after a leader change) has the claim
+ *    rolled back, and the command is taken again at the next poll;
  *  - ps_control_free during a transaction only marks it; the chain ends on
  *    the next callback (the connection always calls back exactly once).
  */
@@ -254,6 +256,20 @@ static const handler *find(const ps_control *c, const char *name)
     return NULL;
 }
 
+/* The claim of a command its handler cannot take yet, rolled back: it is
+ * pending again, and the poll timer looks again (not at once: no loop). */
+static void on_later(ps_pgconn *conn, const PGresult *res, void *arg)
+{
+    ps_control *c = arg;
+    (void)conn;
+    if (!res) {
+        lost(c, "ROLLBACK");
+        return;
+    }
+    c->again = false;
+    done(c);
+}
+
 static void on_claim(ps_pgconn *conn, const PGresult *res, void *arg)
 {
     ps_control *c = arg;
@@ -292,6 +308,13 @@ static void on_claim(ps_pgconn *conn, const PGresult *res, void *arg)
     memset(&act, 0, sizeof act);
     char why[400] = "";
     int r = h->fn(&cmd, &act, why, sizeof why, h->arg);
+    if (r == PS_CONTROL_LATER) {
+        ps_log_info("control: command %lld %s: not yet (%s); taken again at the next poll", (long long)c->id,
+                    c->name, why[0] ? why : "its module is not ready");
+        if (c->dying || ps_pgconn_query_next(c->conn, "ROLLBACK", 0, NULL, on_later, c) != 0)
+            done(c);
+        return;
+    }
     if (r > 0) {
         finish(c, "refused", why[0] ? why : "refused by its handler");
         return;

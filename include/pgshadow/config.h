@@ -26,8 +26,8 @@ typedef enum { PS_ON_TRIP_STEP_DOWN = 0, PS_ON_TRIP_ROLLBACK, PS_ON_TRIP_PAUSE }
 typedef enum { PS_FINALLY_WAIT = 0, PS_FINALLY_PROMOTE } ps_finally;
 
 typedef struct ps_column_map {
-    char *column; /* shadow column name */
-    char *expr;   /* SQL expression over the primary row aliased "p" */
+    char *column; /* shadow column name (reverse_columns: the legacy column's) */
+    char *expr;   /* SQL expression over the primary row aliased "p" (reverse: the promoted row) */
     int line, column_no;
 } ps_column_map;
 
@@ -37,6 +37,8 @@ typedef struct ps_table_config {
     size_t n_key;
     ps_column_map *columns;
     size_t n_columns;
+    ps_column_map *reverse; /* reverse_columns: what revert needs of a mapping that is not a plain copy */
+    size_t n_reverse;
     int line, column_no; /* where the entry starts, for later catalog errors */
 } ps_table_config;
 

@@ -47,7 +47,11 @@ typedef struct ps_control_action {
     char result[400];
 } ps_control_action;
 
-/* 0: carry it out as *act says; > 0: refused, the reason in why. */
+/* 0: carry it out as *act says; PS_CONTROL_LATER: not now (the handler's
+ * module is not ready: a new leader still reading its state), the command
+ * stays pending and is taken again at the next poll; other > 0: refused,
+ * the reason in why. */
+#define PS_CONTROL_LATER 2
 typedef int (*ps_control_handler)(const ps_control_cmd *cmd, ps_control_action *act, char *why,
                                   size_t whylen, void *arg);
 

@@ -117,6 +117,7 @@ int ps_ctl_cmd_cutover(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **
 int ps_ctl_cmd_extend(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
 int ps_ctl_cmd_promote(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
 int ps_ctl_cmd_finalize(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
+int ps_ctl_cmd_revert(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
 /* ctl/cmd_status.c: reading the cutover (pgshadow_viewer is enough) */
 int ps_ctl_cmd_status(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);
 int ps_ctl_cmd_events(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv);

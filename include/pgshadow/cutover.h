@@ -160,6 +160,7 @@ typedef enum {
     PS_CO_CMD_EXTEND,
     PS_CO_CMD_PROMOTE, /* awaiting the decision (or promoting, after a failed try): the swap */
     PS_CO_CMD_FINALIZE, /* promoted: drop the legacy tables, the compatibility views, pgshadow's rows */
+    PS_CO_CMD_REVERT,   /* promoted (with reverse sync): the swap back, reads on the old tables at 0% */
     PS_CO_N_CMD
 } ps_co_cmd;
 
@@ -176,6 +177,7 @@ typedef struct ps_co_out {
     bool percent_changed;
     bool promote;    /* ask the promote step */
     bool finalize;   /* ask the finalize step */
+    bool revert;     /* ask the revert step */
     char what[32];   /* the event: "stage", "trip", "awaiting_decision", "start", ... ("": none) */
     char why[400];   /* its reason, also the log line */
     int log_prio;    /* syslog priority of the line (0 with no event) */
@@ -194,7 +196,9 @@ void ps_co_tick(const ps_co_policy *p, ps_co_state *st, ps_co_mem *mem, const ps
  * when it does not. finalize (from promoted only; the gates are not asked:
  * there is no shadow left to judge) sets out->finalize and *st to
  * finalized: the finalize step (sql/89-finalize.sql) writes it when its
- * drops commit, and nothing when they do not. */
+ * drops commit, and nothing when they do not. revert (from promoted only;
+ * no gate either) sets out->revert and *st to rolled_back at stage 0: the
+ * revert step (sql/90-revert.sql) writes it when the swap back commits. */
 int ps_co_command(const ps_co_policy *p, ps_co_state *st, ps_co_cmd cmd, int64_t arg_ms,
                   const ps_gates *g, ps_co_out *out, char *why, size_t whylen);
 

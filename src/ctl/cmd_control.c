@@ -349,33 +349,45 @@ int ps_ctl_cmd_extend(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **a
     return rc;
 }
 
-/* promote [--dry-run]: the swap, through the leading daemon (awaiting the
- * decision, no gate red: refused with exit 3 otherwise). --dry-run prints
- * what promote would do with every dependant of the primary tables
- * (pgshadow.promote_plan: catalog reads only, no lock, no command) and
- * exits 3 when something refuses it; without it, what refuses it is said
- * and exit 3 too, with no command queued (the daemon's promote checks the
- * plan again: a dependant created meanwhile fails the command, exit 1). The default --timeout covers every
- * attempt: attempts x (lock_timeout + 2 s) + 60 s for the drains. */
-static const char SQL_PLAN[] =
-    "SELECT table_name, kind, object, action, ok FROM pgshadow.promote_plan($1)";
+/* promote [--dry-run] [--without-revert], revert [--dry-run]: the swap,
+ * through the leading daemon (promote: awaiting the decision, no gate red;
+ * revert: promoted with reverse sync; refused with exit 3 otherwise).
+ * --dry-run prints what the swap would do with every dependant
+ * (pgshadow.promote_plan / revert_plan: catalog reads only, no lock, no
+ * command) and exits 3 when something refuses it; without it, what refuses
+ * it is said and exit 3 too, with no command queued (the daemon's swap
+ * checks the plan again: a dependant created meanwhile fails the command,
+ * exit 1). Promote sets up reverse sync unless keep_legacy is false or
+ * --without-revert is given: a table that is not revertable refuses it.
+ * The default --timeout covers every attempt: attempts x (lock_timeout +
+ * 2 s) + 60 s for the drains. */
+static const char SQL_PROMOTE_PLAN[] =
+    "SELECT table_name, kind, object, action, ok FROM pgshadow.promote_plan($1, $2::boolean)";
+static const char SQL_REVERT_PLAN[] = "SELECT table_name, kind, object, action, ok FROM pgshadow.revert_plan($1)";
 
-int ps_ctl_cmd_promote(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
+static int swap_command(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv, bool revert)
 {
+    const char *verb = revert ? "revert" : "promote";
     queued_opts q = {0};
-    bool dry = false;
-    const ps_ctl_option extra[] = {{"--dry-run", &dry, NULL}, {NULL, NULL, NULL}};
+    bool dry = false, without = false;
+    const ps_ctl_option promote_opts[] = {{"--dry-run", &dry, NULL}, {"--without-revert", &without, NULL},
+                                          {NULL, NULL, NULL}};
+    const ps_ctl_option revert_opts[] = {{"--dry-run", &dry, NULL}, {NULL, NULL, NULL}};
     const char *pos[1];
     int npos;
-    int rc = parse_queued(cmd, argc, argv, extra, &q, pos, &npos);
+    int rc = parse_queued(cmd, argc, argv, revert ? revert_opts : promote_opts, &q, pos, &npos);
     if (rc != PS_CTL_EXIT_OK)
         return rc;
     if ((rc = ps_ctl_connect(ctl)) != PS_CTL_EXIT_OK)
         return rc;
-    const char *params[1] = {ctl->cfg->migration.id};
-    PGresult *res = PQexecParams(ctl->conn, SQL_PLAN, 1, NULL, params, NULL, NULL, 0);
+    bool reverse = !revert && !without && ctl->cfg->cutover.promote.keep_legacy; /* cfg: read by connect */
+    const char *params[2] = {ctl->cfg->migration.id, reverse ? "true" : "false"};
+    PGresult *res = PQexecParams(ctl->conn, revert ? SQL_REVERT_PLAN : SQL_PROMOTE_PLAN, revert ? 1 : 2, NULL,
+                                 params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        ps_ctl_print_pg_error(dry ? "promote --dry-run" : "promote", ctl->conn, res);
+        char what[32];
+        snprintf(what, sizeof what, "%s%s", verb, dry ? " --dry-run" : "");
+        ps_ctl_print_pg_error(what, ctl->conn, res);
         PQclear(res);
         return PS_CTL_EXIT_FAILED;
     }
@@ -386,27 +398,51 @@ int ps_ctl_cmd_promote(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **
         if (dry)
             printf("%-12s %-20s %s: %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
                    PQgetvalue(res, i, 3));
-        else if (!ok) /* what the daemon's promote would refuse, before a command is queued: exit 3 */
-            fprintf(stderr, "%s%s: %s %s: %s", refused == 1 ? "pgshadowctl: promote: refused: " : "; ",
+        else if (!ok) /* what the daemon's swap would refuse, before a command is queued: exit 3 */
+            fprintf(stderr, "%spgshadowctl: %s: refused: %s: %s %s: %s", refused == 1 ? "" : "\n", verb,
                     PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
     }
     PQclear(res);
     if (dry) {
         if (refused) {
-            printf("promote would be refused: %d blocker(s) above\n", refused);
+            printf("%s would be refused: %d blocker(s) above\n", verb, refused);
             return PS_CTL_EXIT_REFUSED;
         }
-        puts("nothing refuses promote (it still waits for the cutover's decision and green gates)");
+        printf(revert ? "nothing refuses revert\n"
+                      : "nothing refuses promote (it still waits for the cutover's decision and green gates)\n");
         return PS_CTL_EXIT_OK;
     }
     if (refused) {
-        fputs(" (pgshadowctl promote --dry-run lists what promote does with every dependant)\n", stderr);
+        fprintf(stderr, "\n(pgshadowctl %s --dry-run lists what %s does with every dependant)\n", verb, verb);
         return PS_CTL_EXIT_REFUSED;
     }
     if (!q.timeout_text)
         q.timeout_ms = (int64_t)ctl->cfg->cutover.promote.attempts * (ctl->cfg->cutover.promote.lock_timeout_ms + 2000) +
                        60000;
-    return send_with_reason(ctl, "promote", &q);
+    ps_ctl_buf args = {0};
+    ps_ctl_buf_puts(&args, "{");
+    if (q.reason)
+        json_field(&args, "reason", q.reason);
+    if (!revert) {
+        if (args.len > 1)
+            ps_ctl_buf_puts(&args, ", ");
+        ps_ctl_buf_puts(&args, reverse ? "\"reverse\": true" : "\"reverse\": false");
+    }
+    ps_ctl_buf_puts(&args, "}");
+    char *json = ps_ctl_buf_steal(&args);
+    rc = ps_ctl_send_command(ctl, verb, verb, json, q.timeout_ms, q.queue, NULL);
+    free(json);
+    return rc;
+}
+
+int ps_ctl_cmd_promote(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
+{
+    return swap_command(ctl, cmd, argc, argv, false);
+}
+
+int ps_ctl_cmd_revert(ps_ctl *ctl, const ps_ctl_command *cmd, int argc, char **argv)
+{
+    return swap_command(ctl, cmd, argc, argv, true);
 }
 
 /* finalize [--yes]: what promote left behind goes for good (sql/89-finalize.sql):

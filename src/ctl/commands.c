@@ -54,12 +54,13 @@ const ps_ctl_command ps_ctl_commands[] = {
      ps_ctl_cmd_cutover, NULL, true, 0, 0},
     {"extend", "DURATION [--reason TEXT] [--timeout D] [--queue]", "hold the stage in force longer",
      ps_ctl_cmd_extend, NULL, true, 1, 1},
-    {"promote", "[--dry-run] [--reason TEXT] [--timeout D] [--queue]",
+    {"promote", "[--dry-run] [--without-revert] [--reason TEXT] [--timeout D] [--queue]",
      "swap every shadow in as the primary (--dry-run: the plan)", ps_ctl_cmd_promote, NULL, true, 0, 0},
+    {"revert", "[--dry-run] [--reason TEXT] [--timeout D] [--queue]",
+     "undo a promote: the legacy tables back, nothing lost (--dry-run: the plan)", ps_ctl_cmd_revert, NULL, true,
+     0, 0},
     {"finalize", "[--yes] [--reason TEXT] [--timeout D] [--queue]",
      "drop the legacy tables and what else promote left (asks first)", ps_ctl_cmd_finalize, NULL, true, 0, 0},
-    /* the contract's commands that a later release brings */
-    {"revert", "", NULL, NULL, "revert", true, 0, 0},
     {NULL, NULL, NULL, NULL, NULL, false, 0, 0},
 };
 

@@ -81,6 +81,25 @@ int ps_ctl_sql_files(const char *const *names, char **out, const char **missing)
     return 0;
 }
 
+/* A column map (columns:, reverse_columns:) as a jsonb literal. */
+static int map_json(ps_ctl_buf *b, const ps_column_map *m, size_t n)
+{
+    ps_ctl_buf json = {0};
+    ps_ctl_buf_puts(&json, "{");
+    for (size_t c = 0; c < n; c++) {
+        if (c)
+            ps_ctl_buf_puts(&json, ", ");
+        ps_ctl_json_string(&json, m[c].column);
+        ps_ctl_buf_puts(&json, ": ");
+        ps_ctl_json_string(&json, m[c].expr);
+    }
+    ps_ctl_buf_puts(&json, "}");
+    int rc = ps_ctl_quote_literal(b, json.data, json.len);
+    ps_ctl_buf_free(&json);
+    ps_ctl_buf_puts(b, "::jsonb");
+    return rc;
+}
+
 int ps_ctl_table_args(ps_ctl_buf *b, const ps_config *cfg, const ps_table_config *t)
 {
     int rc = 0;
@@ -104,19 +123,7 @@ int ps_ctl_table_args(ps_ctl_buf *b, const ps_config *cfg, const ps_table_config
     ps_ctl_buf_puts(b, ", ");
     rc |= lit(b, cfg->migration.id);
     ps_ctl_buf_puts(b, ", ");
-    ps_ctl_buf json = {0};
-    ps_ctl_buf_puts(&json, "{");
-    for (size_t c = 0; c < t->n_columns; c++) {
-        if (c)
-            ps_ctl_buf_puts(&json, ", ");
-        ps_ctl_json_string(&json, t->columns[c].column);
-        ps_ctl_buf_puts(&json, ": ");
-        ps_ctl_json_string(&json, t->columns[c].expr);
-    }
-    ps_ctl_buf_puts(&json, "}");
-    rc |= ps_ctl_quote_literal(b, json.data, json.len);
-    ps_ctl_buf_free(&json);
-    ps_ctl_buf_puts(b, "::jsonb");
+    rc |= map_json(b, t->columns, t->n_columns);
     return rc ? -EINVAL : 0;
 }
 
@@ -132,8 +139,17 @@ int ps_ctl_install_script(const ps_config *cfg, const char *install_sql, char **
         ps_ctl_buf_puts(&b, "\n");
 
     for (size_t i = 0; i < cfg->migration.n_tables && rc == 0; i++) {
+        const ps_table_config *t = &cfg->migration.tables[i];
         ps_ctl_buf_puts(&b, "SELECT pgshadow.register_table(");
-        rc |= ps_ctl_table_args(&b, cfg, &cfg->migration.tables[i]);
+        rc |= ps_ctl_table_args(&b, cfg, t);
+        ps_ctl_buf_puts(&b, ");\n");
+        /* what revert needs (sql/90-revert.sql); {} resets it */
+        ps_ctl_buf_puts(&b, "SELECT pgshadow.set_reverse_columns(");
+        rc |= lit(&b, cfg->migration.schema);
+        ps_ctl_buf_puts(&b, ", ");
+        rc |= lit(&b, t->name);
+        ps_ctl_buf_puts(&b, ", ");
+        rc |= map_json(&b, t->reverse, t->n_reverse);
         ps_ctl_buf_puts(&b, ");\n");
     }
     ps_ctl_buf_puts(&b, "SELECT pgshadow.finish_install(");

@@ -57,8 +57,13 @@ static const char SQL_READ[] =
 static const char SQL_WRITE[] = "SELECT pgshadow.cutover_write($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7)";
 
 /* The swap (sql/88-promote.sql): migration, rev, lock_timeout ms,
- * attempts, the command (NULL for finally: promote). */
-static const char SQL_PROMOTE[] = "SELECT pgshadow.promote($1, $2, $3::integer, $4::integer, $5)";
+ * attempts, the command (NULL for finally: promote), reverse sync after it
+ * (sql/90-revert.sql). */
+static const char SQL_PROMOTE[] =
+    "SELECT pgshadow.promote($1, $2, $3::integer, $4::integer, $5, p_reverse => $6::boolean)";
+/* The swap back (sql/90-revert.sql): migration, rev, lock_timeout ms,
+ * attempts, the command. */
+static const char SQL_REVERT[] = "SELECT pgshadow.revert($1, $2, $3::integer, $4::integer, $5)";
 /* After the swap: one re-pointed foreign key validated per call (NULL:
  * none left). */
 static const char SQL_VALIDATE[] = "SELECT pgshadow.promote_validate($1)";
@@ -421,10 +426,12 @@ static void send_promote(ps_cutover *m)
     snprintf(rev, sizeof rev, "%" PRId64, m->rev);
     snprintf(lt, sizeof lt, "%" PRId64, cfg->cutover.promote.lock_timeout_ms);
     snprintf(at, sizeof at, "%d", cfg->cutover.promote.attempts);
-    const char *params[5] = {cfg->migration.id, rev, lt, at, NULL};
-    ps_log_notice("cutover: promoting migration %s (finally: promote): lock_timeout %s ms, %s attempts",
-                  cfg->migration.id, lt, at);
-    if (send_req(m, r, SQL_PROMOTE, 5, params, on_promote) < 0)
+    const char *params[6] = {cfg->migration.id, rev, lt, at, NULL,
+                             cfg->cutover.promote.keep_legacy ? "true" : "false"};
+    ps_log_notice("cutover: promoting migration %s (finally: promote): lock_timeout %s ms, %s attempts, %s",
+                  cfg->migration.id, lt, at,
+                  cfg->cutover.promote.keep_legacy ? "reverse sync after it" : "no reverse sync (keep_legacy: false)");
+    if (send_req(m, r, SQL_PROMOTE, 6, params, on_promote) < 0)
         arm(m, cfg->monitor.poll_interval_ms);
 }
 
@@ -497,6 +504,12 @@ static void evaluate(ps_cutover *m)
     if (m->st.status == PS_CO_PROMOTED) {
         if (!m->validated)
             send_validate(m);
+        return;
+    }
+    if (m->st.status == PS_CO_ROLLED_BACK && !m->validated) {
+        /* after a revert: the foreign keys it re-pointed NOT VALID (none
+         * after a plain rollback: one call says so) */
+        send_validate(m);
         return;
     }
     if (m->st.status == PS_CO_FINALIZED) {
@@ -603,9 +616,10 @@ static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why,
     if (ps_co_cmd_parse(cmd->name, &which) < 0)
         return snprintf(why, whylen, "not a cutover command: %s", cmd->name), 1;
     if (!m->loaded) {
-        snprintf(why, whylen, "the daemon is reading the cutover state (it just became leader, or a write of "
-                              "it failed); try again");
-        return 1;
+        /* a new leader (or one whose write failed) reading the state: the
+         * command waits in the queue, taken again at the next poll */
+        snprintf(why, whylen, "the daemon is reading the cutover state");
+        return PS_CONTROL_LATER;
     }
     if (!m->schedule_ok && which != PS_CO_CMD_ROLLBACK && which != PS_CO_CMD_ABORT) {
         snprintf(why, whylen, "the percent in force (%d%%) is no stage of cutover.stages: fix the schedule "
@@ -626,27 +640,39 @@ static int command(const ps_control_cmd *cmd, ps_control_action *act, char *why,
     ps_co_out out;
     if (ps_co_command(&p, &next, which, arg_ms, &g, &out, why, whylen) != 0)
         return 1;
-    if (out.promote) {
-        /* The swap, in the command's transaction: promote() writes the
-         * state (promoted) and the event when it commits; when it cannot
-         * finish it raises and the command fails with its reason, the
-         * state as it was. */
+    if (out.promote || out.revert) {
+        /* The swap (or the swap back), in the command's transaction:
+         * promote() / revert() write the state (promoted / rolled_back) and
+         * the event when it commits; when it cannot finish it raises and
+         * the command fails with its reason, the state as it was. Reverse
+         * sync after a promote: as pgshadowctl asked ("reverse" in the
+         * command's args), else keep_legacy. */
         const ps_config *cfg = ps_daemon_config(m->d);
+        bool reverse = cfg->cutover.promote.keep_legacy;
+        if (strstr(cmd->args, "\"reverse\": false"))
+            reverse = false;
+        else if (strstr(cmd->args, "\"reverse\": true"))
+            reverse = true;
         snprintf(m->cmd_rev, sizeof m->cmd_rev, "%" PRId64, m->rev);
         snprintf(m->cmd_lock_timeout, sizeof m->cmd_lock_timeout, "%" PRId64, cfg->cutover.promote.lock_timeout_ms);
         snprintf(m->cmd_attempts, sizeof m->cmd_attempts, "%d", cfg->cutover.promote.attempts);
         snprintf(m->cmd_id, sizeof m->cmd_id, "%" PRId64, cmd->id);
-        act->sql = SQL_PROMOTE;
-        act->nparams = 5;
+        act->sql = out.revert ? SQL_REVERT : SQL_PROMOTE;
+        act->nparams = out.revert ? 5 : 6;
         act->params[0] = cfg->migration.id;
         act->params[1] = m->cmd_rev;
         act->params[2] = m->cmd_lock_timeout;
         act->params[3] = m->cmd_attempts;
         act->params[4] = m->cmd_id;
+        act->params[5] = reverse ? "true" : "false";
         act->format = first_value;
-        ps_log_fields(LOG_NOTICE, (ps_log_field[]){{"MIGRATION", cfg->migration.id}, {"EVENT", "promote"}, {NULL, NULL}},
-                      "cutover promote: %s (by %s): lock_timeout %s ms, %s attempts", out.why, cmd->requested_by,
-                      m->cmd_lock_timeout, m->cmd_attempts);
+        ps_log_fields(LOG_NOTICE,
+                      (ps_log_field[]){{"MIGRATION", cfg->migration.id},
+                                       {"EVENT", out.revert ? "revert" : "promote"},
+                                       {NULL, NULL}},
+                      "cutover %s: %s (by %s): lock_timeout %s ms, %s attempts%s", out.revert ? "revert" : "promote",
+                      out.why, cmd->requested_by, m->cmd_lock_timeout, m->cmd_attempts,
+                      out.revert ? "" : reverse ? ", reverse sync after it" : ", no reverse sync");
         orphan(m);
         m->loaded = false;
         m->validated = false;

@@ -18,6 +18,7 @@
  *   any but promoting/promoted/aborted --rollback / abort--> rolled_back / aborted
  *   rolled_back --start--> running(1)
  *   promoted --finalize--> finalized (final: every command refused)
+ *   promoted --revert--> rolled_back (stage 0: the old tables again, forward sync resumes)
  *
  * Hold time: earned only by a fresh, all-green evaluation at running, and
  * only the time since the previous one (capped at two poll intervals and a
@@ -62,6 +63,7 @@ static const char *const cmd_names[PS_CO_N_CMD] = {
     [PS_CO_CMD_ROLLBACK] = "rollback",   [PS_CO_CMD_ABORT] = "abort",
     [PS_CO_CMD_EXTEND] = "extend",
     [PS_CO_CMD_PROMOTE] = "promote",     [PS_CO_CMD_FINALIZE] = "finalize",
+    [PS_CO_CMD_REVERT] = "revert",
 };
 
 const char *ps_co_cmd_name(ps_co_cmd c)
@@ -364,6 +366,23 @@ int ps_co_command(const ps_co_policy *p, ps_co_state *st, ps_co_cmd cmd, int64_t
         out->finalize = true;
         event(out, "finalize", LOG_NOTICE, "finalize: the legacy tables, the compatibility views and pgshadow's "
                                            "state of the migration go");
+        *st = n;
+        return 0;
+    }
+    if (cmd == PS_CO_CMD_REVERT) {
+        /* after the swap: the swap back (the SQL step checks the rest:
+         * reverse sync on, nothing quarantined, the plan) */
+        if (st->status != PS_CO_PROMOTED)
+            return refuse(why, whylen, "revert: the cutover is %s at %s: revert undoes a promote", sname, at);
+        n.status = PS_CO_ROLLED_BACK;
+        n.stage = 0;
+        n.percent = 0;
+        n.hold_earned_ms = 0;
+        n.hold_extra_ms = 0;
+        n.failures = 0;
+        n.last_good = 0;
+        out->revert = true;
+        event(out, "revert", LOG_NOTICE, "revert: the legacy tables back under their names, reads on them");
         *st = n;
         return 0;
     }

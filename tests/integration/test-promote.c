@@ -65,10 +65,25 @@
  *     read from /proc), nor does one started afterwards; finalize again and
  *     rollback are refused. Installed again, over an older CHECK on the
  *     cutover's status, the migration starts afresh.
+ *  6. finally: promote refused by the plan (a materialized view): one
+ *     'cutover promote_failed' event, nothing changed, back to
+ *     awaiting_decision and not tried again by itself; then promote, and
+ *     finalize refused by a table made since under a legacy table's name.
+ *  7. revert (sql/90-revert.sql; keep_legacy: true, which cases 1-5 turn
+ *     off to check the legacy tables as promote left them): under pgbench,
+ *     promote with reverse sync (the legacy tables follow the writes, their
+ *     own trigger disabled), revert (the oids of before the promote back,
+ *     view, foreign key, trigger, identity, tracking columns, forward sync
+ *     equal), promote again and a revert whose daemon is SIGKILLed holding
+ *     every lock (nothing changed; the next daemon reverts), promote a
+ *     third time and finalize under the load: pgbench failed nothing, and
+ *     every row each of its transactions inserted is there at the end.
+ *     And the refusals: a columns: mapping that is not a plain copy needs
+ *     reverse_columns (or --without-revert); revert before a promote.
  *
  * Every wait polls with a generous deadline (a busy 2-core machine); the
- * only fixed sleeps watch a daemon for what it must not log. About 1400
- * lines: six cases end to end (the fourth kills the daemon twice), and the
+ * only fixed sleeps watch a daemon for what it must not log. About 1700
+ * lines: nine cases end to end (the fourth kills the daemon twice), and the
  * catalog and row checks every promote must pass (check_catalog,
  * check_rows), which are the point of the test and read best in one place. PGSHADOW_TEST_FILTER (a cmocka
  * pattern) runs some cases only.
@@ -207,6 +222,7 @@ typedef struct opts {
     const char *lock_timeout; /* NULL: 2s */
     int attempts;             /* 0: 10 */
     bool verify;              /* verify every 2s (repair) and sampling every 1s */
+    bool reverse;             /* keep_legacy: true (reverse sync after promote); false in cases 1-5 */
 } opts;
 
 static void write_one(const char *path, const char *user, const opts *o)
@@ -222,10 +238,11 @@ static void write_one(const char *path, const char *user, const opts *o)
                          "    max_latency_ratio: 1000\n"
                          "  failures_to_trip: 3\n  on_trip: pause\n"
                          "  stages: [{percent: 50, hold: 1s}, {percent: 100, hold: 1s}]\n"
-                         "  finally: %s\n  promote:\n    lock_timeout: %s\n    attempts: %d\n"
+                         "  finally: %s\n  promote:\n    lock_timeout: %s\n    attempts: %d\n    keep_legacy: %s\n"
                          "metrics:\n  listen: \"\"\n",
                          ci, o->verify ? "2s" : "0s", o->verify ? "1s" : "0s", o->finally ? o->finally : "wait",
-                         o->lock_timeout ? o->lock_timeout : "2s", o->attempts ? o->attempts : 10) > 0);
+                         o->lock_timeout ? o->lock_timeout : "2s", o->attempts ? o->attempts : 10,
+                         o->reverse ? "true" : "false") > 0);
     assert_int_equal(itest_write_file(path, yaml), 0);
     free(yaml);
     free(ci);
@@ -360,7 +377,9 @@ static void load_start(const char *mode)
     load_start_script(mode, PGBENCH_SCRIPT);
 }
 
-static void load_stop(void)
+/* Stops pgbench: it must have failed no transaction. Returns how many it
+ * completed. */
+static long load_stop(void)
 {
     assert_true(T.bench_on);
     T.bench_on = false;
@@ -376,6 +395,7 @@ static void load_stop(void)
     }
     fprintf(stderr, "test-promote: pgbench: %ld transactions, none failed\n", done);
     itest_run_free(&r);
+    return done;
 }
 
 /* ---- getting to the decision -------------------------------------------- */
@@ -1440,6 +1460,431 @@ static void test_finalize(void **state)
     free(new_oids);
 }
 
+/* finally: promote that cannot promote (a materialized view refuses it):
+ * the daemon's try fails, nothing changes, the state goes back to
+ * awaiting_decision with one 'cutover promote_failed' event saying why, for
+ * an operator to decide; the view gone, pgshadowctl promote succeeds. */
+static void test_promote_finally_fails(void **state)
+{
+    (void)state;
+    write_cfg(&(opts){.finally = "promote"});
+    itest_exec_ok(T.db->c, "SET ROLE " OWNER "; CREATE MATERIALIZED VIEW project_names AS SELECT name FROM projects;"
+                           "RESET ROLE");
+    char *before = oids();
+    daemon_up(&T.a, "a");
+    expect_true("SELECT bool_and(backfill_state = 'done') FROM pgshadow.tables", WAIT_MS);
+    start_cutover();
+    expect_true("SELECT count(*) > 0 FROM pgshadow.events WHERE what = 'cutover promote_failed'", WAIT_MS);
+    expect_true("SELECT status = 'awaiting_decision' FROM pgshadow.cutover", WAIT_MS);
+    expect("SELECT why LIKE 'promote failed, nothing changed: pgshadow: promote refused: projects: materialized view "
+           "public.project_names: refused%' FROM pgshadow.events WHERE what = 'cutover promote_failed'",
+           "t");
+    expect(UNCHANGED_SQL, "t");
+    char *now = oids();
+    assert_string_equal(now, before);
+    free(now);
+    /* it does not try again by itself: the decision is the operator's */
+    itest_sleep_ms(3000);
+    expect("SELECT count(*) || ' ' || (SELECT status FROM pgshadow.cutover) FROM pgshadow.events "
+           "WHERE what = 'cutover promote_failed'",
+           "1 awaiting_decision");
+    itest_exec_ok(T.db->c, "DROP MATERIALIZED VIEW project_names");
+    itest_run r;
+    promote(&r);
+    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks")) {
+        dump();
+        fail_msg("pgshadowctl promote: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    itest_run_free(&r);
+    expect("SELECT status FROM pgshadow.cutover", "promoted");
+    /* finalize drops the legacy table promote left, never another of its
+     * name: one made since refuses it, nothing dropped */
+    expect_true("SELECT convalidated FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
+                WAIT_MS);
+    itest_exec_ok(T.db->c, "ALTER TABLE projects_legacy RENAME TO projects_legacy_kept;"
+                           "CREATE TABLE projects_legacy (id int)");
+    char *out = ctl(T.opcfg, 3, "public.projects_legacy is not the legacy table promote left", "finalize", "--yes",
+                    NULL);
+    free(out);
+    expect("SELECT to_regclass('projects_legacy') IS NOT NULL AND to_regclass('projects_legacy_kept') IS NOT NULL "
+           "AND to_regclass('tasks_legacy') IS NOT NULL",
+           "t");
+    free(before);
+}
+
+/* ---- 7. revert ------------------------------------------------------------- */
+
+/* The rows pgbench's transactions inserted ('b'): one project, one task and
+ * one note each. */
+#define B_ROWS_SQL                                                                                               \
+    "SELECT (SELECT count(*) FROM projects WHERE name = 'b') || ' ' || (SELECT count(*) FROM tasks WHERE title = 'b') " \
+    "|| ' ' || (SELECT count(*) FROM notes WHERE body = 'b')"
+
+/* Table a and table b hold the same rows in the columns the application
+ * sees (cols), both ways. */
+static void same_rows(const char *a, const char *b, const char *cols)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT (SELECT count(*) FROM (SELECT %1$s FROM %2$s EXCEPT ALL SELECT %1$s FROM %3$s) x) || ' ' || "
+             "(SELECT count(*) FROM (SELECT %1$s FROM %3$s EXCEPT ALL SELECT %1$s FROM %2$s) y)",
+             cols, a, b);
+    expect(sql, "0 0");
+}
+
+#define TASK_COLS "id, project_id, title, n, phase, stamp"
+#define REVERT_RUNNING "a.query LIKE '%pgshadow.revert(%' AND a.usename = '" DAEMON "'"
+#define PROJECT_COLS "id, name, budget, phase"
+
+/* pgshadowctl revert (as the operator) until the daemon takes it. */
+static void revert(itest_run *r)
+{
+    int64_t end = itest_now_ms() + WAIT_MS;
+    for (;;) {
+        itest_run_ctl(r, T.opcfg, "revert", (char *)NULL);
+        bool early = r->rc == 3 && strstr(r->err, "is reading the cutover state");
+        if (!early || itest_now_ms() > end)
+            return;
+        itest_run_free(r);
+        itest_sleep_ms(300);
+    }
+}
+
+/* Promote with reverse sync (keep_legacy: true, the default) under a pgbench
+ * load (-M prepared), writes go on; the legacy tables follow the new ones
+ * row by row (also the user trigger's stamp: the legacy table's own trigger
+ * is disabled while reverse sync writes it). Then revert under the same
+ * load: pgbench sees no failed transaction, every row it inserted is in the
+ * old tables (counted against the transactions it completed), the catalog
+ * is as before the promote (oids, the view, notes' foreign key, triggers,
+ * identity above every key, tracking columns back on the shadows), the
+ * cutover rolled_back at 0%, and forward sync goes on: the shadows hold
+ * what the old tables hold. */
+static void test_revert_under_load(void **state)
+{
+    (void)state;
+    write_cfg(&(opts){.verify = true, .reverse = true});
+    to_decision("prepared", "awaiting_decision");
+    char *before = oids();
+    itest_run r;
+    promote(&r);
+    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks: lock wait ")) {
+        dump();
+        fail_msg("pgshadowctl promote: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    itest_run_free(&r);
+    expect("SELECT bool_and(reverse_sync) FROM pgshadow.tables", "t");
+    expect("SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'tasks_legacy'::regclass AND tgname = 'tasks_stamp'",
+           "D");
+    expect("SELECT count(*) > 0 FROM pg_trigger WHERE tgrelid = 'tasks'::regclass AND tgname LIKE 'pgshadow_capture%'",
+           "t");
+    /* the load writes the new tables; reverse sync follows them */
+    expect_true("SELECT count(*) >= 100 FROM tasks WHERE phase = 2", WAIT_MS);
+    expect_true("SELECT count(*) > 50 FROM tasks_legacy WHERE phase = 2", WAIT_MS);
+    /* revert, under the same load */
+    int64_t t0 = itest_now_ms();
+    revert(&r);
+    if (r.rc != 0 || !strstr(r.out, "revert: reverted projects, tasks: lock wait ")) {
+        dump();
+        fail_msg("pgshadowctl revert: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    fprintf(stderr, "test-promote: revert: %s (pgshadowctl took %lld ms)\n", r.out,
+            (long long)(itest_now_ms() - t0));
+    itest_run_free(&r);
+    /* the writes go on into the old tables, and forward sync follows */
+    expect_true("SELECT count(*) >= 100 FROM tasks WHERE phase = 0 AND title = 'b' AND id > "
+                "(SELECT max(id) FROM tasks WHERE phase = 2)",
+                WAIT_MS);
+    long done = load_stop();
+    /* nothing lost: every transaction pgbench completed inserted one row
+     * of each table, before, during and after the promote */
+    char want[96];
+    snprintf(want, sizeof want, "%ld %ld %ld", done, done, done);
+    expect(B_ROWS_SQL, want);
+    expect("SELECT count(*) > 0 FROM tasks WHERE phase = 2", "t");
+    /* the catalog: the old tables under their names again, the new ones
+     * the shadows (the oids of before the promote) */
+    char *after = oids();
+    if (strcmp(before, after) != 0)
+        fail_msg("oids after revert: %s, before the promote: %s", after, before);
+    expect("SELECT to_regclass('tasks_legacy') IS NULL AND to_regclass('projects_legacy') IS NULL", "t");
+    expect("SELECT status || ' ' || stage || ' ' || percent FROM pgshadow.cutover", "rolled_back 0 0");
+    expect("SELECT count(*) FROM pgshadow.events WHERE what = 'cutover reverted'", "1");
+    expect("SELECT count(*) FROM pgshadow.tables WHERE promoted_at IS NOT NULL OR reverse_sync", "0");
+    expect("SELECT count(*) FROM pgshadow.flags WHERE name LIKE 'read_from_shadow_%' AND value <> '0'", "0");
+    expect("SELECT string_agg(tgrelid::regclass || '.' || tgname || ':' || tgenabled::text, ',' ORDER BY 1) "
+           "FROM pg_trigger WHERE tgname = 'tasks_stamp'",
+           "tasks.tasks_stamp:O");
+    expect("SELECT count(*) FROM pg_trigger WHERE tgrelid IN ('tasks'::regclass, 'projects'::regclass) "
+           "AND tgname LIKE 'pgshadow_capture%'",
+           "4");
+    expect("SELECT count(*) FROM pg_trigger WHERE tgrelid IN ('tasks_shadow'::regclass, 'projects_shadow'::regclass) "
+           "AND tgname LIKE 'pgshadow_capture%'",
+           "0");
+    expect("SELECT confrelid::regclass FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
+           "tasks");
+    expect_true("SELECT convalidated FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
+                WAIT_MS);
+    expect("SELECT string_agg(DISTINCT d.refobjid::regclass::text, ',') FROM pg_depend d "
+           "JOIN pg_rewrite w ON w.oid = d.objid WHERE w.ev_class = 'task_view'::regclass "
+           "AND d.refobjid <> 'task_view'::regclass",
+           "projects,tasks");
+    expect("SELECT attidentity FROM pg_attribute WHERE attrelid = 'tasks'::regclass AND attname = 'id'", "a");
+    expect("SELECT attidentity FROM pg_attribute WHERE attrelid = 'tasks_shadow'::regclass AND attname = 'id'", "");
+    expect("SELECT count(*) FROM pg_attribute WHERE attrelid = 'tasks_shadow'::regclass AND NOT attisdropped "
+           "AND attname LIKE '\\_shadow\\_%'",
+           "7");
+    /* forward sync: the shadows hold what the old tables hold */
+    expect_true("SELECT count(*) = 0 FROM pgshadow.change_log", WAIT_MS);
+    same_rows("tasks", "tasks_shadow", TASK_COLS);
+    same_rows("projects", "projects_shadow", PROJECT_COLS);
+    expect("SELECT count(*) FROM pgshadow.quarantine", "0");
+    /* new keys above every old one, from the old tables' own identity and sequence */
+    expect("WITH p AS (INSERT INTO projects (name) VALUES ('after') RETURNING id), "
+           "t AS (INSERT INTO tasks (project_id, title) SELECT id, 'after' FROM p RETURNING id, stamp) "
+           "SELECT (SELECT id FROM p) > (SELECT max(id) FROM projects WHERE name <> 'after') "
+           "AND (SELECT id FROM t) > (SELECT max(id) FROM tasks WHERE title <> 'after') "
+           "AND (SELECT stamp FROM t) = 'trg:tasks'",
+           "t");
+    /* revert again, finalize: refused */
+    char *out = ctl(T.opcfg, 3, "not promoted", "revert", "--dry-run", NULL);
+    free(out);
+    out = ctl(T.opcfg, 3, "refused", "finalize", "--yes", NULL);
+    free(out);
+    /* the migration goes on, under load again: the cutover, promote
+     * (reverse sync again), and a revert whose daemon is SIGKILLed while
+     * it holds every lock, its moves done, waiting for the cutover row
+     * (which the test holds): nothing changed, still promoted; the next
+     * daemon takes the command again and reverts */
+    load_start("simple");
+    start_cutover();
+    expect_true("SELECT status = 'awaiting_decision' FROM pgshadow.cutover", WAIT_MS);
+    promote(&r);
+    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks: lock wait ")) {
+        dump();
+        fail_msg("pgshadowctl promote again: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    itest_run_free(&r);
+    expect_true("SELECT count(*) > 20 FROM tasks_legacy WHERE phase = 2", WAIT_MS);
+    PGconn *locker = itest_connect(T.ci);
+    itest_exec_ok(locker, "BEGIN; SELECT 1 FROM pgshadow.cutover FOR UPDATE");
+    /* pgshadowctl waits for the command's end: in the background, and
+     * ended with the daemon (it said nothing more to wait for) */
+    itest_child ctl_bg;
+    char *const argv[] = {(char *)itest_env("PGSHADOWCTL"), "-c", T.opcfg, "revert", NULL};
+    itest_child_start(&ctl_bg, argv);
+    expect_true("SELECT EXISTS (SELECT 1 FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+                "WHERE " REVERT_RUNNING " AND a.wait_event_type = 'Lock' AND l.granted "
+                "AND l.relation = 'tasks'::regclass AND l.mode = 'AccessExclusiveLock')",
+                WAIT_MS);
+    itest_daemon_kill(&T.a, SIGKILL);
+    expect_true("SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE " REVERT_RUNNING ")", WAIT_MS);
+    itest_exec_ok(locker, "COMMIT");
+    PQfinish(locker);
+    kill(ctl_bg.pid, SIGTERM);
+    itest_child_finish(&ctl_bg, &r);
+    itest_run_free(&r);
+    expect("SELECT status || ' ' || (SELECT relkind::text FROM pg_class WHERE oid = 'tasks_shadow'::regclass) || ' ' "
+           "|| (to_regclass('tasks_legacy') IS NOT NULL) || ' ' || (SELECT bool_and(reverse_sync) FROM pgshadow.tables) "
+           "|| ' ' || (SELECT count(*) FROM pgshadow.events WHERE what = 'cutover reverted') FROM pgshadow.cutover",
+           "promoted v true true 1");
+    /* the command the killed daemon ran went back to the queue with its
+     * transaction; the next daemon takes it once it has read the cutover
+     * state (not before: it leaves it queued, never refuses it for that) */
+    daemon_up(&T.b, "b");
+    expect_true("SELECT status = 'rolled_back' FROM pgshadow.cutover", WAIT_MS);
+    expect("SELECT string_agg(state, ',' ORDER BY command_id) FROM pgshadow.commands WHERE command = 'revert'",
+           "done,done");
+    expect("SELECT count(*) FROM pgshadow.events WHERE what = 'cutover reverted'", "2");
+    expect("SELECT relkind FROM pg_class WHERE oid = 'tasks_shadow'::regclass", "r");
+    long done2 = load_stop();
+    snprintf(want, sizeof want, "%ld %ld %ld", done + done2, done + done2, done + done2);
+    expect(B_ROWS_SQL, want);
+    /* and finalize under load after promote (a third time): the legacy
+     * tables follow the writes while it plans and drops (their counts are
+     * not part of the plan's digest), reverse sync's capture goes with them.
+     * The application's load no longer names the compatibility views
+     * (finalize drops them): 'f' rows */
+    load_start_script("simple", FINAL_SCRIPT);
+    start_cutover();
+    expect_true("SELECT status = 'awaiting_decision' FROM pgshadow.cutover", WAIT_MS);
+    promote(&r);
+    if (r.rc != 0 || !strstr(r.out, "promote: promoted projects, tasks: lock wait ")) {
+        dump();
+        fail_msg("pgshadowctl promote a third time: rc %d\n%s\n%s", r.rc, r.out, r.err);
+    }
+    itest_run_free(&r);
+    expect_true("SELECT convalidated FROM pg_constraint WHERE conrelid = 'notes'::regclass AND contype = 'f'",
+                WAIT_MS);
+    out = ctl(T.opcfg, 0, "reverse sync's capture: revert is gone with it", "finalize", "--yes", NULL);
+    free(out);
+    /* the application writes on */
+    char *n0 = itest_query(T.db->c, "SELECT count(*) FROM tasks"), sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) >= %s + 20 FROM tasks", n0);
+    expect_true(sql, WAIT_MS);
+    free(n0);
+    long done3 = load_stop();
+    snprintf(want, sizeof want, "%ld %ld %ld", done3, done3, done3);
+    expect("SELECT (SELECT count(*) FROM projects WHERE name = 'f') || ' ' || "
+           "(SELECT count(*) FROM tasks WHERE title = 'f') || ' ' || (SELECT count(*) FROM notes WHERE body = 'f')",
+           want);
+    snprintf(want, sizeof want, "%ld %ld %ld", done + done2, done + done2, done + done2);
+    expect(B_ROWS_SQL, want);
+    expect("SELECT to_regclass('tasks_legacy') IS NULL AND to_regclass('tasks_shadow') IS NULL "
+           "AND (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgshadow%') = 0",
+           "t");
+    expect("SELECT status FROM pgshadow.cutover", "finalized");
+    free(before);
+    free(after);
+}
+
+/* Never a silent lossy revert: a columns: mapping that is not a plain copy
+ * makes its table not revertable: promote --dry-run (reverse sync, the
+ * default) lists it and exits 3, naming the column and the way out;
+ * --without-revert is accepted; a reverse_columns expression makes it
+ * revertable. And revert before a promote is refused. And FORCE ROW LEVEL
+ * SECURITY set on a primary after install holds its apply back, not the
+ * other table's, and refuses promote. */
+static void test_revert_needs_reverse(void **state)
+{
+    (void)state;
+    write_cfg(&(opts){.reverse = true});
+    itest_exec_ok(T.db->c, "SELECT pgshadow.register_table('public', 'projects', NULL, '_shadow', '" MIG "', "
+                           "'{\"budget\": \"p.budget + 0\"}')");
+    char *out = ctl(T.opcfg, 3, "column budget: the new column is p.budget + 0, not a plain copy: give "
+                                "reverse_columns.budget", "promote", "--dry-run", NULL);
+    if (!strstr(out, "promote --without-revert"))
+        fail_msg("no way out named:\n%s", out);
+    free(out);
+    out = ctl(T.opcfg, 0, "kept as of the promote", "promote", "--dry-run", "--without-revert");
+    free(out);
+    itest_exec_ok(T.db->c, "SELECT pgshadow.set_reverse_columns('public', 'projects', '{\"budget\": \"p.budget\"}')");
+    out = ctl(T.opcfg, 0, "reverse-synced from the new table (budget <- p.budget)", "promote", "--dry-run", NULL);
+    free(out);
+    out = ctl(T.opcfg, 3, "not promoted", "revert", "--dry-run", NULL);
+    free(out);
+    /* FORCE ROW LEVEL SECURITY set on a primary after install: apply holds
+     * its changes back (the owner's policies would hide rows from apply's
+     * reads, and it would delete them from the shadow), the other table
+     * goes on, promote refuses; NO FORCE, and it catches up */
+    for (int i = 0; i < 10; i++) /* the backfill, without a daemon */
+        itest_exec_ok(T.db->c, "SELECT * FROM pgshadow.backfill_step('" MIG "', 10000)");
+    itest_exec_ok(T.db->c, "SELECT * FROM pgshadow.apply_batch('" MIG "', 10000)");
+    expect("SELECT (SELECT count(*) FROM tasks_shadow) || ' ' || (SELECT count(*) FROM projects_shadow)", "2000 200");
+    itest_exec_ok(T.db->c, "ALTER TABLE projects FORCE ROW LEVEL SECURITY;"
+                           "UPDATE projects SET budget = 7 WHERE id = 2; UPDATE tasks SET n = 7 WHERE id = 2");
+    itest_exec_ok(T.db->c, "SELECT * FROM pgshadow.apply_batch('" MIG "', 10000)");
+    expect("SELECT (SELECT count(*) FROM pgshadow.change_log) || ' ' || (SELECT n FROM tasks_shadow WHERE id = 2) "
+           "|| ' ' || (SELECT budget FROM projects_shadow WHERE id = 2)",
+           "1 7 0");
+    out = ctl(T.opcfg, 3, "has FORCE ROW LEVEL SECURITY: apply holds its changes back", "promote", "--dry-run", NULL);
+    free(out);
+    itest_exec_ok(T.db->c, "ALTER TABLE projects NO FORCE ROW LEVEL SECURITY");
+    itest_exec_ok(T.db->c, "SELECT * FROM pgshadow.apply_batch('" MIG "', 10000)");
+    expect("SELECT (SELECT count(*) FROM pgshadow.change_log) || ' ' || (SELECT budget FROM projects_shadow WHERE id = 2)",
+           "0 7");
+    /* a reverse expression for a column that is not there, or for the key */
+    PGresult *res = PQexec(T.db->c, "SELECT pgshadow.set_reverse_columns('public', 'projects', '{\"nope\": \"1\"}')");
+    assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
+    assert_non_null(strstr(PQresultErrorMessage(res), "nope is not a written column"));
+    PQclear(res);
+    res = PQexec(T.db->c, "SELECT pgshadow.set_reverse_columns('public', 'projects', '{\"id\": \"p.id\"}')");
+    assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
+    assert_non_null(strstr(PQresultErrorMessage(res), "id is a key column"));
+    PQclear(res);
+}
+
+/* Reverse sync's edges, in SQL alone (a second migration, "edge", promoted
+ * without a daemon): a key that changes spelling only (numeric 1.0 ->
+ * 1.00) reaches the legacy table; a unique value swapped between two keys
+ * in one transaction applies; a legacy identity column GENERATED ALWAYS
+ * that is not the key does not fail every upsert; a child whose parent row
+ * of the same table comes later in a batch with a bad row is not
+ * quarantined with it; after a TRUNCATE of the new table, a row the legacy
+ * table rejects is quarantined alone and the others apply; a copy back
+ * into a narrower column refuses the promote; a view that reads a column
+ * the legacy table lacks refuses the revert (ok = false, not only said);
+ * FORCE ROW LEVEL SECURITY on a new table holds its reverse sync back (the
+ * plan says why), not the other tables'. */
+static void test_reverse_sync_edges(void **state)
+{
+    (void)state;
+    PGconn *c = T.db->c;
+    itest_exec_ok(c, "CREATE TABLE e_num (k numeric PRIMARY KEY, v text);"
+                     "CREATE TABLE e_uq (id int PRIMARY KEY, email text UNIQUE);"
+                     "CREATE TABLE e_ident (id int PRIMARY KEY, n bigint GENERATED ALWAYS AS IDENTITY, v text);"
+                     "CREATE TABLE e_self (id int PRIMARY KEY, par int REFERENCES e_self, v int CHECK (v < 100));"
+                     "CREATE TABLE e_self_shadow (id int PRIMARY KEY, par int REFERENCES e_self_shadow, v int, "
+                     "  _shadow_version integer DEFAULT 1, _shadow_created_at timestamptz DEFAULT now(), "
+                     "  _shadow_source_table text, _shadow_migration_id text, "
+                     "  _shadow_sync_status varchar(20) DEFAULT 'pending', _shadow_last_sync timestamptz, "
+                     "  _shadow_validation_hash varchar(64));"
+                     "CREATE TABLE e_tr (id int PRIMARY KEY, v int CHECK (v < 100));"
+                     "CREATE TABLE e_tr_shadow (LIKE e_self_shadow INCLUDING DEFAULTS);"
+                     "ALTER TABLE e_tr_shadow DROP COLUMN par, ADD PRIMARY KEY (id);"
+                     "INSERT INTO e_num VALUES (1.0, 'a'); INSERT INTO e_uq VALUES (1, 'x'), (2, 'y');"
+                     "INSERT INTO e_ident (id, v) VALUES (1, 'a'); INSERT INTO e_tr VALUES (1, 1), (2, 2);");
+    char *schema = itest_install_sql(), *script = NULL;
+    assert_true(asprintf(&script,
+                         "BEGIN;\n%s\n"
+                         "SELECT pgshadow.register_table('public', t, NULL, '_shadow', 'edge', '{}') "
+                         "FROM unnest(ARRAY['e_num', 'e_uq', 'e_ident', 'e_self', 'e_tr']) t;\n"
+                         "SELECT pgshadow.finish_install('edge');\nCOMMIT;\n",
+                         schema) > 0);
+    itest_exec_ok(c, script);
+    free(script);
+    free(schema);
+    for (int i = 0; i < 10; i++)
+        itest_exec_ok(c, "SELECT * FROM pgshadow.backfill_step('edge', 10000)");
+    itest_exec_ok(c, "SELECT * FROM pgshadow.apply_batch('edge', 10000)");
+    /* a narrower column on the way back refuses, until reverse_columns accepts the cast */
+    itest_exec_ok(c, "ALTER TABLE e_num_shadow ALTER COLUMN v TYPE varchar(20)");
+    itest_exec_ok(c, "ALTER TABLE e_num ALTER COLUMN v TYPE varchar(10)");
+    itest_expect_sql(c, "SELECT action ~ 'column v: the new column is character varying\\(20\\), the legacy one "
+                        "character varying\\(10\\)' AND NOT ok FROM pgshadow.promote_plan('edge') "
+                        "WHERE kind = 'reverse sync' AND table_name = 'e_num'", "t");
+    itest_exec_ok(c, "SELECT pgshadow.set_reverse_columns('public', 'e_num', '{\"v\": \"p.v\"}')");
+    itest_expect_sql(c, "SELECT bool_and(ok) FROM pgshadow.promote_plan('edge')", "t");
+    itest_exec_ok(c, "UPDATE pgshadow.cutover SET status = 'awaiting_decision' WHERE migration_id = 'edge'");
+    itest_exec_ok(c, "SELECT pgshadow.promote('edge', (SELECT rev FROM pgshadow.cutover WHERE migration_id = 'edge'),"
+                     " 2000, 3)");
+    itest_exec_ok(c, "BEGIN; DELETE FROM e_num WHERE k = 1; INSERT INTO e_num VALUES (1.00, 'b'); COMMIT;"
+                     "BEGIN; UPDATE e_uq SET email = 'tmp' WHERE id = 1; UPDATE e_uq SET email = 'x' WHERE id = 2;"
+                     "  UPDATE e_uq SET email = 'y' WHERE id = 1; COMMIT;"
+                     "UPDATE e_ident SET v = 'b'; INSERT INTO e_ident (id, v) VALUES (2, 'c');"
+                     "INSERT INTO e_self VALUES (109, NULL, 1), (1010, 109, 1), (2020, NULL, 500);"
+                     "TRUNCATE e_tr; INSERT INTO e_tr VALUES (6, 600), (7, 7);");
+    for (int i = 0; i < 5; i++)
+        itest_exec_ok(c, "SELECT * FROM pgshadow.apply_batch('edge', 1000)");
+    itest_expect_sql(c, "SELECT count(*) FROM pgshadow.change_log", "0");
+    itest_expect_sql(c, "SELECT k::text || ' ' || v FROM e_num_legacy", "1.00 b");
+    itest_expect_sql(c, "SELECT string_agg(id || email, ',' ORDER BY id) FROM e_uq_legacy", "1y,2x");
+    itest_expect_sql(c, "SELECT string_agg(id || v, ',' ORDER BY id) FROM e_ident_legacy", "1b,2c");
+    itest_expect_sql(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM e_self_legacy", "109,1010");
+    itest_expect_sql(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM e_tr_legacy", "7");
+    itest_expect_sql(c, "SELECT string_agg(t.table_name || q.key::text || q.sqlstate, ',' ORDER BY t.table_name) "
+                        "FROM pgshadow.quarantine q JOIN pgshadow.tables t USING (table_id)",
+                     "e_self{2020}23514,e_tr{6}23514");
+    /* FORCE ROW LEVEL SECURITY on a new table: its reverse sync waits (its
+     * entry stays in the log, the revert plan says why), the other tables
+     * go on; without it, it catches up */
+    itest_exec_ok(c, "ALTER TABLE e_num ENABLE ROW LEVEL SECURITY; ALTER TABLE e_num FORCE ROW LEVEL SECURITY;"
+                     "UPDATE e_num SET v = 'c'; UPDATE e_uq SET email = 'z' WHERE id = 1");
+    itest_exec_ok(c, "SELECT * FROM pgshadow.apply_batch('edge', 1000)");
+    itest_expect_sql(c, "SELECT (SELECT count(*) FROM pgshadow.change_log) || ' ' || "
+                        "(SELECT email FROM e_uq_legacy WHERE id = 1) || ' ' || (SELECT v FROM e_num_legacy)",
+                     "1 z b");
+    itest_expect_sql(c, "SELECT action ~ 'FORCE ROW LEVEL SECURITY' AND NOT ok FROM pgshadow.revert_plan('edge') "
+                        "WHERE table_name = 'e_num' AND kind = 'reverse sync'", "t");
+    itest_exec_ok(c, "ALTER TABLE e_num NO FORCE ROW LEVEL SECURITY");
+    itest_exec_ok(c, "SELECT * FROM pgshadow.apply_batch('edge', 1000)");
+    itest_expect_sql(c, "SELECT (SELECT count(*) FROM pgshadow.change_log) || ' ' || (SELECT v FROM e_num_legacy)",
+                     "0 c");
+    /* a view the revert cannot re-create refuses it in the plan */
+    itest_exec_ok(c, "ALTER TABLE e_uq ADD COLUMN extra int; CREATE VIEW e_uq_extra AS SELECT id, extra FROM e_uq");
+    itest_expect_sql(c, "SELECT ok FROM pgshadow.revert_plan('edge') WHERE object = 'public.e_uq_extra'", "f");
+}
+
 #define T_(f) cmocka_unit_test_setup_teardown(f, db_setup, db_teardown)
 
 int main(void)
@@ -1453,6 +1898,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T_(test_promote_under_load_simple), T_(test_promote_under_load_prepared), T_(test_promote_long_reader),
         T_(test_promote_refused),           T_(test_promote_sigkill),           T_(test_finalize),
+        T_(test_promote_finally_fails),     T_(test_revert_under_load),         T_(test_revert_needs_reverse),
+        T_(test_reverse_sync_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

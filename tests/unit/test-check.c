@@ -77,9 +77,11 @@ static void test_install_script(void **state)
     char *key[] = {"Tenant Id", "id"};
     ps_column_map cols[] = {{.column = "score", .expr = "least(p.score, 1.0)"},
                             {.column = "na\"me", .expr = "p.'x'"}};
+    ps_column_map rev[] = {{.column = "sc'ore", .expr = "p.score"}};
     ps_table_config tables[] = {
         {.name = "projects"},
-        {.name = "We'ird \"T\"", .key = key, .n_key = 2, .columns = cols, .n_columns = 2},
+        {.name = "We'ird \"T\"", .key = key, .n_key = 2, .columns = cols, .n_columns = 2, .reverse = rev,
+         .n_reverse = 1},
     };
     ps_config cfg = {0};
     cfg.migration.id = "mig_1";
@@ -98,8 +100,10 @@ static void test_install_script(void **state)
         "CREATE SCHEMA IF NOT EXISTS pgshadow;\n"
         "SELECT pgshadow.register_table('public', 'projects', NULL, '_shadow', 'mig_1', "
         "'{}'::jsonb);\n"
+        "SELECT pgshadow.set_reverse_columns('public', 'projects', '{}'::jsonb);\n"
         "SELECT pgshadow.register_table('public', 'We''ird \"T\"', ARRAY['Tenant Id', 'id']::text[], "
         "'_shadow', 'mig_1', E'{\"score\": \"least(p.score, 1.0)\", \"na\\\\\"me\": \"p.''x''\"}'::jsonb);\n"
+        "SELECT pgshadow.set_reverse_columns('public', 'We''ird \"T\"', '{\"sc''ore\": \"p.score\"}'::jsonb);\n"
         "SELECT pgshadow.finish_install('mig_1');\n"
         "COMMIT;\n");
     free(script);

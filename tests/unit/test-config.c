@@ -308,7 +308,7 @@ static void test_unknown_key(void **state)
                   "t.yaml:2:13: database.conninfo: is not a valid libpq connection string "
                   "(key=value pairs or a postgresql:// URI)\n"
                   "t.yaml:3:3: database: unknown key \"new\\x0aline\" (known keys: conninfo)\n"
-                  "t.yaml:4:39: migration.tables[0]: unknown key \"kee\" (known keys: name, key, columns)\n");
+                  "t.yaml:4:39: migration.tables[0]: unknown key \"kee\" (known keys: name, key, columns, reverse_columns)\n");
 }
 
 static void test_wrong_type(void **state)
@@ -425,7 +425,7 @@ static void test_duplicate_table(void **state)
     expect_errors("database:\n  conninfo: \"service=x\"\nmigration:\n  id: m\n  tables:\n"
                   "    - name: a\n    - name: a\n      kee: 1\n",
                   "t.yaml:7:13: migration.tables: duplicate table \"a\" (first at line 6, column 13)\n"
-                  "t.yaml:8:7: migration.tables[1]: unknown key \"kee\" (known keys: name, key, columns)\n");
+                  "t.yaml:8:7: migration.tables[1]: unknown key \"kee\" (known keys: name, key, columns, reverse_columns)\n");
 }
 
 static void test_duplicate_keys(void **state)
@@ -1022,7 +1022,7 @@ static void test_diff(void **state)
     d = diff_text(a, c, &n);
     assert_string_equal(d, "migration.id: \"m1\" -> \"m2\"\n"
                            "migration.schema: \"public\" -> \"app\"\n"
-                           "migration.tables: \"projects\" changed (key or columns)\n");
+                           "migration.tables: \"projects\" changed (key, columns or reverse_columns)\n");
     free(d);
     assert_int_equal(ps_config_diff(NULL, a, NULL), 0);
     ps_config_free(a);

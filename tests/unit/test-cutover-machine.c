@@ -389,6 +389,21 @@ static const ccase ccases[] = {
     NO("aborted", s_ab, FINALIZE, 0, GREEN),
     NOW("finalized already", s_fin, FINALIZE, 0, GREEN,
         "finalize: the migration is finalized: its legacy tables are gone, nothing is left to do"),
+    /* revert: from promoted alone; the gates are not asked (the SQL step
+     * checks reverse sync, the quarantine and the plan) */
+    NOW("not started", s_ns, REVERT, 0, GREEN, "revert: the cutover is not_started at 0%: revert undoes a promote"),
+    NO("running", s_run, REVERT, 0, GREEN),
+    NO("paused", s_pau, REVERT, 0, GREEN),
+    NO("awaiting the decision", s_awa, REVERT, 0, GREEN),
+    NO("promoting", s_prg, REVERT, 0, GREEN),
+    OKW("promoted", s_prd, REVERT, 0, GREEN, ST(RB, 0, 0, 0, 0, 0, 0), "revert", 0,
+        "revert: the legacy tables back under their names, reads on them"),
+    OK("promoted, gates red", s_prd, REVERT, 0, RED, ST(RB, 0, 0, 0, 0, 0, 0), "revert", 0),
+    OK("promoted, no evaluation", s_prd, REVERT, 0, NOEVAL, ST(RB, 0, 0, 0, 0, 0, 0), "revert", 0),
+    NO("rolled back", s_rb, REVERT, 0, GREEN),
+    NO("aborted", s_ab, REVERT, 0, GREEN),
+    NOW("finalized", s_fin, REVERT, 0, GREEN,
+        "revert: the migration is finalized: its legacy tables are gone, nothing is left to do"),
     /* not started */
     OKW("on green READY gates", s_ns, START, 0, GREEN, ST(RUN, 1, 1, 0, 0, 0, 0), "start", 1,
         "start: stage 1, 1%"),
@@ -498,7 +513,7 @@ static void test_commands(void **state)
             continue;
         if (!out.write || strcmp(out.what, c->what) != 0 || out.percent_changed != c->percent_changed ||
             out.why[0] == '\0' || out.log_prio == 0 || out.promote != (c->cmd == PS_CO_CMD_PROMOTE) ||
-            out.finalize != (c->cmd == PS_CO_CMD_FINALIZE))
+            out.finalize != (c->cmd == PS_CO_CMD_FINALIZE) || out.revert != (c->cmd == PS_CO_CMD_REVERT))
             fail_msg("%s %s '%s': write %d what '%s' percent_changed %d why '%s' prio %d", from, cmd,
                      c->name, out.write, out.what, out.percent_changed, out.why, out.log_prio);
     }
@@ -880,7 +895,7 @@ static void test_names(void **state)
         "promoting",   "promoted", "rolled_back", "aborted", "finalized",
     };
     static const char *const cmds[PS_CO_N_CMD] = {
-        "start", "pause", "resume", "step-down", "rollback", "abort", "extend", "promote", "finalize",
+        "start", "pause", "resume", "step-down", "rollback", "abort", "extend", "promote", "finalize", "revert",
     };
     ps_co_status s;
     ps_co_cmd c;
@@ -893,7 +908,8 @@ static void test_names(void **state)
         assert_true(ps_co_cmd_parse(cmds[i], &c) == 0 && c == (ps_co_cmd)i);
     }
     static const char *const bad[] = {"",          "awaiting", "Running", "running ",
-                                      "step_down", "stepdown", "Promote", "Finalize", "finalized ", NULL};
+                                      "step_down", "stepdown", "Promote", "Finalize", "finalized ", "Revert",
+                                      "reverted", NULL};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         s = PS_CO_RUNNING;
         c = PS_CO_CMD_ABORT;
