@@ -404,7 +404,7 @@ RETURNS text
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT pgshadow._swap(p_migration_id, p_rev, p_lock_timeout_ms, p_attempts, p_command_id, 1000, true, false)
+    SELECT pgshadow._swap(p_migration_id, p_rev, p_lock_timeout_ms, p_attempts, p_command_id, 100, true, false)
 $fn$;
 
 REVOKE ALL ON FUNCTION pgshadow.set_reverse_columns(text, text, jsonb),

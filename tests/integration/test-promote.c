@@ -1885,6 +1885,55 @@ static void test_reverse_sync_edges(void **state)
     itest_expect_sql(c, "SELECT ok FROM pgshadow.revert_plan('edge') WHERE object = 'public.e_uq_extra'", "f");
 }
 
+/* Promote plans before it takes its locks and plans again under them only
+ * when _swap_fingerprint (the catalog rows its plan reads) changed: every
+ * kind of change the plan reads changes the digest (a view, a grant, a
+ * column grant, a comment, a trigger enabled, a policy, a foreign key of
+ * another table, a publication, a rename), and nothing else does
+ * (ANALYZE, VACUUM, writes). */
+static void test_swap_fingerprint(void **state)
+{
+    (void)state;
+    PGconn *c = T.db->c;
+    static const char FP[] =
+        "SELECT pgshadow._swap_fingerprint(ARRAY['projects'::regclass::oid, 'tasks'::regclass::oid, "
+        "'projects_shadow'::regclass::oid, 'tasks_shadow'::regclass::oid])";
+    static const char *const same[] = {
+        "ANALYZE projects", "VACUUM tasks", "UPDATE projects SET budget = budget + 1 WHERE id < 10",
+        "INSERT INTO tasks (project_id, title) VALUES (1, 'fp')", NULL};
+    static const char *const changes[] = {
+        "CREATE VIEW fp_view AS SELECT id FROM tasks",
+        "CREATE OR REPLACE VIEW fp_view AS SELECT id, title FROM tasks",
+        "DROP VIEW fp_view",
+        "GRANT INSERT ON projects TO " READER,
+        "GRANT SELECT (n) ON tasks TO " READER,
+        "COMMENT ON COLUMN projects.name IS 'fp'",
+        "ALTER TABLE tasks DISABLE TRIGGER tasks_stamp",
+        "CREATE POLICY fp_pol ON tasks USING (true)",
+        "CREATE TABLE fp_child (id int REFERENCES projects)",
+        "CREATE PUBLICATION fp_pub FOR TABLE tasks",
+        "ALTER TABLE projects_shadow RENAME COLUMN name TO name2",
+        NULL};
+    char *prev = itest_query(c, FP);
+    for (int i = 0; same[i]; i++) {
+        itest_exec_ok(c, same[i]);
+        char *now = itest_query(c, FP);
+        if (strcmp(now, prev) != 0)
+            fail_msg("the fingerprint changed after: %s", same[i]);
+        free(now);
+    }
+    for (int i = 0; changes[i]; i++) {
+        itest_exec_ok(c, changes[i]);
+        char *now = itest_query(c, FP);
+        if (strcmp(now, prev) == 0)
+            fail_msg("the fingerprint did not change after: %s", changes[i]);
+        free(prev);
+        prev = now;
+    }
+    free(prev);
+    itest_exec_ok(c, "DROP PUBLICATION fp_pub");
+}
+
 #define T_(f) cmocka_unit_test_setup_teardown(f, db_setup, db_teardown)
 
 int main(void)
@@ -1899,7 +1948,7 @@ int main(void)
         T_(test_promote_under_load_simple), T_(test_promote_under_load_prepared), T_(test_promote_long_reader),
         T_(test_promote_refused),           T_(test_promote_sigkill),           T_(test_finalize),
         T_(test_promote_finally_fails),     T_(test_revert_under_load),         T_(test_revert_needs_reverse),
-        T_(test_reverse_sync_edges),
+        T_(test_reverse_sync_edges),        T_(test_swap_fingerprint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
