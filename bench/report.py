@@ -14,6 +14,15 @@ unrounded value (0.8951 is shown as 0.90 but misses ">= 0.90").
   report.py add V...                  the sum exactly, as a decimal or "p/q" ("-" when one is missing)
   report.py ratio A B [DIGITS]        A/B for display, rounded ("-" when missing)
   report.py cmp A OP B                exit 0 when A OP B holds (OP: lt le gt ge), unrounded
+  report.py window MODE FROM TO FILE...
+                                      pgbench per-transaction logs (-l), each transaction from
+                                      its start (its end minus its latency: with -R, its
+                                      scheduled start) to its end; MODE overlap: those in flight
+                                      at some time in [FROM, TO) (epoch seconds), within: those
+                                      that started and ended in it. Tab-separated: count, failed
+                                      (no latency: failed, skipped...), the max and the p99
+                                      (nearest rank) latency, and the max of latency - schedule
+                                      lag (the statement alone, -R only), in microseconds, exact
   report.py summary FMT OP TARGET HEADLINE V...
                                       one row's figures, tab-separated: headline, spread
                                       (min-max of the per-round values V), rounds, verdict.
@@ -152,6 +161,38 @@ def percentile(vals, p):
     return vals[rank - 1]
 
 
+def window(lines, t_from, t_to, mode="overlap"):
+    """pgbench -l lines ("client txn latency_us script epoch us [lag] [retries]"):
+    (count, failed, max latency, p99 latency, max of latency - lag) of the
+    transactions (the last None without lag fields, from pgbench -R), each from
+    its start (end - latency) to its end, that were in flight at some time
+    in [t_from, t_to) (mode "overlap": start < t_to and end > t_from), or
+    that started and ended in it (mode "within": t_from <= start and end <
+    t_to). A transaction without a latency (failed, skipped...) is taken as
+    an instant at its end."""
+    a, b = exact(t_from), exact(t_to)
+    if mode not in ("overlap", "within"):
+        raise ValueError(f"window mode {mode!r}: overlap or within")
+    lats, failed, own = [], 0, []
+    for line in lines:
+        f = line.split()
+        if len(f) < 6:
+            continue
+        end = Fraction(int(f[4])) + Fraction(int(f[5]), 1000000)
+        lat = int(f[2]) if f[2].isdigit() else None
+        start = end - Fraction(lat or 0, 1000000)
+        if not (start < b and end > a if mode == "overlap" else a <= start and end < b):
+            continue
+        if lat is None:
+            failed += 1
+        else:
+            lats.append(lat)
+            if len(f) >= 7 and f[6].isdigit():
+                own.append(lat - int(f[6]))
+    return (len(lats), failed, (max(lats) if lats else None), percentile(lats, 99),
+            (max(own) if own and len(own) == len(lats) else None))
+
+
 COLS = ["benchmark", "pgshadow", "baseline", "ratio", "spread (min-max)", "rounds", "target", "verdict"]
 
 
@@ -206,6 +247,13 @@ def main(argv):
         if a is None or b is None:
             return 2
         return 0 if OPS[op](a, b) else 1
+    elif cmd == "window":
+        lines = []
+        for path in argv[5:]:
+            with open(path, encoding="utf-8") as f:
+                lines.extend(f)
+        res = window(lines, argv[3], argv[4], argv[2])
+        print("\t".join("-" if v is None else str(v) for v in res))
     elif cmd == "summary":
         form, op, target, headline = argv[2:6]
         print("\t".join(summary(form, op, target, headline, argv[6:])))

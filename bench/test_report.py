@@ -127,6 +127,61 @@ class Verdict(unittest.TestCase):
         self.assertEqual(report.percentile([7], 99), 7)
 
 
+class Window(unittest.TestCase):
+    """pgbench -l lines: each transaction from its start (end - latency) to
+    its end, in flight in a window or within it, exactly."""
+
+    LINES = [
+        "0 1 1500 0 1000 500000 100",      # 1000.4985 .. 1000.5
+        "1 1 250000 0 1000 750000 3",      # 1000.5 .. 1000.75
+        "1 2 failed 0 1000 800000 0",      # no latency: failed, an instant at 1000.8
+        "2 7 999 0 1001 0",                # without -R's lag field: 1000.999001 .. 1001
+        "3 1 20 0 999 999990 0 0",         # with a retries field: 999.99997 .. 999.99999
+        "",
+    ]
+
+    def test_overlap_exact_boundaries(self):
+        w = lambda a, b: report.window(self.LINES, a, b, "overlap")
+        # in flight at some time in [a, b): start < b and end > a
+        self.assertEqual(w("1000.4985", "1000.49850001"), (1, 0, 1500, 1500, 1400))
+        self.assertEqual(w("1000.4", "1000.4985"), (0, 0, None, None, None))      # starts at b: outside
+        self.assertEqual(w("1000.5", "1000.6"), (1, 0, 250000, 250000, 249997))     # ends at a: outside
+        self.assertEqual(w("1000.4999", "1000.6"), (2, 0, 250000, 250000, 249997))
+        # a long write that started before the window and ended after it is in it
+        self.assertEqual(w("1000.6", "1000.7"), (1, 0, 250000, 250000, 249997))
+        self.assertEqual(w("1000.76", "1000.81"), (0, 1, None, None, None))
+
+    def test_within(self):
+        w = lambda a, b: report.window(self.LINES, a, b, "within")
+        self.assertEqual(w("1000.4985", "1000.6"), (1, 0, 1500, 1500, 1400))     # the long one ends after b
+        self.assertEqual(w("1000.4985", "1000.75"), (1, 0, 1500, 1500, 1400))    # ends at b: outside
+        self.assertEqual(w("1000.4985", "1000.750001"), (2, 0, 250000, 250000, 249997))
+        self.assertEqual(w("1000.4986", "1000.750001"), (1, 0, 250000, 250000, 249997))
+        self.assertEqual(w("1000.8", "1000.81"), (0, 1, None, None, None))
+        with self.assertRaises(ValueError):
+            report.window(self.LINES, "0", "1", "around")
+
+    def test_whole_log(self):
+        # the line without a lag field: no statement-alone figure
+        self.assertEqual(report.window(self.LINES, "0", "2000", "within"), (4, 1, 250000, 250000, None))
+        self.assertEqual(report.window(self.LINES, "999", "1000.9", "within"), (3, 1, 250000, 250000, 249997))
+        # the command's output, from files
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            a, b = os.path.join(d, "tx.1"), os.path.join(d, "tx.1.1")
+            with open(a, "w") as f:
+                f.write("\n".join(self.LINES[:3]) + "\n")
+            with open(b, "w") as f:
+                f.write("\n".join(self.LINES[3:]) + "\n")
+            self.assertEqual(run("window", "overlap", "999", "1001", a, b), (0, "4\t1\t250000\t250000\t-"))
+            self.assertEqual(run("window", "overlap", "999", "1000.9", a, b), (0, "3\t1\t250000\t250000\t249997"))
+            self.assertEqual(run("window", "within", "5", "6", a), (0, "0\t0\t-\t-\t-"))
+
+    def test_p99_nearest_rank(self):
+        lines = [f"0 {i} {i * 10} 0 100 {i} {i}" for i in range(1, 201)]   # 200 transactions, 10..2000 us
+        self.assertEqual(report.window(lines, "0", "200", "overlap"), (200, 0, 2000, 1980, 1800))
+
+
 class DocsQuoteTheMethod(unittest.TestCase):
     """docs/benchmarks.md quotes `bench/run --method` (full and quick) verbatim."""
 

@@ -706,11 +706,22 @@ $fn$;
 -- The sessions (pids) holding a lock on relation p_rel now, this one
 -- aside: taken right before promote waits for it, so that a timeout names
 -- those that held it all along, not those that queued behind promote.
+--
+-- It first drops this transaction's snapshot of pg_stat_activity, which
+-- PostgreSQL takes at the first read in a transaction and keeps to its
+-- end (a failed attempt's subtransaction, rolled back, does not refresh
+-- it): the caller's next read of that view, after the wait, describes the
+-- holders as they are then. Without it, a failed attempt named sessions
+-- from a snapshot an earlier read had taken (their state, query and "in
+-- transaction N s" from seconds before, the set filtered by a stale
+-- xact_start). pg_locks itself is read live.
+-- VOLATILE: dropping the snapshot is a side effect.
 CREATE OR REPLACE FUNCTION pgshadow._promote_holders(p_rel regclass)
 RETURNS integer[]
-LANGUAGE sql STABLE
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+    SELECT pg_stat_clear_snapshot();
     SELECT coalesce(array_agg(DISTINCT l.pid), '{}')
     FROM pg_locks l
     WHERE l.granted AND l.locktype = 'relation' AND l.relation = p_rel

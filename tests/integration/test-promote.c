@@ -29,7 +29,10 @@
  *     lock_timeout 200ms and 3 attempts: promote fails (exit 1) naming its
  *     pid, nothing changed, still awaiting_decision; a writer of projects
  *     meanwhile never waits long (each INSERT timed; < 1 s asserted, the
- *     max printed); both gone, promote succeeds;
+ *     max printed); both gone, promote succeeds. Before them: in one
+ *     transaction, pg_stat_activity read after _promote_holders shows
+ *     another session as it is then, not as the transaction's first read
+ *     of the view did (the names promote gives after a failed wait);
  *  3. a materialized view over projects: --dry-run exits 3 and lists it,
  *     promote exits 3 saying refused, queues nothing, changes nothing; a
  *     promote command queued anyway fails in the daemon, refused; the view
@@ -779,6 +782,31 @@ static void blocked_promote(PGconn *w, const char *stmt, const char *before)
     PQfinish(blocker);
 }
 
+/* _promote_holders, which promote calls right before each wait it names the
+ * holders of, drops the transaction's snapshot of pg_stat_activity: the
+ * view is read once per transaction and kept to its end (a rolled back
+ * subtransaction, a failed attempt, does not refresh it), so without that
+ * promote named sessions after a failed wait as an earlier read saw them.
+ * In one transaction: w's last statement as read first, still so after w
+ * ran another and after a savepoint rolled back (the snapshot), and as it
+ * is after _promote_holders. */
+static void holders_read_fresh_activity(PGconn *w)
+{
+    char q[96];
+    snprintf(q, sizeof q, "SELECT query FROM pg_stat_activity WHERE pid = %d", PQbackendPID(w));
+    PGconn *c = itest_connect(T.ci);
+    itest_exec_ok(w, "SELECT 'holders 1'");
+    itest_exec_ok(c, "BEGIN");
+    itest_expect_sql(c, q, "SELECT 'holders 1'");
+    itest_exec_ok(w, "SELECT 'holders 2'");
+    itest_exec_ok(c, "SAVEPOINT a; ROLLBACK TO SAVEPOINT a");
+    itest_expect_sql(c, q, "SELECT 'holders 1'");
+    itest_exec_ok(c, "SELECT pgshadow._promote_holders('projects')");
+    itest_expect_sql(c, q, "SELECT 'holders 2'");
+    itest_exec_ok(c, "COMMIT");
+    PQfinish(c);
+}
+
 static void test_promote_long_reader(void **state)
 {
     (void)state;
@@ -786,6 +814,7 @@ static void test_promote_long_reader(void **state)
     to_decision(NULL, "awaiting_decision");
     char *before = oids();
     PGconn *w = itest_connect_as(T.db->name, OWNER);
+    holders_read_fresh_activity(w);
     /* a reader of tasks; a transaction that only took a value of projects'
      * sequence (promote changes the sequence's owner under its locks) */
     blocked_promote(w, "SELECT id FROM tasks LIMIT 1", before);
