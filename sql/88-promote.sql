@@ -1208,6 +1208,7 @@ BEGIN
             -- own locks are gone with its subtransaction): the sessions
             -- holding it now that held it when the wait began, not the ones
             -- that queued behind the attempt and got it just now
+            PERFORM pg_stat_clear_snapshot();   -- pg_stat_activity as it is now, not as first read
             SELECT string_agg(a.pid::text, ', ' ORDER BY a.pid),
                    coalesce(jsonb_object_agg(a.pid::text, format('pid %s (%s, %s, in transaction %s s): %s', a.pid,
                                              a.usename, a.state,
