@@ -920,6 +920,7 @@ DECLARE
     v_tables   integer[];
     v_names    text;
     v_pending  bigint;
+    v_prev_pending bigint;   -- the log's length before the last drain round (NULL: none yet)
     v_budget_ms double precision;
     v_t0       timestamptz;
     v_locked   timestamptz;
@@ -986,11 +987,16 @@ BEGIN
            string_agg(x.table_name, ', ' ORDER BY x.table_id)
     INTO v_tables, v_names FROM pgshadow.tables x WHERE x.migration_id = p_migration_id;
 
-    -- 2. drain outside the locks
+    -- 2. drain outside the locks, until at most p_drain_rows are left, or
+    -- until a round no longer shrinks the log by a tenth: under a steady
+    -- write load the log does not fall below what is written during one
+    -- round, and draining on would only delay the swap
     LOOP
         SELECT count(*) INTO v_pending FROM (SELECT 1 FROM pgshadow.change_log l WHERE l.table_id = ANY (v_tables)
-                                             LIMIT p_drain_rows + 1) x;
-        EXIT WHEN v_pending <= p_drain_rows OR clock_timestamp() - v_start > least(interval '30 seconds', v_budget / 4);
+                                             LIMIT 100001) x;
+        EXIT WHEN v_pending <= p_drain_rows OR v_pending > v_prev_pending * 0.9
+                  OR clock_timestamp() - v_start > least(interval '30 seconds', v_budget / 4);
+        v_prev_pending := v_pending;
         PERFORM * FROM pgshadow.apply_batch(p_migration_id, 5000);
     END LOOP;
 
