@@ -29,6 +29,7 @@
  *    rolls back; the durable change log makes the next start redo it), so a
  *    non-zero code would only make Restart=on-failure undo the operator.
  */
+#include "pgshadow/control.h"
 #include "pgshadow/daemon.h"
 
 #include <errno.h>
@@ -201,6 +202,11 @@ static void listen_on_notify(ps_pgconn *c, const char *channel, const char *payl
 
 static void db_teardown(ps_daemon *d)
 {
+    /* the command queue keeps a pointer to main (its poll timer fires on
+     * its own): dropped before main is freed (ASan saw the timer's look()
+     * read a freed connection after SIGTERM, in test-sync) */
+    if (d->control)
+        ps_control_set_conn(d->control, NULL);
     ps_pgconn_free(d->listen);
     ps_pgconn_free(d->work);
     ps_pgconn_free(d->main);
@@ -570,6 +576,7 @@ void ps_daemon_free(ps_daemon *d)
     /* Modules first: their timers live on the base, and they may still
      * hold the connections' addresses. */
     ps_modules_free(&d->modules);
+    d->control = NULL; /* freed with its module */
     db_teardown(d);
     ps_leader_free(d->leader);
     struct event *evs[] = {d->ev_hup,     d->ev_term,          d->ev_int,
