@@ -10,10 +10,14 @@
  * and writes what it decided with pgshadow.cutover_write
  * (sql/87-cutover.sql): state, every table's read percent and the event in
  * one transaction, compare-and-set on the row's rev. Operator commands
- * (start, pause, resume, step-down, rollback, abort, extend; promote and
- * finalize, whose SQL steps write the state themselves) are handlers
- * of the control queue: the machine decides, and the same cutover_write
- * runs in the command's transaction.
+ * (start, pause, resume, step-down, rollback, abort, extend; promote,
+ * revert and finalize, whose SQL steps write the state themselves) are
+ * handlers of the control queue: the machine decides, and the same
+ * cutover_write runs in the command's transaction.
+ *
+ * Over 800 lines: the reads, the writes, the commands and the swap steps
+ * share one request slot and one state (st, rev); split across files they
+ * would each need the module's insides.
  *
  * Owns: the schedule in force (a copy: a reload that breaks rule 6 leaves
  * it), the state as last read or written (st, rev), the machine's memory,

@@ -79,11 +79,15 @@
  *     third time and finalize under the load: pgbench failed nothing, and
  *     every row each of its transactions inserted is there at the end.
  *     And the refusals: a columns: mapping that is not a plain copy needs
- *     reverse_columns (or --without-revert); revert before a promote.
+ *     reverse_columns (or --without-revert); revert before a promote;
+ *     FORCE ROW LEVEL SECURITY after install holds a table's apply back.
+ *  8. reverse sync's edges, in SQL alone (test_reverse_sync_edges), and the
+ *     catalog digest that decides whether promote plans again under its
+ *     locks (test_swap_fingerprint).
  *
  * Every wait polls with a generous deadline (a busy 2-core machine); the
- * only fixed sleeps watch a daemon for what it must not log. About 1700
- * lines: nine cases end to end (the fourth kills the daemon twice), and the
+ * only fixed sleeps watch a daemon for what it must not log. About 1900
+ * lines: twelve cases end to end (the fourth kills the daemon twice), and the
  * catalog and row checks every promote must pass (check_catalog,
  * check_rows), which are the point of the test and read best in one place. PGSHADOW_TEST_FILTER (a cmocka
  * pattern) runs some cases only. The two cases of 1. are load cases
