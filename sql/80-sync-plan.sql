@@ -37,7 +37,8 @@
 -- Helpers of an earlier layout of this file (a refresh of such an install).
 SELECT pgshadow._drop_functions(ARRAY['pgshadow._sync_unstick_sql(integer)',
                                       'pgshadow._sync_apply_keys(integer, text, text, text, bigint[])',
-                                      'pgshadow._sync_halt_reason(integer, text, text, text, bigint[], text, text)']);
+                                      'pgshadow._sync_halt_reason(integer, text, text, text, bigint[], text, text)',
+                                      'pgshadow._sync_fk_depth(text)']);
 
 -- ---------------------------------------------------------------------------
 -- Plan: the tables of a migration in foreign-key order, with the statement
@@ -66,14 +67,18 @@ $fn$;
 
 -- Depth of each shadow table in the foreign-key graph among the migration's
 -- shadow tables (0 = references no other registered shadow). Parents have a
--- smaller depth than their children; cycles are cut.
-CREATE OR REPLACE FUNCTION pgshadow._sync_fk_depth(p_migration_id text)
+-- smaller depth than their children; cycles are cut. p_of_tables: the graph
+-- among the tables themselves (reverse sync after a promote, 90-revert.sql,
+-- where the registry's names mean the new tables and its shadow names the
+-- compatibility views).
+CREATE OR REPLACE FUNCTION pgshadow._sync_fk_depth(p_migration_id text, p_of_tables boolean DEFAULT false)
 RETURNS TABLE (table_id integer, depth integer)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     WITH RECURSIVE t AS (
-        SELECT r.table_id, to_regclass(format('%I.%I', r.schema_name, r.shadow_name)) AS rel
+        SELECT r.table_id, to_regclass(format('%I.%I', r.schema_name,
+                                              CASE WHEN p_of_tables THEN r.table_name ELSE r.shadow_name END)) AS rel
         FROM pgshadow.tables r
         WHERE r.migration_id = p_migration_id
     ), e AS (
@@ -482,7 +487,7 @@ $fn$;
 
 -- Privileges
 REVOKE ALL ON FUNCTION pgshadow._rls_forced(integer),
-                       pgshadow._sync_fk_depth(text),
+                       pgshadow._sync_fk_depth(text, boolean),
                        pgshadow._sync_taken(text),
                        pgshadow._sync_cmp(text[], text[], text[], text[], text[], text[]),
                        pgshadow._sync_statements(integer),

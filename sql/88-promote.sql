@@ -80,6 +80,24 @@ AS $fn$
     SELECT left(p_table, 56) || '_legacy'
 $fn$;
 
+-- Every relation of the migration's tables by name: each table, its shadow
+-- (after promote: the compatibility view) and its legacy table (after
+-- promote), those that exist. What the plan treats as the migration's own
+-- (a view or foreign key between them is left alone) and what the plan's
+-- catalog digest covers (_swap_fingerprint).
+CREATE OR REPLACE FUNCTION pgshadow._swap_rels(p_migration_id text)
+RETURNS oid[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT coalesce(array_agg(DISTINCT r.oid), '{}')
+    FROM pgshadow.tables x
+    CROSS JOIN LATERAL (VALUES (x.table_name), (x.shadow_name), (x.legacy_name)) n(nm)
+    CROSS JOIN LATERAL (SELECT CASE WHEN n.nm IS NOT NULL
+                                    THEN to_regclass(format('%I.%I', x.schema_name, n.nm))::oid END AS oid) r
+    WHERE x.migration_id = p_migration_id AND r.oid IS NOT NULL
+$fn$;
+
 -- The names of columns p_cols of p_rel, sorted: a foreign key or an index
 -- of the primary is matched on the shadow by its column names.
 CREATE OR REPLACE FUNCTION pgshadow._colnames(p_rel oid, p_cols int2[])
@@ -151,11 +169,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pgshadow.tables x WHERE x.migration_id = p_migration_id) THEN
         RAISE EXCEPTION 'pgshadow: migration % has no tables', p_migration_id USING ERRCODE = 'undefined_object';
     END IF;
-    SELECT array_remove(array_agg(to_regclass(format('%I.%I', x.schema_name, x.table_name))::oid)
-                        || array_agg(to_regclass(format('%I.%I', x.schema_name, x.shadow_name))::oid)
-                        || array_agg(CASE WHEN x.legacy_name IS NOT NULL
-                                          THEN to_regclass(format('%I.%I', x.schema_name, x.legacy_name))::oid END), NULL)
-    INTO v_rel FROM pgshadow.tables x WHERE x.migration_id = p_migration_id;
+    v_rel := pgshadow._swap_rels(p_migration_id);
     FOR t IN SELECT x.* FROM pgshadow.tables x WHERE x.migration_id = p_migration_id ORDER BY x.table_id LOOP
         v_p := to_regclass(format('%I.%I', t.schema_name, t.table_name));
         IF p_revert THEN
@@ -448,11 +462,7 @@ BEGIN
     v_pq := format('%I.%I', t.schema_name, t.table_name);
     v_lq := format('%I.%I', t.schema_name, v_out);
     v_own := (SELECT relowner FROM pg_class WHERE oid = v_p)::regrole;
-    SELECT array_remove(array_agg(to_regclass(format('%I.%I', x.schema_name, x.table_name))::oid)
-                        || array_agg(to_regclass(format('%I.%I', x.schema_name, x.shadow_name))::oid)
-                        || array_agg(CASE WHEN x.legacy_name IS NOT NULL
-                                          THEN to_regclass(format('%I.%I', x.schema_name, x.legacy_name))::oid END), NULL)
-    INTO v_rel FROM pgshadow.tables x WHERE x.migration_id = t.migration_id;
+    v_rel := pgshadow._swap_rels(t.migration_id);
 
     IF p_revert AND (SELECT relkind FROM pg_class
                      WHERE oid = to_regclass(format('%I.%I', t.schema_name, t.shadow_name))) = 'v' THEN
@@ -1026,11 +1036,7 @@ BEGIN
              ON k.contype = 'f' AND k.confrelid = format('%I.%I', x.schema_name, x.table_name)::regclass
         WHERE x.table_id = ANY (v_tables)) r2;
 
-    SELECT array_agg(DISTINCT o) INTO v_fp_rels FROM (
-        SELECT to_regclass(format('%I.%I', x.schema_name, n.nm))::oid AS o
-        FROM pgshadow.tables x
-        CROSS JOIN LATERAL (VALUES (x.table_name), (x.shadow_name), (x.legacy_name)) n(nm)
-        WHERE x.table_id = ANY (v_tables) AND n.nm IS NOT NULL) z WHERE o IS NOT NULL;
+    v_fp_rels := pgshadow._swap_rels(p_migration_id);
 
     -- 3. the attempts. A deadlock must end the attempt, never the other
     -- session (see above): promote's own checks come after 20ms of waiting
@@ -1323,6 +1329,7 @@ REVOKE ALL ON FUNCTION pgshadow.promote(text, bigint, integer, integer, bigint, 
                        pgshadow._promote_holders(regclass),
                        pgshadow._lock_all(regclass[], text, timestamptz),
                        pgshadow._swap_fingerprint(oid[]),
+                       pgshadow._swap_rels(text),
                        pgshadow._promoted(text),
                        pgshadow._legacy_name(text),
                        pgshadow._colnames(oid, int2[]),

@@ -264,22 +264,9 @@ BEGIN
     -- SECURITY: its policies would hide rows of t from the owner, and
     -- reverse sync would delete them from t_legacy; its entries wait in the
     -- log (revert_plan refuses, saying why) while the other tables go on.
-    WITH RECURSIVE r AS (
-        SELECT x.table_id, to_regclass(format('%I.%I', x.schema_name, x.table_name)) AS rel
-        FROM pgshadow.tables x WHERE x.migration_id = p_migration_id AND x.reverse_sync
-          AND NOT pgshadow._rls_forced(x.table_id)
-    ), e AS (
-        SELECT DISTINCT ch.table_id AS child, pa.table_id AS parent
-        FROM pg_constraint con JOIN r ch ON con.conrelid = ch.rel JOIN r pa ON con.confrelid = pa.rel
-        WHERE con.contype = 'f' AND ch.table_id <> pa.table_id
-    ), d (table_id, depth, path) AS (
-        SELECT r.table_id, 0, ARRAY[r.table_id] FROM r
-        UNION ALL
-        SELECT e.child, d.depth + 1, d.path || e.child FROM d JOIN e ON e.parent = d.table_id
-        WHERE e.child <> ALL (d.path)
-    )
-    SELECT array_agg(table_id ORDER BY depth, table_id) INTO v_ids
-    FROM (SELECT table_id, max(depth) AS depth FROM d GROUP BY table_id) z;
+    SELECT array_agg(x.table_id ORDER BY d.depth, x.table_id) INTO v_ids
+    FROM pgshadow.tables x JOIN pgshadow._sync_fk_depth(p_migration_id, true) d USING (table_id)
+    WHERE x.migration_id = p_migration_id AND x.reverse_sync AND NOT pgshadow._rls_forced(x.table_id);
     IF v_ids IS NULL THEN
         RETURN QUERY SELECT 0, 0, 0, 0, 0, NULL::text;
         RETURN;

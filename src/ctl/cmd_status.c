@@ -64,6 +64,22 @@ static void gate_from_json(const char *json, const char *name, char *color, size
     }
 }
 
+/* The end of a status: the JSON closed, or the last decision said; then
+ * b printed at once (a --watch screen is one write) and freed. */
+static int status_end(ps_ctl_buf *b, PGresult *res, bool json)
+{
+    if (json)
+        ps_ctl_buf_puts(b, "}}\n");
+    else if (PQgetvalue(res, 0, S_REASON)[0])
+        ps_ctl_buf_printf(b, "last decision: %s\n", PQgetvalue(res, 0, S_REASON));
+    PQclear(res);
+    char *out = ps_ctl_buf_steal(b);
+    fputs(out, stdout);
+    fflush(stdout);
+    free(out);
+    return PS_CTL_EXIT_OK;
+}
+
 static int print_status(ps_ctl *ctl, bool json)
 {
     const char *params[1] = {ctl->cfg->migration.id};
@@ -119,14 +135,7 @@ static int print_status(ps_ctl *ctl, bool json)
                           "migration %s: promoted since %s: the former shadow tables are the tables (%s tables), "
                           "routing answers primary, the old tables are kept as <table>_legacy\n",
                           cfg->migration.id, PQgetvalue(res, 0, S_SINCE), PQgetvalue(res, 0, S_TABLES));
-        if (PQgetvalue(res, 0, S_REASON)[0])
-            ps_ctl_buf_printf(&b, "last decision: %s\n", PQgetvalue(res, 0, S_REASON));
-        PQclear(res);
-        char *out = ps_ctl_buf_steal(&b);
-        fputs(out, stdout);
-        fflush(stdout);
-        free(out);
-        return PS_CTL_EXIT_OK;
+        return status_end(&b, res, false);
     } else {
         ps_ctl_buf_printf(&b, "migration %s: %s", cfg->migration.id, ps_co_status_name(st.status));
         if (st.stage >= 1)
@@ -172,16 +181,7 @@ static int print_status(ps_ctl *ctl, bool json)
                               i == PS_GATE_SYNC_PERCENT ? ">=" : "<=", l);
         }
     }
-    if (json)
-        ps_ctl_buf_puts(&b, "}}\n");
-    else if (PQgetvalue(res, 0, S_REASON)[0])
-        ps_ctl_buf_printf(&b, "last decision: %s\n", PQgetvalue(res, 0, S_REASON));
-    PQclear(res);
-    char *out = ps_ctl_buf_steal(&b);
-    fputs(out, stdout);
-    fflush(stdout);
-    free(out);
-    return PS_CTL_EXIT_OK;
+    return status_end(&b, res, json);
 }
 
 static volatile sig_atomic_t interrupted;
